@@ -1,0 +1,1 @@
+"""Devices, ONNX Runtime measurement, kernels and latency lookup tables."""

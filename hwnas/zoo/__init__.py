@@ -1,0 +1,1 @@
+"""Hand-written reference models (no torchvision)."""
