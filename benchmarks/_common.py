@@ -1,0 +1,54 @@
+"""Helpers shared by the benchmark scripts: timing with medians and writing result tables."""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def pin_threads(n: int = 1) -> None:
+    """Fix intra-op threads for torch (and numpy's BLAS through the environment of child processes)."""
+    import torch
+
+    torch.set_num_threads(n)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(n))
+
+
+def median_time(fn: Callable[[], object], repeats: int = 7, number: int = 1) -> float:
+    """Median over ``repeats`` of the seconds per call of ``fn`` (each repeat calls it ``number`` times)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        times.append((time.perf_counter() - t0) / number)
+    return statistics.median(times)
+
+
+def write_table(name: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
+    """Print ``rows`` as a table and write them to ``benchmarks/results/<name>.csv``."""
+    widths = [max(len(str(h)), *(len(_fmt(r[i])) for r in rows)) for i, h in enumerate(header)]
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
+    for r in rows:
+        print("  ".join(_fmt(v).ljust(w) for v, w in zip(r, widths)))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    print(f"\nwritten: {path}")
+    return path
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

@@ -1,0 +1,127 @@
+"""Export a subnet: a plain ``nn.Module`` with sliced weights, an ONNX file, an architecture JSON.
+
+Example:
+    >>> import torch, hwnas
+    >>> space = hwnas.spaces.create("digits").eval()
+    >>> sample = space.random_sample(0)
+    >>> subnet = hwnas.export(space, sample)
+    >>> x = torch.randn(2, 1, 8, 8)
+    >>> torch.allclose(subnet(x), space.apply_arch(sample)(x), atol=1e-5)
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from hwnas.graph.trace import HwnasTracer, trace_module
+from hwnas.io import atomic_write_json, read_json
+from hwnas.space.choice import evaluate
+from hwnas.space.modules import HwnasModule, LayerChoice, Repeat
+from hwnas.space.space import apply_arch, collect_choices, validate_sample
+
+__all__ = ["export", "to_onnx", "save_arch", "load_arch", "apply_arch", "ONNX_OPSET"]
+
+ONNX_OPSET = 17
+
+
+def export(space: nn.Module, sample: dict[str, Any]) -> nn.Module:
+    """The subnet ``sample`` of ``space`` as a plain PyTorch model (no hwnas class left).
+
+    Weights are copied from the supernet's active slices, so the result computes exactly what the
+    supernet computes under ``sample``. Containers become ``torch.fx.GraphModule``s named after the
+    original classes; layers become their ``torch.nn`` counterparts; layers that the forward pass
+    never calls are left out.
+    """
+    validate_sample(collect_choices(space), sample)
+    out = _export(space, sample, "")
+    out.train(space.training)
+    return out
+
+
+def _export(module: nn.Module, sample: dict[str, Any], path: str) -> nn.Module:
+    if isinstance(module, Repeat):
+        d = evaluate(module.depth, sample)
+        return nn.Sequential(*[_export(b, sample, f"{path}.blocks.{i}") for i, b in enumerate(module.blocks[:d])])
+    if isinstance(module, LayerChoice):
+        i = module.index(evaluate(module.choice, sample))
+        return _export(module.candidates[i], sample, f"{path}.candidates.{i}")
+    if isinstance(module, HwnasModule):
+        return module.export(sample)
+    if HwnasTracer().is_leaf_module(module, path):
+        return copy.deepcopy(module)
+    graph = trace_module(module, path)
+    root: dict[str, Any] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            root[node.target] = _export(module.get_submodule(node.target), sample,
+                                        f"{path}.{node.target}" if path else node.target)
+        elif node.op == "get_attr":
+            obj: Any = module
+            for part in node.target.split("."):
+                obj = getattr(obj, part)
+            root[node.target] = copy.deepcopy(obj)
+    return fx.GraphModule(root, graph, class_name=type(module).__name__)
+
+
+def to_onnx(module: nn.Module, dummy_input: Any, path: str | os.PathLike, verify: bool = True,
+            opset: int = ONNX_OPSET, atol: float = 1e-4) -> Path:
+    """Export ``module`` (in eval mode) to ONNX, check it with ``onnx.checker`` and, with ``verify``,
+    run it in ONNX Runtime and compare with PyTorch.
+
+    Raises:
+        ValueError: ONNX Runtime's output differs from PyTorch's by more than ``atol`` (relative to the
+            output's scale).
+    """
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = module.training
+    module.eval()
+    inputs = dummy_input if isinstance(dummy_input, tuple) else (dummy_input,)
+    try:
+        torch.onnx.export(module, inputs, str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
+                          input_names=[f"input{i}" if i else "input" for i in range(len(inputs))],
+                          output_names=["output"])
+        onnx.checker.check_model(onnx.load(str(path)))
+        if verify:
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            feed = {i.name: t.detach().cpu().numpy() for i, t in zip(sess.get_inputs(), inputs)}
+            got = sess.run(None, feed)[0]
+            with torch.no_grad():
+                want = module(*inputs)
+            want = (want[0] if isinstance(want, (tuple, list)) else want).detach().cpu().numpy()
+            scale = max(1.0, float(np.abs(want).max()))
+            err = float(np.abs(got - want).max())
+            if err > atol * scale:
+                raise ValueError(f"ONNX Runtime's output for {str(path)!r} differs from PyTorch's by {err:.3g} "
+                                 f"(allowed {atol * scale:.3g}); an op may export differently at opset {opset}.")
+    finally:
+        module.train(was_training)
+    return path
+
+
+def save_arch(sample: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write a sample as JSON (atomically): ``{"hwnas_arch": 1, "sample": {...}}``."""
+    return atomic_write_json(path, {"hwnas_arch": 1, "sample": dict(sample)})
+
+
+def load_arch(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a sample written by :func:`save_arch` (a bare JSON object of label -> value is accepted too)."""
+    data = read_json(path, "architecture file")
+    if isinstance(data, dict) and "hwnas_arch" in data:
+        data = data.get("sample")
+    if not isinstance(data, dict):
+        raise ValueError(f"architecture file {str(path)!r} should hold a JSON object of label -> value (as written "
+                         f"by hwnas.save_arch), got {type(data).__name__}.")
+    return data

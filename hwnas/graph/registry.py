@@ -1,0 +1,162 @@
+"""The shape-rule registry: op type -> a pure function from symbolic inputs to symbolic outputs.
+
+A rule receives a :class:`Call` (the interpreted arguments, the module for a module call, the module
+path) and returns the output value; it may record attributes that cost rules need in ``call.attrs``.
+Targets are module classes (looked up along the MRO), functions, or tensor-method names, each mapped to
+a canonical op name (``"conv"``, ``"relu"``, ``"add"``, ...) that cost rules are keyed by.
+
+Register a rule for your own leaf module::
+
+    import hwnas
+    from hwnas.graph import TensorMeta, register_shape_rule
+
+    @register_shape_rule(MyUpsample, op="upsample")
+    def _my_upsample(call):
+        x = call.tensor(0)
+        n, c, h, w = x.shape
+        return TensorMeta((n, c, 2 * h, 2 * w))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from hwnas.graph.larray import Dim
+
+__all__ = ["TensorMeta", "Call", "ShapeRule", "register_shape_rule", "register_leaf", "lookup_rule",
+           "is_registered_leaf", "UnsupportedOpError", "numel"]
+
+
+class UnsupportedOpError(NotImplementedError):
+    """An op has no shape or cost rule."""
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """A tensor during symbolic shape inference: its shape, each dim an int or an :class:`LArray`."""
+
+    shape: tuple[Dim, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __repr__(self) -> str:
+        return "TensorMeta(" + ", ".join(d if isinstance(d, str) else repr(d) for d in self.shape) + ")"
+
+
+def numel(t: TensorMeta) -> Dim:
+    """The number of elements (symbolic when a dim is)."""
+    n: Dim = 1
+    for d in t.shape:
+        n = n * d
+    return n
+
+
+@dataclass
+class Call:
+    """One op call during interpretation."""
+
+    op_type: str
+    args: tuple
+    kwargs: dict
+    module: nn.Module | None
+    path: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def arg(self, index: int, name: str, default: Any = None) -> Any:
+        """Positional argument ``index`` or keyword ``name`` (or ``default``)."""
+        if index < len(self.args):
+            return self.args[index]
+        return self.kwargs.get(name, default)
+
+    def tensor(self, index: int = 0, name: str = "input") -> TensorMeta:
+        """A tensor argument, with a clear error when it is something else."""
+        t = self.arg(index, name)
+        if not isinstance(t, TensorMeta):
+            raise TypeError(f"op {self.op_type!r} at {self.path!r}: argument {index} ({name}) should be a tensor, "
+                            f"got {type(t).__name__} {t!r}.")
+        return t
+
+    def tensors(self) -> list[TensorMeta]:
+        return [a for a in list(self.args) + list(self.kwargs.values()) if isinstance(a, TensorMeta)]
+
+
+ShapeRule = Callable[[Call], Any]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    op: str
+    rule: ShapeRule
+
+
+_MODULE_RULES: dict[type, _Entry] = {}
+_FUNCTION_RULES: dict[Any, _Entry] = {}
+_METHOD_RULES: dict[str, _Entry] = {}
+_LEAVES: set[type] = set()
+
+
+def register_shape_rule(*targets: Any, op: str | None = None, overwrite: bool = False) -> Callable[[ShapeRule], ShapeRule]:
+    """Register a shape rule for module classes, functions or method names (strings).
+
+    Args:
+        *targets: module classes (which also become torch.fx leaves), functions, or tensor method names.
+        op: the canonical op name that cost rules use; defaults to the rule function's name without a
+            leading underscore.
+        overwrite: replace an existing rule instead of raising ``ValueError``.
+    """
+
+    def deco(rule: ShapeRule) -> ShapeRule:
+        entry = _Entry(op or rule.__name__.lstrip("_"), rule)
+        for t in targets:
+            table, key = _table_for(t)
+            if key in table and not overwrite and table[key].rule is not rule:
+                raise ValueError(f"{t!r} already has a shape rule ({table[key].op!r}); pass overwrite=True to "
+                                 "replace it.")
+            table[key] = entry
+            if isinstance(t, type) and issubclass(t, nn.Module):
+                _LEAVES.add(t)
+        return rule
+
+    return deco
+
+
+def _table_for(target: Any) -> tuple[dict, Any]:
+    if isinstance(target, str):
+        return _METHOD_RULES, target
+    if isinstance(target, type):
+        return _MODULE_RULES, target
+    return _FUNCTION_RULES, target
+
+
+def register_leaf(cls: type[nn.Module]) -> type[nn.Module]:
+    """Make torch.fx treat ``cls`` as one op (it then needs a shape rule, see :func:`register_shape_rule`)."""
+    _LEAVES.add(cls)
+    return cls
+
+
+def is_registered_leaf(module: nn.Module) -> bool:
+    return any(isinstance(module, c) for c in _LEAVES)
+
+
+def lookup_rule(kind: str, target: Any) -> tuple[str, ShapeRule] | None:
+    """The ``(op name, rule)`` for a node's target, or ``None``."""
+    if kind == "call_module":
+        for cls in type(target).__mro__:
+            if cls in _MODULE_RULES:
+                e = _MODULE_RULES[cls]
+                return e.op, e.rule
+        return None
+    if kind == "call_method":
+        e = _METHOD_RULES.get(target)
+    else:
+        try:
+            e = _FUNCTION_RULES.get(target)
+        except TypeError:  # unhashable target
+            e = None
+    return (e.op, e.rule) if e else None

@@ -1,0 +1,292 @@
+"""Trace a space once with torch.fx and interpret it symbolically into an :class:`OpGraph`.
+
+The interpreter runs each node's shape rule in order (like torch.fx's ``ShapeProp``, but over
+:class:`~hwnas.graph.larray.LArray` dims). Structural choices are interpreted here: each block of a
+:class:`~hwnas.space.modules.Repeat` and each candidate of a :class:`~hwnas.space.modules.LayerChoice`
+is traced once, its ops carry an *activity* (1 where the block runs, 0 elsewhere, over the depth or
+candidate label), and the structure's output shape is selected by that label.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from hwnas.graph import rules_nn, rules_tensor  # noqa: F401  (registers the built-in rules)
+from hwnas.graph.larray import LArray, from_value, where
+from hwnas.graph.registry import Call, TensorMeta, UnsupportedOpError, is_registered_leaf, lookup_rule
+from hwnas.space.choice import Choice
+from hwnas.space.modules import HwnasModule, LayerChoice, Repeat
+from hwnas.space.space import collect_choices
+
+__all__ = ["Op", "OpGraph", "build_graph", "HwnasTracer", "UntraceableError", "trace_module"]
+
+
+class UntraceableError(RuntimeError):
+    """torch.fx could not trace a module (usually data-dependent control flow)."""
+
+
+@dataclass
+class Op:
+    """One op of the op graph.
+
+    Attributes:
+        name: unique name (module path, or enclosing path and fx node name).
+        op_type: canonical op name (``"conv"``, ``"relu"``, ``"add"``, ...), the key of cost rules.
+        path: the module path in the space (for a function call, of the module that calls it).
+        kind: the fx node kind (``call_module``, ``call_function``, ``call_method``, ``get_attr``).
+        target: the module, function or method name called.
+        inputs: the tensor inputs' symbolic shapes, in argument order.
+        output: the symbolic output (a TensorMeta, or a tuple of them).
+        attrs: what the shape rule recorded for cost rules (kernel, stride, groups, ...).
+        activity: 1, or an LArray of 0/1 over depth/candidate labels saying when the op runs.
+        module: the called module, if any.
+    """
+
+    name: str
+    op_type: str
+    path: str
+    kind: str
+    target: Any
+    inputs: tuple[TensorMeta, ...]
+    output: Any
+    attrs: dict[str, Any] = field(default_factory=dict)
+    activity: Any = 1
+    module: nn.Module | None = None
+
+    @property
+    def out(self) -> TensorMeta:
+        """The first tensor output."""
+        o = self.output
+        while isinstance(o, (tuple, list)):
+            o = o[0]
+        return o
+
+
+@dataclass
+class OpGraph:
+    """The result of symbolic shape inference over a whole space."""
+
+    ops: list[Op]
+    choices: dict[str, Choice]
+    input: Any
+    output: Any
+    space: nn.Module
+
+
+class HwnasTracer(fx.Tracer):
+    """torch.fx tracer that keeps hwnas layers, registered leaves and torch.nn layers as single ops."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if isinstance(m, HwnasModule) or is_registered_leaf(m):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+def _user_frame(exc: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "/torch/" not in f.filename and "/hwnas/graph/" not in f.filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" at {f.filename}:{f.lineno}: `{(f.line or '').strip()}`"
+
+
+def trace_module(module: nn.Module, path: str = "") -> fx.Graph:
+    """Trace ``module`` with :class:`HwnasTracer`; a failure raises :class:`UntraceableError`."""
+    try:
+        return HwnasTracer().trace(module)
+    except Exception as e:  # torch.fx raises several types here (TraceError, TypeError, ...)
+        raise UntraceableError(
+            f"torch.fx could not trace {path or '<root>'} ({type(module).__name__}){_user_frame(e)}: {e}. "
+            "Data-dependent Python control flow cannot be traced. Move that code into its own module, make it a "
+            "leaf with hwnas.graph.register_leaf(ThatModule) and give it a shape rule with "
+            "@hwnas.graph.register_shape_rule(ThatModule)."
+        ) from e
+
+
+def _map(value: Any, fn) -> Any:
+    if isinstance(value, fx.Node):
+        return fn(value)
+    if isinstance(value, tuple):
+        return tuple(_map(v, fn) for v in value)
+    if isinstance(value, list):
+        return [_map(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: _map(v, fn) for k, v in value.items()}
+    if isinstance(value, slice):
+        return slice(_map(value.start, fn), _map(value.stop, fn), _map(value.step, fn))
+    return value
+
+
+def _select(label_value: Any, options: list[tuple[Any, Any]]) -> Any:
+    """The value of ``options[i][1]`` where ``label_value == options[i][0]``, folded over the options."""
+    first = options[0][1]
+    if isinstance(first, TensorMeta):
+        ranks = {o.ndim for _, o in options}
+        if len(ranks) != 1:
+            raise ValueError(f"the outputs of a structural choice have different ranks {sorted(ranks)}; every "
+                             "block or candidate must return tensors of the same rank.")
+        return TensorMeta(tuple(_select(label_value, [(k, o.shape[i]) for k, o in options])
+                                for i in range(first.ndim)))
+    if isinstance(first, (tuple, list)):
+        return type(first)(_select(label_value, [(k, o[i]) for k, o in options]) for i in range(len(first)))
+    if first is None:
+        return None
+    out = first
+    for key, value in options[1:]:
+        out = where(label_value == key, value, out)
+    return out.squeeze() if isinstance(out, LArray) else out
+
+
+def _and(activity: Any, cond: Any) -> Any:
+    """``activity`` restricted to where ``cond`` holds (activities are 0/1 ints or LArrays of them)."""
+    if isinstance(cond, LArray):
+        cond = cond.squeeze()
+    if not isinstance(cond, LArray):
+        return activity if cond else 0
+    return activity * LArray(cond.labels, cond.data.astype(np.int64))
+
+
+class _Interpreter:
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self._names: dict[str, int] = {}
+
+    def _unique(self, name: str) -> str:
+        n = self._names.get(name, 0)
+        self._names[name] = n + 1
+        return name if n == 0 else f"{name}#{n + 1}"
+
+    def run_module(self, module: nn.Module, args: list, path: str, activity: Any) -> Any:
+        if isinstance(module, Repeat):
+            return self._repeat(module, args, path, activity)
+        if isinstance(module, LayerChoice):
+            return self._layer_choice(module, args, path, activity)
+        if HwnasTracer().is_leaf_module(module, path):
+            return self._call("call_module", module, tuple(args), {}, path, path, activity, module)
+        return self._run_graph(module, trace_module(module, path), args, path, activity)
+
+    def _repeat(self, m: Repeat, args: list, path: str, activity: Any) -> Any:
+        depth = from_value(m.depth)
+        outs = [args[0]]
+        n = depth if isinstance(depth, int) else int(depth.data.max())
+        for i in range(n):
+            act = activity if isinstance(depth, int) else _and(activity, depth > i)
+            outs.append(self.run_module(m.blocks[i], [outs[-1]], f"{path}.blocks.{i}", act))
+        if isinstance(depth, int):
+            return outs[depth]
+        return _select(depth, [(d, outs[d]) for d in sorted(set(depth.data.ravel().tolist()))])
+
+    def _layer_choice(self, m: LayerChoice, args: list, path: str, activity: Any) -> Any:
+        idx = LArray((m.label,), np.arange(len(m.candidates)))
+        outs = []
+        for i, cand in enumerate(m.candidates):
+            outs.append((i, self.run_module(cand, list(args), f"{path}.candidates.{i}", _and(activity, idx == i))))
+        return _select(idx, outs)
+
+    def _run_graph(self, module: nn.Module, graph: fx.Graph, args: list, path: str, activity: Any) -> Any:
+        env: dict[fx.Node, Any] = {}
+        inputs = iter(args)
+        prefix = f"{path}." if path else ""
+        for node in graph.nodes:
+            if node.op == "placeholder":
+                try:
+                    env[node] = next(inputs)
+                except StopIteration:
+                    env[node] = node.args[0] if node.args else None
+                continue
+            if node.op == "output":
+                return _map(node.args[0], env.__getitem__)
+            a = _map(node.args, env.__getitem__)
+            kw = _map(node.kwargs, env.__getitem__)
+            if node.op == "get_attr":
+                env[node] = self._get_attr(module, node, prefix + node.target, activity)
+            elif node.op == "call_module":
+                sub = module.get_submodule(node.target)
+                sub_path = prefix + node.target
+                if isinstance(sub, (Repeat, LayerChoice)):
+                    if kw:
+                        raise UnsupportedOpError(f"{sub_path!r}: {type(sub).__name__} takes positional inputs only.")
+                    env[node] = self.run_module(sub, list(a), sub_path, activity)
+                else:
+                    env[node] = self._call("call_module", sub, a, kw, sub_path, sub_path, activity, sub)
+            else:
+                env[node] = self._call(node.op, node.target, a, kw, path, f"{prefix}{node.name}", activity, None)
+        raise RuntimeError("graph without output")  # pragma: no cover
+
+    def _get_attr(self, module: nn.Module, node: fx.Node, name: str, activity: Any) -> Any:
+        obj: Any = module
+        for part in node.target.split("."):
+            obj = getattr(obj, part)
+        if isinstance(obj, torch.Tensor):
+            meta = TensorMeta(tuple(obj.shape))
+            if isinstance(obj, nn.Parameter):
+                self.ops.append(Op(self._unique(name), "parameter", name.rsplit(".", 1)[0], "get_attr", node.target,
+                                   (), meta, {"numel": obj.numel(), "tensor": obj}, activity))
+            return meta
+        return obj
+
+    def _call(self, kind: str, target: Any, args: tuple, kwargs: dict, path: str, name: str, activity: Any,
+              module: nn.Module | None) -> Any:
+        found = lookup_rule(kind, target)
+        if found is None:
+            raise UnsupportedOpError(_missing_rule_message(kind, target, path))
+        op_type, rule = found
+        call = Call(op_type, tuple(args), dict(kwargs), module, path)
+        out = rule(call)
+        tensors = tuple(call.tensors()) + tuple(t for v in args if isinstance(v, (list, tuple))
+                                                for t in v if isinstance(t, TensorMeta))
+        if tensors or module is not None:
+            self.ops.append(Op(self._unique(name), op_type, path, kind, target, tensors, out, call.attrs, activity,
+                               module))
+        return out
+
+
+def _missing_rule_message(kind: str, target: Any, path: str) -> str:
+    if kind == "call_module":
+        what = f"module {type(target).__module__}.{type(target).__name__} at {path!r}"
+        key = type(target).__name__
+    elif kind == "call_method":
+        what = f"tensor method .{target}() in {path or '<root>'!r}"
+        key = repr(target)
+    else:
+        what = f"function {getattr(target, '__module__', '')}.{getattr(target, '__name__', repr(target))} " \
+               f"in {path or '<root>'!r}"
+        key = getattr(target, "__name__", repr(target))
+    return (f"no shape rule for {what}. Register one: @hwnas.graph.register_shape_rule({key}, op='my_op') on a "
+            "function that takes a hwnas.graph.Call and returns the output hwnas.graph.TensorMeta; its costs then "
+            "need rules too (hwnas.profile.register_cost_rule).")
+
+
+def build_graph(space: nn.Module, dummy_input: Any) -> OpGraph:
+    """Trace ``space`` once and infer every op's shapes symbolically over its choices.
+
+    Args:
+        space: an ``nn.Module`` with hwnas layers (usually a :class:`~hwnas.space.space.Space`).
+        dummy_input: a tensor (or tuple of tensors) of the input's shape; when the space has a
+            ``resolution`` choice, the last two dims of a 4-D input follow it instead.
+    """
+    choices = collect_choices(space)
+    inputs = dummy_input if isinstance(dummy_input, (tuple, list)) else (dummy_input,)
+    metas = []
+    for i, t in enumerate(inputs):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"dummy_input[{i}] must be a torch.Tensor, got {type(t).__name__}; pass e.g. "
+                            "torch.randn(1, 3, 224, 224).")
+        metas.append(TensorMeta(tuple(t.shape)))
+    res = getattr(space, "resolution", None)
+    if isinstance(res, Choice):
+        if metas[0].ndim != 4:
+            raise ValueError(f"the space has a resolution choice, so the input must be (N, C, H, W); got shape "
+                             f"{tuple(inputs[0].shape)}.")
+        r = LArray.from_choice(res)
+        metas[0] = TensorMeta((*metas[0].shape[:2], r, r))
+    interp = _Interpreter()
+    out = interp._run_graph(space, trace_module(space), metas, "", 1)
+    return OpGraph(interp.ops, choices, metas[0] if len(metas) == 1 else tuple(metas), out, space)

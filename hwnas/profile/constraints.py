@@ -1,0 +1,107 @@
+"""Constraints over profilers: ``{"flops": "60%", "params": 3e6, "latency_ms": 4.0}``.
+
+A number is an upper bound in the metric's unit; a string ``"P%"`` is P percent of the metric's largest
+value in the space (the largest of the max sample and of 4,096 seeded random samples, see
+:func:`metric_range`; with operator choices the max sample need not be the largest in every metric). Every constraint is checked before any work starts: an unknown metric, a malformed value, or a
+bound below the smallest subnet raises :class:`ConstraintError` naming the constraint.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hwnas.space.space import as_rng, rank_order
+
+__all__ = ["Constraint", "ConstraintError", "parse_constraints", "metric_range", "centroid_sample"]
+
+
+class ConstraintError(ValueError):
+    """A constraint is malformed or cannot be met."""
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """An upper bound on one profiler's metric."""
+
+    metric: str
+    bound: float
+    spec: Any
+
+    def satisfied(self, value: float) -> bool:
+        return value <= self.bound * (1 + 1e-12)
+
+
+def centroid_sample(space: Any, choices: dict) -> dict[str, Any]:
+    """The middle value of every label (in size order): a typical mid-sized subnet."""
+    return {label: vals[len(vals) // 2] for label, vals in rank_order(space, choices).items()}
+
+
+def metric_range(profiler: Any, n_random: int = 4096, seed: int = 0) -> tuple[float, float, float]:
+    """``(smallest found, centroid, largest found)`` of a profiler's metric.
+
+    The extremes are the smaller/larger of the min/max samples and of ``n_random`` random samples
+    (profiled in one batch), since size order per label need not give the exact extreme of a sum.
+    """
+    model, space = profiler.model, profiler.space
+    order = rank_order(space, model.choices)
+    lo = profiler.profile({lab: vals[0] for lab, vals in order.items()})
+    hi = profiler.profile({lab: vals[-1] for lab, vals in order.items()})
+    mid = profiler.profile(centroid_sample(space, model.choices))
+    if n_random:
+        rng = as_rng(seed)
+        idx = np.stack([rng.integers(model.sizes[lab], size=n_random) for lab in model.labels], axis=1)
+        vals = profiler.profile_batch(idx)
+        lo, hi = min(lo, float(vals.min())), max(hi, float(vals.max()))
+    return lo, mid, hi
+
+
+_PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*%\s*$")
+
+
+def parse_constraints(constraints: dict[str, Any] | None, profilers: dict[str, Any],
+                      ranges: dict[str, tuple[float, float, float]] | None = None,
+                      check_feasible: bool = True) -> list[Constraint]:
+    """Turn a constraint dict into absolute bounds, checking each against its profiler's range.
+
+    Args:
+        constraints: metric name -> number (absolute upper bound) or ``"P%"`` (of the largest subnet).
+        profilers: metric name -> profiler (``"flops"``, ``"params"``, ``"latency_ms"``, ...).
+        ranges: precomputed :func:`metric_range` per metric (computed here when missing).
+        check_feasible: raise when a bound is below the smallest subnet (otherwise just return it).
+    """
+    if not constraints:
+        return []
+    if not isinstance(constraints, dict):
+        raise ConstraintError(f"constraints must be a dict like {{'flops': '60%', 'latency_ms': 4}}, got "
+                              f"{type(constraints).__name__}.")
+    ranges = dict(ranges or {})
+    out = []
+    for metric, spec in constraints.items():
+        if metric not in profilers:
+            raise ConstraintError(f"unknown constraint {metric!r}; this search has profilers for {sorted(profilers)}. "
+                                  "For latency_ms, pass a LatencyProfiler (or a LUT).")
+        if metric not in ranges:
+            ranges[metric] = metric_range(profilers[metric])
+        lo, _, hi = ranges[metric]
+        if isinstance(spec, str):
+            m = _PERCENT.match(spec)
+            if not m:
+                raise ConstraintError(f"constraint {metric}={spec!r} is malformed; use a number in the metric's unit "
+                                      "or a percentage of the largest subnet such as '60%'.")
+            bound = float(m.group(1)) / 100.0 * hi
+        elif isinstance(spec, (int, float, np.integer, np.floating)) and not isinstance(spec, bool):
+            bound = float(spec)
+        else:
+            raise ConstraintError(f"constraint {metric}={spec!r} is malformed ({type(spec).__name__}); use a number or "
+                                  "a string like '60%'.")
+        if not np.isfinite(bound) or bound <= 0:
+            raise ConstraintError(f"constraint {metric}={spec!r} must be a positive bound, got {bound}.")
+        if check_feasible and bound < lo * (1 - 1e-12):
+            raise ConstraintError(f"constraint {metric}={spec!r} (= {bound:.6g}) is below the smallest subnet's "
+                                  f"{metric} ({lo:.6g}); no subnet can meet it. Loosen it to at least {lo:.6g}.")
+        out.append(Constraint(metric, bound, spec))
+    return out

@@ -1,0 +1,98 @@
+"""``hwnas.profile``: a table of FLOPs, params (and latency) over a space, with constraint checks.
+
+Example:
+    >>> import torch, hwnas
+    >>> summary = hwnas.profile(hwnas.spaces.create("digits"), torch.randn(1, 1, 8, 8),
+    ...                         constraints={"flops": "60%"}, verbose=False)
+    >>> summary.constraints[0].satisfiable
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hwnas.graph.trace import build_graph
+from hwnas.profile.constraints import metric_range, parse_constraints
+from hwnas.profile.profilers import FlopsProfiler, NumParamsProfiler
+
+__all__ = ["ProfileSummary", "ConstraintRow", "profile", "format_number"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConstraintRow:
+    metric: str
+    spec: Any
+    bound: float
+    satisfiable: bool
+
+
+@dataclass
+class ProfileSummary:
+    """What :func:`profile` prints, as a record."""
+
+    metrics: dict[str, tuple[float, float, float]]  # metric -> (min, centroid, max)
+    constraints: list[ConstraintRow]
+    choices: dict[str, tuple]
+    num_subnets: int
+    profilers: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def table(self) -> str:
+        """The summary as fixed-width text."""
+        lines = [f"{'metric':<12}{'min':>14}{'centroid':>14}{'max':>14}{'constraint':>16}{'satisfiable':>13}"]
+        cons = {c.metric: c for c in self.constraints}
+        for metric, (lo, mid, hi) in self.metrics.items():
+            c = cons.get(metric)
+            cs = f"<= {format_number(c.bound)}" if c else "-"
+            ok = ("yes" if c.satisfiable else "NO") if c else "-"
+            lines.append(f"{metric:<12}{format_number(lo):>14}{format_number(mid):>14}{format_number(hi):>14}"
+                         f"{cs:>16}{ok:>13}")
+        lines.append("")
+        lines.append(f"search space: {len(self.choices)} labels, {self.num_subnets:.4g} subnets "
+                     f"(10^{math.log10(max(self.num_subnets, 1)):.1f})")
+        for label, values in self.choices.items():
+            lines.append(f"  {label:<28}{list(values)}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def format_number(x: float) -> str:
+    """1234567 -> '1.23M'."""
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{suffix}"
+    return f"{x:.4g}"
+
+
+def profile(space: Any, dummy_input: Any, constraints: dict[str, Any] | None = None,
+            profilers: dict[str, Any] | None = None, verbose: bool = True) -> ProfileSummary:
+    """Profile a whole space: min / centroid / max of each metric, constraint feasibility, space size.
+
+    Args:
+        space: the model space.
+        dummy_input: input tensor (e.g. ``torch.randn(1, 3, 224, 224)``).
+        constraints: e.g. ``{"flops": "60%", "params": 3e6}``; each is checked against the space.
+        profilers: extra or replacement profilers by metric name, e.g. ``{"latency_ms": LatencyProfiler(...)}``.
+        verbose: print the table.
+
+    Returns:
+        A :class:`ProfileSummary` with the same content as the printed table.
+    """
+    graph = build_graph(space, dummy_input)
+    profs: dict[str, Any] = {"flops": FlopsProfiler(space, graph=graph), "params": NumParamsProfiler(space, graph=graph)}
+    profs.update(profilers or {})
+    ranges = {m: metric_range(p) for m, p in profs.items()}
+    parsed = parse_constraints(constraints, profs, ranges, check_feasible=False)
+    rows = [ConstraintRow(c.metric, c.spec, c.bound, c.bound >= ranges[c.metric][0]) for c in parsed]
+    summary = ProfileSummary(ranges, rows, {k: tuple(v.values) for k, v in graph.choices.items()},
+                             space.num_subnets() if hasattr(space, "num_subnets") else 0, profs)
+    if verbose:
+        print(summary.table())  # the purpose of verbose=True is to print
+    return summary

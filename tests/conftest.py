@@ -1,0 +1,92 @@
+"""Shared helpers for the tests: independent references (fvcore, the exported subnet) and user spaces."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import hwnas.nn as hnn
+
+
+def fvcore_flops(model: nn.Module, x) -> int:
+    """fvcore's FLOP count of ``model`` in eval mode (with grad enabled, so attention takes its general path)."""
+    from fvcore.nn import FlopCountAnalysis
+
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fca = FlopCountAnalysis(model.eval(), x)
+        fca.unsupported_ops_warnings(False)
+        fca.uncalled_modules_warnings(False)
+        return fca.total()
+
+
+def num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class UserCNN(hnn.Space):
+    """A space written by a user: shared labels, LayerChoice, Repeat, resolution, functional ops, concat."""
+
+    def __init__(self):
+        super().__init__()
+        self.resolution = hnn.Choice([16, 24, 32], label="res")
+        w1 = hnn.Choice([8, 12, 16], label="w1")
+        self.stem = hnn.Conv2d(3, w1, hnn.Choice([3, 5], label="stem.k"), stride=2, bias=True)
+        self.bn = hnn.BatchNorm2d(w1)
+        self.dw = hnn.Conv2d(w1, w1, 3, groups=w1)
+        self.branch = hnn.LayerChoice({"conv": nn.Sequential(hnn.Conv2d(w1, w1, 1), nn.ReLU6()),
+                                       "pool": nn.MaxPool2d(3, 1, 1), "id": nn.Identity()}, label="branch")
+        self.blocks = hnn.Repeat(lambda i: nn.Sequential(hnn.Conv2d(2 * w1, 2 * w1, hnn.Choice([1, 3], label=f"b{i}.k")),
+                                                         hnn.BatchNorm2d(2 * w1), nn.Hardswish()),
+                                 depth=hnn.Choice([0, 1, 2], label="depth"))
+        self.up = nn.ConvTranspose2d(1, 2, 2, stride=2)
+        self.pool = nn.AvgPool2d(2, ceil_mode=True)
+        self.head = hnn.Linear(2 * w1, hnn.Choice([10, 20], label="hidden"))
+        self.fc = hnn.Linear(hnn.Choice([10, 20], label="hidden"), 5)
+        self.gamma = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.stem(x)))
+        x = torch.cat([self.dw(x), self.branch(x)], dim=1)
+        x = self.blocks(x) * self.gamma
+        side = self.up(x[:, :1].mean(1, keepdim=True))
+        x = self.pool(x) + F.adaptive_avg_pool2d(side, 1).sum()
+        x = x.view(x.size(0), x.size(1), -1).mean(-1)
+        return self.fc(torch.sigmoid(self.head(x)))
+
+
+class UserTransformer(hnn.Space):
+    """Tokens with LayerNorm, multi-head attention (with and without weights), a searchable MLP width."""
+
+    def __init__(self, dim: int = 32):
+        super().__init__()
+        self.embed = nn.Conv1d(4, dim, 3, padding=1)
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, 4, batch_first=True)
+        self.attn2 = nn.MultiheadAttention(dim, 2)
+        mlp = hnn.Choice([32, 64, 96], label="mlp")
+        self.fc1 = hnn.Linear(dim, mlp)
+        self.act = hnn.LayerChoice([nn.GELU(), nn.SiLU(), nn.Tanh()], label="act")
+        self.fc2 = hnn.Linear(mlp, dim)
+        self.gn = nn.GroupNorm(4, dim)
+        self.out = nn.Linear(dim, 3)
+
+    def forward(self, x):  # x: (N, 4, L)
+        t = self.embed(x).transpose(1, 2)
+        t = t + self.attn(self.norm(t), t, t, need_weights=False)[0]
+        a, w = self.attn2(t.permute(1, 0, 2), t.permute(1, 0, 2), t.permute(1, 0, 2))
+        t = t + a.permute(1, 0, 2) + torch.matmul(w, t)
+        t = t + self.fc2(self.act(self.fc1(t)))
+        t = self.gn(t.transpose(1, 2))
+        return self.out(F.softmax(t, dim=1).flatten(2).mean(2))
+
+
+@pytest.fixture
+def rng_seed() -> int:
+    return 0

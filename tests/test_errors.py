@@ -1,0 +1,135 @@
+"""Bad input gets an error that names the culprit, what was expected, what was got and the fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import hwnas
+import hwnas.nn as hnn
+from hwnas.graph import (
+    ShapeMismatchError,
+    TensorMeta,
+    UnsupportedOpError,
+    UntraceableError,
+    register_shape_rule,
+)
+from hwnas.profile import register_cost_rule
+from hwnas.profile.constraints import ConstraintError, metric_range, parse_constraints
+
+
+class UsesMystery(hnn.Space):
+    def __init__(self):
+        super().__init__()
+        self.conv = hnn.Conv2d(3, hnn.Choice([4, 8], label="w"), 3)
+
+    def forward(self, x):
+        return torch.nn.functional.pixel_shuffle(self.conv(x), 2)
+
+
+def test_unknown_op_names_op_path_and_fix():
+    with pytest.raises(UnsupportedOpError, match=r"no shape rule for function .*pixel_shuffle in '<root>'.*"
+                                                 r"register_shape_rule\(pixel_shuffle"):
+        hwnas.FlopsProfiler(UsesMystery(), torch.randn(1, 3, 8, 8))
+
+
+def test_untraceable_space_names_the_line():
+    class Branchy(hnn.Space):
+        def __init__(self):
+            super().__init__()
+            self.conv = hnn.Conv2d(3, hnn.Choice([4, 8], label="w"), 3)
+
+        def forward(self, x):
+            if x.sum() > 0:
+                return self.conv(x)
+            return x
+
+    with pytest.raises(UntraceableError, match=r"could not trace <root> \(Branchy\) at .*test_errors.py:\d+: "
+                                               r"`if x.sum\(\) > 0:`.*register_leaf"):
+        hwnas.FlopsProfiler(Branchy(), torch.randn(1, 3, 8, 8))
+
+
+def test_leaf_with_registered_rules_works_and_missing_cost_rule_raises():
+    class Gate(nn.Module):
+        def forward(self, x):
+            return x * torch.sigmoid(x) if x.numel() > 0 else x  # data-dependent: must be a leaf
+
+    class Net(hnn.Space):
+        def __init__(self):
+            super().__init__()
+            self.conv = hnn.Conv2d(3, hnn.Choice([4, 8], label="w"), 3)
+            self.gate = Gate()
+
+        def forward(self, x):
+            return self.gate(self.conv(x))
+
+    @register_shape_rule(Gate, op="my_gate")
+    def _gate_shape(call):
+        return TensorMeta(call.tensor(0).shape)
+
+    with pytest.raises(UnsupportedOpError, match=r"no FLOP rule for op 'my_gate' at 'gate'.*register_cost_rule"
+                                                 r"\('flops', 'my_gate'\).*on_missing='skip'"):
+        hwnas.FlopsProfiler(Net(), torch.randn(1, 3, 8, 8))
+    skipping = hwnas.FlopsProfiler(Net(), torch.randn(1, 3, 8, 8), on_missing="skip")
+    assert skipping.skipped_ops == {"my_gate": 1}
+
+    @register_cost_rule("flops", "my_gate", overwrite=True)
+    def _gate_flops(op):
+        return 2 * op.out.shape[1] * op.out.shape[2] * op.out.shape[3]
+
+    counted = hwnas.FlopsProfiler(Net(), torch.randn(1, 3, 8, 8))
+    s = {"w": 8}
+    assert counted.profile(s) - skipping.profile(s) == 2 * 8 * 8 * 8
+
+
+def test_shape_mismatch_names_layer_and_sizes():
+    class Wrong(hnn.Space):
+        def __init__(self):
+            super().__init__()
+            self.a = hnn.Conv2d(3, hnn.Choice([4, 8], label="w"), 3)
+            self.b = hnn.Conv2d(8, 4, 3)
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    with pytest.raises(ShapeMismatchError, match=r"'b' \(Conv2d\) declares in_channels = 8 but its input has "
+                                                 r"\[4, 8\] over \['w'\]"):
+        hwnas.FlopsProfiler(Wrong(), torch.randn(1, 3, 8, 8))
+
+
+def test_bad_dummy_input_and_profile_sample():
+    space = hwnas.spaces.create("digits")
+    with pytest.raises(TypeError, match="dummy_input\\[0\\] must be a torch.Tensor, got ndarray"):
+        hwnas.FlopsProfiler(space, np.zeros((1, 1, 8, 8)))
+    with pytest.raises(ValueError, match="needs dummy_input"):
+        hwnas.FlopsProfiler(space)
+    flops = hwnas.FlopsProfiler(space, torch.randn(1, 1, 8, 8))
+    with pytest.raises(hwnas.space.SampleError, match="label 's1.width' got value 5"):
+        flops.profile({**space.random_sample(0), "s1.width": 5})
+    with pytest.raises(ValueError, match=r"expects indices of shape \[N, 17\]"):
+        flops.profile_batch(np.zeros((3, 4), dtype=int))
+    with pytest.raises(ValueError, match="missing"):
+        flops.expectation({})
+    with pytest.raises(ValueError, match="has 2 entries but label 'stem.width' has 3 choices"):
+        flops.expectation({k: [1.0, 0.0] if k == "stem.width" else np.ones(len(v)) / len(v)
+                           for k, v in space.choices().items()})
+
+
+def test_constraint_errors():
+    space = hwnas.spaces.create("digits")
+    flops = hwnas.FlopsProfiler(space, torch.randn(1, 1, 8, 8))
+    profs = {"flops": flops}
+    with pytest.raises(ConstraintError, match=r"unknown constraint 'latency_ms'; this search has profilers for \['flops'\]"):
+        parse_constraints({"latency_ms": 3}, profs)
+    with pytest.raises(ConstraintError, match="malformed; use a number"):
+        parse_constraints({"flops": "sixty"}, profs)
+    with pytest.raises(ConstraintError, match="malformed \\(list\\)"):
+        parse_constraints({"flops": [1]}, profs)
+    with pytest.raises(ConstraintError, match="below the smallest subnet's flops"):
+        parse_constraints({"flops": 10}, profs)
+    (c,) = parse_constraints({"flops": "60%"}, profs)
+    largest = metric_range(flops)[2]
+    assert largest >= flops.profile(space.max_sample())
+    assert c.bound == pytest.approx(0.6 * largest)

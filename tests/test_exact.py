@@ -1,0 +1,86 @@
+"""Profilers against independent references: fvcore's FLOPs and sum(p.numel()) of the exported subnet,
+export against the supernet's own forward pass, and the ONNX round trip in ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import UserCNN, UserTransformer, fvcore_flops, num_params
+
+import hwnas
+
+N_RANDOM = 50
+
+# (name, builder, input, samples whose ONNX round trip is checked: all for small spaces)
+CASES = {
+    "digits": (lambda: hwnas.spaces.create("digits"), (2, 1, 8, 8), None),
+    "mobilenet_v3": (lambda: hwnas.spaces.create("mobilenet_v3", num_classes=10, resolutions=(32, 48)),
+                     (1, 3, 32, 32), 6),
+    "mobilenet_v2": (lambda: hwnas.spaces.create("mobilenet_v2", num_classes=10), (1, 3, 32, 32), 6),
+    "resnet": (lambda: hwnas.spaces.create("resnet", num_classes=10, base_widths=(32, 64, 128, 256),
+                                           depths=((1, 2), (1, 2), (1, 2, 3), (1, 2))), (1, 3, 32, 32), 6),
+    "user_cnn": (UserCNN, (2, 3, 32, 32), None),
+    "user_transformer": (UserTransformer, (2, 4, 10), None),
+}
+
+
+def _input_for(space, sample, shape):
+    if "resolution" in sample or "res" in sample:
+        r = sample.get("resolution", sample.get("res"))
+        shape = (*shape[:2], r, r)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_profilers_match_references(name, tmp_path):
+    build, shape, n_onnx = CASES[name]
+    torch.manual_seed(0)
+    space = build().eval()
+    dummy = torch.randn(shape)
+    flops = hwnas.FlopsProfiler(space, dummy)
+    params = hwnas.NumParamsProfiler(space, dummy, graph=flops.graph)
+    samples = [space.max_sample(), space.min_sample()] + [space.random_sample(seed) for seed in range(N_RANDOM)]
+    batch = flops.profile_batch(flops.encode_batch(samples))
+    for i, sample in enumerate(samples):
+        subnet = hwnas.export(space, sample).eval()
+        assert not any(type(m).__module__.startswith("hwnas") for m in subnet.modules()), "hwnas class left in export"
+        x = _input_for(space, sample, shape)
+        assert flops.profile(sample) == fvcore_flops(subnet, x), f"FLOPs differ for {sample}"
+        assert batch[i] == flops.profile(sample)
+        assert params.profile(sample) == num_params(subnet), f"params differ for {sample}"
+        with torch.no_grad():
+            want = space.apply_arch(sample)(x)
+            got = subnet(x)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        if n_onnx is None or i < n_onnx:
+            path = hwnas.to_onnx(subnet, x, tmp_path / f"{name}_{i}.onnx")  # verify=True compares with torch
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+            np.testing.assert_allclose(out, got.numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_elementwise_counts_what_fvcore_leaves_out():
+    space = UserCNN().eval()
+    dummy = torch.randn(2, 3, 32, 32)
+    base = hwnas.FlopsProfiler(space, dummy)
+    full = hwnas.FlopsProfiler(space, dummy, elementwise=True, graph=base.graph)
+    assert set(base.uncounted_ops) >= {"relu", "add", "mul", "max_pool", "avg_pool", "mean", "sigmoid"}
+    assert not full.uncounted_ops
+    sample = {**space.max_sample(), "branch": "pool", "depth": 0, "res": 16}
+    # ReLU after the stem: 2 x 16 x 8 x 8 outputs at res 16 -> one FLOP each, among the extras.
+    rows = {name: v for name, kind, v in full.breakdown(sample) if kind == "relu"}
+    assert list(rows.values()) == [2 * 16 * 8 * 8]
+    # the 3x3 max pool: one FLOP per window element per output
+    pool = [v for name, kind, v in full.breakdown(sample) if kind == "max_pool"]
+    assert pool == [2 * 16 * 8 * 8 * 9]
+    assert full.profile(sample) > base.profile(sample)
+
+
+def test_batch_size_scales_flops():
+    space = hwnas.spaces.create("digits")
+    s = space.random_sample(3)
+    one = hwnas.FlopsProfiler(space, torch.randn(1, 1, 8, 8)).profile(s)
+    four = hwnas.FlopsProfiler(space, torch.randn(4, 1, 8, 8)).profile(s)
+    assert four == 4 * one

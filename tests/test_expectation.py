@@ -1,0 +1,71 @@
+"""Expected cost under independent per-label distributions: exact against enumeration, and its torch
+gradient against finite differences."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+from conftest import UserCNN
+
+import hwnas
+
+
+def _probs(space, seed):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for label, values in space.choices().items():
+        p = rng.random(len(values)) + 0.1
+        out[label] = p / p.sum()
+    return out
+
+
+def test_expectation_equals_enumerated_mean():
+    space = UserCNN()
+    flops = hwnas.FlopsProfiler(space, torch.randn(1, 3, 32, 32))
+    params = hwnas.NumParamsProfiler(space, graph=flops.graph)
+    probs = _probs(space, 0)
+    choices = space.choices()
+    want_f = want_p = 0.0
+    for combo in itertools.product(*(range(len(v)) for v in choices.values())):
+        sample = {lab: choices[lab][i] for lab, i in zip(choices, combo)}
+        w = float(np.prod([probs[lab][i] for lab, i in zip(choices, combo)]))
+        want_f += w * flops.profile(sample)
+        want_p += w * params.profile(sample)
+    assert np.isclose(flops.expectation(probs), want_f, rtol=1e-12)
+    assert np.isclose(params.expectation(probs), want_p, rtol=1e-12)
+    # the same in torch
+    t = {k: torch.tensor(v, dtype=torch.float64) for k, v in probs.items()}
+    assert np.isclose(flops.expectation(t).item(), want_f, rtol=1e-12)
+
+
+def test_expectation_gradient_matches_finite_differences():
+    space = hwnas.spaces.create("digits")
+    flops = hwnas.FlopsProfiler(space, torch.randn(1, 1, 8, 8))
+    rng = np.random.default_rng(1)
+    logits = {k: torch.tensor(rng.normal(size=len(v)), dtype=torch.float64, requires_grad=True)
+              for k, v in space.choices().items()}
+
+    def f(lg):
+        return flops.expectation({k: torch.softmax(v, 0) for k, v in lg.items()})
+
+    value = f(logits)
+    value.backward()
+    eps = 1e-6
+    for label in ["stem.width", "s1.depth", "s2.b2.op", "s1.b1.kernel"]:
+        for j in range(len(logits[label])):
+            plus = {k: v.detach().clone() for k, v in logits.items()}
+            minus = {k: v.detach().clone() for k, v in logits.items()}
+            plus[label][j] += eps
+            minus[label][j] -= eps
+            fd = (f(plus) - f(minus)).item() / (2 * eps)
+            assert np.isclose(logits[label].grad[j].item(), fd, rtol=1e-5, atol=1e-3), (label, j)
+
+
+def test_expectation_of_point_mass_is_profile():
+    space = hwnas.spaces.create("mobilenet_v3")
+    flops = hwnas.FlopsProfiler(space, torch.randn(1, 3, 224, 224))
+    s = space.random_sample(3)
+    probs = {k: np.eye(len(v))[list(v).index(s[k])] for k, v in space.choices().items()}
+    assert np.isclose(flops.expectation(probs), flops.profile(s), rtol=1e-12)
