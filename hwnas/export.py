@@ -22,6 +22,8 @@ import torch
 from torch import fx, nn
 
 from hwnas.graph.trace import HwnasTracer, trace_module
+from hwnas.hw.device import OPSET
+from hwnas.hw.session import export_onnx
 from hwnas.io import atomic_write_json, read_json
 from hwnas.space.choice import evaluate
 from hwnas.space.modules import HwnasModule, LayerChoice, Repeat
@@ -29,7 +31,7 @@ from hwnas.space.space import apply_arch, collect_choices, validate_sample
 
 __all__ = ["export", "to_onnx", "save_arch", "load_arch", "apply_arch", "ONNX_OPSET"]
 
-ONNX_OPSET = 17
+ONNX_OPSET = OPSET
 
 
 def export(space: nn.Module, sample: dict[str, Any]) -> nn.Module:
@@ -82,15 +84,11 @@ def to_onnx(module: nn.Module, dummy_input: Any, path: str | os.PathLike, verify
     """
     import onnx
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    inputs = dummy_input if isinstance(dummy_input, tuple) else (dummy_input,)
+    path = export_onnx(module, inputs, path, opset=opset)
     was_training = module.training
     module.eval()
-    inputs = dummy_input if isinstance(dummy_input, tuple) else (dummy_input,)
     try:
-        torch.onnx.export(module, inputs, str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
-                          input_names=[f"input{i}" if i else "input" for i in range(len(inputs))],
-                          output_names=["output"])
         onnx.checker.check_model(onnx.load(str(path)))
         if verify:
             import onnxruntime as ort

@@ -1,1 +1,35 @@
 """Devices, ONNX Runtime measurement, kernels and latency lookup tables."""
+
+from hwnas.hw.device import (
+    OPSET,
+    Device,
+    fingerprint,
+    fingerprint_matches,
+    get_device,
+    list_devices,
+    register_device,
+)
+from hwnas.hw.measure import LatencyRecord, measure, measure_many, session_overhead_ms
+from hwnas.hw.profiling import NodeProfile, optimized_graph, profile_nodes, profile_run
+from hwnas.hw.session import create_session, export_onnx, make_feed
+
+__all__ = [
+    "OPSET",
+    "Device",
+    "register_device",
+    "get_device",
+    "list_devices",
+    "fingerprint",
+    "fingerprint_matches",
+    "export_onnx",
+    "create_session",
+    "make_feed",
+    "LatencyRecord",
+    "NodeProfile",
+    "measure",
+    "measure_many",
+    "profile_run",
+    "profile_nodes",
+    "session_overhead_ms",
+    "optimized_graph",
+]

@@ -1,0 +1,263 @@
+"""Careful latency measurement with ONNX Runtime.
+
+The method (the experiments behind it are in ``benchmarks/measure_methods.py``):
+
+- fixed thread counts and sequential execution (the :class:`~hwnas.hw.device.Device`);
+- inputs and outputs preallocated and bound once (IOBinding), values far from denormals;
+- warm-up runs, then ``rounds`` rounds of ``repeats`` runs; the median of each round, then the median
+  over rounds; the coefficient of variation over round medians says how stable that was;
+- models under comparison are *interleaved*: every session is created up front and each round runs
+  all models in a freshly shuffled order, so machine noise hits them alike.
+
+Per-node times come from ORT's own profiler (:func:`profile_nodes`), and :func:`optimized_graph`
+shows the graph ORT really runs (fusions, NCHWc reorders).
+
+Example:
+    >>> import torch
+    >>> from hwnas.hw import measure
+    >>> rec = measure(torch.nn.Conv2d(3, 8, 3), "cpu-ort-1t", torch.randn(1, 3, 32, 32), repeats=10, rounds=2)
+    >>> rec.median_ms > 0
+    True
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from tqdm.auto import tqdm
+
+from hwnas.hw.device import OPSET, Device, fingerprint, get_device
+from hwnas.hw.profiling import NodeProfile, optimized_graph, profile_nodes, profile_run
+from hwnas.hw.session import BoundRunner, check_counts, create_session, export_onnx, make_feed
+
+__all__ = [
+    "LatencyRecord",
+    "NodeProfile",
+    "export_onnx",
+    "measure",
+    "measure_many",
+    "profile_run",
+    "profile_nodes",
+    "session_overhead_ms",
+    "optimized_graph",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LatencyRecord:
+    """End-to-end latency of one model on one device.
+
+    Attributes:
+        median_ms: Median over rounds of the per-round median run time.
+        p10_ms: 10th percentile over all timed runs.
+        p90_ms: 90th percentile over all timed runs.
+        cv: Coefficient of variation (std / mean) of the round medians; NaN with one round.
+        repeats: Timed runs per round.
+        rounds: Number of rounds.
+        device: Device name.
+        model: Path of the ONNX file, or ``"<ClassName>"`` for a torch module.
+        round_medians_ms: The median of each round.
+        times_ms: Every timed run, shape ``(rounds, repeats)``, for other statistics.
+        load_avg: Highest 1-minute load average seen before/after the measurement (NaN where the OS
+            has none). Above the number of logical cores, other processes took CPU time from the runs,
+            and long runs are slowed more than short ones: prefer ``p10_ms`` or re-measure.
+        fingerprint: :func:`~hwnas.hw.device.fingerprint` of the device at measurement time.
+    """
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    cv: float
+    repeats: int
+    device: str
+    fingerprint: dict = field(repr=False)
+    rounds: int = 1
+    model: str = ""
+    round_medians_ms: list[float] = field(default_factory=list, repr=False)
+    times_ms: np.ndarray | None = field(default=None, repr=False, compare=False)
+    load_avg: float = float("nan")
+
+
+def _load_avg() -> float:
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):  # not available on Windows
+        return float("nan")
+
+
+def _resolve_model(model: Any, dummy_input: Any, tmpdir: str, index: int) -> tuple[Path, str, Any]:
+    """Return (onnx path, display name, feed spec) for a path or a torch module."""
+    if isinstance(model, (str, os.PathLike)):
+        return Path(model), str(model), dummy_input
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        name = f"<{type(model).__name__}>"
+        if dummy_input is None:
+            raise ValueError(
+                f"model {index} is a torch module {name}: dummy_input is required to export it to ONNX "
+                f"(got None). Pass e.g. dummy_input=torch.randn(1, 3, 224, 224)."
+            )
+        path = export_onnx(model, dummy_input, Path(tmpdir) / f"model_{index}.onnx")
+        return path, name, dummy_input
+    raise TypeError(
+        f"model {index}: expected a path to an .onnx file or a torch.nn.Module, got {type(model).__name__}."
+    )
+
+
+def measure_many(
+    models: Sequence[Any],
+    device: str | Device,
+    dummy_input: Any = None,
+    *,
+    dummy_inputs: Sequence[Any] | None = None,
+    warmup: int = 10,
+    repeats: int = 50,
+    rounds: int = 7,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[LatencyRecord]:
+    """Measure several models, interleaved, and return one :class:`LatencyRecord` per model.
+
+    Args:
+        models: ONNX paths and/or torch modules (modules are exported to a temporary file).
+        device: Device name or :class:`Device`.
+        dummy_input: One input spec shared by every model (see :func:`~hwnas.hw.session.make_feed`);
+            required for torch modules, optional for ONNX files with static input shapes.
+        dummy_inputs: One input spec per model, instead of ``dummy_input``.
+        warmup: Untimed runs per model before the first round.
+        repeats: Timed runs per model per round.
+        rounds: Rounds; each runs all models in an order shuffled by a seeded generator.
+        seed: Seed for the round order and generated inputs.
+        progress: Show a tqdm progress bar.
+    """
+    models = list(models)
+    if not models:
+        raise ValueError("measure_many: got an empty list of models; pass at least one ONNX path or module.")
+    check_counts(warmup=warmup, repeats=repeats, rounds=rounds)
+    if dummy_inputs is not None:
+        if dummy_input is not None:
+            raise ValueError(
+                "measure_many: pass either dummy_input (shared) or dummy_inputs (per model), not both."
+            )
+        dummy_inputs = list(dummy_inputs)
+        if len(dummy_inputs) != len(models):
+            raise ValueError(
+                f"measure_many: dummy_inputs has {len(dummy_inputs)} entries for {len(models)} models; "
+                f"give one input spec per model."
+            )
+    else:
+        dummy_inputs = [dummy_input] * len(models)
+    dev = get_device(device)
+    fp = fingerprint(dev)
+    load_before = _load_avg()
+    rng = np.random.default_rng(seed)
+    times_ns = np.empty((len(models), rounds, repeats), dtype=np.int64)
+    with tempfile.TemporaryDirectory(prefix="hwnas_measure_") as tmp:
+        runners, names = [], []
+        for i, (model, spec) in enumerate(zip(models, dummy_inputs)):
+            path, name, spec = _resolve_model(model, spec, tmp, i)
+            session = create_session(path, dev)
+            runners.append(BoundRunner(session, make_feed(session, spec, seed=seed, source=name)))
+            names.append(name)
+        for runner in runners:
+            for _ in range(warmup):
+                runner.run()
+        bar = tqdm(
+            total=rounds * len(models), desc=f"measure on {dev.name}", disable=not progress, leave=False
+        )
+        clock = time.perf_counter_ns
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for r in range(rounds):
+                for m in rng.permutation(len(models)):
+                    run = runners[m].run
+                    row = times_ns[m, r]
+                    for k in range(repeats):
+                        t0 = clock()
+                        run()
+                        row[k] = clock() - t0
+                    bar.update(1)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+            bar.close()
+    load = max(load_before, _load_avg())
+    if load > (os.cpu_count() or 1):
+        logger.warning(
+            "load average %.2f exceeds the %d logical cores while measuring on %s: other processes compete "
+            "for the CPU, so medians of long runs are inflated more than those of short ones. Measure on a "
+            "quiet machine, or compare p10_ms.",
+            load,
+            os.cpu_count() or 1,
+            dev.name,
+        )
+    records = []
+    for m, name in enumerate(names):
+        ms = times_ns[m] / 1e6
+        round_medians = np.median(ms, axis=1)
+        cv = float(np.std(round_medians, ddof=1) / np.mean(round_medians)) if rounds > 1 else float("nan")
+        records.append(
+            LatencyRecord(
+                median_ms=float(np.median(round_medians)),
+                p10_ms=float(np.percentile(ms, 10)),
+                p90_ms=float(np.percentile(ms, 90)),
+                cv=cv,
+                repeats=repeats,
+                device=dev.name,
+                fingerprint=fp,
+                rounds=rounds,
+                model=name,
+                round_medians_ms=[float(x) for x in round_medians],
+                times_ms=ms,
+                load_avg=load,
+            )
+        )
+        logger.debug("%s on %s: median %.4f ms, cv %.3f", name, dev.name, records[-1].median_ms, cv)
+    return records
+
+
+def measure(
+    onnx_path_or_module: Any,
+    device: str | Device,
+    dummy_input: Any = None,
+    warmup: int = 10,
+    repeats: int = 50,
+    rounds: int = 7,
+    *,
+    seed: int = 0,
+) -> LatencyRecord:
+    """Measure one model: :func:`measure_many` of a single model."""
+    return measure_many(
+        [onnx_path_or_module], device, dummy_input, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed
+    )[0]
+
+
+def _identity_model(path: Path) -> Path:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def session_overhead_ms(device: str | Device, *, repeats: int = 200, rounds: int = 5, seed: int = 0) -> float:
+    """Median time of one run of a trivial model (Identity on one float): the fixed per-run cost."""
+    with tempfile.TemporaryDirectory(prefix="hwnas_overhead_") as tmp:
+        path = _identity_model(Path(tmp) / "identity.onnx")
+        return measure(path, device, warmup=20, repeats=repeats, rounds=rounds, seed=seed).median_ms

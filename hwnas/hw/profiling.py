@@ -1,0 +1,194 @@
+"""ONNX Runtime's own view of a model: per-node kernel times and the graph it really runs.
+
+- :func:`profile_run` / :func:`profile_nodes` turn on ``SessionOptions.enable_profiling``, run the model,
+  parse the JSON trace (``end_profiling()``) and return one row per node ORT ran, with the median
+  kernel time over the runs, next to the end-to-end time of the same runs. On this machine class the
+  node times of a whole model sum to its unprofiled end-to-end time within a few percent, which is
+  why LUTs harvest kernel times from whole-model profiles (see ``benchmarks/measure_methods.py``).
+- :func:`optimized_graph` returns the model after ORT's graph optimisations (fusions, NCHWc layout),
+  the ground truth for kernel signatures.
+
+Node times include no session overhead; the profiler adds a few microseconds per node to the
+profiled runs themselves, so compare node sums with an unprofiled :func:`~hwnas.hw.measure.measure`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pandas as pd
+
+from hwnas.hw.device import Device, get_device
+from hwnas.hw.session import BoundRunner, check_counts, create_session, make_feed
+
+__all__ = ["NodeProfile", "profile_run", "profile_nodes", "optimized_graph"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeProfile:
+    """Per-node kernel times from ORT's profiler, and the end-to-end time of the same runs.
+
+    Attributes:
+        nodes: One row per node ORT ran, in execution order: ``node`` (ORT node name), ``op_type``,
+            ``provider``, ``median_ms``, ``p10_ms``, ``p90_ms``, ``node_index``, ``input_shapes``,
+            ``output_shapes``.
+        end_to_end_median_ms: Median of ORT's ``model_run`` events over the same runs.
+        wall_median_ms: Median wall-clock time of those runs seen from Python (profiler overhead included).
+        runs: Number of runs kept (after warm-up).
+        device: Device name.
+    """
+
+    nodes: pd.DataFrame
+    end_to_end_median_ms: float
+    wall_median_ms: float
+    runs: int
+    device: str
+
+    @property
+    def sum_nodes_ms(self) -> float:
+        """Sum over nodes of their median kernel time."""
+        return float(self.nodes["median_ms"].sum())
+
+
+def _shapes(entries: Any) -> list[list[int]]:
+    out = []
+    for entry in entries or []:
+        for _dtype, shape in dict(entry).items():
+            out.append([int(d) for d in shape])
+    return out
+
+
+def _parse_trace(events: list[dict], runs: int) -> tuple[pd.DataFrame, np.ndarray]:
+    run_events = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+        key=lambda e: e["ts"],
+    )[-runs:]
+    if not run_events:
+        raise RuntimeError(
+            "ORT profile trace has no 'model_run' events; cannot attribute node times to runs."
+        )
+    starts = np.array([e["ts"] for e in run_events], dtype=np.int64)
+    ends = starts + np.array([e["dur"] for e in run_events], dtype=np.int64)
+    per_node: dict[str, list[float]] = defaultdict(lambda: [0.0] * len(run_events))
+    meta: dict[str, dict[str, Any]] = {}
+    order: dict[str, tuple[int, int]] = {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
+        if i < 0 or e["ts"] > ends[i]:
+            continue  # a warm-up run, or outside any run
+        node = name[: -len("_kernel_time")]
+        per_node[node][i] += e["dur"] / 1e3  # trace durations are in microseconds
+        if node not in meta:
+            args = e.get("args", {})
+            meta[node] = {
+                "op_type": args.get("op_name", ""),
+                "provider": args.get("provider", ""),
+                "node_index": int(args["node_index"]) if "node_index" in args else -1,
+                "input_shapes": _shapes(args.get("input_type_shape")),
+                "output_shapes": _shapes(args.get("output_type_shape")),
+            }
+        order.setdefault(node, (i, e["ts"]))
+    rows = []
+    for node in sorted(per_node, key=lambda n: (order[n][1] - starts[order[n][0]], meta[n]["node_index"])):
+        times = np.asarray(per_node[node])
+        rows.append(
+            {
+                "node": node,
+                "op_type": meta[node]["op_type"],
+                "provider": meta[node]["provider"],
+                "median_ms": float(np.median(times)),
+                "p10_ms": float(np.percentile(times, 10)),
+                "p90_ms": float(np.percentile(times, 90)),
+                "node_index": meta[node]["node_index"],
+                "input_shapes": meta[node]["input_shapes"],
+                "output_shapes": meta[node]["output_shapes"],
+            }
+        )
+    columns = ["node", "op_type", "provider", "median_ms", "p10_ms", "p90_ms", "node_index",
+               "input_shapes", "output_shapes"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns), (ends - starts) / 1e3
+
+
+def profile_run(
+    onnx_path: str | os.PathLike,
+    device: str | Device,
+    dummy_input_or_feed: Any = None,
+    runs: int = 50,
+    warmup: int = 10,
+    *,
+    seed: int = 0,
+) -> NodeProfile:
+    """Run ``onnx_path`` with ORT profiling on and return per-node and end-to-end times.
+
+    All runs are profiled; the first ``warmup`` (and the untimed shape-finding run) are dropped from
+    the trace. The trace file is deleted afterwards.
+    """
+    check_counts(runs=runs, warmup=warmup)
+    dev = get_device(device)
+    tmp = tempfile.mkdtemp(prefix="hwnas_profile_")
+    try:
+        session = create_session(
+            onnx_path, dev, enable_profiling=True, profile_prefix=os.path.join(tmp, "ort")
+        )
+        runner = BoundRunner(
+            session, make_feed(session, dummy_input_or_feed, seed=seed, source=str(onnx_path))
+        )
+        for _ in range(warmup):
+            runner.run()
+        wall = np.empty(runs)
+        for k in range(runs):
+            t0 = time.perf_counter_ns()
+            runner.run()
+            wall[k] = (time.perf_counter_ns() - t0) / 1e6
+        trace_path = session.end_profiling()
+        with open(trace_path, encoding="utf-8") as fh:
+            events = json.load(fh)
+        os.remove(trace_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    nodes, run_ms = _parse_trace(events, runs)
+    logger.debug("profiled %s on %s: %d nodes, %d runs", onnx_path, dev.name, len(nodes), runs)
+    nodes.attrs.update(end_to_end_median_ms=float(np.median(run_ms)), runs=runs, device=dev.name)
+    return NodeProfile(nodes, float(np.median(run_ms)), float(np.median(wall)), runs, dev.name)
+
+
+def profile_nodes(
+    onnx_path: str | os.PathLike,
+    device: str | Device,
+    dummy_input_or_feed: Any = None,
+    runs: int = 50,
+    warmup: int = 10,
+) -> pd.DataFrame:
+    """Per-node kernel times (one row per node ORT ran); see :func:`profile_run`.
+
+    The end-to-end median of the same runs is in ``df.attrs["end_to_end_median_ms"]``.
+    """
+    return profile_run(onnx_path, device, dummy_input_or_feed, runs=runs, warmup=warmup).nodes
+
+
+def optimized_graph(onnx_path: str | os.PathLike, device: str | Device) -> onnx.ModelProto:
+    """The model as ORT runs it on ``device``, after its graph optimisations (fusions, layout changes).
+
+    At ``graph_optimization="all"`` the result can hold ORT-internal ops (``FusedConv``,
+    ``com.microsoft.nchwc`` ``Conv``/``ReorderInput``/``ReorderOutput``); it is loaded unchecked.
+    """
+    with tempfile.TemporaryDirectory(prefix="hwnas_optimized_") as tmp:
+        out = Path(tmp) / "optimized.onnx"
+        create_session(onnx_path, device, optimized_model_path=str(out), log_severity_level=3)
+        return onnx.load(str(out))

@@ -1,0 +1,221 @@
+"""Devices, fingerprints and ONNX Runtime measurement (real measurements, no mocks; < 30 s)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from hwnas.hw import (
+    OPSET,
+    Device,
+    LatencyRecord,
+    export_onnx,
+    fingerprint,
+    fingerprint_matches,
+    get_device,
+    list_devices,
+    measure,
+    measure_many,
+    optimized_graph,
+    profile_nodes,
+    profile_run,
+    register_device,
+    session_overhead_ms,
+)
+from hwnas.hw import device as device_module
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def convs(n: int, c: int = 16) -> nn.Module:
+    """``n`` 3x3 Conv+BN+ReLU layers at ``c`` channels (the input has 3 channels)."""
+    layers, c_in = [], 3
+    for _ in range(n):
+        layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
+        c_in = c
+    return nn.Sequential(*layers).eval()
+
+
+X = torch.randn(1, 3, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hw")
+    torch.manual_seed(0)
+    return {
+        "small": export_onnx(convs(1), X, d / "small.onnx"),
+        "big": export_onnx(convs(10), X, d / "big.onnx"),
+    }
+
+
+@pytest.fixture
+def scratch_devices():
+    """Names registered by a test are removed afterwards (the registry is process-global)."""
+    before = set(device_module._REGISTRY)
+    yield
+    for name in set(device_module._REGISTRY) - before:
+        del device_module._REGISTRY[name]
+
+
+# -------------------------------------------------------------------------------------------- devices
+
+
+def test_builtin_devices():
+    assert {"cpu-ort-1t", "cpu-ort-2t"} <= set(list_devices())
+    one, two = get_device("cpu-ort-1t"), get_device("cpu-ort-2t")
+    assert (one.intra_op_threads, two.intra_op_threads) == (1, 2)
+    assert one.provider == two.provider == "CPUExecutionProvider"
+    assert one.graph_optimization == "all"
+    assert get_device(one) is one
+
+
+def test_session_options_are_explicit():
+    dev = Device("x", intra_op_threads=3, allow_spinning=False, denormal_as_zero=True)
+    so = dev.session_options(enable_profiling=True)
+    assert so.intra_op_num_threads == 3 and so.inter_op_num_threads == 1
+    assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert so.get_session_config_entry("session.set_denormal_as_zero") == "1"
+    assert so.enable_profiling
+
+
+def test_register_duplicate_and_overwrite(scratch_devices):
+    register_device(Device("test-dup"))
+    with pytest.raises(ValueError, match=r"'test-dup' is already registered.*overwrite=True"):
+        register_device(Device("test-dup", intra_op_threads=2))
+    register_device(Device("test-dup", intra_op_threads=2), overwrite=True)
+    assert get_device("test-dup").intra_op_threads == 2
+
+
+def test_unknown_device_error_names_it_and_lists_known():
+    with pytest.raises(KeyError) as info:
+        get_device("no-such-device")
+    text = str(info.value)
+    assert "no-such-device" in text and "cpu-ort-1t" in text and "register_device" in text
+
+
+def test_invalid_device_fields():
+    with pytest.raises(ValueError, match="graph_optimization='fast'"):
+        Device("bad", graph_optimization="fast")
+    with pytest.raises(ValueError, match="intra_op_threads"):
+        Device("bad", intra_op_threads=0)
+
+
+def test_missing_provider_error(onnx_files):
+    dev = Device("test-gpu", provider="NoSuchExecutionProvider")
+    with pytest.raises(RuntimeError) as info:
+        measure(onnx_files["small"], dev, repeats=1, rounds=1)
+    text = str(info.value)
+    assert "NoSuchExecutionProvider" in text and "CPUExecutionProvider" in text
+
+
+# ---------------------------------------------------------------------------------------- fingerprint
+
+
+def test_fingerprint_keys_and_matches():
+    fp = fingerprint("cpu-ort-1t")
+    for key in ("cpu_model", "cpu_flags", "logical_cores", "onnxruntime", "onnx_opset", "torch", "hwnas",
+                "provider", "intra_op_threads", "inter_op_threads"):  # fmt: skip
+        assert key in fp, key
+    assert fp["onnxruntime"] == ort.__version__ and fp["onnx_opset"] == OPSET == 17
+    assert fp["logical_cores"] >= 1 and isinstance(fp["cpu_flags"], list)
+    assert fingerprint_matches(fp, dict(fp)) == []
+    other = dict(fp, onnxruntime="0.0.1")
+    diffs = fingerprint_matches(fp, other)
+    assert len(diffs) == 1 and "onnxruntime" in diffs[0] and "0.0.1" in diffs[0]
+    threads = fingerprint_matches(fp, fingerprint("cpu-ort-2t"))
+    assert any("intra-op threads" in d for d in threads)
+    flags = fingerprint_matches(fp, dict(fp, cpu_flags=[*fp["cpu_flags"], "amx_tile"]))
+    assert flags and "amx_tile" in flags[0]
+
+
+# ------------------------------------------------------------------------------------------- measure
+
+
+def test_measure_tiny_conv_module():
+    rec = measure(convs(1), "cpu-ort-1t", X, warmup=3, repeats=20, rounds=3)
+    assert isinstance(rec, LatencyRecord)
+    assert rec.median_ms > 0 and rec.p10_ms <= rec.median_ms * 1.5 and rec.p10_ms <= rec.p90_ms
+    assert rec.device == "cpu-ort-1t" and rec.repeats == 20 and rec.rounds == 3
+    assert rec.times_ms.shape == (3, 20) and np.isfinite(rec.cv)
+    assert rec.fingerprint["device"] == "cpu-ort-1t"
+
+
+def test_interleaved_medians_are_ordered(onnx_files):
+    small, big = measure_many(
+        [onnx_files["small"], onnx_files["big"]], "cpu-ort-1t", warmup=5, repeats=30, rounds=5, seed=0
+    )
+    assert small.model.endswith("small.onnx") and big.model.endswith("big.onnx")
+    assert big.median_ms > 2 * small.median_ms, (small.median_ms, big.median_ms)
+
+
+def test_session_overhead_is_small_and_positive():
+    overhead = session_overhead_ms("cpu-ort-1t", repeats=100, rounds=3)
+    assert 0 < overhead < 1.0  # an empty run costs microseconds, not milliseconds
+
+
+# -------------------------------------------------------------------------------------------- profile
+
+
+def test_profile_nodes_one_row_per_node_and_sum(onnx_files):
+    path = onnx_files["big"]
+    prof = profile_run(path, "cpu-ort-1t", runs=20, warmup=5)
+    df = prof.nodes
+    ran = optimized_graph(path, "cpu-ort-1t")
+    assert len(df) == len(ran.graph.node) and df["node"].is_unique
+    assert set(df["node"]) == {n.name for n in ran.graph.node}
+    assert {"node", "op_type", "provider", "median_ms", "input_shapes", "output_shapes"} <= set(df.columns)
+    assert (df["provider"] == "CPUExecutionProvider").all()
+    assert df.loc[df["op_type"] == "Conv", "output_shapes"].iloc[-1] == [[1, 16, 32, 32]]
+    total = df["median_ms"].sum()
+    assert total > 0
+    assert total <= 1.05 * prof.end_to_end_median_ms  # profiled runs contain their nodes
+    e2e = measure(path, "cpu-ort-1t", warmup=5, repeats=30, rounds=3).median_ms
+    assert total <= 1.5 * e2e, (total, e2e)
+    plain = profile_nodes(path, "cpu-ort-1t", runs=5, warmup=1)
+    assert list(plain["node"]) == list(df["node"]) and plain.attrs["end_to_end_median_ms"] > 0
+
+
+def test_optimized_graph_shows_fusions(onnx_files):
+    ops = [n.op_type for n in optimized_graph(onnx_files["small"], "cpu-ort-1t").graph.node]
+    assert "BatchNormalization" not in ops and "Relu" not in ops  # folded at export, fused by ORT
+    basic = Device("test-basic", graph_optimization="disable")
+    assert [n.op_type for n in optimized_graph(onnx_files["small"], basic).graph.node] == ["Conv", "Relu"]
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+def test_missing_file_error(tmp_path):
+    missing = tmp_path / "nope.onnx"
+    with pytest.raises(FileNotFoundError, match=r"nope\.onnx.*not found.*export_onnx"):
+        measure(missing, "cpu-ort-1t")
+    with pytest.raises(FileNotFoundError, match=r"nope\.onnx"):
+        profile_nodes(missing, "cpu-ort-1t")
+
+
+def test_wrong_input_name_error(onnx_files):
+    feed = {"image": np.zeros((1, 3, 32, 32), np.float32)}
+    with pytest.raises(ValueError, match=r"\['image'\] not in the model.*\['input'\]"):
+        measure(onnx_files["small"], "cpu-ort-1t", feed, repeats=1, rounds=1)
+    with pytest.raises(ValueError, match=r"'input' expects shape \[1, 3, 32, 32\] but got \[1, 3, 8, 8\]"):
+        profile_nodes(onnx_files["small"], "cpu-ort-1t", np.zeros((1, 3, 8, 8), np.float32), runs=1)
+
+
+def test_module_without_dummy_input_error():
+    with pytest.raises(ValueError, match=r"<Sequential>.*dummy_input is required"):
+        measure(convs(1), "cpu-ort-1t")
+
+
+def test_export_error_is_wrapped(tmp_path):
+    class Bad(nn.Module):
+        def forward(self, x):
+            return torch.linalg.eig(x)[0].real  # not exportable to ONNX
+
+    with pytest.raises(RuntimeError, match=r"export_onnx: could not export Bad .*bad\.onnx"):
+        export_onnx(Bad(), torch.randn(4, 4), tmp_path / "bad.onnx")
