@@ -66,6 +66,29 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keyword argument for the space constructor, e.g. resolutions=[160,192,224]")
 
     sub.add_parser("spaces", help="list the registered spaces")
+
+    lut = sub.add_parser("lut", help="latency lookup tables").add_subparsers(dest="lut_command", required=True)
+    lb = lut.add_parser("build", help="build or resume a LUT for a space on a device (ONNX Runtime)")
+    lb.add_argument("--space", required=True)
+    lb.add_argument("--input", type=_shape, default=None)
+    lb.add_argument("--device", default="cpu-ort-1t")
+    lb.add_argument("--out", required=True, help="LUT file (resumed if it exists)")
+    lb.add_argument("--repeats", type=int, default=3, help="measurements per kernel signature")
+    lb.add_argument("--runs", type=int, default=30)
+    lb.add_argument("--max-subnets", type=int, default=None)
+    lb.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
+    li = lut.add_parser("info", help="summarise a LUT file")
+    li.add_argument("path")
+
+    rep = sub.add_parser("report", help="reports").add_subparsers(dest="report_command", required=True)
+    rl = rep.add_parser("latency", help="per-layer latency of an architecture as CSV")
+    rl.add_argument("--space", required=True)
+    rl.add_argument("--arch", required=True, help="architecture JSON (hwnas.save_arch)")
+    rl.add_argument("--lut", required=True)
+    rl.add_argument("--csv", required=True)
+    rl.add_argument("--input", type=_shape, default=None)
+    rl.add_argument("--measure", action="store_true", help="also measure each kernel with ONNX Runtime")
+    rl.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
     return p
 
 
@@ -91,7 +114,48 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"hwnas profile: error: {e}", file=sys.stderr)
             return 2
         return 0
+    try:
+        if args.command == "lut":
+            return _lut(args)
+        if args.command == "report":
+            return _report(args)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        print(f"hwnas {args.command}: error: {e}", file=sys.stderr)
+        return 2
     return 1  # pragma: no cover
+
+
+def _input(args) -> object:
+    import torch
+
+    return torch.randn(args.input or DEFAULT_INPUTS.get(args.space, (1, 3, 224, 224)))
+
+
+def _lut(args) -> int:
+    import hwnas
+    from hwnas.hw import LUT, build_lut
+
+    if args.lut_command == "info":
+        print(LUT.load(args.path).summary())
+        return 0
+    space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
+    lut = build_lut(space, _input(args), args.device, args.out, repeats_per_kernel=args.repeats, runs=args.runs,
+                    max_subnets=args.max_subnets, space_name=args.space)
+    print(lut.summary())
+    return 0
+
+
+def _report(args) -> int:
+    import hwnas
+    from hwnas.report import latency_report
+
+    space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
+    df = latency_report(space, hwnas.load_arch(args.arch), _input(args), lut=args.lut, measure=args.measure)
+    df.to_csv(args.csv, index=False)
+    total = df.iloc[-1]
+    print(f"{len(df) - 2} kernels, predicted {total['predicted_ms']:.4f} ms"
+          + (f", measured {total['measured_ms']:.4f} ms" if args.measure else "") + f"; written {args.csv}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

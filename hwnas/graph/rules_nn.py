@@ -42,9 +42,14 @@ def _show(d: Any) -> str:
     return repr(d)
 
 
+def _tidy(d: Any) -> Any:
+    """Drop label axes a dim does not really depend on (e.g. 'same' padding cancels the kernel size)."""
+    return d.squeeze() if isinstance(d, LArray) else d
+
+
 def conv_out(size: Any, k: Any, s: Any, p: Any, d: Any) -> Any:
     """Output length of a convolution or pooling window (floor mode)."""
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+    return _tidy((size + 2 * p - d * (k - 1) - 1) // s + 1)
 
 
 def pool_out(size: Any, k: Any, s: Any, p: Any, d: Any, ceil_mode: bool) -> Any:
@@ -53,7 +58,7 @@ def pool_out(size: Any, k: Any, s: Any, p: Any, d: Any, ceil_mode: bool) -> Any:
         return conv_out(size, k, s, p, d)
     span = size + 2 * p - d * (k - 1) - 1
     out = -((-span) // s) + 1
-    return where((out - 1) * s >= size + p, out - 1, out)
+    return _tidy(where((out - 1) * s >= size + p, out - 1, out))
 
 
 def _conv(call: Call, x: TensorMeta, cout: Any, k: tuple, s: tuple, p: Any, d: tuple, groups: Any, bias: bool,
@@ -69,7 +74,7 @@ def _conv(call: Call, x: TensorMeta, cout: Any, k: tuple, s: tuple, p: Any, d: t
     spatial = []
     for i in range(nsp):
         if transposed:
-            out = (x.shape[2 + i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + out_pad[i] + 1
+            out = _tidy((x.shape[2 + i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + out_pad[i] + 1)
         elif p is None:
             out = x.shape[2 + i]
         else:

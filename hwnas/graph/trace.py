@@ -46,6 +46,8 @@ class Op:
         attrs: what the shape rule recorded for cost rules (kernel, stride, groups, ...).
         activity: 1, or an LArray of 0/1 over depth/candidate labels saying when the op runs.
         module: the called module, if any.
+        input_ops: for each tensor in ``inputs``, the name of the op that produced it (``None`` for the
+            space's input or a structural choice's selected output).
     """
 
     name: str
@@ -58,6 +60,7 @@ class Op:
     attrs: dict[str, Any] = field(default_factory=dict)
     activity: Any = 1
     module: nn.Module | None = None
+    input_ops: tuple[str | None, ...] = ()
 
     @property
     def out(self) -> TensorMeta:
@@ -157,6 +160,7 @@ class _Interpreter:
     def __init__(self) -> None:
         self.ops: list[Op] = []
         self._names: dict[str, int] = {}
+        self._producer: dict[int, str] = {}  # id(TensorMeta) -> name of the op that made it
 
     def _unique(self, name: str) -> str:
         n = self._names.get(name, 0)
@@ -239,13 +243,35 @@ class _Interpreter:
             raise UnsupportedOpError(_missing_rule_message(kind, target, path))
         op_type, rule = found
         call = Call(op_type, tuple(args), dict(kwargs), module, path)
-        out = rule(call)
         tensors = tuple(call.tensors()) + tuple(t for v in args if isinstance(v, (list, tuple))
                                                 for t in v if isinstance(t, TensorMeta))
+        out = _fresh(rule(call), {id(t) for t in tensors})
         if tensors or module is not None:
-            self.ops.append(Op(self._unique(name), op_type, path, kind, target, tensors, out, call.attrs, activity,
-                               module))
+            op = Op(self._unique(name), op_type, path, kind, target, tensors, out, call.attrs, activity, module,
+                    tuple(self._producer.get(id(t)) for t in tensors))
+            self.ops.append(op)
+            for t in _tensor_leaves(out):
+                self._producer[id(t)] = op.name
         return out
+
+
+def _tensor_leaves(value: Any) -> list[TensorMeta]:
+    if isinstance(value, TensorMeta):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensor_leaves(v)]
+    return []
+
+
+def _fresh(value: Any, input_ids: set[int]) -> Any:
+    """``value`` with every tensor that is one of the inputs replaced by a copy (each op output is its own)."""
+    if isinstance(value, TensorMeta):
+        return TensorMeta(value.shape) if id(value) in input_ids else value
+    if isinstance(value, tuple):
+        return tuple(_fresh(v, input_ids) for v in value)
+    if isinstance(value, list):
+        return [_fresh(v, input_ids) for v in value]
+    return value
 
 
 def _missing_rule_message(kind: str, target: Any, path: str) -> str:

@@ -1,5 +1,6 @@
 """Devices, ONNX Runtime measurement, kernels and latency lookup tables."""
 
+from hwnas.hw.build import build_lut, space_signatures
 from hwnas.hw.device import (
     OPSET,
     Device,
@@ -9,6 +10,9 @@ from hwnas.hw.device import (
     list_devices,
     register_device,
 )
+from hwnas.hw.kernels import Kernel, KernelSignature, map_kernels
+from hwnas.hw.latency import LatencyProfiler, MissingKernelsError
+from hwnas.hw.lut import LUT, FingerprintWarning, LUTError
 from hwnas.hw.measure import LatencyRecord, measure, measure_many, session_overhead_ms
 from hwnas.hw.profiling import NodeProfile, optimized_graph, profile_nodes, profile_run
 from hwnas.hw.session import create_session, export_onnx, make_feed
@@ -32,4 +36,14 @@ __all__ = [
     "profile_nodes",
     "session_overhead_ms",
     "optimized_graph",
+    "Kernel",
+    "KernelSignature",
+    "map_kernels",
+    "LUT",
+    "LUTError",
+    "FingerprintWarning",
+    "build_lut",
+    "space_signatures",
+    "LatencyProfiler",
+    "MissingKernelsError",
 ]

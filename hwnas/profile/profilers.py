@@ -66,7 +66,7 @@ class Profiler:
         self.model = CostModel(graph.choices, [c for _, c in self.op_costs])
 
     def _costs(self):
-        """``(op, cost, activity)`` for every op with a cost."""
+        """``(op, cost, activity)`` for every op with a cost (``op`` may be ``None`` for a model constant)."""
         for op in self.graph.ops:
             cost = self.op_cost(op)
             if cost is not None:
@@ -106,7 +106,7 @@ class Profiler:
         for op, cost in self.op_costs:
             v = value_at(cost, sample, self.graph)
             if v:
-                rows.append((op.name, op.op_type, v))
+                rows.append((op.name, op.op_type, v) if op is not None else ("(model overhead)", "overhead", v))
         return rows
 
     def __repr__(self) -> str:

@@ -1,0 +1,68 @@
+"""Build (or resume) a latency LUT for a reference space on a device, and print how long it took.
+
+    python benchmarks/build_lut.py --space mobilenet_v3 --device cpu-ort-1t --out lut/mobilenet_v3_cpu-ort-1t.json
+
+Resumable: killed and started again with the same --out, it continues with what is missing. Prints the
+number of kernel signatures, subnets profiled, build minutes and the calibration fit, and appends a row
+to benchmarks/results/build_lut.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import time
+
+import torch
+from _common import RESULTS, pin_threads
+
+import hwnas
+from hwnas.hw.build import build_lut, space_signatures
+
+DEFAULT_INPUTS = {"digits": (1, 1, 8, 8)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--space", required=True, help=f"one of {hwnas.spaces.list()}")
+    ap.add_argument("--input", default=None, help="input shape, e.g. 1,3,224,224 (default per space)")
+    ap.add_argument("--device", default="cpu-ort-1t")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--repeats", type=int, default=3, help="measurements per kernel signature")
+    ap.add_argument("--runs", type=int, default=30, help="profiled runs per subnet")
+    ap.add_argument("--max-subnets", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    pin_threads(1)
+    shape = tuple(int(d) for d in args.input.split(",")) if args.input else DEFAULT_INPUTS.get(args.space, (1, 3, 224, 224))
+    space = hwnas.spaces.create(args.space).eval()
+    x = torch.randn(shape)
+    n_sigs = len(space_signatures(space, x))
+    t0 = time.perf_counter()
+    lut = build_lut(space, x, args.device, args.out, repeats_per_kernel=args.repeats, runs=args.runs,
+                    max_subnets=args.max_subnets, seed=args.seed, space_name=args.space)
+    minutes = (time.perf_counter() - t0) / 60
+    total_minutes = lut.settings.get("build_seconds", 0.0) / 60
+    cal = lut.calibration
+    print(f"\nspace {args.space} input {shape} device {args.device}")
+    print(f"kernel signatures in the space: {n_sigs}; in the LUT: {len(lut)}; subnets profiled: {len(lut.subnets)}")
+    print(f"build time this run: {minutes:.2f} min; all runs of this file: {total_minutes:.2f} min (target <= 15)")
+    print(f"calibration: scale {cal['scale']:.4f}, per node {cal['per_node_ms'] * 1000:.2f} us, overhead "
+          f"{cal['overhead_ms'] * 1000:.1f} us, in-sample median |error| {100 * cal.get('median_abs_rel_err', 0):.2f}%")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "build_lut.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(["space", "input", "device", "signatures", "subnets", "minutes_this_run", "minutes_total",
+                        "calibration_median_abs_rel_err"])
+        w.writerow([args.space, "x".join(map(str, shape)), args.device, n_sigs, len(lut.subnets), round(minutes, 3),
+                    round(total_minutes, 3), round(cal.get("median_abs_rel_err", 0), 5)])
+    print(f"written: {args.out} and {path}")
+
+
+if __name__ == "__main__":
+    main()

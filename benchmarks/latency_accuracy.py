@@ -1,0 +1,128 @@
+"""How well LUT latency predicts measured ONNX Runtime latency of whole subnets the build never ran.
+
+For each space: N random subnets not among the LUT build's subnets, exported to ONNX and measured end
+to end with the LUT's device settings (warm-up, interleaved rounds, medians), against
+``LatencyProfiler.profile``. Prints and writes benchmarks/results/latency_accuracy.csv (summary),
+latency_accuracy_subnets.csv (every subnet) and latency_accuracy.png (predicted vs measured).
+
+    python benchmarks/latency_accuracy.py --spaces digits,mobilenet_v2,mobilenet_v3 --device cpu-ort-1t --n 100
+
+Targets at 1 thread (issue 4): >= 95% within +-5%, 100% within +-10%, Kendall tau >= 0.95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import RESULTS, pin_threads, write_table
+from scipy.stats import kendalltau
+
+import hwnas
+from hwnas.hw import measure_many
+from hwnas.hw.build import input_for
+from hwnas.hw.latency import LatencyProfiler
+from hwnas.hw.session import export_onnx
+
+DEFAULT_INPUTS = {"digits": (1, 1, 8, 8)}
+
+
+def accuracy_stats(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
+    rel = (pred - meas) / meas
+    tau = kendalltau(pred, meas).statistic if len(pred) > 1 else float("nan")
+    return {"within_5pct": float(np.mean(np.abs(rel) <= 0.05)), "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
+            "rmspe": float(math.sqrt(np.mean(rel ** 2))), "kendall_tau": float(tau),
+            "median_abs_err_pct": float(100 * np.median(np.abs(rel))), "mean_err_pct": float(100 * np.mean(rel))}
+
+
+def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: int, repeats: int) -> tuple:
+    shape = DEFAULT_INPUTS.get(name, (1, 3, 224, 224))
+    space = hwnas.spaces.create(name).eval()
+    x = torch.randn(shape)
+    prof = LatencyProfiler(space, x, lut=lut_path)
+    seen = {json.dumps(s["sample"], sort_keys=True) for s in prof.lut.subnets}
+    rng = np.random.default_rng(seed)
+    samples = []
+    while len(samples) < n:
+        s = space.random_sample(rng)
+        key = json.dumps(s, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            samples.append(s)
+    with tempfile.TemporaryDirectory(prefix="hwnas-acc-") as work:
+        paths, inputs = [], []
+        for i, s in enumerate(samples):
+            xi = input_for(space, s, x)
+            paths.append(export_onnx(hwnas.export(space, s), xi, Path(work) / f"{i}.onnx"))
+            inputs.append(xi)
+        t0 = time.perf_counter()
+        records = measure_many(paths, device, dummy_inputs=inputs, rounds=rounds, repeats=repeats, progress=True,
+                               seed=seed)
+        seconds = time.perf_counter() - t0
+    meas = np.array([r.median_ms for r in records])
+    pred = np.array([prof.profile(s) for s in samples])
+    return samples, pred, meas, seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spaces", default="digits,mobilenet_v2,mobilenet_v3")
+    ap.add_argument("--device", default="cpu-ort-1t")
+    ap.add_argument("--lut-dir", default=str(Path(__file__).resolve().parents[1] / "lut"))
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--tag", default="", help="suffix for the result files")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    pin_threads(1)
+    rows, per_subnet, plots = [], [], []
+    for name in args.spaces.split(","):
+        lut_path = f"{args.lut_dir}/{name}_{args.device}.json"
+        samples, pred, meas, seconds = run_space(name, args.device, lut_path, args.n, args.seed, args.rounds,
+                                                 args.repeats)
+        st = accuracy_stats(pred, meas)
+        rows.append((name, args.device, len(samples), st["within_5pct"], st["within_10pct"], st["rmspe"],
+                     st["kendall_tau"], st["median_abs_err_pct"], st["mean_err_pct"], float(np.median(meas)),
+                     seconds / 60))
+        per_subnet += [(name, args.device, json.dumps(s), p, m) for s, p, m in zip(samples, pred, meas)]
+        plots.append((name, pred, meas))
+    header = ["space", "device", "subnets", "within_5pct", "within_10pct", "rmspe", "kendall_tau",
+              "median_abs_err_pct", "mean_err_pct", "median_measured_ms", "measure_minutes"]
+    write_table(f"latency_accuracy{args.tag}", header, rows)
+    import csv
+
+    with (RESULTS / f"latency_accuracy_subnets{args.tag}.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["space", "device", "sample", "predicted_ms", "measured_ms"])
+        w.writerows(per_subnet)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(plots), figsize=(4.2 * len(plots), 4), squeeze=False)
+    for ax, (name, pred, meas) in zip(axes[0], plots):
+        lo, hi = min(pred.min(), meas.min()), max(pred.max(), meas.max())
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.fill_between([lo, hi], [lo * 0.95, hi * 0.95], [lo * 1.05, hi * 1.05], color="g", alpha=0.15, label="+-5%")
+        ax.scatter(meas, pred, s=10)
+        ax.set_xlabel("measured ms (ONNX Runtime)")
+        ax.set_ylabel("predicted ms (LUT)")
+        ax.set_title(f"{name} ({args.device})")
+        ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"latency_accuracy{args.tag}.png", dpi=110)
+    print(f"written: {RESULTS / f'latency_accuracy{args.tag}.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Build a latency LUT for a space by profiling whole exported subnets in ONNX Runtime.
+
+The builder lists every kernel signature the space can produce, then repeatedly picks a subnet that
+covers signatures still short of measurements (greedily, from a seeded generator), exports it, runs it
+under ONNX Runtime's profiler and charges each node's time to its kernel (:mod:`hwnas.hw.kernels`). It also
+measures the subnet's unprofiled end-to-end time, to calibrate the LUT. After every subnet the LUT file is
+rewritten atomically, so a killed build resumes where it stopped with nothing lost.
+
+Example:
+    >>> import torch, hwnas, tempfile, os
+    >>> from hwnas.hw.build import build_lut
+    >>> space = hwnas.spaces.create("digits")
+    >>> lut = build_lut(space, torch.randn(1, 1, 8, 8), "cpu-ort-1t",
+    ...                 os.path.join(tempfile.mkdtemp(), "digits.json"), repeats_per_kernel=1,
+    ...                 runs=5, warmup=2, progress=False)                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hwnas.graph.subnet import export
+from hwnas.graph.trace import OpGraph, build_graph
+from hwnas.hw.device import Device, get_device
+from hwnas.hw.kernels import Kernel, active_kernels, attribute_nodes, map_kernels
+from hwnas.hw.lut import LUT, LUTError, now
+from hwnas.hw.measure import measure
+from hwnas.hw.profiling import profile_run
+from hwnas.hw.session import export_onnx
+from hwnas.space.space import as_rng
+
+__all__ = ["build_lut", "kernel_tables", "space_signatures", "measure_subnet_kernels", "input_for"]
+
+log = logging.getLogger(__name__)
+
+
+def kernel_tables(graph: OpGraph, kernels: list[Kernel]) -> list[tuple[tuple[str, ...], np.ndarray]]:
+    """Each kernel's signature table (labels, object array of signature strings or ``None``)."""
+    return [k.signature_table(graph) for k in kernels]
+
+
+def space_signatures(space: Any, dummy_input: Any, graph: OpGraph | None = None) -> set[str]:
+    """Every kernel signature that some subnet of ``space`` runs (the LUT a space needs)."""
+    graph = graph or build_graph(space, dummy_input)
+    return {s for _, tab in kernel_tables(graph, map_kernels(graph)) for s in tab.ravel() if s is not None}
+
+
+def input_for(space: Any, sample: dict[str, Any], dummy_input: torch.Tensor) -> torch.Tensor:
+    """The input tensor for ``sample`` (its resolution when the space searches it)."""
+    res = getattr(space, "resolution", None)
+    if res is not None and res.label in sample and dummy_input.ndim == 4:
+        r = sample[res.label]
+        return torch.randn(*dummy_input.shape[:2], r, r)
+    return dummy_input
+
+
+def measure_subnet_kernels(space: Any, graph: OpGraph, kernels: list[Kernel], sample: dict[str, Any],
+                           dummy_input: torch.Tensor, device: Device, runs: int, warmup: int,
+                           export_fn: Any, workdir: str | os.PathLike,
+                           end_to_end: bool = True) -> dict[str, Any]:
+    """Export ``sample``, profile it in ORT and attribute node times to kernels.
+
+    Returns a dict with ``kernels`` (list of (kernel, signature, ms, nodes)), ``sum_nodes_ms``, ``nodes``,
+    ``end_to_end_ms`` (unprofiled, when ``end_to_end``) and ``lead_ms``.
+
+    Raises:
+        LUTError: the profile's convolutions/GEMMs could not be matched to the subnet's kernels.
+    """
+    x = input_for(space, sample, dummy_input)
+    subnet = export_fn(space, sample).eval()
+    path = Path(workdir) / "subnet.onnx"
+    export_onnx(subnet, x, path)
+    prof = profile_run(path, device, x, runs=runs, warmup=warmup)
+    nodes = prof.nodes.to_dict("records")
+    act = active_kernels(kernels, graph, sample)
+    times, lead, n_anchor = attribute_nodes(nodes, act)
+    anchors = sum(k.kind in ("conv", "linear") for k, _ in act)
+    if n_anchor != anchors:
+        raise LUTError(f"could not match ORT's profile to the subnet's kernels ({n_anchor} of {anchors} convolutions/"
+                       f"GEMMs matched) for sample {sample}; ORT may have fused differently than hwnas.hw.kernels "
+                       "predicts. Please report this with the sample.")
+    counts = _node_counts(nodes, act)
+    out = {"kernels": [(k, str(sig), t, counts[i]) for i, ((k, sig), t) in enumerate(zip(act, times))],
+           "sum_nodes_ms": float(sum(times) + lead), "nodes": len(nodes), "lead_ms": float(lead)}
+    if end_to_end:
+        out["end_to_end_ms"] = measure(path, device, x, warmup=warmup, repeats=runs, rounds=5).median_ms
+    return out
+
+
+def _node_counts(nodes: list[dict], act: list) -> list[int]:
+    """How many ORT nodes each kernel was charged with (same walk as attribute_nodes)."""
+    times, _, _ = attribute_nodes([{**n, "median_ms": 1.0} for n in nodes], act)
+    return [int(round(t)) for t in times]
+
+
+def _covering_sample(graph: OpGraph, tables: list, counts: Counter, need: int,
+                     rng: np.random.Generator) -> dict[str, Any]:
+    choices = graph.choices
+    fixed: dict[str, int] = {}
+    planned: Counter = Counter()
+    for ki in rng.permutation(len(tables)):
+        labels, tab = tables[ki]
+        if not labels:
+            continue
+        idx = [np.array([fixed[lab]]) if lab in fixed else np.arange(n) for lab, n in zip(labels, tab.shape)]
+        sub = tab[np.ix_(*idx)]
+        cand = [cell for cell in np.ndindex(sub.shape)
+                if sub[cell] is not None and counts[sub[cell]] + planned[sub[cell]] < need]
+        if not cand:
+            continue
+        cell = cand[int(rng.integers(len(cand)))]
+        for lab, ix, c in zip(labels, idx, cell):
+            fixed[lab] = int(ix[c])
+        planned[sub[cell]] += 1
+    return {lab: c.values[fixed[lab] if lab in fixed else int(rng.integers(len(c.values)))]
+            for lab, c in choices.items()}
+
+
+def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu-ort-1t",
+              path: str | os.PathLike | None = None, repeats_per_kernel: int = 3, runs: int = 30, warmup: int = 10,
+              max_subnets: int | None = None, seed: int = 0, progress: bool = True, space_name: str | None = None,
+              export_fn: Any = None) -> LUT:
+    """Measure every kernel signature ``space`` can produce on ``device`` (resumable).
+
+    Args:
+        space: the model space.
+        dummy_input: input of the shape the LUT is for (batch size and resolution matter).
+        device: a registered device name or :class:`~hwnas.hw.device.Device` (threads, optimisation level).
+        path: the LUT file; if it exists, the build resumes from it (same device required).
+        repeats_per_kernel: measurements per signature, each in a different subnet (median is used).
+        runs, warmup: profiled runs per subnet and warm-up runs before them.
+        max_subnets: stop after this many subnets in this call (the file stays resumable).
+        seed: seed of the subnet choice.
+        progress: show a progress bar with an ETA.
+        space_name: a name recorded in the LUT's ``spaces`` list.
+        export_fn: ``(space, sample) -> nn.Module`` (default :func:`hwnas.graph.subnet.export`).
+
+    Returns:
+        The :class:`~hwnas.hw.lut.LUT` (also saved to ``path`` after every subnet).
+    """
+    export_fn = export_fn or export
+    dev = get_device(device)
+    dev.check_available()
+    settings = {"runs": runs, "warmup": warmup, "repeats_per_kernel": repeats_per_kernel,
+                "harvest": "per-node ORT profile of whole subnets", "input_shape": list(dummy_input.shape)}
+    if path is not None and Path(path).exists():
+        lut = LUT.load(path)
+        if lut.device.__dict__ != dev.__dict__:
+            raise LUTError(f"{str(path)!r} was built for device {lut.device.name!r} with other settings than "
+                           f"{dev.name!r}; use another path or the same device.")
+        log.info("resuming %s: %d kernels, %d subnets measured", path, len(lut), len(lut.subnets))
+    else:
+        lut = LUT.new(dev, settings)
+        lut.settings["started"] = now()
+    tag = f"{space_name or type(space).__name__}@{'x'.join(str(d) for d in dummy_input.shape)}"
+    if tag not in lut.spaces:
+        lut.spaces.append(tag)
+    graph = build_graph(space, dummy_input)
+    kernels = map_kernels(graph)
+    tables = kernel_tables(graph, kernels)
+    needed = {s for _, tab in tables for s in tab.ravel() if s is not None}
+    counts = Counter({s: lut.entries[s].n for s in needed if s in lut.entries})
+    missing = lambda: sum(max(0, repeats_per_kernel - counts[s]) for s in needed)  # noqa: E731
+    log.info("%s: %d kernels map to %d signatures; %d measurements to go", tag, len(kernels), len(needed), missing())
+    rng = as_rng(np.random.default_rng([seed, len(lut.subnets)]))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(needed) * repeats_per_kernel, initial=len(needed) * repeats_per_kernel - missing(),
+                   desc=f"LUT {tag}", unit="kernel")
+    done_here = 0
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="hwnas-lut-") as work:
+        while missing() > 0 and (max_subnets is None or done_here < max_subnets):
+            sample = _covering_sample(graph, tables, counts, repeats_per_kernel, rng)
+            before = missing()
+            try:
+                res = measure_subnet_kernels(space, graph, kernels, sample, dummy_input, dev, runs, warmup,
+                                             export_fn, work)
+            except LUTError as e:
+                log.warning("skipping a subnet: %s", e)
+                done_here += 1
+                continue
+            for _, sig, ms, n_nodes in res["kernels"]:
+                lut.add(sig, ms, n_nodes)
+                counts[sig] += 1
+            lut.subnets.append({"space": tag, "sample": sample, "end_to_end_ms": res["end_to_end_ms"],
+                                "sum_nodes_ms": res["sum_nodes_ms"], "nodes": res["nodes"],
+                                "kernels": dict(Counter(sig for _, sig, _, _ in res["kernels"]))})
+            lut.fit()
+            if path is not None:
+                lut.save(path)
+            done_here += 1
+            if bar is not None:
+                bar.update(before - missing())
+                bar.set_postfix(subnets=len(lut.subnets))
+            if missing() == before:
+                log.warning("a covering subnet added no new measurement; %d still missing", missing())
+    if bar is not None:
+        bar.close()
+    lut.settings["build_seconds"] = lut.settings.get("build_seconds", 0.0) + (time.perf_counter() - t0)
+    lut.settings["finished"] = now()
+    if path is not None:
+        lut.save(path)
+    return lut

@@ -1,0 +1,168 @@
+"""Kernels, LUT files, resumable building, LatencyProfiler and latency reports (fast, on the digits space,
+with real ONNX Runtime measurements)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import pytest
+import torch
+
+import hwnas
+from hwnas.hw import get_device, profile_run
+from hwnas.hw.build import build_lut, kernel_tables, space_signatures
+from hwnas.hw.kernels import KernelSignature, active_kernels, attribute_nodes, map_kernels
+from hwnas.hw.latency import LatencyProfiler, MissingKernelsError
+from hwnas.hw.lut import LUT, FingerprintWarning, LUTError
+from hwnas.report import latency_report
+
+X = torch.randn(1, 1, 8, 8)
+FAST = dict(repeats_per_kernel=1, runs=3, warmup=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return hwnas.spaces.create("digits").eval()
+
+
+@pytest.fixture(scope="module")
+def small_lut(space, tmp_path_factory):
+    path = tmp_path_factory.mktemp("lut") / "digits.json"
+    return build_lut(space, X, "cpu-ort-1t", path, **FAST)
+
+
+def test_signatures_are_stable_and_hashable(space):
+    a = space_signatures(space, X)
+    b = space_signatures(hwnas.spaces.create("digits"), X)
+    assert a == b and len(a) > 50
+    for s in list(a)[:20]:
+        sig = KernelSignature.parse(s)
+        assert str(sig) == s and hash(sig) == hash(KernelSignature.parse(s))
+    conv = next(s for s in a if s.startswith("conv|in=1x1x8x8"))
+    assert "act=relu" in conv and "k=3x3" in conv
+
+
+def test_attribution_matches_a_real_profile(space, tmp_path):
+    graph = hwnas.FlopsProfiler(space, X).graph
+    kernels = map_kernels(graph)
+    sample = space.max_sample()
+    path = hwnas.to_onnx(hwnas.export(space, sample), X, tmp_path / "max.onnx")
+    prof = profile_run(path, get_device("cpu-ort-1t"), X, runs=3, warmup=1)
+    act = active_kernels(kernels, graph, sample)
+    times, lead, n_anchor = attribute_nodes(prof.nodes.to_dict("records"), act)
+    assert n_anchor == sum(k.kind in ("conv", "linear") for k, _ in act)
+    assert sum(times) + lead == pytest.approx(prof.sum_nodes_ms)
+
+
+def test_lut_round_trips_through_its_file(small_lut, tmp_path):
+    path = small_lut.save(tmp_path / "copy.json")
+    again = LUT.load(path)
+    assert again.entries.keys() == small_lut.entries.keys()
+    assert all(again.entries[k].times_ms == pytest.approx(v.times_ms) for k, v in small_lut.entries.items())
+    assert again.calibration == small_lut.calibration and again.device == small_lut.device
+    data = json.loads(path.read_text())
+    assert data["format"] == "hwnas-lut" and data["fingerprint"]["onnxruntime"]
+
+
+def test_latency_is_the_sum_of_kernel_entries(space, small_lut):
+    prof = LatencyProfiler(space, X, lut=small_lut)
+    for seed in range(10):
+        s = space.random_sample(seed)
+        want = small_lut.overhead_ms + sum(small_lut.cost_ms(str(sig)) for _, sig in active_kernels(
+            map_kernels(prof.graph), prof.graph, s))
+        assert prof.profile(s) == pytest.approx(want, rel=1e-12)
+    batch = [space.random_sample(i) for i in range(10)]
+    assert prof.profile_batch(batch) == pytest.approx([prof.profile(s) for s in batch])
+
+
+def test_missing_kernels_are_listed_with_the_fix(space, small_lut, tmp_path):
+    lut = LUT.load(small_lut.save(tmp_path / "partial.json"))
+    dropped = sorted(lut.entries)[:3]
+    for sig in dropped:
+        del lut.entries[sig]
+    with pytest.raises(MissingKernelsError) as err:
+        LatencyProfiler(space, X, lut=lut)
+    msg = str(err.value)
+    assert f"3 of this space's {len(space_signatures(space, X))} kernel signatures are missing" in msg
+    assert dropped[0] in msg and "benchmarks/build_lut.py" in msg and "predictor=" in msg
+
+    class Fallback:
+        def predict_signatures(self, sigs):
+            return [0.5] * len(sigs)
+
+    prof = LatencyProfiler(space, X, lut=lut, predictor=Fallback())
+    assert prof.predicted == set(dropped)
+
+
+def test_bad_files_are_refused(tmp_path, small_lut):
+    (tmp_path / "x.json").write_text('{"format": "something-else"}')
+    with pytest.raises(LUTError, match="is not an hwnas LUT"):
+        LUT.load(tmp_path / "x.json")
+    data = small_lut.to_dict()
+    data["fingerprint"]["onnxruntime"] = "0.0.1"
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    with pytest.warns(FingerprintWarning, match="0.0.1"):
+        LUT.load(tmp_path / "old.json")
+    del data["entries"][next(iter(data["entries"]))]["times_ms"]
+    (tmp_path / "broken.json").write_text(json.dumps(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FingerprintWarning)
+        with pytest.raises(LUTError, match="malformed"):
+            LUT.load(tmp_path / "broken.json")
+
+
+def test_killed_build_resumes_without_loss(space, tmp_path):
+    path = tmp_path / "resume.json"
+    script = textwrap.dedent(f"""
+        import torch, hwnas
+        from hwnas.hw.build import build_lut
+        build_lut(hwnas.spaces.create("digits").eval(), torch.randn(1, 1, 8, 8), "cpu-ort-1t", {str(path)!r},
+                  repeats_per_kernel=2, runs=3, warmup=1, progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 120
+    snapshot = None
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists():
+            data = json.loads(path.read_text())  # atomic writes: always a whole file
+            if len(data["subnets"]) >= 3:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                snapshot = json.loads(path.read_text())
+                break
+        time.sleep(0.05)
+    assert snapshot is not None, "the build finished before it could be killed"
+    lut = build_lut(space, X, "cpu-ort-1t", path, repeats_per_kernel=2, runs=3, warmup=1, progress=False)
+    assert len(lut.subnets) > len(snapshot["subnets"])
+    for sig, entry in snapshot["entries"].items():
+        assert lut.entries[sig].times_ms[: len(entry["times_ms"])] == pytest.approx(entry["times_ms"])
+    needed = {s for _, tab in kernel_tables(LatencyProfiler(space, X, lut=lut).graph,
+                                            map_kernels(hwnas.FlopsProfiler(space, X).graph))
+              for s in tab.ravel() if s is not None}
+    assert all(lut.entries[s].n >= 2 for s in needed)
+
+
+def test_merge(small_lut, tmp_path):
+    a = LUT.load(small_lut.save(tmp_path / "a.json"))
+    b = LUT.load(small_lut.save(tmp_path / "b.json"))
+    n = {k: e.n for k, e in a.entries.items()}
+    a.merge(b)
+    assert all(a.entries[k].n == 2 * n[k] for k in n)
+
+
+def test_latency_report(space, small_lut, tmp_path):
+    s = space.random_sample(4)
+    df = latency_report(space, s, X, lut=small_lut, measure=True, runs=3)
+    assert list(df.columns) == ["layer", "kind", "signature", "predicted_ms", "measured_ms", "share"]
+    assert df.iloc[-1]["layer"] == "(total)"
+    assert df.iloc[-1]["predicted_ms"] == pytest.approx(LatencyProfiler(space, X, lut=small_lut).profile(s))
+    assert df["share"].iloc[:-1].sum() == pytest.approx(1.0)
+    assert df["measured_ms"].iloc[:-2].notna().all() and df.iloc[-1]["measured_ms"] > 0
+    df.to_csv(tmp_path / "r.csv", index=False)
