@@ -32,6 +32,19 @@ def median_time(fn: Callable[[], object], repeats: int = 7, number: int = 1) -> 
     return statistics.median(times)
 
 
+def fvcore_count(module, x) -> float:
+    """fvcore's FLOP count of ``module`` in eval mode: the independent reference for hwnas's FLOPs."""
+    import logging
+
+    from fvcore.nn import FlopCountAnalysis
+
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    fca = FlopCountAnalysis(module.eval(), x)
+    fca.unsupported_ops_warnings(False)
+    fca.uncalled_modules_warnings(False)
+    return fca.total()
+
+
 def write_table(name: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
     """Print ``rows`` as a table and write them to ``benchmarks/results/<name>.csv``."""
     widths = [max(len(str(h)), *(len(_fmt(r[i])) for r in rows)) for i, h in enumerate(header)]

@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--repeats", type=int, default=3, help="measurements per kernel signature")
     ap.add_argument("--runs", type=int, default=30, help="profiled runs per subnet")
+    ap.add_argument("--random-subnets", type=int, default=40,
+                    help="uniformly random subnets profiled after coverage, for calibration")
     ap.add_argument("--max-subnets", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -42,7 +44,8 @@ def main() -> None:
     n_sigs = len(space_signatures(space, x))
     t0 = time.perf_counter()
     lut = build_lut(space, x, args.device, args.out, repeats_per_kernel=args.repeats, runs=args.runs,
-                    max_subnets=args.max_subnets, seed=args.seed, space_name=args.space)
+                    max_subnets=args.max_subnets, seed=args.seed, space_name=args.space,
+                    random_subnets=args.random_subnets)
     minutes = (time.perf_counter() - t0) / 60
     total_minutes = lut.settings.get("build_seconds", 0.0) / 60
     cal = lut.calibration

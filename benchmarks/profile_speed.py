@@ -19,18 +19,9 @@ import warnings
 
 import numpy as np
 import torch
-from _common import median_time, pin_threads, write_table
+from _common import fvcore_count, median_time, pin_threads, write_table
 
 import hwnas
-
-
-def fvcore_count(module, x) -> float:
-    from fvcore.nn import FlopCountAnalysis
-
-    fca = FlopCountAnalysis(module.eval(), x)
-    fca.unsupported_ops_warnings(False)
-    fca.uncalled_modules_warnings(False)
-    return fca.total()
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 Examples::
 
+    hwnas demo --out hwnas-demo
+    hwnas search --space digits --score params --constraint flops=40% --trials 200
     hwnas profile --space mobilenet_v3 --input 1,3,224,224 --constraint flops=60% --constraint params=6e6
     hwnas profile --space digits --input 1,1,8,8
 """
@@ -9,6 +11,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -75,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", required=True, help="LUT file (resumed if it exists)")
     lb.add_argument("--repeats", type=int, default=3, help="measurements per kernel signature")
     lb.add_argument("--runs", type=int, default=30)
+    lb.add_argument("--random-subnets", type=int, default=40, help="random subnets profiled for calibration")
     lb.add_argument("--max-subnets", type=int, default=None)
     lb.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
     li = lut.add_parser("info", help="summarise a LUT file")
@@ -89,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--input", type=_shape, default=None)
     rl.add_argument("--measure", action="store_true", help="also measure each kernel with ONNX Runtime")
     rl.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
+
+    _add_search_parsers(sub)
     return p
 
 
@@ -119,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _lut(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "search":
+            return _search(args)
     except (ValueError, KeyError, FileNotFoundError) as e:
         print(f"hwnas {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -140,7 +150,7 @@ def _lut(args) -> int:
         return 0
     space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
     lut = build_lut(space, _input(args), args.device, args.out, repeats_per_kernel=args.repeats, runs=args.runs,
-                    max_subnets=args.max_subnets, space_name=args.space)
+                    max_subnets=args.max_subnets, space_name=args.space, random_subnets=args.random_subnets)
     print(lut.summary())
     return 0
 
@@ -155,6 +165,145 @@ def _report(args) -> int:
     total = df.iloc[-1]
     print(f"{len(df) - 2} kernels, predicted {total['predicted_ms']:.4f} ms"
           + (f", measured {total['measured_ms']:.4f} ms" if args.measure else "") + f"; written {args.csv}")
+    return 0
+
+
+
+# ---------------------------------------------------------------------------------------- demo and search
+def _add_search_parsers(sub) -> None:
+    d = sub.add_parser("demo", help="train, search, export and measure on scikit-learn's digits (a few minutes)")
+    d.add_argument("--out", default="hwnas-demo", help="output folder (default ./hwnas-demo)")
+    d.add_argument("--quick", action="store_true", help="a tiny budget (seconds), e.g. to check an install")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--lut", default=None, help="latency LUT (default: the shipped lut/digits_cpu-ort-1t.json)")
+    d.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    s = sub.add_parser("search", help="multi-trial search of a space under constraints with your score function")
+    s.add_argument("--space", required=True, help="a registered space (see `hwnas spaces`)")
+    s.add_argument("--score", required=True,
+                   help="module:function or path/to/file.py:function taking a sample dict and returning a score; "
+                        "or a metric name (flops, params, latency_ms) to find the largest subnet that fits")
+    s.add_argument("--constraint", type=_constraint, action="append", default=[],
+                   help="metric=bound, repeatable: flops=60%% params=3e6 latency_ms=4")
+    s.add_argument("--lut", default=None, help="latency LUT: adds the latency_ms metric")
+    s.add_argument("--strategy", choices=("evolution", "random", "grid"), default="evolution")
+    s.add_argument("--trials", type=int, default=100)
+    s.add_argument("--population", type=int, default=50)
+    s.add_argument("--sample-size", type=int, default=10)
+    s.add_argument("--mutation-prob", type=float, default=0.05)
+    s.add_argument("--range", action="append", default=[], metavar="METRIC=MIN:MAX",
+                   help="range filter, repeatable: flops=20%%:60%% (either end may be empty)")
+    s.add_argument("--mode", choices=("max", "min"), default="max", help="is a higher score better (max)?")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--checkpoint", default=None, help="JSON file to resume from / save to")
+    s.add_argument("--executor", choices=("inprocess", "ray"), default="inprocess")
+    s.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
+    s.add_argument("--out", default="hwnas-search", help="folder for history.csv, best_arch.json, pareto.png")
+    s.add_argument("--input", type=_shape, default=None)
+    s.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
+    s.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _demo(args) -> int:
+    from hwnas.demo import run_demo
+
+    logging.getLogger("hwnas.demo").setLevel(logging.INFO)
+    result = run_demo(args.out, quick=args.quick, seed=args.seed, lut=args.lut, progress=not args.no_progress)
+    print(result.table())
+    return 0
+
+
+def _load_score(spec: str):
+    """``module:function`` or ``path/to/file.py:function`` -> the function."""
+    import importlib
+    import importlib.util
+    import pathlib
+
+    target, _, name = spec.rpartition(":")
+    if not target or not name:
+        raise ValueError(f"--score {spec!r} should be module:function or path/to/file.py:function (or a metric name).")
+    if target.endswith(".py"):
+        path = pathlib.Path(target)
+        if not path.exists():
+            raise FileNotFoundError(f"--score: file {target!r} does not exist.")
+        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(mod_spec)
+        mod_spec.loader.exec_module(module)
+    else:
+        if "" not in sys.path and pathlib.Path.cwd().as_posix() not in sys.path:
+            sys.path.insert(0, pathlib.Path.cwd().as_posix())  # like `python -m`: modules of the current folder
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise ValueError(f"--score {spec!r}: could not import {target!r} ({e}); give an importable module or a "
+                             "file path like path/to/score.py:function.") from None
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ValueError(f"--score: {target!r} has no function {name!r}.")
+    return fn
+
+
+def _range(text: str) -> tuple[str, object, object]:
+    metric, eq, rest = text.partition("=")
+    lo, colon, hi = rest.partition(":")
+    if not eq or not colon:
+        raise ValueError(f"--range takes METRIC=MIN:MAX like flops=20%:60% (an end may be empty), got {text!r}.")
+
+    def bound(v: str):
+        v = v.strip()
+        return None if not v else (v if v.endswith("%") else float(v))
+
+    return metric.strip(), bound(lo), bound(hi)
+
+
+def _search(args) -> int:
+    import pathlib
+
+    import hwnas
+    from hwnas.report import plot_pareto
+    from hwnas.report.summary import format_number
+    from hwnas.search import Chain, Grid, Random, RangeProfilerFilter, RegularizedEvolution, SearchError
+
+    space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
+    x = _input(args)
+    profilers = hwnas.search.build_profilers(space, x)
+    if args.lut:
+        profilers["latency_ms"] = hwnas.LatencyProfiler(space, x, lut=args.lut, graph=profilers["flops"].graph)
+    if args.score in profilers:
+        score = profilers[args.score].profile
+    else:
+        score = _load_score(args.score)
+    strategy = {"evolution": lambda: RegularizedEvolution(args.population, args.sample_size, args.mutation_prob),
+                "random": Random, "grid": Grid}[args.strategy]()
+    filters = []
+    for text in args.range:
+        metric, lo, hi = _range(text)
+        if metric not in profilers:
+            raise ValueError(f"--range {text!r}: no metric {metric!r}; available: {sorted(profilers)} "
+                             "(latency_ms needs --lut).")
+        filters.append(RangeProfilerFilter(profilers[metric], min=lo, max=hi))
+    if filters:
+        strategy = Chain(strategy, *filters)
+    out = pathlib.Path(args.out)
+    try:
+        result = hwnas.search.run(space, None, dict(args.constraint) or None, score, strategy=strategy,
+                                  max_trials=args.trials, seed=args.seed, profilers=profilers,
+                                  checkpoint=args.checkpoint, history_csv=out / "history.csv",
+                                  executor=None if args.executor == "inprocess" else "ray", address=args.address,
+                                  mode=args.mode, progress=not args.no_progress)
+    except SearchError as e:
+        print(f"hwnas search: error: {e}", file=sys.stderr)
+        return 2
+    hwnas.save_arch(result.best_sample, out / "best_arch.json")
+    x_axis = "latency_ms" if "latency_ms" in profilers else "flops"
+    bounds = {c.metric: c.bound for c in result.constraints}
+    plot_pareto(result.history, x=x_axis, y="score", path=out / "pareto.png", budget=bounds.get(x_axis),
+                             y_mode=args.mode)
+    metrics = ", ".join(f"{k} {format_number(v)}" for k, v in result.best_metrics.items())
+    print(f"best score {result.best_score:.6g} ({metrics}) after {len(result.history)} trials "
+          f"({result.num_proposed} proposed, {result.num_rejected} rejected before evaluation)")
+    print("best sample: " + json.dumps(result.best_sample))
+    print(f"written: {out / 'history.csv'}, {out / 'best_arch.json'}, {out / 'pareto.png'}")
     return 0
 
 

@@ -87,6 +87,10 @@ class UserTransformer(hnn.Space):
         return self.out(F.softmax(t, dim=1).flatten(2).mean(2))
 
 
-@pytest.fixture
-def rng_seed() -> int:
-    return 0
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Pin torch to one thread: on a shared 2-core machine two threads can slow training tests 30x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

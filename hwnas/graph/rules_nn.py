@@ -15,7 +15,7 @@ from hwnas.graph.larray import LArray, dims_equal, from_value, where
 from hwnas.graph.registry import Call, TensorMeta, register_shape_rule
 from hwnas.space import modules as hnn
 
-__all__ = ["ShapeMismatchError", "conv_out", "pool_out", "check_dim"]
+__all__ = ["ShapeMismatchError", "attention", "conv_out", "pool_out", "check_dim"]
 
 
 class ShapeMismatchError(ValueError):
@@ -249,8 +249,8 @@ def upsample(call: Call) -> TensorMeta:
     return TensorMeta((*x.shape[:2], *spatial))
 
 
-@register_shape_rule(nn.MultiheadAttention, op="multihead_attention")
-def multihead_attention(call: Call) -> tuple:
+def attention(call: Call, embed_dim: Any, kdim: Any, vdim: Any) -> tuple:
+    """Shape rule of multi-head attention modules (``nn.MultiheadAttention`` and searchable ones)."""
     m = call.module
     q, k = call.tensor(0, "query"), call.tensor(1, "key")
     need_weights = call.arg(4, "need_weights", True)
@@ -261,13 +261,19 @@ def multihead_attention(call: Call) -> tuple:
     else:
         lq, n, e = q.shape
         s = k.shape[0]
-    check_dim(call, "embed_dim", m.embed_dim, e)
-    call.attrs.update(embed_dim=m.embed_dim, num_heads=m.num_heads, kdim=m.kdim, vdim=m.vdim, batch=n,
-                      q_len=lq, kv_len=s, need_weights=need_weights, bias=m.in_proj_bias is not None)
+    check_dim(call, "embed_dim", embed_dim, e)
+    call.attrs.update(embed_dim=embed_dim, num_heads=m.num_heads, kdim=kdim, vdim=vdim, batch=n, q_len=lq, kv_len=s,
+                      need_weights=need_weights, bias=m.in_proj_bias is not None)
     weights = None
     if need_weights:
         weights = TensorMeta((n, lq, s) if average else (n, m.num_heads, lq, s))
     return (q, weights)
+
+
+@register_shape_rule(nn.MultiheadAttention, op="multihead_attention")
+def multihead_attention(call: Call) -> tuple:
+    m = call.module
+    return attention(call, m.embed_dim, m.kdim, m.vdim)
 
 
 def _same_shape(call: Call) -> TensorMeta:

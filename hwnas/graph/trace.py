@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+import hwnas.graph.rules_extra  # noqa: F401  (dynamic layers of converted models)
 from hwnas.graph import rules_nn, rules_tensor  # noqa: F401  (registers the built-in rules)
 from hwnas.graph.larray import LArray, from_value, where
 from hwnas.graph.registry import Call, TensorMeta, UnsupportedOpError, is_registered_leaf, lookup_rule

@@ -128,7 +128,7 @@ def _covering_sample(graph: OpGraph, tables: list, counts: Counter, need: int,
 def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu-ort-1t",
               path: str | os.PathLike | None = None, repeats_per_kernel: int = 3, runs: int = 30, warmup: int = 10,
               max_subnets: int | None = None, seed: int = 0, progress: bool = True, space_name: str | None = None,
-              export_fn: Any = None) -> LUT:
+              export_fn: Any = None, random_subnets: int = 40) -> LUT:
     """Measure every kernel signature ``space`` can produce on ``device`` (resumable).
 
     Args:
@@ -143,6 +143,9 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
         progress: show a progress bar with an ETA.
         space_name: a name recorded in the LUT's ``spaces`` list.
         export_fn: ``(space, sample) -> nn.Module`` (default :func:`hwnas.graph.subnet.export`).
+        random_subnets: after every signature is covered, also profile this many uniformly random subnets,
+            so that the calibration and refinement see the subnets that search draws, not only the
+            covering ones (which lean deep and wide).
 
     Returns:
         The :class:`~hwnas.hw.lut.LUT` (also saved to ``path`` after every subnet).
@@ -169,20 +172,24 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
     tables = kernel_tables(graph, kernels)
     needed = {s for _, tab in tables for s in tab.ravel() if s is not None}
     counts = Counter({s: lut.entries[s].n for s in needed if s in lut.entries})
-    missing = lambda: sum(max(0, repeats_per_kernel - counts[s]) for s in needed)  # noqa: E731
+    n_random = lambda: sum(1 for r in lut.subnets if r.get("space") == tag and r.get("random"))  # noqa: E731
+    missing = lambda: sum(max(0, repeats_per_kernel - counts[s]) for s in needed) + \
+        max(0, random_subnets - n_random())  # noqa: E731
     log.info("%s: %d kernels map to %d signatures; %d measurements to go", tag, len(kernels), len(needed), missing())
     rng = as_rng(np.random.default_rng([seed, len(lut.subnets)]))
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(needed) * repeats_per_kernel, initial=len(needed) * repeats_per_kernel - missing(),
-                   desc=f"LUT {tag}", unit="kernel")
+        total = len(needed) * repeats_per_kernel + random_subnets
+        bar = tqdm(total=total, initial=total - missing(), desc=f"LUT {tag}", unit="measurement")
     done_here = 0
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hwnas-lut-") as work:
         while missing() > 0 and (max_subnets is None or done_here < max_subnets):
-            sample = _covering_sample(graph, tables, counts, repeats_per_kernel, rng)
+            covering = any(counts[s] < repeats_per_kernel for s in needed)
+            sample = _covering_sample(graph, tables, counts, repeats_per_kernel, rng) if covering else \
+                {lab: c.values[int(rng.integers(len(c.values)))] for lab, c in graph.choices.items()}
             before = missing()
             try:
                 res = measure_subnet_kernels(space, graph, kernels, sample, dummy_input, dev, runs, warmup,
@@ -196,7 +203,8 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
                 counts[sig] += 1
             lut.subnets.append({"space": tag, "sample": sample, "end_to_end_ms": res["end_to_end_ms"],
                                 "sum_nodes_ms": res["sum_nodes_ms"], "nodes": res["nodes"],
-                                "kernels": dict(Counter(sig for _, sig, _, _ in res["kernels"]))})
+                                "kernels": dict(Counter(sig for _, sig, _, _ in res["kernels"])),
+                                "random": not covering})
             lut.fit()
             if path is not None:
                 lut.save(path)

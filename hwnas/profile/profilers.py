@@ -23,6 +23,7 @@ import numpy as np
 from hwnas.graph.larray import LArray, maximum
 from hwnas.graph.registry import UnsupportedOpError
 from hwnas.graph.trace import Op, OpGraph, build_graph
+from hwnas.profile import rules_extra  # noqa: F401  (dynamic layers of converted models)
 from hwnas.profile.engine import CostModel
 from hwnas.profile.rules import MOVEMENT_OPS, flop_rule, param_count
 from hwnas.space.modules import HwnasModule

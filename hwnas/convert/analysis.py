@@ -1,0 +1,635 @@
+"""Read a traced model and find its channel-coupling groups (the heart of :func:`hwnas.convert`).
+
+The analysis walks the ``torch.fx`` graph once, with every node's concrete output shape (from one forward
+pass of the dummy input), and annotates each tensor axis with the channel group it carries (see
+:mod:`hwnas.convert.channels`). Per op:
+
+- a convolution or linear layer writes a new group and reads its input's groups; a depthwise or grouped
+  convolution with ``in == out`` passes its input's group through (a grouped one keeps whole groups of
+  ``in / groups`` channels); batch/layer norm, activations, pooling, dropout pass it through;
+- add/sub/mul/div unite the groups of operands that meet on an axis (residuals, squeeze-excite gates);
+- a concatenation along the channel axis lays its inputs' groups side by side (DenseNet, SqueezeNet);
+- flatten/reshape/permute/transpose/index follow the axes; flattening channels with spatial dims
+  into features keeps the group (each channel spans ``H * W`` features of the next ``Linear``);
+- multi-head self-attention reads and writes one group (its width must be a multiple of the heads);
+- a parameter used directly (class token, position embedding) slices with the groups it meets.
+
+Anything else fixes the channels it touches, with a reason: a reshape that splits the channel axis (a
+channel shuffle), a split/chunk along it, an unknown layer type or function, a layer called twice, the
+model's output. Nothing raises here: an unknown op only fixes what it touches.
+"""
+
+from __future__ import annotations
+
+import builtins
+import operator
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from hwnas.convert.channels import Ann, Channels, Seg, Slot, iter_segs
+
+__all__ = ["Analyzer", "LayerRecord", "FixedOp", "record_shapes", "UNTRACKED"]
+
+#: The reason of groups made for channels whose origin is not tracked (model input, unknown ops); such
+#: groups are not listed in summaries (the op that lost track of them is).
+UNTRACKED = "untracked"
+
+_ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
+                nn.ELU, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                nn.Softmax, nn.LogSoftmax, nn.Hardtanh, nn.SELU, nn.CELU, nn.Softplus)
+_SPATIAL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+                    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+                    nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+_ELEMENTWISE = {operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
+                operator.truediv, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div,
+                "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "__add__", "__radd__", "__mul__",
+                "__rmul__", "__sub__", "__rsub__", "__truediv__"}
+_ADDS = {operator.add, operator.iadd, torch.add, "add", "add_", "__add__", "__radd__"}
+_PASS_FUNCS = {F.relu, torch.relu, F.relu6, F.hardswish, F.hardsigmoid, F.silu, F.gelu, torch.sigmoid, F.sigmoid,
+               torch.tanh, F.tanh, F.leaky_relu, F.elu, F.mish, F.dropout, F.dropout1d, F.dropout2d, torch.dropout,
+               F.softmax, torch.softmax, F.log_softmax, torch.clamp, torch.clip, F.hardtanh, F.relu_, torch.relu_,
+               "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "softmax", "log_softmax", "clamp",
+               "clamp_", "clip", "contiguous", "clone", "float", "detach", "to", "type_as", "half", "double"}
+_SPATIAL_FUNCS = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
+                  F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+                  F.max_pool1d, F.max_pool2d, F.max_pool3d, F.interpolate}
+_RESHAPES = {torch.flatten, torch.reshape, torch.unflatten, torch.squeeze, torch.unsqueeze, "flatten", "reshape",
+             "view", "unflatten", "squeeze", "unsqueeze"}
+_LITERAL_SIZES = {torch.reshape, "reshape", "view"}
+_PERMUTES = {torch.permute, torch.transpose, "permute", "transpose"}
+_SPLITS = {torch.chunk, torch.split, "chunk", "split"}
+_REDUCES = {torch.mean, torch.sum, torch.amax, "mean", "sum", "amax"}
+_MATMULS = {torch.matmul, operator.matmul, torch.bmm, "matmul", "bmm"}
+_SIZE_OPS = {builtins.getattr, "size", "dim", "numel", operator.eq, operator.ne, torch._assert}
+
+
+def _is(module: nn.Module, classes: tuple) -> bool:
+    """``module`` is one of ``classes`` and does not override its ``forward``."""
+    for cls in classes:
+        if isinstance(module, cls):
+            return type(module).forward is cls.forward
+    return False
+
+
+@dataclass
+class LayerRecord:
+    """A layer whose channels the analysis tracks (becomes dynamic when one of its groups is searched)."""
+
+    path: str
+    kind: str  # "conv", "bn", "linear", "ln", "mha"
+    module: nn.Module
+    axes: dict[str, Ann]
+    groups: str | int = "fixed"
+    kernels: tuple[int, ...] = ()
+
+
+@dataclass
+class FixedOp:
+    """An op that fixed the channels it touches."""
+
+    where: str
+    what: str
+    reason: str
+
+
+@dataclass
+class _Stats:
+    calls: Counter = field(default_factory=Counter)
+
+
+def _shape_of(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return tuple(int(s) for s in value.shape)
+    if isinstance(value, (tuple, list)):
+        return [_shape_of(v) for v in value]
+    return None
+
+
+class _Recorder(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm)
+        self.shapes: dict[fx.Node, Any] = {}
+        self.values: dict[fx.Node, Any] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        result = super().run_node(n)
+        self.shapes[n] = _shape_of(result)
+        if not isinstance(result, torch.Tensor) and _shape_of(result) is None:
+            self.values[n] = result
+        return result
+
+
+def record_shapes(gm: fx.GraphModule, inputs: tuple) -> dict[fx.Node, Any]:
+    """Every node's output shape (a tuple for a tensor, a list for a sequence, else ``None``)."""
+    rec = _Recorder(gm)
+    with torch.no_grad():
+        rec.run(*inputs)
+    return rec.shapes
+
+
+def _where(n: fx.Node) -> str:
+    stack = list(n.meta.get("nn_module_stack", {}))
+    if n.op == "call_module":
+        return str(n.target)
+    return f"{stack[-1]}:{n.name}" if stack else n.name
+
+
+def _what(n: fx.Node, module: nn.Module | None = None) -> str:
+    if module is not None:
+        return type(module).__name__
+    if n.op == "call_method":
+        return f".{n.target}()"
+    return getattr(n.target, "__name__", str(n.target))
+
+
+def _nodes_in(value: Any) -> list[fx.Node]:
+    if isinstance(value, fx.Node):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [x for v in value for x in _nodes_in(v)]
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _nodes_in(v)]
+    return []
+
+
+class Analyzer:
+    """Channel groups of a traced model (see the module docstring).
+
+    Args:
+        gm: the traced model.
+        shapes: every node's output shape (:func:`record_shapes`).
+        kernel: also find convolutions whose kernel size can be searched.
+
+    Attributes:
+        ch: the groups.
+        ann: node -> its annotation (a list of :data:`Ann` per axis for a tensor, a tuple for a sequence).
+        layers: module path -> :class:`LayerRecord`.
+        params: ``get_attr`` target -> the annotation of each axis of that tensor.
+        fixed_ops: what fixed channels, and why.
+    """
+
+    def __init__(self, gm: fx.GraphModule, shapes: dict[fx.Node, Any], kernel: bool = False):
+        self.gm, self.shapes, self.kernel = gm, shapes, kernel
+        self.ch = Channels()
+        self.ann: dict[fx.Node, Any] = {}
+        self.layers: dict[str, LayerRecord] = {}
+        self.params: dict[str, list[Ann]] = {}
+        self.fixed_ops: list[FixedOp] = []
+        self.calls = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
+
+    # ------------------------------------------------------------------ helpers
+    def _fresh(self, width: int, reason: str | None = UNTRACKED) -> Ann:
+        return (Seg(self.ch.new(width, reason), width),)
+
+    def _none(self, shape: Any) -> Any:
+        if isinstance(shape, tuple):
+            return [None] * len(shape)
+        if isinstance(shape, list):
+            return tuple(self._none(s) for s in shape)
+        return None
+
+    def _tensor(self, node: Any) -> list[Ann] | None:
+        """A tensor input's axes (``None`` when ``node`` is not a tensor)."""
+        if not isinstance(node, fx.Node) or not isinstance(self.shapes.get(node), tuple):
+            return None
+        a = self.ann.get(node)
+        return list(a) if isinstance(a, list) else [None] * len(self.shapes[node])
+
+    def _tensor_inputs(self, n: fx.Node) -> list[fx.Node]:
+        return [x for x in _nodes_in((n.args, n.kwargs)) if isinstance(self.shapes.get(x), tuple)]
+
+    def opaque(self, n: fx.Node, reason: str, module: nn.Module | None = None) -> None:
+        """Fix every channel ``n`` reads; its outputs are untracked."""
+        touched = False
+        for x in self._tensor_inputs(n):
+            for a in self._tensor(x) or []:
+                if a is not None:
+                    touched = True
+                    self.ch.fix_ann(a, f"{reason} at {_where(n)}")
+        if (touched or module is not None) and not any(f.where == _where(n) for f in self.fixed_ops):
+            self.fixed_ops.append(FixedOp(_where(n), _what(n, module), reason))
+        self.ann[n] = self._none(self.shapes.get(n))
+
+    def _slot(self, g: int, owner: str, attr: str, axis: int, offset: int, mult: int, role: str) -> None:
+        self.ch.add_slot(g, Slot(owner, attr, axis, offset, mult, role))
+
+    def _segs_slots(self, ann: Ann, owner: str, attrs: tuple[str, ...], axis: int, role: str) -> None:
+        off = 0
+        for s in ann:
+            for attr in attrs:
+                self._slot(s.group, owner, attr, axis, off, s.mult, role)
+            off += s.width * s.mult
+
+    # ------------------------------------------------------------------ the walk
+    def run(self) -> Analyzer:
+        for n in self.gm.graph.nodes:
+            if n.op == "placeholder":
+                self.ann[n] = self._none(self.shapes.get(n))
+            elif n.op == "get_attr":
+                self._get_attr(n)
+            elif n.op == "call_module":
+                self._module(n)
+            elif n.op in ("call_function", "call_method"):
+                self._function(n)
+            elif n.op == "output":
+                for x in _nodes_in(n.args):
+                    self.ch.fix_ann(self.ann.get(x), "the model's output")
+        return self
+
+    def _get_attr(self, n: fx.Node) -> None:
+        shape = self.shapes.get(n)
+        if not isinstance(shape, tuple):
+            self.ann[n] = None
+            return
+        if n.target not in self.params:
+            axes: list[Ann] = []
+            for i, size in enumerate(shape):
+                if size > 1:
+                    g = self.ch.new(size)
+                    self._slot(g, str(n.target), "", i, 0, 1, "member")
+                    axes.append((Seg(g, size),))
+                else:
+                    axes.append(None)
+            self.params[str(n.target)] = axes
+        self.ann[n] = list(self.params[str(n.target)])
+
+    # ------------------------------------------------------------------ modules
+    def _module(self, n: fx.Node) -> None:
+        path = str(n.target)
+        m = self.gm.get_submodule(path)
+        if self.calls[path] > 1:
+            self.opaque(n, f"called {self.calls[path]} times (shared weights keep their channels)", m)
+            return
+        x = self._tensor(n.args[0]) if n.args else None
+        out_shape = self.shapes.get(n)
+        if _is(m, (nn.Conv2d,)) and x is not None:
+            self._conv(n, path, m, x)
+        elif _is(m, _BN) and x is not None:
+            self._bn(n, path, m, x)
+        elif _is(m, (nn.Linear,)) and x is not None:
+            self._linear(n, path, m, x)
+        elif _is(m, (nn.LayerNorm,)) and x is not None:
+            self._layer_norm(n, path, m, x)
+        elif _is(m, (nn.MultiheadAttention,)):
+            self._mha(n, path, m)
+        elif _is(m, _ACT_MODULES) and x is not None and out_shape == self.shapes[n.args[0]]:
+            self.ann[n] = x
+        elif _is(m, _SPATIAL_MODULES) and x is not None and isinstance(out_shape, tuple):
+            self.ann[n] = x[:2] + [None] * (len(out_shape) - 2)
+        elif _is(m, (nn.Flatten, nn.Unflatten)) and x is not None:
+            self._reshape(n, n.args[0])
+        else:
+            self.opaque(n, "layer type unknown to hwnas.convert (kept as it is)", m)
+
+    def _conv(self, n: fx.Node, path: str, m: nn.Conv2d, x: list[Ann]) -> None:
+        cin, cout, groups = m.in_channels, m.out_channels, m.groups
+        xin = x[1] if x[1] is not None else self._fresh(cin)
+        if any(s.mult != 1 for s in xin):
+            self.ch.fix_ann(xin, f"features of a flattened tensor fed to the convolution {path}")
+        kernels = self._kernel_choices(m)
+        if groups == 1:
+            out = self._fresh(cout, None)
+            self._segs_slots(out, path, ("weight",), 0, "producer")
+            if m.bias is not None:
+                self._segs_slots(out, path, ("bias",), 0, "member")
+            self._segs_slots(xin, path, ("weight",), 1, "consumer")
+            rec = LayerRecord(path, "conv", m, {"in": xin, "out": out}, "fixed", kernels)
+        elif cin == cout and len(xin) == 1:
+            block = cin // groups
+            self.ch.constrain(xin[0].group, block=block)
+            out = xin
+            self._segs_slots(out, path, ("weight",) + (("bias",) if m.bias is not None else ()), 0, "producer")
+            rec = LayerRecord(path, "conv", m, {"in": xin, "out": out}, "depthwise" if block == 1 else block, kernels)
+        else:
+            why = "grouped convolution whose output channels differ from its input channels" if cin != cout else \
+                "grouped convolution over a concatenation"
+            self.ch.fix_ann(xin, f"{why} ({path})")
+            out = self._fresh(cout, f"{why} ({path})")
+            rec = LayerRecord(path, "conv", m, {"in": xin, "out": out}, "fixed", kernels)
+        self.layers[path] = rec
+        self.ann[n] = [None, out] + [None] * (len(self.shapes[n]) - 2)
+
+    def _kernel_choices(self, m: nn.Conv2d) -> tuple[int, ...]:
+        """Odd kernel sizes up to the conv's own that keep the output shape ("same"-style padding)."""
+        if not self.kernel or isinstance(m.padding, str) or m.padding_mode != "zeros":
+            return ()
+        k, p, d = m.kernel_size, m.padding, m.dilation
+        if k[0] != k[1] or k[0] < 3 or k[0] % 2 == 0 or d != (1, 1) or p != ((k[0] - 1) // 2,) * 2:
+            return ()
+        return tuple(s for s in range(1, k[0] + 1, 2))[-3:]
+
+    def _bn(self, n: fx.Node, path: str, m: nn.Module, x: list[Ann]) -> None:
+        a = x[1]
+        if a is not None:
+            if any(s.mult != 1 for s in a):
+                self.ch.fix_ann(a, f"batch norm over flattened features ({path})")
+            attrs = tuple(name for name in ("weight", "bias", "running_mean", "running_var")
+                          if getattr(m, name, None) is not None)
+            self._segs_slots(a, path, attrs, 0, "member")
+            self.layers[path] = LayerRecord(path, "bn", m, {"in": a})
+        self.ann[n] = x
+
+    def _linear(self, n: fx.Node, path: str, m: nn.Linear, x: list[Ann]) -> None:
+        xin = x[-1] if x[-1] is not None else self._fresh(m.in_features)
+        out = self._fresh(m.out_features, None)
+        self._segs_slots(out, path, ("weight",), 0, "producer")
+        if m.bias is not None:
+            self._segs_slots(out, path, ("bias",), 0, "member")
+        self._segs_slots(xin, path, ("weight",), 1, "consumer")
+        self.layers[path] = LayerRecord(path, "linear", m, {"in": xin, "out": out})
+        self.ann[n] = x[:-1] + [out]
+
+    def _layer_norm(self, n: fx.Node, path: str, m: nn.LayerNorm, x: list[Ann]) -> None:
+        a = x[-1]
+        if a is not None:
+            if len(m.normalized_shape) != 1 or len(a) != 1 or a[0].mult != 1:
+                self.ch.fix_ann(a, f"layer norm over several dims or a concatenation ({path})")
+            else:
+                attrs = tuple(name for name in ("weight", "bias") if getattr(m, name, None) is not None)
+                self._segs_slots(a, path, attrs, 0, "member")
+                self.layers[path] = LayerRecord(path, "ln", m, {"in": a})
+        self.ann[n] = x
+
+    def _mha(self, n: fx.Node, path: str, m: nn.MultiheadAttention) -> None:
+        names = ("query", "key", "value")
+        qkv = [n.args[i] if i < len(n.args) else n.kwargs.get(name) for i, name in enumerate(names)]
+        axes = [self._tensor(t) for t in qkv]
+        if any(a is None for a in axes) or not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn:
+            self.opaque(n, "attention with separate key/value sizes, bias_k/bias_v or add_zero_attn", m)
+            return
+        reason = f"attention input of {path} is untracked"
+        e = self.ch.unite(self.ch.unite(axes[0][-1], axes[1][-1], reason), axes[2][-1], reason)
+        if e is not None:
+            if len(e) != 1 or e[0].mult != 1:
+                self.ch.fix_ann(e, f"attention over a concatenation ({path})")
+            else:
+                self.ch.constrain(e[0].group, multiple=m.num_heads)
+                self._slot(e[0].group, path, "in_proj_weight", 1, 0, 1, "consumer")
+                self._slot(e[0].group, path, "out_proj.weight", 0, 0, 1, "producer")
+                if m.out_proj.bias is not None:
+                    self._slot(e[0].group, path, "out_proj.bias", 0, 0, 1, "member")
+                self.layers[path] = LayerRecord(path, "mha", m, {"in": e})
+        shapes = self.shapes[n]
+        self.ann[n] = (axes[0][:-1] + [e], self._none(shapes[1]))
+
+    # ------------------------------------------------------------------ functions and methods
+    def _function(self, n: fx.Node) -> None:
+        t = n.target
+        out_shape = self.shapes.get(n)
+        try:
+            key_hashable = {t}
+        except TypeError:
+            key_hashable = set()
+        first = self._tensor(n.args[0]) if n.args else None
+        if t is operator.getitem:
+            self._getitem(n)
+        elif key_hashable & _SIZE_OPS or (not self._tensor_inputs(n) and not isinstance(out_shape, tuple)):
+            self.ann[n] = self._none(out_shape)
+        elif key_hashable & _ELEMENTWISE and isinstance(out_shape, tuple):
+            self._elementwise(n)
+        elif key_hashable & _PASS_FUNCS and first is not None and out_shape == self.shapes[n.args[0]]:
+            self.ann[n] = first
+        elif key_hashable & _SPATIAL_FUNCS and first is not None and isinstance(out_shape, tuple):
+            self.ann[n] = first[:2] + [None] * (len(out_shape) - 2)
+        elif key_hashable & _RESHAPES and first is not None:
+            self._reshape(n, n.args[0], self._literal_sizes(n) if key_hashable & _LITERAL_SIZES else None)
+        elif key_hashable & _PERMUTES and first is not None:
+            self._permute(n, first)
+        elif t in (torch.cat, torch.concat):
+            self._cat(n)
+        elif t is torch.stack:
+            self._stack(n)
+        elif key_hashable & _SPLITS and first is not None:
+            self._split(n, first)
+        elif key_hashable & _REDUCES and first is not None:
+            self._reduce(n, first)
+        elif key_hashable & _MATMULS and first is not None:
+            self._matmul(n)
+        elif t == "expand" and first is not None:
+            self._expand(n, first)
+        else:
+            self.opaque(n, "function unknown to hwnas.convert")
+
+    def _axis_arg(self, n: fx.Node, index: int, name: str, default: Any, ndim: int) -> Any:
+        d = n.args[index] if index < len(n.args) else n.kwargs.get(name, default)
+        if isinstance(d, int):
+            return d + ndim if d < 0 else d
+        return d
+
+    def _elementwise(self, n: fx.Node, reason: str = "combined with an untracked tensor") -> None:
+        out_shape = self.shapes[n]
+        nd = len(out_shape)
+        operands = [x for x in _nodes_in(n.args) if isinstance(self.shapes.get(x), tuple)]
+        res: list[Ann] = [None] * nd
+        for j in range(nd):
+            parts = []
+            for x in operands:
+                xs = self.shapes[x]
+                i = j - (nd - len(xs))
+                if i < 0 or xs[i] != out_shape[j] or out_shape[j] == 1:
+                    continue
+                parts.append(self._tensor(x)[i])
+            if not parts:
+                continue
+            acc = parts[0]
+            for p in parts[1:]:
+                acc = self.ch.unite(acc, p, f"{_what(n)} at {_where(n)} {reason}")
+            res[j] = acc if all(p is not None for p in parts) else None
+        self.ann[n] = res
+
+    def _literal_sizes(self, n: fx.Node) -> list[Any]:
+        rest = list(n.args[1:])
+        if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+            rest = list(rest[0])
+        return rest or list(n.kwargs.get("shape", n.kwargs.get("size", ())))
+
+    def _reshape(self, n: fx.Node, src: fx.Node, literals: list[Any] | None = None) -> None:
+        s_in, s_out = self.shapes[src], self.shapes[n]
+        a = self._tensor(src)
+        p_in, p_out = [1], [1]
+        for s in s_in:
+            p_in.append(p_in[-1] * s)
+        for s in s_out:
+            p_out.append(p_out[-1] * s)
+        res: list[Ann] = [None] * len(s_out)
+        for i, ax in enumerate(a):
+            if ax is None or s_in[i] == 1:
+                continue
+            js = [j for j in range(len(s_out)) if p_out[j] == p_in[i] and s_out[j] != 1]
+            j = js[0] if js else None
+            if j is not None and s_out[j] == s_in[i]:
+                res[j] = ax
+            elif j is not None and s_out[j] % s_in[i] == 0 and p_out[j + 1] in p_in[i + 1:]:
+                extra = s_out[j] // s_in[i]
+                res[j] = tuple(Seg(s.group, s.width, s.mult * extra) for s in ax)
+            else:
+                self.ch.fix_ann(ax, f"channel axis split or mixed by a reshape (e.g. a channel shuffle) at {_where(n)}")
+                self.fixed_ops.append(FixedOp(_where(n), _what(n), "splits or mixes the channel axis"))
+                continue
+            if literals is not None and j < len(literals) and isinstance(literals[j], int) and literals[j] != -1:
+                self.ch.fix_ann(ax, f"reshape writes the channel count as the literal {literals[j]} at {_where(n)}")
+        self.ann[n] = res
+
+    def _permute(self, n: fx.Node, a: list[Ann]) -> None:
+        if n.target in (torch.transpose, "transpose"):
+            d0 = self._axis_arg(n, 1, "dim0", 0, len(a))
+            d1 = self._axis_arg(n, 2, "dim1", 1, len(a))
+            out = list(a)
+            out[d0], out[d1] = a[d1], a[d0]
+        else:
+            dims = self._literal_sizes(n)
+            out = [a[d if d >= 0 else d + len(a)] for d in dims]
+        self.ann[n] = out
+
+    def _cat(self, n: fx.Node) -> None:
+        tensors = list(n.args[0]) if n.args else list(n.kwargs["tensors"])
+        nd = len(self.shapes[n])
+        d = self._axis_arg(n, 1, "dim", 0, nd)
+        axes = [self._tensor(t) for t in tensors]
+        res: list[Ann] = []
+        for j in range(nd):
+            if j == d:
+                if all(a[j] is None for a in axes):
+                    res.append(None)
+                    continue
+                segs: list[Seg] = []
+                for t, a in zip(tensors, axes):
+                    size = self.shapes[t][j]
+                    if size:
+                        segs.extend(a[j] if a[j] is not None else self._fresh(size))
+                res.append(tuple(segs))
+            else:
+                acc = axes[0][j]
+                for a in axes[1:]:
+                    acc = self.ch.unite(acc, a[j], f"concatenation at {_where(n)} with an untracked tensor")
+                res.append(acc if all(a[j] is not None for a in axes) else None)
+        self.ann[n] = res
+
+    def _stack(self, n: fx.Node) -> None:
+        tensors = list(n.args[0])
+        nd = len(self.shapes[n])
+        d = self._axis_arg(n, 1, "dim", 0, nd)
+        axes = [self._tensor(t) for t in tensors]
+        res: list[Ann] = []
+        for j in range(nd - 1):
+            acc = axes[0][j]
+            for a in axes[1:]:
+                acc = self.ch.unite(acc, a[j], f"stack at {_where(n)} with an untracked tensor")
+            res.append(acc if all(a[j] is not None for a in axes) else None)
+        self.ann[n] = res[:d] + [None] + res[d:]
+
+    def _split(self, n: fx.Node, a: list[Ann]) -> None:
+        d = self._axis_arg(n, 2, "dim", 0, len(a))
+        if a[d] is not None:
+            self.ch.fix_ann(a[d], f"split/chunk along the channel axis at {_where(n)}")
+            self.fixed_ops.append(FixedOp(_where(n), _what(n), "splits the channel axis"))
+        part = list(a)
+        part[d] = None
+        self.ann[n] = tuple(list(part) for _ in self.shapes[n])
+
+    def _reduce(self, n: fx.Node, a: list[Ann]) -> None:
+        dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+        keep = n.args[2] if len(n.args) > 2 else n.kwargs.get("keepdim", False)
+        if dims is None:
+            self.ann[n] = self._none(self.shapes[n])
+            return
+        dims = {d % len(a) for d in (dims if isinstance(dims, (tuple, list)) else (dims,))}
+        self.ann[n] = [None if i in dims else x for i, x in enumerate(a) if keep or i not in dims]
+
+    def _matmul(self, n: fx.Node) -> None:
+        a, b = self._tensor(n.args[0]), self._tensor(n.args[1] if len(n.args) > 1 else n.kwargs.get("other"))
+        if a is None or b is None or len(a) < 2 or len(b) < 2:
+            self.opaque(n, "matrix product with a 1-D or untracked operand")
+            return
+        self.ch.unite(a[-1], b[-2], f"matrix product at {_where(n)} with an untracked operand")
+        nd = len(self.shapes[n])
+        self.ann[n] = [None] * (nd - 2) + [a[-2], b[-1]]
+
+    def _expand(self, n: fx.Node, a: list[Ann]) -> None:
+        s_in, s_out = self.shapes[n.args[0]], self.shapes[n]
+        lead = len(s_out) - len(s_in)
+        literals = self._literal_sizes(n)
+        res: list[Ann] = [None] * lead
+        for i, ax in enumerate(a):
+            j = i + lead
+            if s_in[i] == s_out[j]:
+                res.append(ax)
+                if ax is not None and isinstance(literals[j], int) and literals[j] != -1 and s_in[i] > 1:
+                    self.ch.fix_ann(ax, f"expand writes the channel count as the literal {literals[j]} at {_where(n)}")
+            else:
+                res.append(None)
+        self.ann[n] = res
+
+    def _getitem(self, n: fx.Node) -> None:
+        src, idx = n.args
+        parent = self.ann.get(src)
+        if isinstance(parent, tuple):
+            self.ann[n] = parent[idx] if isinstance(idx, (int, slice)) else self._none(self.shapes.get(n))
+            return
+        if not isinstance(parent, list):
+            self.ann[n] = self._none(self.shapes.get(n))
+            return
+        items = idx if isinstance(idx, tuple) else (idx,)
+        n_real = sum(1 for it in items if it is not None and it is not Ellipsis)
+        out: list[Ann] = []
+        dim = 0
+        for it in items:
+            if it is Ellipsis:
+                skip = len(parent) - n_real
+                out.extend(parent[dim:dim + skip])
+                dim += skip
+            elif it is None:
+                out.append(None)
+            elif isinstance(it, int):
+                if parent[dim] is not None:
+                    self.ch.fix_ann(parent[dim], f"indexed along the channel axis at {_where(n)}")
+                dim += 1
+            elif isinstance(it, slice) and all(isinstance(v, (int, type(None))) for v in (it.start, it.stop, it.step)):
+                full = it.start in (None, 0) and it.stop is None and it.step in (None, 1)
+                if full:
+                    out.append(parent[dim])
+                else:
+                    if parent[dim] is not None:
+                        self.ch.fix_ann(parent[dim], f"sliced along the channel axis at {_where(n)}")
+                    out.append(None)
+                dim += 1
+            else:
+                self.opaque(n, "indexing with tensors or computed bounds")
+                return
+        out.extend(parent[dim:])
+        self.ann[n] = out
+
+
+def residual_path(nodes: set[fx.Node], start: fx.Node, end: fx.Node, gm: fx.GraphModule) -> bool:
+    """True when ``end`` is reached from ``start`` through adds and shape-keeping pass-through ops only."""
+    seen, todo = set(), [start]
+    while todo:
+        x = todo.pop()
+        if x is end:
+            return True
+        for u in x.users:
+            if u in seen or u not in nodes:
+                continue
+            ok = False
+            if u.op in ("call_function", "call_method"):
+                try:
+                    ok = u.target in _ADDS or u.target in _PASS_FUNCS
+                except TypeError:
+                    ok = False
+            elif u.op == "call_module":
+                ok = _is(gm.get_submodule(str(u.target)), _ACT_MODULES)
+            if ok:
+                seen.add(u)
+                todo.append(u)
+    return False
+
+
+def segs_of(ann: Any) -> list[Seg]:
+    return list(iter_segs(ann))

@@ -1,0 +1,302 @@
+"""Turn an analysed model into a space: width labels, importance order, dynamic layers, depth runs.
+
+Importance (documented in :func:`hwnas.convert`): a group's channels are sorted by the sum, over the
+layers that produce them (convolutions, including depthwise and grouped ones, linear layers, attention
+output projections), of the L1 norm of each channel's filter, each layer's norms divided by their mean so
+that every producer weighs the same. Grouped convolutions move whole groups of channels (scored by their
+sum). The same permutation is applied to every tensor that holds the group (producers' filters and
+biases, batch/layer norm parameters and statistics, consumers' input weights, sliced parameters), so the
+permuted full model computes the same function, and the first ``k`` channels are the ``k`` most important.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from hwnas.convert.analysis import UNTRACKED, Analyzer, LayerRecord
+from hwnas.convert.blocks import Block
+from hwnas.convert.channels import Ann, Seg, Slot
+from hwnas.convert.space import Conversion, DepthReport, FixedReport, GroupReport, KernelReport
+from hwnas.space.choice import Choice
+from hwnas.space.modules import Repeat
+from hwnas.space.modules_extra import (
+    DynBatchNorm,
+    DynConv2d,
+    DynLayerNorm,
+    DynLinear,
+    DynMultiheadAttention,
+    DynParam,
+    width_values,
+)
+
+__all__ = ["Options", "build", "MAX_LABELS_PER_AXIS"]
+
+log = logging.getLogger(__name__)
+
+#: At most this many width labels meet on one channel axis (a concatenation); beyond it, segments of the
+#: same width share one label (a DenseNet block's growth is one decision), so that every shape and cost
+#: stays a small table.
+MAX_LABELS_PER_AXIS = 3
+
+
+@dataclass
+class Options:
+    mode: str
+    channel_ratios: tuple[float, ...]
+    channel_divisor: int | None
+    permute: bool = True
+
+
+class _Labels:
+    """Union-find over searched group roots: groups that share a width decision."""
+
+    def __init__(self, roots: list[int]):
+        self.parent = {r: r for r in roots}
+
+    def find(self, r: int) -> int:
+        while self.parent[r] != r:
+            self.parent[r] = self.parent[self.parent[r]]
+            r = self.parent[r]
+        return r
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _tensor_at(gm: nn.Module, owner: str, attr: str) -> torch.Tensor:
+    obj: Any = gm
+    for part in owner.split(".") + (attr.split(".") if attr else []):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _importance(gm: nn.Module, slots: list[Slot], width: int, block: int) -> torch.Tensor:
+    score = torch.zeros(width, dtype=torch.float64)
+    for s in slots:
+        if s.role != "producer":
+            continue
+        t = _tensor_at(gm, s.owner, s.attr).detach().to(torch.float64)
+        part = t.narrow(s.axis, s.offset, width * s.mult).movedim(s.axis, 0).reshape(width, -1).abs().sum(1)
+        mean = float(part.mean())
+        score += part / mean if mean > 0 else part
+    if block > 1:
+        return score.view(width // block, block).sum(1)
+    return score
+
+
+def _permutation(score: torch.Tensor, block: int) -> torch.Tensor:
+    order = torch.argsort(-score, stable=True)
+    if block > 1:
+        order = (order[:, None] * block + torch.arange(block)[None]).reshape(-1)
+    return order
+
+
+def _apply(gm: nn.Module, slots: list[Slot], perm: torch.Tensor) -> None:
+    width = len(perm)
+    for s in slots:
+        t = _tensor_at(gm, s.owner, s.attr)
+        idx = (perm[:, None] * s.mult + torch.arange(s.mult)[None]).reshape(-1)
+        with torch.no_grad():
+            view = t.data.narrow(s.axis, s.offset, width * s.mult)
+            view.copy_(view.index_select(s.axis, idx.to(t.device)))
+
+
+def _multi_seg_axes(an: Analyzer) -> list[Ann]:
+    out: list[Ann] = []
+
+    def walk(a: Any) -> None:
+        if isinstance(a, tuple) and a and isinstance(a[0], Seg):
+            if len(a) > 1:
+                out.append(a)
+        elif isinstance(a, (list, tuple)):
+            for x in a:
+                walk(x)
+
+    for node in an.gm.graph.nodes:
+        walk(an.ann.get(node))
+    return out
+
+
+def _choose_labels(an: Analyzer, opts: Options) -> tuple[dict[int, Choice], list[int]]:
+    """Searched group roots -> their width :class:`Choice` (shared by groups that share a label)."""
+    ch = an.ch
+    for r in ch.roots():
+        s = ch.state[r]
+        if s.fixed is None and not any(sl.role == "producer" for sl in s.slots):
+            s.fixed = "no layer computes these channels"
+    searched = [r for r in ch.roots() if ch.state[r].fixed is None]
+    labels = _Labels(searched)
+    for ax in _multi_seg_axes(an):
+        live = [s for s in ax if ch.find(s.group) in labels.parent and ch.state[ch.find(s.group)].fixed is None]
+        if len({labels.find(ch.find(s.group)) for s in live}) <= MAX_LABELS_PER_AXIS:
+            continue
+        buckets: dict[tuple, list[int]] = {}
+        for s in live:
+            st = ch.state[ch.find(s.group)]
+            buckets.setdefault((st.width, st.block, st.multiple), []).append(ch.find(s.group))
+        for roots in buckets.values():
+            for r in roots[1:]:
+                labels.union(roots[0], r)
+        distinct = sorted({labels.find(ch.find(s.group)) for s in live})
+        for extra in distinct[MAX_LABELS_PER_AXIS:]:
+            for s in live:
+                if labels.find(ch.find(s.group)) == extra:
+                    ch.fix(s.group, "one of too many independently searched inputs of a concatenation")
+    by_label: dict[int, list[int]] = {}
+    for r in searched:
+        if ch.state[r].fixed is None:
+            by_label.setdefault(labels.find(r), []).append(r)
+    choices: dict[int, Choice] = {}
+    used: set[str] = set()
+    for head, roots in by_label.items():
+        st = ch.state[head]
+        values = width_values(st.width, opts.channel_ratios, opts.channel_divisor, max(st.block, st.multiple))
+        if len(values) < 2:
+            for r in roots:
+                ch.fix(r, f"too narrow ({st.width} channels) for the channel ratios")
+            continue
+        producer = next(sl.owner for sl in ch.state[head].slots if sl.role == "producer")
+        name, i = f"{producer}.width", 2
+        while name in used:
+            name, i = f"{producer}.width{i}", i + 1
+        used.add(name)
+        choice = Choice(values, label=name)
+        for r in roots:
+            choices[r] = choice
+    return choices, searched
+
+
+def _segs(an: Analyzer, ann: Ann, choices: dict[int, Choice]) -> list[tuple[Any, int, int]]:
+    return [(choices.get(an.ch.find(s.group), s.width), s.width, s.mult) for s in ann]
+
+
+def _dynamic(an: Analyzer, rec: LayerRecord, choices: dict[int, Choice], kernel: Choice | None) -> nn.Module | None:
+    searched = any(an.ch.find(s.group) in choices for a in rec.axes.values() for s in a)
+    if not searched and kernel is None:
+        return None
+    m, ax = rec.module, rec.axes
+    if rec.kind == "conv":
+        return DynConv2d(m, _segs(an, ax["in"], choices), _segs(an, ax["out"], choices), kernel, rec.groups)
+    if rec.kind == "bn":
+        return DynBatchNorm(m, _segs(an, ax["in"], choices))
+    if rec.kind == "linear":
+        return DynLinear(m, _segs(an, ax["in"], choices), _segs(an, ax["out"], choices))
+    if rec.kind == "ln":
+        return DynLayerNorm(m, _segs(an, ax["in"], choices))
+    if rec.kind == "mha":
+        return DynMultiheadAttention(m, _segs(an, ax["in"], choices))
+    raise AssertionError(rec.kind)  # pragma: no cover
+
+
+def build(gm: fx.GraphModule, an: Analyzer, runs: list[list[Block]], opts: Options,
+          conversion: Conversion) -> fx.GraphModule:
+    """Fill ``conversion`` and return the converted network (``gm``'s tensors are permuted in place)."""
+    ch = an.ch
+    choices, _ = _choose_labels(an, opts)
+
+    # importance order, applied to every tensor that holds a searched group
+    perms: dict[int, list[int]] = {}
+    for r in ch.roots():
+        st = ch.state[r]
+        if r not in choices:
+            continue
+        perm = _permutation(_importance(gm, st.slots, st.width, st.block), st.block) if opts.permute \
+            else torch.arange(st.width)
+        if opts.permute:
+            _apply(gm, st.slots, perm)
+        perms[r] = perm.tolist()
+
+    for r in ch.roots():
+        st = ch.state[r]
+        if r not in choices and (st.fixed == UNTRACKED or all(sl.attr == "" for sl in st.slots)):
+            continue  # untracked channels, or a fixed axis of a parameter used directly (a token axis)
+        c = choices.get(r)
+        searched = c is not None
+        conversion.groups.append(GroupReport(c.label if searched else None, st.width,
+                                             list(c.values) if searched else [st.width], list(st.layers),
+                                             None if searched else st.fixed, perms.get(r), st.block, st.multiple))
+    conversion.fixed_ops = [FixedReport(f.where, f.what, f.reason) for f in an.fixed_ops]
+
+    # dynamic layers
+    modules: dict[str, Any] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            modules[str(n.target)] = gm.get_submodule(str(n.target))
+        elif n.op == "get_attr":
+            modules[str(n.target)] = _tensor_at(gm, str(n.target), "")
+    for path, rec in an.layers.items():
+        kernel = None
+        if len(rec.kernels) > 1:
+            kernel = Choice(list(rec.kernels), label=f"{path}.kernel")
+            conversion.kernels.append(KernelReport(kernel.label, path, list(rec.kernels)))
+        dyn = _dynamic(an, rec, choices, kernel)
+        if dyn is not None:
+            modules[path] = dyn
+    dyn_params: set[str] = set()
+    for target, axes in an.params.items():
+        searched = {i: _segs(an, a, choices) for i, a in enumerate(axes)
+                    if a is not None and any(ch.find(s.group) in choices for s in a)}
+        if searched:
+            t = modules[target]
+            modules[target] = DynParam(t, searched, isinstance(t, nn.Parameter))
+            dyn_params.add(target)
+
+    # depth runs
+    first_of: dict[fx.Node, list[Block]] = {}
+    in_run: set[fx.Node] = set()
+    for run in runs:
+        first_of[run[0].nodes[0]] = run
+        for b in run:
+            in_run.update(b.nodes)
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    root: dict[str, Any] = {}
+    for n in gm.graph.nodes:
+        if n in first_of:
+            run = first_of[n]
+            parent, _, last = run[0].path.rpartition(".")
+            label = f"{run[0].path}.depth" if len(run) == 1 else \
+                f"{parent}.{last}-{run[-1].path.rpartition('.')[2]}.depth"
+            depth = Choice(list(range(len(run) + 1)), label=label)
+            blocks = [_extract(b, modules, dyn_params, type(an.gm.get_submodule(b.path)).__name__) for b in run]
+            target = run[0].path
+            root[target] = Repeat(blocks, depth=depth)
+            env[run[-1].out] = graph.call_module(target, (env[run[0].inp],))
+            conversion.depths.append(DepthReport(label, [b.path for b in run], list(depth.values)))
+        if n in in_run:
+            continue
+        env[n] = _copy_node(graph, n, env, modules, dyn_params, root)
+    return fx.GraphModule(root, graph, class_name=type(an.gm).__name__)
+
+
+def _copy_node(graph: fx.Graph, n: fx.Node, env: dict[fx.Node, fx.Node], modules: dict[str, Any],
+               dyn_params: set[str], root: dict[str, Any], prefix: str = "") -> fx.Node:
+    target = str(n.target)
+    local = target[len(prefix) + 1:] if prefix and target.startswith(prefix + ".") else target
+    if n.op == "get_attr" and target in dyn_params:
+        new = graph.call_module(local, ())
+        new.name = n.name
+    else:
+        new = graph.node_copy(n, lambda a: env[a])
+        if n.op in ("call_module", "get_attr"):
+            new.target = local
+    if n.op in ("call_module", "get_attr"):
+        root[local] = modules[target]
+    return new
+
+
+def _extract(block: Block, modules: dict[str, Any], dyn_params: set[str], class_name: str) -> fx.GraphModule:
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {block.inp: graph.placeholder("x")}
+    root: dict[str, Any] = {}
+    for n in block.nodes:
+        env[n] = _copy_node(graph, n, env, modules, dyn_params, root, block.path)
+    graph.output(env[block.out])
+    return fx.GraphModule(root, graph, class_name=class_name)

@@ -1,0 +1,300 @@
+"""``hwnas demo``: the whole job end to end on scikit-learn's digits, on CPU, in a few minutes.
+
+1. Load the 8x8 digits (1,797 images, shipped with scikit-learn), normalise them with the training
+   set's mean and standard deviation, and split them 60/20/20 into train/val/test with a fixed
+   permutation (the same split for every ``seed``).
+2. Train the ``digits`` supernet once with the sandwich rule and in-place distillation.
+3. Search with aging evolution under a latency budget (a :class:`~hwnas.LatencyProfiler` over the
+   shipped LUT) and a FLOPs range filter; each candidate is scored by its validation accuracy with the
+   shared weights after BN recalibration.
+4. Export the best subnet and the largest and smallest, fine-tune each as a plain ``nn.Module``,
+   export them to ONNX, measure their real ONNX Runtime latency and their ONNX accuracy.
+5. Write the history CSV, the Pareto plot, the chosen subnet's per-layer latency CSV, its ONNX file and
+   architecture JSON, and a JSON summary to the output folder; return the table.
+
+torch runs on one thread during the demo (restored afterwards), like the ``cpu-ort-1t`` device the
+LUT was built for, so timings are comparable and the two cores stay usable.
+
+Example:
+    >>> from hwnas.demo import run_demo
+    >>> result = run_demo("hwnas-demo", quick=True, progress=False)     # doctest: +SKIP
+    >>> print(result.table())                                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import hwnas
+from hwnas.export import export, save_arch, to_onnx
+from hwnas.hw import create_session, measure_many
+from hwnas.io import atomic_write_json
+from hwnas.report.plots import plot_pareto
+from hwnas.report.summary import format_number
+from hwnas.search import (
+    Chain,
+    RangeProfilerFilter,
+    RegularizedEvolution,
+    SubnetEvaluator,
+    SupernetTrainer,
+    TensorBatches,
+    evaluate_accuracy,
+    finetune,
+)
+
+__all__ = ["DigitsData", "DemoRow", "DemoResult", "load_digits_data", "demo_latency_profiler", "run_demo",
+           "SETTINGS", "DEFAULT_LUT"]
+
+logger = logging.getLogger(__name__)
+
+DEVICE = "cpu-ort-1t"
+DEFAULT_LUT = Path(__file__).resolve().parents[1] / "lut" / "digits_cpu-ort-1t.json"
+
+#: Budgets of the full demo and of ``--quick`` (the test suite's).
+SETTINGS: dict[str, dict[str, Any]] = {
+    "full": {"epochs": 40, "batch_size": 64, "lr": 0.08, "num_random": 2, "trials": 200, "population": 40,
+             "sample_size": 10, "finetune_epochs": 20, "finetune_lr": 0.02, "calib_batches": 6,
+             "measure": {"warmup": 20, "repeats": 100, "rounds": 7}, "measure_layers": True},
+    "quick": {"epochs": 2, "batch_size": 32, "lr": 0.1, "num_random": 1, "trials": 12, "population": 6,
+              "sample_size": 3, "finetune_epochs": 1, "finetune_lr": 0.02, "calib_batches": 2,
+              "measure": {"warmup": 3, "repeats": 10, "rounds": 3}, "measure_layers": False},
+}
+
+#: The demo's hard constraint (a share of the largest subnet's predicted latency) and FLOPs window.
+LATENCY_BUDGET = "60%"
+FLOPS_RANGE = ("15%", "60%")
+
+
+@dataclass
+class DigitsData:
+    """The digits split: ``(N, 1, 8, 8)`` float inputs (normalised) and int64 labels."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    mean: float
+    std: float
+
+
+def load_digits_data(split_seed: int = 0) -> DigitsData:
+    """scikit-learn's digits as tensors: a fixed 60/20/20 split, normalised by the training statistics.
+
+    Example:
+        >>> d = load_digits_data()
+        >>> tuple(d.x_train.shape), len(d.y_val), len(d.y_test)
+        ((1078, 1, 8, 8), 359, 360)
+    """
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(split_seed).permutation(len(x))
+    n_train, n_val = int(0.6 * len(x)), int(0.2 * len(x))
+    parts = np.split(order, [n_train, n_train + n_val])
+    mean, std = float(x[parts[0]].mean()), float(x[parts[0]].std())
+
+    def tensors(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        xs = torch.tensor((x[idx] - mean) / std, dtype=torch.float32).reshape(-1, 1, 8, 8)
+        return xs, torch.tensor(y[idx], dtype=torch.int64)
+
+    (xtr, ytr), (xva, yva), (xte, yte) = (tensors(p) for p in parts)
+    return DigitsData(xtr, ytr, xva, yva, xte, yte, mean, std)
+
+
+def demo_latency_profiler(space: Any, dummy_input: torch.Tensor, graph: Any, lut: str | os.PathLike) -> Any:
+    """The demo's latency profiler: :class:`hwnas.LatencyProfiler` over the shipped digits LUT.
+
+    This is the one place the demo builds its latency model; swap it here to use another device's LUT
+    or a learned predictor.
+    """
+    path = Path(lut)
+    if not path.exists():
+        raise FileNotFoundError(f"the demo's latency LUT {str(path)!r} does not exist; it ships in the repository's "
+                                "lut/ folder, or build one with python benchmarks/build_lut.py --space digits "
+                                f"--input 1x1x8x8 --device {DEVICE} --out {path} and pass it with --lut.")
+    return hwnas.LatencyProfiler(space, dummy_input, lut=path, graph=graph)
+
+
+@dataclass
+class DemoRow:
+    """One subnet of the demo's table."""
+
+    name: str
+    sample: dict[str, Any]
+    flops: float
+    params: float
+    predicted_ms: float
+    measured_ms: float
+    val_acc_shared: float
+    test_acc_shared: float
+    test_acc_finetuned: float
+    test_acc_onnx: float
+    onnx_agreement: float
+
+
+@dataclass
+class DemoResult:
+    """What the demo did, measured and wrote."""
+
+    rows: list[DemoRow]
+    out: Path
+    files: dict[str, Path]
+    constraints: dict[str, Any]
+    num_trials: int
+    seconds: float
+    phases_s: dict[str, float] = field(default_factory=dict)
+    search: Any = field(default=None, repr=False)
+
+    def row(self, name: str) -> DemoRow:
+        return next(r for r in self.rows if r.name == name)
+
+    def table(self) -> str:
+        """The results as fixed-width text."""
+        head = (f"{'subnet':<9}{'FLOPs':>9}{'params':>9}{'pred ms':>10}{'meas ms':>10}{'val acc':>9}"
+                f"{'test acc':>10}{'fine-tuned':>12}{'ONNX':>8}")
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            lines.append(f"{r.name:<9}{format_number(r.flops):>9}{format_number(r.params):>9}{r.predicted_ms:>10.4f}"
+                         f"{r.measured_ms:>10.4f}{r.val_acc_shared:>9.3f}{r.test_acc_shared:>10.3f}"
+                         f"{r.test_acc_finetuned:>12.3f}{r.test_acc_onnx:>8.3f}")
+        lines.append("")
+        lines.append("val/test acc: shared supernet weights after BN recalibration; fine-tuned: the exported subnet "
+                     "after fine-tuning; ONNX: that model in ONNX Runtime. pred ms: LUT; meas ms: ONNX Runtime "
+                     f"({DEVICE}).")
+        cons = ", ".join(f"{k} {v}" for k, v in self.constraints.items())
+        lines.append(f"search: {self.num_trials} trials under {cons}; {self.seconds:.0f} s in all "
+                     f"({', '.join(f'{k} {v:.0f} s' for k, v in self.phases_s.items())})")
+        lines.append("written: " + ", ".join(str(p) for p in self.files.values()))
+        return "\n".join(lines)
+
+
+def _onnx_accuracy(path: Path, x: torch.Tensor, y: torch.Tensor, torch_pred: torch.Tensor) -> tuple[float, float]:
+    """ONNX Runtime's test accuracy of a batch-1 model, and its agreement with torch's predictions."""
+    session = create_session(path, DEVICE)
+    name = session.get_inputs()[0].name
+    preds = np.array([int(np.argmax(session.run(None, {name: x[i:i + 1].numpy()})[0])) for i in range(len(x))])
+    return int((preds == y.numpy()).sum()) / len(y), float((preds == torch_pred.numpy()).mean())
+
+
+def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: int = 0, progress: bool = True,
+             lut: str | os.PathLike | None = None, threads: int = 1) -> DemoResult:
+    """Train, search, export, fine-tune, export to ONNX and measure on digits; see the module docs.
+
+    Args:
+        out: the output folder (created).
+        quick: the tiny budget of :data:`SETTINGS` ``["quick"]`` (for tests: well under a minute).
+        seed: seeds torch, the data order, the supernet's sampling and the search.
+        progress: show progress bars.
+        lut: the latency LUT (default: the shipped ``lut/digits_cpu-ort-1t.json``).
+        threads: torch threads during the demo.
+
+    Returns:
+        A :class:`DemoResult`; ``result.table()`` is what ``hwnas demo`` prints.
+    """
+    cfg = SETTINGS["quick" if quick else "full"]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    t_start = time.perf_counter()
+    phases: dict[str, float] = {}
+    try:
+        torch.manual_seed(seed)
+        data = load_digits_data()
+        space = hwnas.spaces.create("digits")
+        x1 = torch.zeros(1, 1, 8, 8)
+        profilers = hwnas.search.build_profilers(space, x1)
+        flops, params = profilers["flops"], profilers["params"]
+        profilers["latency_ms"] = demo_latency_profiler(space, x1, flops.graph, lut or DEFAULT_LUT)
+        latency = profilers["latency_ms"]
+        train = TensorBatches(data.x_train, data.y_train, cfg["batch_size"], shuffle=True, seed=seed)
+        val = TensorBatches(data.x_val, data.y_val, 512)
+        test = TensorBatches(data.x_test, data.y_test, 512)
+
+        logger.info("1/4 training the digits supernet (%d epochs, sandwich rule)", cfg["epochs"])
+        t0 = time.perf_counter()
+        opt = torch.optim.SGD(space.parameters(), lr=cfg["lr"], momentum=0.9, nesterov=True, weight_decay=5e-5)
+        SupernetTrainer(space, opt, sampling="sandwich", num_random=cfg["num_random"], distill=True,
+                        seed=seed).fit(train, cfg["epochs"], progress=progress)
+        phases["supernet"] = time.perf_counter() - t0
+
+        logger.info("2/4 searching (%d trials)", cfg["trials"])
+        t0 = time.perf_counter()
+        evaluator = SubnetEvaluator(space, val, calib_loader=TensorBatches(data.x_train, data.y_train, 128,
+                                                                           shuffle=True, seed=seed + 1),
+                                    calib_batches=cfg["calib_batches"])
+        strategy = Chain(RegularizedEvolution(cfg["population"], cfg["sample_size"], mutation_prob=0.1),
+                         RangeProfilerFilter(flops, min=FLOPS_RANGE[0], max=FLOPS_RANGE[1]))
+        constraints = {"latency_ms": LATENCY_BUDGET}
+        files = {"history": out / "history.csv"}
+        result = hwnas.search.run(space, None, constraints, evaluator, strategy=strategy, max_trials=cfg["trials"],
+                                  seed=seed, profilers=profilers, history_csv=files["history"], progress=progress)
+        phases["search"] = time.perf_counter() - t0
+
+        logger.info("3/4 exporting and fine-tuning the chosen, largest and smallest subnets")
+        t0 = time.perf_counter()
+        picks = {"largest": space.max_sample(), "smallest": space.min_sample(), "chosen": result.best_sample}
+        subnets, shared = {}, {}
+        for name, sample in picks.items():
+            evaluator.prepare(sample)
+            shared[name] = (evaluate_accuracy(space, val), evaluate_accuracy(space, test))
+            subnets[name] = finetune(export(space, sample), train, cfg["finetune_epochs"], lr=cfg["finetune_lr"],
+                                     progress=progress, desc=f"fine-tune {name}")
+        phases["fine-tune"] = time.perf_counter() - t0
+
+        logger.info("4/4 ONNX export, accuracy in ONNX Runtime, latency measurement")
+        t0 = time.perf_counter()
+        onnx_paths = {name: to_onnx(m, x1, out / f"{name}.onnx") for name, m in subnets.items()}
+        files.update({f"{name}_onnx": p for name, p in onnx_paths.items()})
+        records = measure_many(list(onnx_paths.values()), DEVICE, x1, seed=seed, progress=progress, **cfg["measure"])
+        rows = []
+        for (name, sample), rec in zip(picks.items(), records):
+            model = subnets[name].eval()
+            with torch.no_grad():
+                torch_pred = model(data.x_test).argmax(1)
+            acc_torch = int((torch_pred == data.y_test).sum()) / len(data.y_test)
+            acc_onnx, agree = _onnx_accuracy(onnx_paths[name], data.x_test, data.y_test, torch_pred)
+            rows.append(DemoRow(name, sample, flops.profile(sample), params.profile(sample), latency.profile(sample),
+                                rec.median_ms, shared[name][0], shared[name][1], acc_torch, acc_onnx, agree))
+        files["arch"] = save_arch(result.best_sample, out / "chosen_arch.json")
+        try:
+            from hwnas.report.latency import latency_report
+
+            layers = latency_report(space, result.best_sample, x1, profiler=latency, measure=cfg["measure_layers"])
+            files["layers"] = out / "chosen_latency_layers.csv"
+            layers.to_csv(files["layers"], index=False)
+        except Exception as e:  # the per-layer report is a by-product: say why it is missing, keep the results
+            logger.warning("could not write the per-layer latency report: %s", e)
+        by_name = {r.name: r for r in rows}
+        files["pareto"] = plot_pareto(
+            result.history, x="latency_ms", y="score", path=out / "pareto.png",
+            title=f"digits: val accuracy (shared weights) vs predicted latency, {len(result.history)} trials",
+            highlight={n: {"latency_ms": by_name[n].predicted_ms, "score": by_name[n].val_acc_shared}
+                       for n in ("largest", "smallest", "chosen")},
+            budget=result.constraints[0].bound)
+        phases["onnx+measure"] = time.perf_counter() - t0
+        window = strategy.filters[0]
+        demo = DemoResult(rows, out, files,
+                          {"latency_ms": f"<= {result.constraints[0].bound:.4f} ms ({LATENCY_BUDGET} of the largest)",
+                           "flops": f"in [{format_number(window.low_)}, {format_number(window.high_)}] "
+                                    f"({FLOPS_RANGE[0]}-{FLOPS_RANGE[1]} of the largest)"},
+                          len(result.history), time.perf_counter() - t_start, phases, result)
+        files["summary"] = out / "summary.json"
+        atomic_write_json(files["summary"], {
+            "rows": [asdict(r) for r in rows], "constraints": demo.constraints, "trials": demo.num_trials,
+            "seconds": demo.seconds, "phases_s": phases, "quick": quick, "seed": seed,
+            "settings": json.loads(json.dumps(cfg)), "torch_threads": threads})
+        return demo
+    finally:
+        torch.set_num_threads(old_threads)

@@ -1,0 +1,250 @@
+"""hwnas.convert on the hand-written zoo models and on small user models, against independent references:
+fvcore's FLOPs of the exported subnet, sum(p.numel()) of the exported subnet, the original model's outputs,
+ONNX Runtime, and the weights of the original model (importance order)."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from conftest import fvcore_flops, num_params
+from torch import nn
+
+import hwnas
+import hwnas.nn as hnn
+from hwnas import zoo
+from hwnas.convert import ConversionError, ConvertedFileError
+from hwnas.graph import UntraceableError
+from hwnas.profile.constraints import parse_constraints
+from hwnas.space.modules_extra import DynBatchNorm, DynConv2d, DynLayerNorm, DynLinear, DynMultiheadAttention
+
+ZOO = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "regnet_x_400mf",
+       "shufflenet_v2_x1_0", "densenet121", "squeezenet1_0", "vit_tiny"]
+MODE = "width+kernel+depth"
+
+
+def _x(seed: int = 1) -> torch.Tensor:
+    return torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+@functools.cache
+def _converted(name: str):
+    torch.manual_seed(0)
+    kw = {"image_size": 32} if name.startswith("vit") else {}
+    model = zoo.create(name, num_classes=10, **kw).eval()
+    space = hwnas.convert(model, _x(0), mode=MODE)
+    flops = hwnas.FlopsProfiler(space, _x(0))
+    params = hwnas.NumParamsProfiler(space, graph=flops.graph)
+    return model, space, flops, params
+
+
+def _check_samples(name: str, n_random: int, tmp_path, onnx: int = 1) -> None:
+    model, space, flops, params = _converted(name)
+    x = _x()
+    samples = [space.max_sample(), space.min_sample()] + [space.random_sample(s) for s in range(n_random)]
+    for i, sample in enumerate(samples):
+        subnet = hwnas.export(space, sample).eval()
+        assert not any(type(m).__module__.startswith("hwnas") for m in subnet.modules())
+        assert flops.profile(sample) == fvcore_flops(subnet, x), f"{name}: FLOPs differ for sample {i}"
+        assert params.profile(sample) == num_params(subnet), f"{name}: params differ for sample {i}"
+        with torch.no_grad():
+            got = subnet(x)
+            torch.testing.assert_close(got, space.apply_arch(sample)(x), rtol=1e-4, atol=1e-5)
+            if i == 0:  # the largest subnet is the original model
+                torch.testing.assert_close(got, model(x), rtol=1e-4, atol=1e-5)
+        if i < onnx:
+            hwnas.to_onnx(subnet, x, tmp_path / f"{name}_{i}.onnx")  # runs ONNX Runtime and compares
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_model_converts_exactly(name, tmp_path):
+    _check_samples(name, 5, tmp_path, onnx=2 if name in ("resnet18", "vit_tiny", "densenet121") else 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_model_converts_exactly_20_samples(name, tmp_path):
+    _check_samples(name, 20, tmp_path, onnx=22)
+
+
+def test_what_is_found_and_fixed():
+    _, resnet, _, _ = _converted("resnet18")
+    c = resnet.choices()
+    assert c["stem.0.0.width"] == (16, 32, 48, 64)  # stem + stage-1 residual group
+    assert c["stem.0.0.kernel"] == (3, 5, 7) and c["stages.0.0-1.depth"] == (0, 1, 2)
+    assert [g.fixed for g in resnet.conversion.fixed_groups] == ["the model's output"]
+
+    _, shuffle, _, _ = _converted("shufflenet_v2_x1_0")
+    text = shuffle.summary()
+    assert "channel shuffle" in text and "splits or mixes the channel axis" in text
+    assert shuffle.choices()["stem.0.0.width"] == (6, 12, 18, 24)
+
+    _, dense, _, _ = _converted("densenet121")
+    growth = [g for g in dense.conversion.searched_groups if g.label == "features.4.layers.0.layers.5.width"]
+    assert len(growth) == 5 and growth[0].choices == [8, 16, 24, 32]  # one growth decision per dense block
+
+    _, regnet, _, _ = _converted("regnet_x_400mf")
+    inner = [g for g in regnet.conversion.searched_groups if g.block == 16]
+    assert inner and all(v % 16 == 0 for g in inner for v in g.choices)
+
+    _, vit, _, _ = _converted("vit_tiny")
+    assert vit.choices()["patch_embed.width"] == (48, 96, 144, 192)  # multiples of the 3 heads
+    assert vit.choices()["blocks.0-11.depth"] == tuple(range(13))
+    assert "blocks.0.mlp.0.width" in vit.choices()
+
+
+def test_importance_order_keeps_the_strongest_filters():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(torch.linspace(0.1, 2.0, 8)[torch.randperm(8)].view(8, 1, 1, 1))
+        model[1].running_mean.uniform_(-1, 1)
+    space = hwnas.convert(model, torch.randn(1, 3, 8, 8), mode="width")
+    (group,) = space.conversion.searched_groups
+    l1 = model[0].weight.abs().sum((1, 2, 3))
+    assert group.permutation == torch.argsort(l1, descending=True).tolist()
+    sub = hwnas.export(space, {group.label: 4})
+    keep = group.permutation[:4]
+    layer = sub.get_submodule
+    torch.testing.assert_close(layer("net.0").weight, model[0].weight[keep])  # the 4 strongest filters, in order
+    torch.testing.assert_close(layer("net.1").running_mean, model[1].running_mean[keep])
+    torch.testing.assert_close(layer("net.3").weight, model[3].weight[:, keep])
+
+
+class _Custom(nn.Module):
+    """Layer scale, GroupNorm (kept fixed), concat, a flatten of 4x4 maps into a Linear, a shared module."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(3, 8, 3, padding=1)
+        self.d = nn.Conv2d(3, 8, 3, padding=1)
+        self.scale = nn.Parameter(torch.rand(8, 1, 1))
+        self.gn = nn.GroupNorm(2, 8)
+        self.c = nn.Conv2d(16, 8, 1)
+        self.shared = nn.Conv2d(8, 8, 1)
+        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.fc = nn.Linear(8 * 16, 5)
+
+    def forward(self, x):
+        y = self.c(torch.cat([self.a(x) * self.scale, self.b(x)], 1)) + self.gn(self.d(x))
+        y = self.shared(self.shared(y))
+        return self.fc(torch.flatten(self.pool(y), 1))
+
+
+def test_custom_model_with_concat_params_flatten_and_unknown_layers(tmp_path):
+    torch.manual_seed(0)
+    model = _Custom().eval()
+    x = torch.randn(2, 3, 8, 8)
+    space = hwnas.convert(model, x, channel_divisor=2)
+    text = space.summary()
+    assert "called 2 times" in text and "gn (GroupNorm): layer type unknown" in text
+    assert set(space.choices()) == {"a.width", "b.width"}  # concatenated into c, a scaled by a parameter
+    flops = hwnas.FlopsProfiler(space, x)
+    params = hwnas.NumParamsProfiler(space, graph=flops.graph)
+    for sample in [space.max_sample(), space.min_sample(), space.random_sample(0)]:
+        subnet = hwnas.export(space, sample).eval()
+        assert flops.profile(sample) == fvcore_flops(subnet, x)
+        assert params.profile(sample) == num_params(subnet)
+    with torch.no_grad():
+        torch.testing.assert_close(space(x), model(x))
+
+    flat = hwnas.convert(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 64, 3)).eval(), x)
+    (group,) = flat.conversion.searched_groups
+    sub = hwnas.export(flat, {group.label: 2})
+    assert sub.get_submodule("net.2").in_features == 2 * 64  # each channel spans its 8x8 features in the Linear
+
+
+def test_untraceable_model_names_the_line():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            if x.sum() > 0:
+                return self.conv(x)
+            return x
+
+    with pytest.raises(UntraceableError, match=r"could not trace <root> \(Branchy\) at .*test_convert.py:\d+: "
+                                               r"`if x.sum\(\) > 0:`"):
+        hwnas.convert(Branchy(), torch.randn(1, 3, 8, 8))
+
+
+def test_argument_errors_say_what_and_how():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    with pytest.raises(ConversionError, match=r"unknown mode 'depth'; expected one of \['width'"):
+        hwnas.convert(model, torch.randn(1, 3, 8, 8), mode="depth")
+    with pytest.raises(ConversionError, match=r"channel_ratios must be numbers in \(0, 1\], got \[0.5, 2.0\]"):
+        hwnas.convert(model, torch.randn(1, 3, 8, 8), channel_ratios=(0.5, 2))
+    with pytest.raises(ConversionError, match="dummy_input\\[0\\] must be a torch.Tensor, got list"):
+        hwnas.convert(model, [[1.0]])
+    with pytest.raises(ConversionError, match=r"fails on the dummy input of shape\(s\) \[\(1, 5, 8, 8\)\]"):
+        hwnas.convert(model, torch.randn(1, 5, 8, 8))
+
+
+def test_save_restore_round_trip_and_refusals(tmp_path):
+    _, space, _, _ = _converted("mobilenet_v2")
+    space.search_state["best"] = space.random_sample(4)
+    path = hwnas.save(space, tmp_path / "space.pt")
+    again = hwnas.restore(zoo.create("mobilenet_v2", num_classes=10), path)
+    assert again.search_state == {"best": space.random_sample(4)}
+    assert again.conversion.to_dict() == space.conversion.to_dict()
+    sample = space.random_sample(9)
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval().apply_arch(sample)(_x()), space.apply_arch(sample)(_x()))
+
+    with pytest.raises(ConvertedFileError, match=r"does not convert to the space saved .*saved 10, got 7"):
+        hwnas.restore(zoo.create("mobilenet_v2", num_classes=7), path)
+    with pytest.raises(ConvertedFileError, match="holds a converted MobileNetV2, but the model given is a ResNet"):
+        hwnas.restore(zoo.create("resnet18", num_classes=10), path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tmp_path / "tampered.pt").write_bytes(bytes(data))
+    with pytest.raises(ConvertedFileError):
+        hwnas.restore(zoo.create("mobilenet_v2", num_classes=10), tmp_path / "tampered.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(ConvertedFileError, match="expected format 'hwnas.converted_space'"):
+        hwnas.restore(zoo.create("mobilenet_v2", num_classes=10), tmp_path / "foreign.pt")
+    torch.save({"evil": _Custom()}, tmp_path / "pickle.pt")
+    with pytest.raises(ConvertedFileError, match="refused on purpose"):
+        hwnas.restore(zoo.create("mobilenet_v2", num_classes=10), tmp_path / "pickle.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        hwnas.restore(zoo.create("mobilenet_v2", num_classes=10), tmp_path / "missing.pt")
+
+
+def test_search_meets_a_flops_budget():
+    _, space, flops, _ = _converted("resnet18")
+    (bound,) = parse_constraints({"flops": "60%"}, {"flops": flops})
+    result = hwnas.search(space, _x(0), {"flops": "60%"}, lambda s: -space.choices()["stem.0.0.width"].index(
+        s["stem.0.0.width"]), strategy=hwnas.search.Random(), max_trials=10, progress=False)
+    assert flops.profile(result.best_sample) <= bound.bound
+    assert fvcore_flops(hwnas.export(space, result.best_sample), _x()) <= bound.bound
+
+
+def test_dynamic_layers_match_their_exports():
+    torch.manual_seed(0)
+    w, k = hnn.Choice([2, 4], label="w"), hnn.Choice([1, 3], label="k")
+    conv = DynConv2d(nn.Conv2d(6, 4, 3, padding=1, bias=True), [(w, 4, 1), (2, 2, 1)], [(w, 4, 1)], k)
+    dw = DynConv2d(nn.Conv2d(4, 4, 3, padding=1, groups=4), [(w, 4, 1)], [(w, 4, 1)], k, "depthwise")
+    bn = DynBatchNorm(nn.BatchNorm2d(6), [(w, 4, 1), (2, 2, 1)])
+    lin = DynLinear(nn.Linear(8, 3), [(w, 4, 2)], [(3, 3, 1)])
+    ln = DynLayerNorm(nn.LayerNorm(4), [(w, 4, 1)])
+    mha = DynMultiheadAttention(nn.MultiheadAttention(4, 2, batch_first=True), [(w, 4, 1)])
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+    for s in ({"w": 2, "k": 1}, {"w": 4, "k": 3}, {"w": 2, "k": 3}):
+        c = s["w"]
+        cases = [(conv, (torch.randn(2, c + 2, 5, 5),)), (dw, (torch.randn(2, c, 5, 5),)),
+                 (bn.eval(), (torch.randn(2, c + 2, 3, 3),)), (lin, (torch.randn(2, 2 * c),)),
+                 (ln, (torch.randn(2, 3, c),)), (mha.eval(), (torch.randn(2, 3, c),) * 3)]
+        for layer, args in cases:
+            layer._hwnas_sample = s
+            with torch.no_grad():
+                got, want = layer(*args), layer.export(s).eval()(*args)
+            got, want = (got[0], want[0]) if isinstance(got, tuple) else (got, want)
+            torch.testing.assert_close(got, want)
+    assert np.array_equal(DynConv2d(nn.Conv2d(3, 4, 5, padding=2), [(3, 3, 1)], [(4, 4, 1)],
+                                    hnn.Choice([3, 5], label="k")).export({"k": 3}).weight.shape, (4, 3, 3, 3))

@@ -1,0 +1,53 @@
+"""``hwnas demo --quick`` runs end to end, writes what it promises, and its ONNX models classify exactly as
+the fine-tuned torch subnets do."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import onnxruntime as ort
+import torch
+
+import hwnas
+from hwnas.cli import main
+from hwnas.demo import DEFAULT_LUT, load_digits_data
+from hwnas.profile.constraints import metric_range
+
+
+def test_demo_quick(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    for word in ("largest", "smallest", "chosen", "pred ms", "meas ms", "FLOPs", "params", "ONNX"):
+        assert word in text
+    for name in ("history.csv", "pareto.png", "chosen_latency_layers.csv", "chosen.onnx", "largest.onnx",
+                 "smallest.onnx", "chosen_arch.json", "summary.json"):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["name"]: r for r in summary["rows"]}
+    assert summary["trials"] == 12 and set(rows) == {"largest", "smallest", "chosen"}
+    for r in rows.values():
+        assert r["test_acc_onnx"] == r["test_acc_finetuned"] and r["onnx_agreement"] == 1.0
+        assert r["measured_ms"] > 0 and r["predicted_ms"] > 0
+    # the chosen subnet met the latency budget (predicted) and the FLOPs window, checked independently
+    space = hwnas.spaces.create("digits")
+    x = torch.zeros(1, 1, 8, 8)
+    chosen = hwnas.load_arch(out / "chosen_arch.json")
+    assert chosen == rows["chosen"]["sample"]
+    flops = hwnas.FlopsProfiler(space, x)
+    latency = hwnas.LatencyProfiler(space, x, lut=DEFAULT_LUT)
+    f_hi, l_hi = metric_range(flops)[2], metric_range(latency)[2]
+    assert 0.15 * f_hi <= flops.profile(chosen) == rows["chosen"]["flops"] <= 0.6 * f_hi
+    assert latency.profile(chosen) <= 0.6 * l_hi
+    assert rows["chosen"]["params"] == sum(p.numel() for p in hwnas.export(space, chosen).parameters())
+    # the ONNX file on disk, run here independently, reproduces the reported accuracy
+    data = load_digits_data()
+    sess = ort.InferenceSession(str(out / "chosen.onnx"), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    preds = [int(sess.run(None, {name: data.x_test[i:i + 1].numpy()})[0].argmax()) for i in range(len(data.x_test))]
+    acc = sum(int(p == y) for p, y in zip(preds, data.y_test.tolist())) / len(preds)
+    assert acc == rows["chosen"]["test_acc_onnx"]
+    layers = list(csv.DictReader((out / "chosen_latency_layers.csv").open()))
+    assert layers[-1]["layer"] == "(total)"
+    assert abs(float(layers[-1]["predicted_ms"]) - rows["chosen"]["predicted_ms"]) < 1e-9

@@ -1,0 +1,442 @@
+"""Multi-trial search: strategies, filters and chains, the constraint guarantee, checkpoint/resume after a
+real kill, history CSV, executors, and error messages (checked by text)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from conftest import fvcore_flops, num_params
+
+import hwnas
+import hwnas.nn as hnn
+from hwnas.profile.constraints import ConstraintError, metric_range
+from hwnas.search import (
+    Chain,
+    CheckpointError,
+    Filter,
+    FuturesExecutor,
+    Grid,
+    Random,
+    RangeProfilerFilter,
+    RegularizedEvolution,
+    RejectionError,
+    SearchError,
+    read_history_csv,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LUT = ROOT / "lut" / "digits_cpu-ort-1t.json"
+X = torch.zeros(1, 1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    space = hwnas.spaces.create("digits").eval()
+    flops = hwnas.FlopsProfiler(space, X)
+    params = hwnas.NumParamsProfiler(space, graph=flops.graph)
+    return space, flops, params
+
+
+def proxy_score(flops, params):
+    """A cheap deterministic score: bigger is better, with a twist so that ties are rare."""
+    def score(sample):
+        return params.profile(sample) / 1e4 + 0.1 * (sample["s1.b1.kernel"] == 5) - flops.profile(sample) / 1e7
+    return score
+
+
+class Tiny(hnn.Space):
+    def __init__(self):
+        super().__init__()
+        w = hnn.Choice([4, 8, 12], label="w")
+        self.conv = hnn.Conv2d(1, w, hnn.Choice([1, 3], label="k"))
+        self.fc = hnn.Linear(w, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def history_key(result):
+    return [(t.index, t.batch, t.sample, t.score, t.metrics) for t in result.history]
+
+
+# ------------------------------------------------------------------------------------------- strategies
+def test_random_is_seeded_and_uniform(digits):
+    space, *_ = digits
+    a, b, c = Random(), Random(), Random()
+    a.bind(space.choices(), 1)
+    b.bind(space.choices(), 1)
+    c.bind(space.choices(), 2)
+    pa = [a.propose() for _ in range(200)]
+    assert pa == [b.propose() for _ in range(200)]
+    assert pa != [c.propose() for _ in range(200)]
+    widths = [s["s2.width"] for s in pa]
+    assert set(widths) == {32, 48, 64} and min(widths.count(w) for w in (32, 48, 64)) > 40
+    for s in pa[:20]:
+        space.validate(s)
+
+
+def test_grid_enumerates_every_point_once_then_stops():
+    g = Grid()
+    g.bind(Tiny().choices())
+    points = []
+    while (s := g.propose()) is not None:
+        points.append(s)
+    assert len(points) == 6 and len({json.dumps(p, sort_keys=True) for p in points}) == 6
+    assert points[0] == {"w": 4, "k": 1} and points[1] == {"w": 4, "k": 3}  # the last label varies fastest
+    shuffled = Grid(shuffle=True)
+    shuffled.bind(Tiny().choices(), 0)
+    got = [shuffled.propose() for _ in range(6)]
+    assert sorted(map(str, got)) == sorted(map(str, points)) and shuffled.propose() is None
+
+
+def test_grid_search_stops_when_exhausted_and_evaluates_only_feasible_points():
+    space = Tiny()
+    x = torch.zeros(1, 1, 8, 8)
+    flops = hwnas.FlopsProfiler(space, x)
+    bound = flops.profile({"w": 8, "k": 1})
+    res = hwnas.search.run(space, x, {"flops": bound}, lambda s: s["w"] * 10 + s["k"], strategy=Grid(),
+                           max_trials=100, progress=False)
+    grid = [{"w": w, "k": k} for w in (4, 8, 12) for k in (1, 3)]
+    feasible = [s for s in grid if flops.profile(s) <= bound]
+    assert res.stopped == "exhausted" and 1 < len(feasible) < 6
+    assert [t.sample for t in res.history] == feasible
+    assert res.best_sample == {"w": 8, "k": 1} and res.num_rejected == 6 - len(feasible)
+
+
+def test_regularized_evolution_mutates_the_tournament_winner_and_ages(digits):
+    space, *_ = digits
+    evo = RegularizedEvolution(population_size=5, sample_size=5, mutation_prob=0.0)
+    evo.bind(space.choices(), 0)
+    for i in range(5):
+        evo.tell(evo.propose(), float(i))
+    members = [dict(s) for s, _ in evo.population_]
+    for i in range(20):
+        best = max(evo.population_, key=lambda m: m[1])[0]  # sample_size = population: the best always wins
+        child = evo.propose()
+        assert sum(child[k] != best[k] for k in child) == 1  # mutation_prob=0 still changes exactly one label
+        evo.tell(child, 100.0 + i)
+        assert len(evo.population_) == 5
+    assert all(m not in [s for s, _ in evo.population_] for m in members)  # the first members died of age
+    every = RegularizedEvolution(2, 1, mutation_prob=1.0)
+    every.bind(space.choices(), 0)
+    parent = space.max_sample()
+    assert all(every._mutate(parent)[k] != v for k, v in parent.items())
+
+
+def test_evolution_beats_random_on_a_proxy(digits):
+    space, flops, params = digits
+    score = proxy_score(flops, params)
+    evo = hwnas.search.run(space, X, {"flops": "50%"}, score, strategy=RegularizedEvolution(20, 5, 0.1),
+                           max_trials=200, seed=0, progress=False)
+    rnd = hwnas.search.run(space, X, {"flops": "50%"}, score, strategy=Random(), max_trials=200, seed=0,
+                           progress=False)
+    assert evo.best_score > rnd.best_score
+
+
+# ---------------------------------------------------------------------------------------------- filters
+def test_range_filter_keeps_only_the_range_and_counts_rejections(digits):
+    space, flops, _ = digits
+    hi = metric_range(flops)[2]
+    chain = Chain(Random(), RangeProfilerFilter(flops, min="20%", max="40%"))
+    chain.bind(space.choices(), 0)
+    samples = [chain.propose() for _ in range(100)]
+    values = [flops.profile(s) for s in samples]
+    assert min(values) >= 0.2 * hi and max(values) <= 0.4 * hi
+    f = chain.filters[0]
+    assert f.num_rejected_ == chain.num_rejected_ > 0 and chain.num_proposed_ == 100 + chain.num_rejected_
+    absolute = Chain(Random(), RangeProfilerFilter(flops, min=3e5, max=None))
+    absolute.bind(space.choices(), 0)
+    assert all(flops.profile(absolute.propose()) >= 3e5 for _ in range(50))
+
+
+def test_filter_sees_the_sample_and_chains_flatten(digits):
+    space, flops, _ = digits
+    seen = []
+
+    def wide(sample):
+        seen.append(sample)
+        return sample["s2.width"] == 64
+
+    inner = Chain(RegularizedEvolution(10, 3), Filter(wide))
+    chain = Chain(inner, RangeProfilerFilter(flops, max="60%"))
+    assert repr(chain).startswith("Chain(RegularizedEvolution(") and len(chain.filters) == 2
+    chain.bind(space.choices(), 0)
+    for _ in range(30):
+        s = chain.propose()
+        assert s["s2.width"] == 64 and flops.profile(s) <= 0.6 * metric_range(flops)[2]
+        chain.tell(s, 1.0)
+    assert all(isinstance(s, dict) for s in seen)
+    # the filter ran first: samples it rejected never reached the range filter
+    assert chain.filters[0].num_rejected_ > 0
+
+
+def test_rejection_is_bounded_and_says_how_many_and_the_range(digits):
+    space, flops, _ = digits
+    chain = Chain(Random(), RangeProfilerFilter(flops, min=1.0e5, max=1.1e5), max_rejects=50)
+    chain.bind(space.choices(), 0)
+    with pytest.raises(RejectionError, match=r"50 candidates in a row were rejected.*RangeProfilerFilter\(flops, "
+                                             r"min=100000.0, max=110000.0\) = \[100000, 110000\]: rejected 50 \(their "
+                                             r"flops ran from .* to .*\).*max_rejects"):
+        chain.propose()
+
+
+def test_filter_errors_name_the_culprit(digits):
+    space, flops, _ = digits
+    bad = Chain(Random(), Filter(lambda s: None, name="my_filter"))
+    bad.bind(space.choices(), 0)
+    with pytest.raises(TypeError, match=r"Filter\(my_filter\) returned None .* must return True to keep"):
+        bad.propose()
+    with pytest.raises(ValueError, match=r"misses every subnet: this space's flops spans about 106304"):
+        Chain(Random(), RangeProfilerFilter(flops, max=1e4)).bind(space.choices(), 0)
+    with pytest.raises(ValueError, match=r"min \(2e\+06\) is above max \(1e\+06\)"):
+        Chain(Random(), RangeProfilerFilter(flops, min=2e6, max=1e6)).bind(space.choices(), 0)
+    with pytest.raises(ValueError, match=r"neither min nor max"):
+        Chain(Random(), RangeProfilerFilter(flops)).bind(space.choices(), 0)
+    with pytest.raises(ValueError, match=r"max='sixty' is malformed.*'60%'"):
+        Chain(Random(), RangeProfilerFilter(flops, max="sixty")).bind(space.choices(), 0)
+    with pytest.raises(ValueError, match=r"sample_size must be an int in \[1, population_size=4\], got 5"):
+        RegularizedEvolution(4, 5).bind(space.choices(), 0)
+    with pytest.raises(RuntimeError, match=r"not bound to a space yet"):
+        Random().propose()
+
+
+# ------------------------------------------------------------------------------ the constraint guarantee
+def test_constraint_guarantee_on_20_seeds_checked_independently(digits):
+    space, flops, params = digits
+    latency = hwnas.LatencyProfiler(space, X, lut=LUT, graph=flops.graph)
+    constraints = {"flops": "35%", "params": 2.5e4, "latency_ms": "60%"}
+    score = proxy_score(flops, params)
+    fresh_latency = hwnas.LatencyProfiler(space, X, lut=LUT)  # built again, from the file
+    hi = {"flops": metric_range(flops)[2],
+          "latency_ms": metric_range(latency)[2]}
+    for seed in range(20):
+        strategy = RegularizedEvolution(8, 3, 0.1) if seed % 2 else Random()
+        res = hwnas.search(space, X, constraints, score, strategy=strategy, max_trials=25, seed=seed,
+                           profilers={"latency_ms": latency}, progress=False)
+        subnet = res.subnet
+        assert num_params(subnet) <= 2.5e4
+        assert fvcore_flops(subnet, X) <= 0.35 * hi["flops"]
+        assert fresh_latency.profile(res.best_sample) <= 0.6 * hi["latency_ms"]
+        assert all(t.metrics["params"] <= 2.5e4 and t.metrics["flops"] <= 0.35 * hi["flops"] for t in res.history)
+
+
+def test_no_feasible_candidate_is_a_clear_error():
+    space = Tiny()
+    x = torch.zeros(1, 1, 8, 8)
+    flops = hwnas.FlopsProfiler(space, x)
+    smallest = flops.profile({"w": 4, "k": 1})
+    with pytest.raises(SearchError, match=r"no candidate met the constraints: 6 proposed by Chain\(Grid.*"
+                                          r"Filter\(.*<lambda>\): rejected 1 \| constraint flops <= .*rejected 5"):
+        hwnas.search.run(space, x, {"flops": smallest}, lambda s: 1.0,
+                         strategy=Chain(Grid(), Filter(lambda s: s != {"w": 4, "k": 1})), progress=False)
+
+
+def test_constraint_errors_before_any_work(digits):
+    space, *_ = digits
+    calls = []
+
+    def score(s):
+        calls.append(s)
+        return 0.0
+
+    with pytest.raises(ConstraintError, match=r"unknown constraint 'latency'; this search has profilers for "
+                                              r"\['flops', 'params'\]"):
+        hwnas.search.run(space, X, {"latency": 1.0}, score, progress=False)
+    with pytest.raises(ConstraintError, match=r"flops='lots' is malformed"):
+        hwnas.search.run(space, X, {"flops": "lots"}, score, progress=False)
+    with pytest.raises(ConstraintError, match=r"below the smallest subnet's params .* Loosen it to at least"):
+        hwnas.search.run(space, X, {"params": 10}, score, progress=False)
+    with pytest.raises(ValueError, match=r"max_trials must be an int >= 1, got 0"):
+        hwnas.search.run(space, X, None, score, max_trials=0, progress=False)
+    with pytest.raises(ValueError, match=r"mode must be 'max'"):
+        hwnas.search.run(space, X, None, score, mode="best", progress=False)
+    with pytest.raises(TypeError, match=r"strategy must be a hwnas.search strategy"):
+        hwnas.search.run(space, X, None, score, strategy="evolution", progress=False)
+    assert not calls
+    with pytest.raises(TypeError, match=r"score_func returned 'good' \(str\) for trial 0; return a number"):
+        hwnas.search.run(space, X, None, lambda s: "good", progress=False)
+
+
+def test_score_dict_extras_and_min_mode(digits):
+    space, flops, _ = digits
+    res = hwnas.search.run(space, X, None, lambda s: {"score": flops.profile(s), "width": s["s2.width"]},
+                           strategy=Random(), max_trials=30, mode="min", progress=False)
+    assert res.best_score == min(t.score for t in res.history)
+    assert all(t.extra["width"] == t.sample["s2.width"] for t in res.history)
+
+
+# ------------------------------------------------------------------------------------ history and resume
+def test_same_seed_same_history_and_csv_roundtrip(digits, tmp_path):
+    space, flops, params = digits
+    score = proxy_score(flops, params)
+    kw = dict(strategy=Chain(RegularizedEvolution(10, 3), RangeProfilerFilter(flops, min="10%")), max_trials=40,
+              seed=3, progress=False)
+    a = hwnas.search.run(space, X, {"params": "50%"}, score, history_csv=tmp_path / "h.csv", **kw)
+    b = hwnas.search.run(space, X, {"params": "50%"}, score, **kw)
+    assert history_key(a) == history_key(b)
+    back = read_history_csv(tmp_path / "h.csv")
+    assert [(t.sample, t.score, t.metrics) for t in back] == [(t.sample, t.score, t.metrics) for t in a.history]
+    header = (tmp_path / "h.csv").read_text().splitlines()[0].split(",")
+    assert header == ["trial", "batch", "score", "flops", "params", "eval_s", "sample"]
+    front = a.pareto_front("flops")
+    assert front and all(x.value("flops") <= y.value("flops") for x, y in zip(front, front[1:]))
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import torch, hwnas
+    sys.path.insert(0, {tests!r})
+    from test_search import resume_settings
+    space, score, kw = resume_settings()
+    n = [0]
+    def killing_score(sample):
+        n[0] += 1
+        if n[0] > {kill_after}:
+            os.kill(os.getpid(), signal.SIGKILL)   # a real kill: no finally, no atexit
+        return score(sample)
+    hwnas.search.run(space, torch.zeros(1, 1, 8, 8), {{"flops": "60%"}}, killing_score,
+                     checkpoint={ckpt!r}, **kw)
+""")
+
+
+def resume_settings():
+    space = hwnas.spaces.create("digits")
+    flops = hwnas.FlopsProfiler(space, X)
+    params = hwnas.NumParamsProfiler(space, graph=flops.graph)
+    kw = dict(strategy=Chain(RegularizedEvolution(8, 3, 0.1), RangeProfilerFilter(flops, min="15%")), max_trials=30,
+              seed=7, progress=False, checkpoint_every_s=0.0)
+    return space, proxy_score(flops, params), kw
+
+
+def test_resume_after_a_real_kill_equals_an_uninterrupted_run(tmp_path):
+    space, score, kw = resume_settings()
+    full = hwnas.search.run(space, X, {"flops": "60%"}, score, **kw)
+    ckpt = tmp_path / "search.json"
+    script = RESUME_SCRIPT.format(tests=str(ROOT / "tests"), kill_after=12, ckpt=str(ckpt))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    saved = json.loads(ckpt.read_text())
+    assert len(saved["trials"]) == 12  # every finished trial was on disk when the process died
+    calls = []
+
+    def counting(sample):
+        calls.append(sample)
+        return score(sample)
+
+    resumed = hwnas.search.run(space, X, {"flops": "60%"}, counting, checkpoint=ckpt,
+                               **{k: v for k, v in kw.items()})
+    assert resumed.resumed_trials == 12 and len(calls) == 30 - 12  # nothing re-evaluated, nothing lost
+    assert history_key(resumed) == history_key(full)
+    assert resumed.best_sample == full.best_sample
+
+
+def test_an_error_in_score_func_saves_the_checkpoint_and_resume_continues(digits, tmp_path):
+    space, flops, params = digits
+    score = proxy_score(flops, params)
+    kw = dict(strategy=RegularizedEvolution(6, 2), max_trials=20, seed=1, progress=False, checkpoint_every_s=3600)
+    full = hwnas.search.run(space, X, None, score, **kw)
+    n = [0]
+
+    def failing(sample):
+        n[0] += 1
+        if n[0] == 9:
+            raise KeyboardInterrupt
+        return score(sample)
+
+    ckpt = tmp_path / "c.json"
+    with pytest.raises(KeyboardInterrupt):
+        hwnas.search.run(space, X, None, failing, checkpoint=ckpt, **kw)
+    assert len(json.loads(ckpt.read_text())["trials"]) == 8
+    resumed = hwnas.search.run(space, X, None, score, checkpoint=ckpt, **kw)
+    assert history_key(resumed) == history_key(full)
+    more = hwnas.search.run(space, X, None, score, checkpoint=ckpt, **{**kw, "max_trials": 25})
+    assert history_key(more)[:20] == history_key(full) and len(more.history) == 25
+
+
+def test_checkpoint_of_another_search_is_refused(digits, tmp_path):
+    space, flops, params = digits
+    score = proxy_score(flops, params)
+    ckpt = tmp_path / "c.json"
+    hwnas.search.run(space, X, None, score, strategy=Random(), max_trials=5, seed=0, checkpoint=ckpt, progress=False)
+    with pytest.raises(CheckpointError, match=r"belongs to another search \(seed: checkpoint has 0, this search has 1\)"
+                                              r".*another checkpoint path"):
+        hwnas.search.run(space, X, None, score, strategy=Random(), max_trials=5, seed=1, checkpoint=ckpt,
+                         progress=False)
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match=r"is not a hwnas search checkpoint"):
+        hwnas.search.run(space, X, None, score, checkpoint=tmp_path / "junk.json", progress=False)
+
+
+# ------------------------------------------------------------------------------------------- executors
+def test_thread_pool_batches_are_reproducible(digits):
+    space, flops, params = digits
+    score = proxy_score(flops, params)
+    kw = dict(strategy=RegularizedEvolution(6, 2), max_trials=17, seed=2, progress=False)
+    with ThreadPoolExecutor(3) as pool:
+        a = hwnas.search.run(space, X, {"flops": "70%"}, score, executor=pool, **kw)
+    b = hwnas.search.run(space, X, {"flops": "70%"}, score, executor=FuturesExecutor(ThreadPoolExecutor(3)), **kw)
+    assert history_key(a) == history_key(b)
+    assert [t.batch for t in a.history][:7] == [0, 0, 0, 1, 1, 1, 2] and a.history[-1].batch == 5
+
+
+def test_ray_executor_on_a_local_instance(digits):
+    ray = pytest.importorskip("ray")
+    space, flops, params = digits
+    table = {k: {v: float(i) for i, v in enumerate(vals)} for k, vals in space.choices().items()}
+
+    def score(sample):  # a closure over plain data: Ray ships it by value
+        return sum(table[k][v] * (1 + len(k) % 3) for k, v in sample.items())
+
+    kw = dict(strategy=RegularizedEvolution(6, 2), max_trials=12, seed=4, progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        on_ray = hwnas.search.run(space, X, {"flops": "70%"}, score, executor="ray", **kw)
+    finally:
+        ray.shutdown()
+    with ThreadPoolExecutor(2) as pool:
+        local = hwnas.search.run(space, X, {"flops": "70%"}, score, executor=pool, **kw)
+    assert history_key(on_ray) == history_key(local)
+    assert on_ray.history[1].batch == 0  # two trials in flight per batch
+
+
+def test_bad_executor_is_named():
+    with pytest.raises(ValueError, match=r"executor must be None \(in-process\), 'ray'"):
+        hwnas.search.make_executor("dask")
+
+
+# -------------------------------------------------------------------------------------------------- plots
+def test_plot_pareto_writes_a_png(digits, tmp_path):
+    space, flops, params = digits
+    res = hwnas.search.run(space, X, None, proxy_score(flops, params), strategy=Random(), max_trials=20,
+                           history_csv=tmp_path / "h.csv", progress=False)
+    path = hwnas.report.plot_pareto(res.history, x="flops", y="score", path=tmp_path / "p" / "pareto.png",
+                                    budget=1e6, highlight={"largest": {"flops": 2e6, "score": 8.0}})
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert hwnas.report.plot_pareto(tmp_path / "h.csv", x="params", path=tmp_path / "q.png").exists()
+    with pytest.raises(KeyError, match=r"history has no column 'latency_ms'; it has \['score', 'flops', 'params'\]"):
+        hwnas.report.plot_pareto(res, x="latency_ms", path=tmp_path / "r.png")
+
+
+def test_cli_search(tmp_path, capsys):
+    from hwnas.cli import main
+
+    out = tmp_path / "s"
+    assert main(["search", "--space", "digits", "--score", "params", "--constraint", "flops=40%", "--lut", str(LUT),
+                 "--range", "latency_ms=:0.03", "--trials", "30", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "best score" in text and (out / "history.csv").exists() and (out / "pareto.png").exists()
+    sample = hwnas.load_arch(out / "best_arch.json")
+    flops = hwnas.FlopsProfiler(hwnas.spaces.create("digits"), X)
+    assert flops.profile(sample) <= 0.4 * metric_range(flops)[2]
+    assert main(["search", "--space", "digits", "--score", "params", "--constraint", "flops=1", "--out",
+                 str(out), "--no-progress"]) == 2
+    assert "below the smallest subnet's flops" in capsys.readouterr().err
+    assert os.path.exists(out / "best_arch.json")
