@@ -7,6 +7,10 @@ latency_accuracy_subnets.csv (every subnet) and latency_accuracy.png (predicted 
 
     python benchmarks/latency_accuracy.py --spaces digits,mobilenet_v2,mobilenet_v3 --device cpu-ort-1t --n 100
 
+The columns ``retest_kendall_tau`` and ``retest_rmspe`` compare the same subnets measured in the even and
+in the odd rounds: how far two measurements of the same models agree on this machine, a ceiling for the
+agreement of any prediction with one measurement.
+
 Targets at 1 thread (issue 4): >= 95% within +-5%, 100% within +-10%, Kendall tau >= 0.95.
 """
 
@@ -67,8 +71,11 @@ def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: 
                                seed=seed)
         seconds = time.perf_counter() - t0
     meas = np.array([r.median_ms for r in records])
+    # Split-half repeatability: the same subnets measured in the even and in the odd rounds. How well two
+    # measurements of the same models agree bounds how well any predictor can agree with one of them.
+    halves = np.array([[np.median(r.round_medians_ms[0::2]), np.median(r.round_medians_ms[1::2])] for r in records])
     pred = np.array([prof.profile(s) for s in samples])
-    return samples, pred, meas, seconds
+    return samples, pred, meas, halves, seconds
 
 
 def main() -> None:
@@ -77,7 +84,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu-ort-1t")
     ap.add_argument("--lut-dir", default=str(Path(__file__).resolve().parents[1] / "lut"))
     ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds (even/odd halves give the retest)")
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix for the result files")
@@ -87,16 +94,18 @@ def main() -> None:
     rows, per_subnet, plots = [], [], []
     for name in args.spaces.split(","):
         lut_path = f"{args.lut_dir}/{name}_{args.device}.json"
-        samples, pred, meas, seconds = run_space(name, args.device, lut_path, args.n, args.seed, args.rounds,
+        samples, pred, meas, halves, seconds = run_space(name, args.device, lut_path, args.n, args.seed, args.rounds,
                                                  args.repeats)
         st = accuracy_stats(pred, meas)
+        rt = accuracy_stats(halves[:, 0], halves[:, 1])
         rows.append((name, args.device, len(samples), st["within_5pct"], st["within_10pct"], st["rmspe"],
                      st["kendall_tau"], st["median_abs_err_pct"], st["mean_err_pct"], float(np.median(meas)),
-                     seconds / 60))
+                     rt["kendall_tau"], rt["rmspe"], seconds / 60))
         per_subnet += [(name, args.device, json.dumps(s), p, m) for s, p, m in zip(samples, pred, meas)]
         plots.append((name, pred, meas))
     header = ["space", "device", "subnets", "within_5pct", "within_10pct", "rmspe", "kendall_tau",
-              "median_abs_err_pct", "mean_err_pct", "median_measured_ms", "measure_minutes"]
+              "median_abs_err_pct", "mean_err_pct", "median_measured_ms", "retest_kendall_tau", "retest_rmspe",
+              "measure_minutes"]
     write_table(f"latency_accuracy{args.tag}", header, rows)
     import csv
 
