@@ -25,15 +25,6 @@ from hwnas.search import (
 X = torch.zeros(1, 1, 8, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Training speed and results do not depend on other processes sharing the machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def data():
     torch.manual_seed(0)
