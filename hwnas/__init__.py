@@ -16,6 +16,7 @@ from hwnas import nn, profile, search, spaces
 from hwnas.convert import convert, restore, save
 from hwnas.export import apply_arch, export, load_arch, save_arch, to_onnx
 from hwnas.hw.latency import LatencyProfiler
+from hwnas.predict import predict_latency
 from hwnas.profile import FlopsProfiler, NumParamsProfiler
 from hwnas.report.summary import profile as _profile_table
 
@@ -39,4 +40,4 @@ for _pkg, _fn in ((profile, _profile_table), (search, _search)):
     _pkg._hwnas_call = _fn
 
 __all__ = ["FlopsProfiler", "LatencyProfiler", "NumParamsProfiler", "apply_arch", "convert", "export", "load_arch",
-           "nn", "profile", "restore", "save", "save_arch", "search", "spaces", "to_onnx", "__version__"]
+           "nn", "predict_latency", "profile", "restore", "save", "save_arch", "search", "spaces", "to_onnx", "__version__"]

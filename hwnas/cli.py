@@ -6,6 +6,7 @@ Examples::
     hwnas search --space digits --score params --constraint flops=40% --trials 200
     hwnas profile --space mobilenet_v3 --input 1,3,224,224 --constraint flops=60% --constraint params=6e6
     hwnas profile --space digits --input 1,1,8,8
+    hwnas predict model.onnx --device cpu-ort-1t --csv layers.csv
 """
 
 from __future__ import annotations
@@ -94,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--measure", action="store_true", help="also measure each kernel with ONNX Runtime")
     rl.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
 
+    pp = sub.add_parser("predict", help="predict the latency of an ONNX file (or a zoo model) with a learned predictor")
+    pp.add_argument("model", help="an .onnx file, or the name of a hwnas.zoo model (e.g. resnet18)")
+    pp.add_argument("--device", default="cpu-ort-1t")
+    pp.add_argument("--predictor", default=None, help="predictor file (default: the shipped predictors/<device>.skops)")
+    pp.add_argument("--input", type=_shape, default=None,
+                    help="input shape, e.g. 1,3,224,224 (needed for ONNX files with dynamic shapes; zoo default 224)")
+    pp.add_argument("--csv", default=None, help="write the per-layer table here")
+
     _add_search_parsers(sub)
     return p
 
@@ -129,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "search":
             return _search(args)
+        if args.command == "predict":
+            return _predict(args)
     except (ValueError, KeyError, FileNotFoundError) as e:
         print(f"hwnas {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -167,6 +178,32 @@ def _report(args) -> int:
           + (f", measured {total['measured_ms']:.4f} ms" if args.measure else "") + f"; written {args.csv}")
     return 0
 
+
+def _predict(args) -> int:
+    import pathlib
+
+    import torch
+
+    from hwnas import zoo
+    from hwnas.predict import predict_latency
+
+    if pathlib.Path(args.model).is_file():
+        x = torch.randn(args.input) if args.input else None
+        rec = predict_latency(args.model, x, device=args.device, predictor=args.predictor)
+    elif args.model in zoo.list():
+        x = torch.randn(args.input or (1, 3, 224, 224))
+        rec = predict_latency(zoo.create(args.model).eval(), x, device=args.device, predictor=args.predictor)
+    else:
+        raise FileNotFoundError(f"{args.model!r} is neither an ONNX file nor a zoo model ({', '.join(zoo.list())}).")
+    top = rec.layers.sort_values("predicted_ms", ascending=False).head(5)
+    print(f"{args.model}: predicted {rec.total_ms:.3f} ms on {rec.device} ({len(rec.layers)} kernels, overhead "
+          f"{rec.overhead_ms * 1000:.1f} us)")
+    for _, row in top.iterrows():
+        print(f"  {row['predicted_ms']:8.3f} ms  {100 * row['share']:5.1f}%  {row['layer']}  {row['signature']}")
+    if args.csv:
+        rec.to_csv(args.csv)
+        print(f"written: {args.csv}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------- demo and search

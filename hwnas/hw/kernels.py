@@ -243,7 +243,10 @@ def _add_fuses_into(add: Op, mine: Op, by_name: dict[str, Op], graph: OpGraph) -
     other = [src for src in add.input_ops if src != mine.name]
     if not other:
         return False
-    return other[0] is None or order.get(other[0], -1) < order[mine.name]
+    src = other[0]
+    while src is not None and src in by_name and by_name[src].op_type in ("identity", "dropout"):
+        src = by_name[src].input_ops[0] if by_name[src].input_ops else None  # no-ops ORT removes
+    return src is None or order.get(src, -1) < order[mine.name]
 
 
 def _same_shape(a: TensorMeta, b: TensorMeta) -> bool:

@@ -1,4 +1,5 @@
-"""``LatencyProfiler``: milliseconds on a device, from a LUT, through the same cost-table engine.
+"""``LatencyProfiler``: milliseconds on a device, from a LUT and/or a learned predictor, through the same
+cost-table engine.
 
 Example:
     >>> import torch, hwnas
@@ -10,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -22,6 +24,8 @@ from hwnas.hw.lut import LUT
 from hwnas.profile.profilers import Profiler
 
 __all__ = ["LatencyProfiler", "MissingKernelsError"]
+
+log = logging.getLogger(__name__)
 
 
 class MissingKernelsError(KeyError):
@@ -41,9 +45,12 @@ class LatencyProfiler(Profiler):
     Args:
         space, dummy_input, graph: see :class:`~hwnas.profile.profilers.Profiler`; the input's shape must
             be the one the LUT was built for (batch size and resolution matter).
-        lut: a :class:`~hwnas.hw.lut.LUT` or the path of a LUT file.
-        predictor: optional fallback for kernels missing from the LUT: an object with
-            ``predict_signatures(list[str]) -> np.ndarray`` of milliseconds (see ``hwnas.predict``).
+        lut: a :class:`~hwnas.hw.lut.LUT` or the path of a LUT file; may be ``None`` when ``predictor`` is given.
+        predictor: a learned predictor (:class:`hwnas.predict.LatencyPredictor`, or the path of a predictor
+            file): with a LUT, it predicts only the kernels missing from the LUT (scaled by the LUT's
+            calibration, which is fitted on the same kind of profiled kernel times) and a warning is logged;
+            alone, it predicts every kernel, and its own calibration and overhead apply. Any object with
+            ``predict_signatures(list[str]) -> np.ndarray`` of milliseconds works as a LUT fallback.
 
     Attributes:
         kernels: the space's kernels.
@@ -59,24 +66,39 @@ class LatencyProfiler(Profiler):
 
     def __init__(self, space: Any, dummy_input: Any = None, lut: LUT | str | os.PathLike | None = None,
                  graph: OpGraph | None = None, predictor: Any = None):
-        if lut is None:
+        if lut is None and predictor is None:
             raise ValueError("LatencyProfiler needs lut= (a LUT file such as lut/digits_cpu-ort-1t.json, or a "
-                             "hwnas.hw.LUT); build one with benchmarks/build_lut.py.")
-        self.lut = lut if isinstance(lut, LUT) else LUT.load(lut)
+                             "hwnas.hw.LUT; build one with benchmarks/build_lut.py) and/or predictor= (a learned "
+                             "predictor such as predictors/cpu-ort-1t.skops, see hwnas.predict).")
+        self.lut = lut if isinstance(lut, LUT) or lut is None else LUT.load(lut)
+        if isinstance(predictor, (str, os.PathLike)):
+            from hwnas.predict import load_predictor  # lazy: hwnas.predict builds on hwnas.hw
+
+            predictor = load_predictor(predictor, device=self.lut.device if self.lut is not None else None)
+        if self.lut is None and not hasattr(predictor, "kernel_costs_ms"):
+            raise TypeError(f"LatencyProfiler without a LUT needs a hwnas.predict.LatencyPredictor (with its "
+                            f"calibration), got {type(predictor).__name__}; pass lut= too, or load a predictor "
+                            "with hwnas.predict.load_predictor.")
         self.predictor = predictor
         self.kernels: list[Kernel] = []
         self.predicted: set[str] = set()
+        self._context: float | None = None
         super().__init__(space, dummy_input, graph)
 
     def _costs(self):
         self.kernels = map_kernels(self.graph)
         tables = [k.signature_table(self.graph) for k in self.kernels]
         needed = {s for _, tab in tables for s in tab.ravel() if s is not None}
-        missing = sorted(s for s in needed if s not in self.lut.entries)
+        known = self.lut.entries if self.lut is not None else {}
+        missing = sorted(s for s in needed if s not in known)
         fallback: dict[str, float] = {}
         if missing and self.predictor is not None:
-            fallback = dict(zip(missing, np.asarray(self.predictor.predict_signatures(missing), dtype=float)))
+            fallback = dict(zip(missing, self._predicted_ms(missing)))
             self.predicted = set(missing)
+            if self.lut is not None:
+                log.warning("%d of this space's %d kernel signatures are not in %s; the predictor predicts them "
+                            "(listed in LatencyProfiler.predicted), e.g. %s", len(missing), len(needed),
+                            self.lut.path or "the LUT", missing[0])
         elif missing:
             where = self.lut.path or "the LUT"
             shape = "x".join(str(d) for d in self._input_shape())
@@ -93,10 +115,30 @@ class LatencyProfiler(Profiler):
             for cell in np.ndindex(tab.shape):
                 sig = tab[cell]
                 if sig is not None:
-                    cost[cell] = self.lut.cost_ms(sig) if sig in self.lut.entries else \
-                        self.lut.calibration["scale"] * fallback[sig]
+                    cost[cell] = self.lut.cost_ms(sig) if sig in known else fallback[sig]
             yield k.anchor, (LArray(labels, cost) if labels else float(cost)), 1
-        yield None, self.lut.overhead_ms, 1
+        if self.lut is None and hasattr(self.predictor, "graph_extra_costs"):  # its data-movement term
+            for op, cost in self.predictor.graph_extra_costs(self.graph):
+                yield op, cost, op.activity
+        yield None, self.overhead_ms, 1
+
+    @property
+    def overhead_ms(self) -> float:
+        """The model's fixed overhead: the LUT's calibrated overhead, or the predictor's without a LUT."""
+        return self.lut.overhead_ms if self.lut is not None else float(self.predictor.overhead_ms)
+
+    def _predicted_ms(self, signatures: list[str]) -> np.ndarray:
+        """Predicted kernel costs, calibrated by the LUT (a LUT's gaps) or by the predictor itself (no LUT)."""
+        ctx = {}
+        if hasattr(self.predictor, "space_context"):  # the space's model size (cache context of its kernels)
+            if self._context is None:
+                self._context = self.predictor.space_context(self.graph, self.kernels)
+            ctx = {"context": self._context}
+        if self.lut is None:
+            return np.asarray(self.predictor.kernel_costs_ms(signatures, **ctx), dtype=float)
+        c = self.lut.calibration
+        raw = np.asarray(self.predictor.predict_signatures(signatures, **ctx), dtype=float)
+        return c["scale"] * raw + c.get("per_node_ms", 0.0)
 
     def _input_shape(self) -> tuple:
         inp = self.graph.input
@@ -110,7 +152,7 @@ class LatencyProfiler(Profiler):
         rows = []
         for k, sig in active_kernels(self.kernels, self.graph, sample):
             s = str(sig)
-            ms = self.lut.cost_ms(s) if s in self.lut.entries else \
-                self.lut.calibration["scale"] * float(self.predictor.predict_signatures([s])[0])
+            ms = self.lut.cost_ms(s) if self.lut is not None and s in self.lut.entries else \
+                float(self._predicted_ms([s])[0])
             rows.append((k, s, ms))
         return rows

@@ -46,7 +46,7 @@ def latency_report(space: Any, sample: dict[str, Any], dummy_input: Any, lut: LU
     rows = [{"layer": k.name, "kind": k.kind if k.kind not in ("conv", "linear") else f"{k.kind}+{k.act}",
              "signature": sig, "predicted_ms": ms, "measured_ms": float("nan")}
             for k, sig, ms in prof.kernel_costs(sample)]
-    overhead = prof.lut.overhead_ms
+    overhead = prof.overhead_ms
     total = prof.profile(sample)
     measured_total = float("nan")
     if measure:

@@ -1,0 +1,44 @@
+"""Learned latency predictors: kernels and whole models never measured.
+
+- :class:`KernelLatencyPredictor`: a scikit-learn regressor from kernel signatures to in-context milliseconds,
+  one regressor per kernel family chosen by grouped cross-validation (:mod:`hwnas.predict.estimator`).
+- :class:`LatencyPredictor`: a trained kernel predictor for one device with the calibration of whole models,
+  saved safely with skops and its metadata (:mod:`hwnas.predict.predictor`); :func:`load_predictor`.
+- :func:`train`: adaptive sampling of random whole models on a device, resumable (:mod:`hwnas.predict.train`).
+- :func:`predict_latency`: a PyTorch model or an ONNX file -> total ms and a per-layer table
+  (:mod:`hwnas.predict.whole`).
+
+A predictor also plugs into the cost-table engine: ``hwnas.LatencyProfiler(space, x, predictor=p)``, alone or
+as the fallback for kernels a LUT lacks.
+"""
+
+from hwnas.predict.estimator import CANDIDATES, KernelLatencyPredictor
+from hwnas.predict.features import FAMILIES, family_of, featurize
+from hwnas.predict.predictor import (
+    TRUSTED_TYPES,
+    LatencyPredictor,
+    PredictorError,
+    default_predictor_path,
+    load_predictor,
+)
+from hwnas.predict.train import model_signatures, train
+from hwnas.predict.whole import ModelLatency, UnseenKernelWarning, onnx_kernels, predict_latency
+
+__all__ = [
+    "CANDIDATES",
+    "FAMILIES",
+    "KernelLatencyPredictor",
+    "LatencyPredictor",
+    "ModelLatency",
+    "PredictorError",
+    "TRUSTED_TYPES",
+    "UnseenKernelWarning",
+    "default_predictor_path",
+    "family_of",
+    "featurize",
+    "load_predictor",
+    "model_signatures",
+    "onnx_kernels",
+    "predict_latency",
+    "train",
+]

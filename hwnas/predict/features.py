@@ -1,0 +1,227 @@
+"""Kernel signatures -> numeric features, per kernel family.
+
+A latency predictor does not see models, only kernel signatures (``str(KernelSignature)``, the LUT key, see
+:mod:`hwnas.hw.kernels`). Each signature falls into one *family* that gets its own regressor:
+
+============  ===================================================================================
+``conv``      dense convolutions (groups = 1), any kernel, stride, padding, fused activation/add
+``dwconv``    depthwise convolutions (groups = input channels)
+``gconv``     other grouped convolutions
+``linear``    fully connected layers (GEMM / GEMV)
+``pool``      max/average/adaptive pooling and spatial reductions (``mean``, ``sum``, ``amax``)
+``eltwise``   everything else: elementwise arithmetic, unfused activations, normalisations, ...
+============  ===================================================================================
+
+Features are pure functions of the signature (deterministic, no state), mostly ``log2`` of sizes
+(elements, multiply-adds, bytes, arithmetic intensity), plus flags (activation, fused add, channel counts
+that the CPU provider pads to its 8-float NCHWc block). Times are strongly multiplicative in these sizes,
+so the regressors work on ``log2(ms)``.
+
+Example:
+    >>> from hwnas.predict.features import FEATURES, featurize
+    >>> fam, x = featurize("conv|in=1x24x56x56|out=1x72x56x56|k=1x1|s=1x1|g=1|p=0x0|act=relu|add=0")
+    >>> fam, len(x) == len(FEATURES["conv"])
+    ('conv', True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from hwnas.hw.kernels import KernelSignature
+
+__all__ = ["FAMILIES", "FEATURES", "GENERIC_FEATURES", "family_of", "featurize", "feature_matrix", "generic_features",
+           "kernel_flops", "weight_bytes", "model_weight_bytes", "work_log2"]
+
+FAMILIES = ("conv", "dwconv", "gconv", "linear", "pool", "eltwise")
+
+CONV_ACTS = ("none", "relu", "clip", "hardswish", "hardsigmoid", "sigmoid", "tanh", "leaky_relu")
+POOL_OPS = ("max_pool", "avg_pool", "adaptive_avg_pool", "adaptive_max_pool", "mean", "sum", "amax")
+ELTWISE_OPS = ("add", "sub", "mul", "div", "relu", "relu6", "clamp", "hardswish", "hardsigmoid", "sigmoid", "silu",
+               "tanh", "gelu", "leaky_relu", "softmax", "layer_norm", "batch_norm", "matmul")
+
+_CONV = ["log_n", "log_cin", "log_cout", "log_hw_in", "log_hw_out", "log_k_area", "k", "stride", "log_groups",
+         "log_cin_per_group", "log_cout_per_group", "log_macs", "log_in_elems", "log_out_elems", "log_weight_elems",
+         "log_bytes", "log_intensity", "cin_pad8", "cout_pad8", "cin_is_3", "pointwise", "fused_add",
+         *(f"act_{a}" for a in CONV_ACTS)]
+FEATURES: dict[str, list[str]] = {
+    "conv": _CONV,
+    "dwconv": _CONV,
+    "gconv": _CONV,
+    "linear": ["log_rows", "log_in_features", "log_out_features", "log_macs", "log_weight_elems", "log_bytes",
+               "log_intensity", "in_pad8", "out_pad8", "act_relu"],
+    "pool": ["log_channels", "log_hw_in", "log_hw_out", "log_in_elems", "log_out_elems", "log_window", "stride",
+             "global", *(f"op_{o}" for o in POOL_OPS)],
+    "eltwise": ["log_out_elems", "log_in_elems", "log_min_in_elems", "n_inputs", "broadcast", "log_last_dim",
+                *(f"op_{o}" for o in ELTWISE_OPS), "op_other"],
+}
+
+
+def _log2(v: float) -> float:
+    return math.log2(max(float(v), 1.0))
+
+
+def _prod(dims: Sequence[int]) -> int:
+    out = 1
+    for d in dims:
+        out *= int(d)
+    return out
+
+
+def _dims(value: object, n: int) -> tuple[int, ...]:
+    """``"3x3"`` or ``3`` -> a tuple of ``n`` ints."""
+    if isinstance(value, int):
+        return (value,) * n
+    parts = tuple(int(p) for p in str(value).split("x"))
+    return parts if len(parts) == n else (parts + (parts[-1],) * n)[:n]
+
+
+def _pad8(c: int) -> float:
+    """How much the CPU provider's 8-float channel blocks inflate ``c`` (1.0 when ``c`` is a multiple of 8)."""
+    return (math.ceil(c / 8) * 8) / max(c, 1)
+
+
+def _parse(signature: str | KernelSignature) -> KernelSignature:
+    if isinstance(signature, KernelSignature):
+        return signature
+    try:
+        return KernelSignature.parse(str(signature))
+    except (ValueError, IndexError) as e:
+        raise ValueError(f"cannot read kernel signature {signature!r}: expected the form "
+                         f"'op|in=AxBxC[,...]|out=AxBxC|key=value...' written by str(KernelSignature) ({e}).") from None
+
+
+def family_of(signature: str | KernelSignature) -> str:
+    """The family (one of :data:`FAMILIES`) whose regressor predicts ``signature``."""
+    sig = _parse(signature)
+    if sig.op == "conv":
+        g = int(dict(sig.attrs).get("g", 1))
+        cin = sig.inputs[0][1] if sig.inputs and len(sig.inputs[0]) > 1 else 1
+        if g == 1:
+            return "conv"
+        return "dwconv" if g == cin else "gconv"
+    if sig.op == "linear":
+        return "linear"
+    if sig.op in POOL_OPS:
+        return "pool"
+    return "eltwise"
+
+
+def kernel_flops(signature: str | KernelSignature) -> int:
+    """Multiply-adds of a convolution or linear kernel (0 for the other families)."""
+    sig = _parse(signature)
+    if sig.op == "conv":
+        at = dict(sig.attrs)
+        nd = len(sig.output) - 2
+        g = int(at.get("g", 1))
+        return _prod(sig.output) * (sig.inputs[0][1] // g) * _prod(_dims(at.get("k", 1), nd))
+    if sig.op == "linear":
+        return _prod(sig.output) * sig.inputs[0][-1]
+    return 0
+
+
+def featurize(signature: str | KernelSignature) -> tuple[str, list[float]]:
+    """``(family, feature vector)`` of one signature, in the order of ``FEATURES[family]``."""
+    sig = _parse(signature)
+    fam = family_of(sig)
+    at = dict(sig.attrs)
+    if fam in ("conv", "dwconv", "gconv"):
+        x, y = sig.inputs[0], sig.output
+        nd = len(y) - 2
+        k = _dims(at.get("k", 1), nd)
+        s = _dims(at.get("s", 1), nd)
+        g = int(at.get("g", 1))
+        n, cin, cout = x[0], x[1], y[1]
+        hw_in, hw_out = _prod(x[2:]), _prod(y[2:])
+        macs = kernel_flops(sig)
+        in_e, out_e, w_e = _prod(x), _prod(y), cout * (cin // g) * _prod(k)
+        byts = 4 * (in_e + out_e + w_e)
+        act = str(at.get("act", "none"))
+        return fam, [_log2(n), _log2(cin), _log2(cout), _log2(hw_in), _log2(hw_out), _log2(_prod(k)), float(k[0]),
+                     float(s[0]), _log2(g), _log2(cin // g), _log2(cout // g), _log2(macs), _log2(in_e), _log2(out_e),
+                     _log2(w_e), _log2(byts), _log2(macs) - _log2(byts), _pad8(cin), _pad8(cout), float(cin == 3),
+                     float(_prod(k) == 1), float(int(at.get("add", 0)) == 1),
+                     *(float(act == a) for a in CONV_ACTS)]
+    if fam == "linear":
+        x, y = sig.inputs[0], sig.output
+        rows, kin, kout = _prod(x[:-1]), x[-1], y[-1]
+        macs = rows * kin * kout
+        byts = 4 * (rows * kin + rows * kout + kin * kout)
+        return fam, [_log2(rows), _log2(kin), _log2(kout), _log2(macs), _log2(kin * kout), _log2(byts),
+                     _log2(macs) - _log2(byts), _pad8(kin), _pad8(kout), float(at.get("act") == "relu")]
+    if fam == "pool":
+        x, y = sig.inputs[0], sig.output
+        c = x[1] if len(x) > 1 else 1
+        hw_in, hw_out = _prod(x[2:]), _prod(y[2:]) if len(y) > 2 else 1
+        nd = max(len(x) - 2, 1)
+        window = _prod(_dims(at["kernel"], nd)) if "kernel" in at else max(hw_in // max(hw_out, 1), 1)
+        stride = _dims(at["stride"], nd)[0] if "stride" in at else 1
+        return fam, [_log2(c), _log2(hw_in), _log2(hw_out), _log2(_prod(x)), _log2(_prod(y)), _log2(window),
+                     float(stride), float(hw_out == 1), *(float(sig.op == o) for o in POOL_OPS)]
+    ins = [_prod(s) for s in sig.inputs] or [1]
+    out = _prod(sig.output)
+    return fam, [_log2(out), _log2(sum(ins)), _log2(min(ins)), float(len(sig.inputs)), float(min(ins) < out),
+                 _log2(sig.output[-1] if sig.output else 1), *(float(sig.op == o) for o in ELTWISE_OPS),
+                 float(sig.op not in ELTWISE_OPS)]
+
+
+def weight_bytes(signature: str | KernelSignature) -> int:
+    """Bytes of a convolution's or linear layer's weights (float32; 0 for the other kernels)."""
+    sig = _parse(signature)
+    if sig.op == "conv":
+        at = dict(sig.attrs)
+        nd = len(sig.output) - 2
+        return 4 * sig.output[1] * (sig.inputs[0][1] // int(at.get("g", 1))) * _prod(_dims(at.get("k", 1), nd))
+    if sig.op == "linear":
+        return 4 * sig.inputs[0][-1] * sig.output[-1]
+    return 0
+
+
+def model_weight_bytes(signatures: Sequence[str | KernelSignature]) -> float:
+    """A model's weight bytes from its kernels: the *context* feature (a kernel of a model whose weights do not
+    fit in the caches reads its own weights from memory, a kernel of a small model from cache)."""
+    return float(sum(weight_bytes(s) for s in signatures))
+
+
+def work_log2(family: str, x: np.ndarray) -> np.ndarray:
+    """``log2`` of a kernel's work (multiply-adds, or elements moved where larger), the baseline that the
+    regressors predict the time *per unit of work* against, so that trees extrapolate to kernels larger than
+    any measured as constant efficiency rather than as the largest time seen."""
+    col = {name: i for i, name in enumerate(FEATURES[family] if family in FEATURES else GENERIC_FEATURES)}
+    if "log_macs" in col:
+        return np.maximum(x[:, col["log_macs"]], x[:, col["log_bytes"]] - 2.0)
+    return np.maximum(x[:, col["log_out_elems"]], x[:, col["log_in_elems"]])
+
+
+GENERIC_FEATURES = ["log_in_elems", "log_out_elems", "log_macs", "log_bytes", "n_inputs"]
+
+
+def generic_features(signature: str | KernelSignature) -> list[float]:
+    """Family-independent features (sizes only), for a family the training data did not cover."""
+    sig = _parse(signature)
+    ins = sum(_prod(s) for s in sig.inputs)
+    out = _prod(sig.output)
+    macs = kernel_flops(sig)
+    return [_log2(ins), _log2(out), _log2(macs), _log2(4 * (ins + out)), float(len(sig.inputs))]
+
+
+def feature_matrix(signatures: Sequence[str | KernelSignature]) -> tuple[list[str], dict[str, np.ndarray],
+                                                                        dict[str, np.ndarray]]:
+    """Featurize many signatures at once.
+
+    Returns:
+        ``(family per signature, {family: row indices}, {family: feature matrix})``.
+    """
+    fams: list[str] = []
+    rows: dict[str, list[list[float]]] = {}
+    index: dict[str, list[int]] = {}
+    for i, s in enumerate(signatures):
+        fam, x = featurize(s)
+        fams.append(fam)
+        rows.setdefault(fam, []).append(x)
+        index.setdefault(fam, []).append(i)
+    return fams, {f: np.asarray(v, dtype=np.int64) for f, v in index.items()}, \
+        {f: np.asarray(v, dtype=np.float64) for f, v in rows.items()}

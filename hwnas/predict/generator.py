@@ -1,0 +1,306 @@
+"""Random training models: small whole CNNs whose kernels span what real CNNs run.
+
+A latency predictor must learn kernel times *in context* (a kernel alone pays layout conversions that a
+whole model pays once, see ``../shared/LATENCY_NOTES.md``), so it trains on kernels harvested from the ONNX
+Runtime profile of whole models. This module draws those models. A *config* is a plain JSON-able dict::
+
+    {"input": [1, C, H, W], "style": "mobile",
+     "blocks": [["conv", cin, cout, k, s, act, bn], ["mbconv", cin, mid, cout, k, s, act, se, gate], ...],
+     "head": {"pool": "avg" | "mean", "fcs": [n, ...], "act": "relu"}}
+
+Each model is a *segment* of a network: it starts at an image (half of them) or at a random resolution (128 down
+to 5, on both the 224 and 160 ladders) with a random width, runs 4 to 12 blocks of one style (MobileNet/EfficientNet inverted residuals
+with optional squeeze-excite, ResNet basic/bottleneck blocks, plain VGG-like convolutions and pools, grouped
+convolutions, ShuffleNet units, SqueezeNet fire modules), and ends in a classifier head like real models do.
+Sizes are drawn log-uniformly and models are kept under ``max_macs`` so that measuring one takes seconds.
+The blocks are the zoo's own layers (:mod:`hwnas.zoo`), so the fusions ONNX Runtime applies are the same.
+
+Example:
+    >>> import numpy as np
+    >>> from hwnas.predict.generator import random_config, build_model
+    >>> cfg = random_config(np.random.default_rng(0))
+    >>> model = build_model(cfg)
+    >>> sorted(cfg) == ["blocks", "head", "input", "macs", "style"]
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwnas.zoo._layers import ConvNormAct, InvertedResidual, init_cnn_weights_, make_divisible
+from hwnas.zoo.misc import Fire
+from hwnas.zoo.resnet import BasicBlock, Bottleneck
+from hwnas.zoo.shufflenet import ShuffleUnit
+
+__all__ = ["STYLES", "random_config", "build_model", "config_input"]
+
+STYLES = ("mobile", "resnet", "plain", "grouped", "shuffle", "fire")
+RES_LADDER = (224, 192, 160, 128, 112, 96, 80, 64, 56, 48, 40, 32, 28, 24, 20, 16, 14, 12, 10, 8, 7, 5)
+ACTS = {"relu": partial(nn.ReLU, inplace=True), "relu6": partial(nn.ReLU6, inplace=True), "hardswish": nn.Hardswish,
+        "silu": nn.SiLU, "none": None}
+GATES = {"sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid}
+
+
+def _logu(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(max(hi, lo)))))
+
+
+def _ch(rng: np.random.Generator, lo: float, hi: float, div: int = 8) -> int:
+    return max(div, make_divisible(_logu(rng, lo, hi), div))
+
+
+def _out(r: int, s: int) -> int:
+    return (r + s - 1) // s if s > 1 else r
+
+
+class _Builder:
+    """Appends blocks to a config while tracking the feature map and an estimate of the multiply-adds."""
+
+    def __init__(self, rng: np.random.Generator, c: int, r: int, div: int = 8):
+        self.rng, self.c, self.r, self.macs, self.blocks, self.div = rng, c, r, 0, [], div
+
+    def conv_macs(self, cin: int, cout: int, k: int, s: int, g: int = 1) -> int:
+        return _out(self.r, s) ** 2 * cout * (cin // g) * k * k
+
+    def add(self, block: list, macs: int, cout: int, s: int) -> None:
+        self.blocks.append(block)
+        self.macs += macs
+        self.c, self.r = cout, _out(self.r, s)
+
+    def stride(self, p: float = 0.25) -> int:
+        return 2 if self.r >= 10 and self.rng.random() < p else 1
+
+    def width(self, s: int, cap: int = 1024) -> int:
+        grow = _logu(self.rng, 1.0, 2.0) if s == 2 else _logu(self.rng, 0.7, 1.5)
+        return int(min(cap, max(8, make_divisible(self.c * grow, self.div))))
+
+
+def _mobile(b: _Builder, n: int) -> None:
+    act = str(b.rng.choice(["relu", "relu6", "hardswish", "silu"]))
+    se_p = float(b.rng.choice([0.0, 0.5, 1.0, 1.0]))
+    gate = "hardsigmoid" if act == "hardswish" else "sigmoid"
+    for _ in range(n):
+        s = b.stride()
+        cout = b.width(s, 640) if s == 2 or b.rng.random() < 0.3 else b.c
+        e = float(b.rng.choice([1, 3, 4, 6]))
+        mid = make_divisible(b.c * e, b.div)
+        k = int(b.rng.choice([3, 5, 7]))
+        se = make_divisible(mid / 4, b.div) if b.rng.random() < se_p else 0
+        macs = (b.r ** 2 * b.c * mid if mid != b.c else 0) + b.conv_macs(mid, mid, k, s, mid) + \
+            _out(b.r, s) ** 2 * mid * cout + 2 * mid * se
+        b.add(["mbconv", b.c, mid, cout, k, s, act, se, gate], macs, cout, s)
+
+
+def _resnet(b: _Builder, n: int) -> None:
+    kind = str(b.rng.choice(["basic", "bottleneck"]))
+    for _ in range(n):
+        s = b.stride()
+        if kind == "basic":
+            w = b.width(s, 512) if s == 2 or b.rng.random() < 0.3 else b.c
+            macs = b.conv_macs(b.c, w, 3, s) + _out(b.r, s) ** 2 * w * w * 9 + \
+                (_out(b.r, s) ** 2 * b.c * w if s == 2 or w != b.c else 0)
+            b.add(["basic", b.c, w, s], macs, w, s)
+        else:
+            w = _ch(b.rng, 16, 512, b.div)
+            r2 = _out(b.r, s)
+            macs = b.r ** 2 * b.c * w + r2 ** 2 * w * w * 9 + r2 ** 2 * w * 4 * w + \
+                (r2 ** 2 * b.c * 4 * w if s == 2 or 4 * w != b.c else 0)
+            b.add(["bottleneck", b.c, w, s], macs, 4 * w, s)
+
+
+def _plain(b: _Builder, n: int) -> None:
+    bn = bool(b.rng.random() < 0.5)
+    act = str(b.rng.choice(["relu", "relu", "relu6", "hardswish", "silu", "none"]))
+    for _ in range(n):
+        if b.r >= 4 and b.rng.random() < 0.2:
+            kind = str(b.rng.choice(["maxpool", "avgpool"]))
+            k = int(b.rng.choice([2, 3])) if b.r >= 6 else 2
+            s = 2 if b.r >= 8 else 1
+            p = (k - 1) // 2 if k == 3 else 0
+            b.blocks.append([kind, k, s, p])
+            b.r = (b.r + 2 * p - k) // s + 1
+            continue
+        k = int(b.rng.choice([1, 3, 3, 3, 5, 7]))
+        s = b.stride(0.2)
+        cout = b.width(s, 1024)
+        b.add(["conv", b.c, cout, k, s, act, bn], b.conv_macs(b.c, cout, k, s), cout, s)
+
+
+def _grouped(b: _Builder, n: int) -> None:
+    for _ in range(n):
+        s = b.stride()
+        gw = int(b.rng.choice([4, 8, 16, 24, 32, 48, 64]))
+        cout = max(gw, (b.width(s, 1024) // gw) * gw)
+        if b.c % gw:
+            b.add(["conv", b.c, cout, 1, 1, "relu", True], b.conv_macs(b.c, cout, 1, 1), cout, 1)
+        g = b.c // gw
+        cout = (cout // g) * g or g
+        k = int(b.rng.choice([3, 3, 5]))
+        b.add(["gconv", b.c, cout, k, s, g], b.conv_macs(b.c, cout, k, s, g), cout, s)
+
+
+def _shuffle(b: _Builder, n: int) -> None:
+    if b.c % 2:
+        b.add(["conv", b.c, b.c + 1, 1, 1, "relu", True], b.conv_macs(b.c, b.c + 1, 1, 1), b.c + 1, 1)
+    for _ in range(n):
+        s = b.stride(0.3)
+        cout = b.c if s == 1 else 2 * make_divisible(b.c * _logu(b.rng, 0.75, 1.0), b.div)
+        half = cout // 2
+        r2 = _out(b.r, s)
+        macs = r2 ** 2 * (half * half * 2 + half * 9) + (b.conv_macs(b.c, b.c, 3, 2, b.c) + r2 ** 2 * b.c * half
+                                                          if s == 2 else 0)
+        b.add(["shuffle", b.c, cout, s], macs, cout, s)
+
+
+def _fire(b: _Builder, n: int) -> None:
+    for _ in range(n):
+        if b.r >= 8 and b.rng.random() < 0.25:
+            b.blocks.append(["maxpool", 3, 2, 0])
+            b.r = (b.r - 3) // 2 + 1
+            continue
+        sq = _ch(b.rng, 8, 96, b.div)
+        e = _ch(b.rng, 32, 384, b.div)
+        macs = b.r ** 2 * (b.c * sq + sq * e + sq * e * 9)
+        b.add(["fire", b.c, sq, e, e], macs, 2 * e, 1)
+
+
+_STYLE_FNS = {"mobile": _mobile, "resnet": _resnet, "plain": _plain, "grouped": _grouped, "shuffle": _shuffle,
+              "fire": _fire}
+
+
+def random_config(rng: np.random.Generator, style: str | None = None, max_macs: float = 2.5e9,
+                  max_tries: int = 500, min_macs: float = 5e6) -> dict[str, Any]:
+    """Draw one training model's config (see the module docstring).
+
+    Args:
+        rng: the seeded generator to draw from.
+        style: one of :data:`STYLES`, or ``None`` for a random one.
+        max_macs: redraw models estimated above this many multiply-adds (keeps measuring fast).
+        min_macs: redraw models below this many (their kernels are too short to time well).
+        max_tries: give up (``RuntimeError``) after this many redraws.
+    """
+    if style is not None and style not in STYLES:
+        raise ValueError(f"unknown training-model style {style!r}; expected one of {STYLES}.")
+    for _ in range(max_tries):
+        st = style or str(rng.choice(STYLES))
+        div = int(rng.choice([8, 8, 8, 8, 8, 2]))  # real widths are not all multiples of the 8-float block
+        stem = bool(rng.random() < 0.5)
+        if stem:
+            r = int(rng.choice([224, 192, 160, 128, 96]))
+            c_in = 3
+        else:
+            r = int(rng.choice(RES_LADDER[3:]))
+            c_in = _ch(rng, 8, min(1024, 24 * 224 / r), div)
+        b = _Builder(rng, c_in, r, div)
+        if stem:
+            k = int(rng.choice([3, 3, 5, 7]))
+            cout = _ch(rng, 8, 128, div)
+            act = str(rng.choice(["relu", "relu6", "hardswish", "silu"]))
+            b.add(["conv", 3, cout, k, 2, act, True], b.conv_macs(3, cout, k, 2), cout, 2)
+            if st in ("resnet", "fire") and rng.random() < 0.6:
+                b.blocks.append(["maxpool", 3, 2, 1])
+                b.r = (b.r - 1) // 2 + 1
+        _STYLE_FNS[st](b, int(rng.integers(4, 13)))
+        head: dict[str, Any] = {"pool": str(rng.choice(["avg", "avg", "mean"])), "fcs": [],
+                                "act": str(rng.choice(["relu", "relu", "hardswish", "silu", "relu6"]))}
+        if rng.random() < 0.4:
+            head["conv"] = _ch(rng, 64, 1280)
+            head["conv_act"] = str(rng.choice(["relu", "relu6", "hardswish", "silu"]))
+            b.macs += b.r ** 2 * b.c * head["conv"]
+        feats = head.get("conv", b.c)
+        for _ in range(int(rng.choice([1, 1, 2, 2]))):
+            n = _ch(rng, 10, 4096, 2)
+            head["fcs"].append(n)
+            b.macs += feats * n
+            feats = n
+        if min_macs <= b.macs <= max_macs and b.r >= 1:
+            return {"input": [1, c_in, r, r], "style": st, "blocks": b.blocks, "head": head, "macs": int(b.macs)}
+    raise RuntimeError(f"random_config: no {style or 'random'} model between min_macs={min_macs:.3g} and "
+                       f"max_macs={max_macs:.3g} in {max_tries} draws; widen the range.")
+
+
+class _Head(nn.Module):
+    def __init__(self, cin: int, head: dict[str, Any]):
+        super().__init__()
+        self.conv = ConvNormAct(cin, head["conv"], 1, act=ACTS[head["conv_act"]]) if "conv" in head else None
+        self.mean = head["pool"] == "mean"
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        layers: list[nn.Module] = []
+        feats = head.get("conv", cin)
+        for i, n in enumerate(head["fcs"]):
+            layers.append(nn.Linear(feats, n))
+            if i < len(head["fcs"]) - 1:
+                layers.append(ACTS[head.get("act", "relu")]())
+            feats = n
+        self.fcs = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv is not None:
+            x = self.conv(x)
+        x = x.mean((2, 3)) if self.mean else torch.flatten(self.pool(x), 1)
+        return self.fcs(x)
+
+
+def _block(spec: list) -> nn.Module:
+    kind, *a = spec
+    if kind == "conv":
+        cin, cout, k, s, act, bn = a
+        if bn:
+            return ConvNormAct(cin, cout, k, stride=s, act=ACTS[act])
+        layers = [nn.Conv2d(cin, cout, k, s, (k - 1) // 2)]
+        return nn.Sequential(*layers, ACTS[act]()) if ACTS[act] is not None else layers[0]
+    if kind == "gconv":
+        cin, cout, k, s, g = a
+        return ConvNormAct(cin, cout, k, stride=s, groups=g)
+    if kind == "mbconv":
+        cin, mid, cout, k, s, act, se, gate = a
+        return InvertedResidual(cin, mid, cout, k, s, act=ACTS[act], se_channels=se or None, se_gate=GATES[gate])
+    if kind == "basic":
+        return BasicBlock(*a)
+    if kind == "bottleneck":
+        return Bottleneck(*a)
+    if kind == "shuffle":
+        return ShuffleUnit(*a)
+    if kind == "fire":
+        return Fire(*a)
+    if kind == "maxpool":
+        k, s, p = a
+        return nn.MaxPool2d(k, s, p)
+    if kind == "avgpool":
+        k, s, p = a
+        return nn.AvgPool2d(k, s, p)
+    raise ValueError(f"unknown block {kind!r} in a training-model config; expected conv, gconv, mbconv, basic, "
+                     "bottleneck, shuffle, fire, maxpool or avgpool.")
+
+
+def _out_channels(spec: list, c: int) -> int:
+    kind, *a = spec
+    return {"conv": lambda: a[1], "gconv": lambda: a[1], "mbconv": lambda: a[2], "basic": lambda: a[1],
+            "bottleneck": lambda: 4 * a[1], "shuffle": lambda: a[1], "fire": lambda: a[2] + a[3]}.get(kind, lambda: c)()
+
+
+def build_model(config: dict[str, Any], weights: bool = True) -> nn.Module:
+    """The ``nn.Module`` of a config, in eval mode (Kaiming-initialised, no denormals; ``weights=False`` builds
+    it on the meta device, enough for tracing)."""
+    ctx = torch.device("meta") if not weights else torch.device("cpu")
+    with ctx:
+        layers = [_block(s) for s in config["blocks"]]
+        c = config["input"][1]
+        for s in config["blocks"]:
+            c = _out_channels(s, c)
+        model = nn.Sequential(*layers, _Head(c, config["head"]))
+    if weights:
+        init_cnn_weights_(model)
+    return model.eval()
+
+
+def config_input(config: dict[str, Any]) -> torch.Tensor:
+    """A random input of the config's shape."""
+    return torch.randn(*config["input"])

@@ -1,0 +1,361 @@
+"""``LatencyPredictor``: a trained kernel predictor, its calibration and metadata, in a safe file.
+
+A predictor file (``predictors/cpu-ort-1t.skops``) is a zip written by `skops <https://skops.readthedocs.io>`_
+(no pickle) holding the fitted :class:`~hwnas.predict.estimator.KernelLatencyPredictor`, plus a member
+``hwnas.json`` with the metadata: format and version, the device and its machine fingerprint, the training
+set (kernel measurements, models, minutes), the validation errors, the calibration of whole models and the
+library versions, and a SHA-256 digest over all of it. Loading
+
+1. refuses anything that is not such a zip, or whose digest does not match (the file was changed);
+2. checks the metadata: a device other than the one asked for is refused; another machine or ONNX Runtime
+   version warns (:class:`~hwnas.hw.lut.FingerprintWarning`), like a LUT; another scikit-learn version warns;
+3. lists the types the payload would build (``skops.io.get_untrusted_types``) and refuses any outside the
+   explicit :data:`TRUSTED_TYPES`, *before* anything is constructed;
+4. checks every decision tree's node arrays (children and feature indices in range), since scikit-learn's
+   tree code does not bounds-check them.
+
+The whole-model time is ``scale * sum(kernel predictions) + per_kernel_ms * kernels + data movement +
+overhead_ms``, the calibration form of a LUT (:mod:`hwnas.hw.lut`) plus a cost per element copied and per node
+of data movement (:mod:`hwnas.predict.movement`), fitted on the training models' unprofiled end-to-end times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.hw.device import Device, fingerprint, fingerprint_matches, get_device
+from hwnas.hw.lut import FingerprintWarning
+from hwnas.predict.estimator import KernelLatencyPredictor
+
+__all__ = ["LatencyPredictor", "PredictorError", "load_predictor", "TRUSTED_TYPES", "default_predictor_path"]
+
+FORMAT = "hwnas-latency-predictor"
+VERSION = 1
+META = "hwnas.json"
+
+#: Every type a predictor file may contain; anything else is refused before it is built.
+TRUSTED_TYPES = sorted([
+    "hwnas.predict.estimator.KernelLatencyPredictor",
+    "sklearn.ensemble._forest.RandomForestRegressor",
+    "sklearn.ensemble._gb.GradientBoostingRegressor",
+    "sklearn.tree._classes.DecisionTreeRegressor",
+    "sklearn.tree._tree.Tree",
+    "sklearn.linear_model._ridge.RidgeCV",
+    "sklearn.pipeline.Pipeline",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.dummy.DummyRegressor",
+    "sklearn._loss.loss.HalfSquaredError",
+    "sklearn._loss._loss.CyHalfSquaredError",
+    "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.Interval",
+    "numpy.random.mtrand.RandomState",
+    "numpy.random._mt19937.MT19937",
+    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.str", "builtins.int", "builtins.float",
+    "builtins.bool", "builtins.NoneType",
+    "numpy.ndarray", "numpy.float64", "numpy.int64", "numpy.dtype",
+])
+
+
+class PredictorError(ValueError):
+    """A predictor file is not a valid hwnas predictor, was changed, or does not fit its use."""
+
+
+def default_predictor_path(device: str | Device) -> Path:
+    """The shipped predictor of a device: ``predictors/<device>.skops`` next to the package."""
+    return Path(__file__).resolve().parents[2] / "predictors" / f"{get_device(device).name}.skops"
+
+
+def _digest(members: dict[str, bytes], meta: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(members):
+        h.update(name.encode())
+        h.update(hashlib.sha256(members[name]).digest())
+    h.update(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import sklearn
+    import skops
+
+    from hwnas.hw.device import hwnas_version
+
+    return {"scikit-learn": sklearn.__version__, "skops": skops.__version__, "numpy": np.__version__,
+            "onnxruntime": onnxruntime.__version__, "hwnas": hwnas_version()}
+
+
+@dataclass
+class LatencyPredictor:
+    """A kernel latency predictor for one device, with the calibration of whole models.
+
+    Attributes:
+        kernels: the fitted :class:`~hwnas.predict.estimator.KernelLatencyPredictor`.
+        device: the :class:`~hwnas.hw.device.Device` it was trained on.
+        calibration: ``{"scale", "per_kernel_ms", "overhead_ms", ...}`` (see the module docstring).
+        metadata: training set, validation errors, versions, fingerprint (written to the file).
+        path: the file it was loaded from or saved to.
+    """
+
+    kernels: KernelLatencyPredictor
+    device: Device
+    calibration: dict[str, float] = field(default_factory=lambda: {"scale": 1.0, "per_kernel_ms": 0.0,
+                                                                   "overhead_ms": 0.0})
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    # ------------------------------------------------------------------ predictions
+    def predict_signatures(self, signatures: list[str], context: float | None = None) -> np.ndarray:
+        """Profiled (uncalibrated) in-context ms of each kernel signature: the unit of LUT entries, so that a
+        LUT's own calibration applies when this predictor fills a LUT's gaps (``LatencyProfiler``).
+
+        Args:
+            signatures: kernel signatures.
+            context: the weight bytes of the model they run in (:func:`hwnas.predict.features.model_weight_bytes`
+                of all its kernels); ``None`` takes the median of the training models.
+        """
+        return self.kernels.predict(list(signatures), context=context)
+
+    def kernel_costs_ms(self, signatures: list[str], context: float | None = None) -> np.ndarray:
+        """Calibrated ms of each kernel: ``scale * prediction + per_kernel_ms``; a model's total is their sum
+        plus its data movement and :attr:`overhead_ms`."""
+        c = self.calibration
+        return np.maximum(0.0, c["scale"] * self.predict_signatures(signatures, context) + c["per_kernel_ms"])
+
+    def space_context(self, graph: Any, kernels: list) -> float:
+        """The context of a model space: the mean weight bytes of 16 random subnets (seeded)."""
+        from hwnas.hw.kernels import active_kernels
+        from hwnas.predict.features import model_weight_bytes
+
+        rng = np.random.default_rng(0)
+        totals = []
+        for _ in range(16):
+            sample = {lab: c.values[int(rng.integers(len(c.values)))] for lab, c in graph.choices.items()}
+            totals.append(model_weight_bytes([sig for _, sig in active_kernels(kernels, graph, sample)]))
+        return float(np.mean(totals))
+
+    @property
+    def overhead_ms(self) -> float:
+        """The fixed per-model time (session run, input/output handling) of the calibration."""
+        return float(self.calibration.get("overhead_ms", 0.0))
+
+    def movement_ms(self, copy_elements: Any, nodes: Any) -> Any:
+        """Calibrated ms of a model's data movement (elements copied by Concat/Transpose/Split/..., and the
+        number of movement nodes); works on numbers and on LArrays of them."""
+        c = self.calibration
+        return c.get("per_copied_melement_ms", 0.0) * copy_elements / 1e6 + c.get("per_movement_node_ms", 0.0) * nodes
+
+    def graph_extra_costs(self, graph: Any) -> list[tuple[Any, Any]]:
+        """``(op, ms)`` of the data-movement ops of a traced graph (for the cost-table engine)."""
+        from hwnas.predict.movement import movement_ops
+
+        return [(op, self.movement_ms(copied, node)) for op, copied, node in movement_ops(graph)]
+
+    def model_ms(self, signatures: list[str], copy_elements: float = 0.0, movement_nodes: float = 0.0) -> float:
+        """Predicted end-to-end ms of a model that runs these kernels (and moves this much data)."""
+        from hwnas.predict.features import model_weight_bytes
+
+        kernels = float(np.sum(self.kernel_costs_ms(signatures, model_weight_bytes(signatures)))) if signatures \
+            else 0.0
+        return kernels + float(self.movement_ms(copy_elements, movement_nodes)) + self.overhead_ms
+
+    def summary(self) -> str:
+        tr, val = self.metadata.get("training", {}), self.metadata.get("validation", {})
+        return (f"latency predictor for {self.device.name}: {tr.get('kernel_measurements', '?')} kernel measurements "
+                f"from {tr.get('models', '?')} models ({tr.get('minutes', float('nan')):.1f} min); regressors "
+                f"{getattr(self.kernels, 'choice_', {})}; validation {val}")
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the predictor (skops payload + ``hwnas.json``) atomically."""
+        import skops.io as sio
+
+        path = Path(path)
+        payload = sio.dumps(self.kernels)
+        with zipfile.ZipFile(io.BytesIO(payload)) as z:
+            members = {n: z.read(n) for n in z.namelist()}
+        meta = {"format": FORMAT, "version": VERSION, "device": dict(self.device.__dict__),
+                "fingerprint": self.metadata.get("fingerprint") or fingerprint(self.device),
+                "calibration": self.calibration, "libraries": _versions(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **{k: v for k, v in self.metadata.items() if k not in ("fingerprint", "libraries", "created", "format",
+                                                                      "version", "device", "calibration", "sha256")}}
+        meta["device"]["provider_options"] = [list(p) for p in self.device.provider_options]
+        for key in ("training", "validation"):
+            meta.setdefault(key, {})
+        meta = json.loads(json.dumps(meta, default=float))
+        meta["sha256"] = _digest(members, meta)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, data in members.items():
+                z.writestr(name, data)
+            z.writestr(META, json.dumps(meta, indent=2))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+        self.metadata, self.path = meta, path
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | Device | None = None,
+             check_fingerprint: bool = True) -> LatencyPredictor:
+        """Read and check a predictor file (see the module docstring for what is checked).
+
+        Args:
+            path: the ``.skops`` file.
+            device: if given, the predictor must be for this device (same name and settings).
+            check_fingerprint: warn when the file was trained on another machine or runtime.
+
+        Raises:
+            PredictorError: not a predictor file, changed after it was written, incomplete metadata, another
+                device, or a type outside :data:`TRUSTED_TYPES` (nothing from the file is executed).
+            FileNotFoundError: no such file.
+        """
+        import skops.io as sio
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"latency predictor {str(path)!r} does not exist; train one with "
+                                    "`python benchmarks/train_predictor.py --device <name>` or "
+                                    "hwnas.predict.train(device, path=...).")
+        fix = "Train it again with hwnas.predict.train, or restore it from version control."
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+                if META not in names or "schema.json" not in names:
+                    raise PredictorError(f"{str(path)!r} is a zip but not an hwnas latency predictor (expected members "
+                                         f"{META!r} and 'schema.json', got {sorted(names)[:6]}). {fix}")
+                meta = json.loads(z.read(META))
+                members = {n: z.read(n) for n in names if n != META}
+        except (zipfile.BadZipFile, OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise PredictorError(f"{str(path)!r} is not an hwnas latency predictor (expected a skops zip with "
+                                 f"{META!r}; reading it failed: {e}). It was not loaded. {fix}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise PredictorError(f"{str(path)!r}: metadata format is {meta.get('format') if isinstance(meta, dict) else meta!r}, "
+                                 f"expected {FORMAT!r}. {fix}")
+        if meta.get("version") != VERSION:
+            raise PredictorError(f"{str(path)!r} has predictor format version {meta.get('version')!r}; this hwnas "
+                                 f"reads version {VERSION}. {fix}")
+        if meta.get("sha256") != _digest(members, meta):
+            raise PredictorError(f"{str(path)!r} was changed after it was written (its SHA-256 digest does not match "
+                                 f"its content), so it is refused and nothing in it was loaded. {fix}")
+        missing = [k for k in ("device", "fingerprint", "training", "validation", "libraries", "calibration")
+                   if k not in meta]
+        if missing or "kernel_measurements" not in meta.get("training", {}):
+            raise PredictorError(f"{str(path)!r}: metadata lacks {missing or ['training.kernel_measurements']} "
+                                 f"(expected device, fingerprint, training set size, validation error, library "
+                                 f"versions and calibration). {fix}")
+        try:
+            fields = dict(meta["device"])
+            fields["provider_options"] = tuple(tuple(p) for p in fields.get("provider_options", ()))
+            dev = Device(**fields)
+        except (TypeError, ValueError) as e:
+            raise PredictorError(f"{str(path)!r}: the device in its metadata is malformed ({e}). {fix}") from None
+        if device is not None:
+            want = get_device(device)
+            if want.__dict__ != dev.__dict__:
+                diff = sorted(k for k in want.__dict__ if want.__dict__[k] != dev.__dict__.get(k))
+                raise PredictorError(
+                    f"{str(path)!r} predicts latency on device {dev.name!r}, not on {want.name!r} (they differ in "
+                    f"{diff}). Use the predictor of {want.name!r} (predictors/{want.name}.skops) or train one: "
+                    f"python benchmarks/train_predictor.py --device {want.name}")
+        if check_fingerprint:
+            diffs = fingerprint_matches(meta["fingerprint"], fingerprint(dev))
+            if diffs:
+                warnings.warn(f"latency predictor {str(path)!r} was trained on another machine or runtime: "
+                              f"{'; '.join(diffs)}. Its predictions may not hold here; train one on this machine "
+                              "for accurate figures.", FingerprintWarning, stacklevel=2)
+        import sklearn
+
+        trained_with = meta["libraries"].get("scikit-learn")
+        if trained_with != sklearn.__version__:
+            warnings.warn(f"latency predictor {str(path)!r} was saved with scikit-learn {trained_with}, this is "
+                          f"{sklearn.__version__}; if it misbehaves, train it again.", UserWarning, stacklevel=2)
+        payload = io.BytesIO()
+        with zipfile.ZipFile(payload, "w") as z:
+            for name, data in members.items():
+                z.writestr(name, data)
+        try:
+            found = _schema_types(json.loads(members["schema.json"]))
+            found |= set(sio.get_untrusted_types(data=payload.getvalue()))
+        except Exception as e:  # skops raises several types on malformed schemas
+            raise PredictorError(f"{str(path)!r}: its skops payload is malformed ({type(e).__name__}: {e}); it was "
+                                 f"not loaded. {fix}") from None
+        untrusted = sorted(found - set(TRUSTED_TYPES))
+        if untrusted:
+            raise PredictorError(f"{str(path)!r} contains types outside hwnas's trusted list: {untrusted}. It was "
+                                 f"refused and nothing in it was built or run. Files written by LatencyPredictor.save "
+                                 f"hold only the {len(TRUSTED_TYPES)} types of hwnas.predict.TRUSTED_TYPES. {fix}")
+        try:
+            est = sio.loads(payload.getvalue(), trusted=TRUSTED_TYPES)
+        except Exception as e:
+            raise PredictorError(f"{str(path)!r}: its payload could not be rebuilt ({type(e).__name__}: {e}). {fix}") \
+                from None
+        if not isinstance(est, KernelLatencyPredictor) or not hasattr(est, "models_"):
+            raise PredictorError(f"{str(path)!r} holds a {type(est).__name__}, expected a fitted "
+                                 f"KernelLatencyPredictor. {fix}")
+        _check_trees(est, path)
+        calibration = {k: float(v) for k, v in meta["calibration"].items() if isinstance(v, (int, float))}
+        return cls(est, dev, calibration, meta, path)
+
+
+def _schema_types(node: Any) -> set[str]:
+    """Every ``module.Class`` a skops schema would build (walking all nested nodes)."""
+    out: set[str] = set()
+    if isinstance(node, dict):
+        if "__class__" in node and "__module__" in node:
+            out.add(f"{node['__module__']}.{node['__class__']}")
+        for v in node.values():
+            out |= _schema_types(v)
+    elif isinstance(node, list):
+        for v in node:
+            out |= _schema_types(v)
+    return out
+
+
+def _check_trees(est: KernelLatencyPredictor, path: Path) -> None:
+    """Refuse trees whose node arrays point outside themselves (scikit-learn indexes them unchecked)."""
+    specs = [*est.models_.values(), *est.spread_.values(), est.fallback_]
+    for spec in specs:
+        for part in (spec.get("base"), spec.get("model")):
+            trees = getattr(part, "estimators_", None)
+            if trees is None:
+                continue
+            for t in np.ravel(np.asarray(trees, dtype=object)):
+                tree = getattr(t, "tree_", None)
+                if tree is None:
+                    raise PredictorError(f"{str(path)!r}: a tree ensemble holds a {type(t).__name__}, not a fitted "
+                                         "decision tree; refused.")
+                n, nf = tree.node_count, t.n_features_in_
+                left, right, feat = tree.children_left, tree.children_right, tree.feature
+                leaf = left == -1
+                ok = (len(left) == n and len(right) == n and len(feat) == n
+                      and np.all((left == -1) == (right == -1))
+                      and np.all((left[~leaf] > 0) & (left[~leaf] < n) & (right[~leaf] > 0) & (right[~leaf] < n))
+                      and np.all((feat[~leaf] >= 0) & (feat[~leaf] < nf)))
+                if not ok:
+                    raise PredictorError(f"{str(path)!r}: a decision tree's node arrays point outside the tree "
+                                         "(corrupted or crafted file); refused before any prediction.")
+
+
+def load_predictor(path: str | os.PathLike | None = None, device: str | Device | None = None,
+                   check_fingerprint: bool = True) -> LatencyPredictor:
+    """Load a predictor file, by default the shipped one of ``device`` (``predictors/<device>.skops``)."""
+    if path is None:
+        if device is None:
+            raise ValueError("load_predictor needs a path or a device (e.g. device='cpu-ort-1t' for the shipped "
+                             "predictors/cpu-ort-1t.skops).")
+        path = default_predictor_path(device)
+    return LatencyPredictor.load(path, device=device, check_fingerprint=check_fingerprint)

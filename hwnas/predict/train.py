@@ -1,0 +1,369 @@
+"""Train a latency predictor for a device by adaptive sampling of whole random models.
+
+``train(device, budget=1500, path="predictors/cpu-ort-1t.skops")``:
+
+1. *Initial spread*: ``initial`` random training models (:mod:`hwnas.predict.generator`), cycling through the
+   block styles. Each is exported to ONNX, profiled by ONNX Runtime, and its node times are charged to its
+   kernels by the LUT builder's code (:func:`hwnas.hw.kernels.map_kernels` and ``attribute_nodes``: same kernel
+   mapping, same attribution), data movement apart (:mod:`hwnas.predict.movement`) and NCHWc layout reorders
+   charged to the kernel that consumes them (unlike a LUT, which charges them to the kernel before: see
+   ``_reorders_to_consumers``); its unprofiled end-to-end time is measured too.
+2. *Adaptive rounds*: fit the predictor, draw a pool of ``pool`` candidate models, and measure the ``batch``
+   whose predicted time is least certain (the spread of the forests' trees over each kernel, weighted by the
+   kernels' predicted times), until the out-of-fold error of whole training models is at most
+   ``target_rmspe`` or the next model would exceed ``budget`` kernel measurements.
+3. Fit the final predictor (per-family regressor chosen by grouped cross-validation), the whole-model
+   calibration (:func:`fit_calibration`), the validation errors, and save it with its metadata.
+
+Every measured model is appended to ``<path>.data.json`` (written atomically), so a killed ``train`` resumes
+where it stopped; each kernel time harvested from a profile counts as one kernel measurement against
+``budget``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.graph.trace import build_graph
+from hwnas.hw.device import Device, fingerprint, get_device
+from hwnas.hw.kernels import active_kernels, attribute_nodes, map_kernels
+from hwnas.hw.lut import LUTError
+from hwnas.hw.measure import measure
+from hwnas.hw.profiling import profile_run
+from hwnas.hw.session import export_onnx
+from hwnas.io import atomic_write_json, read_json
+from hwnas.predict.estimator import KernelLatencyPredictor
+from hwnas.predict.features import model_weight_bytes
+from hwnas.predict.generator import STYLES, build_model, config_input, random_config
+from hwnas.predict.movement import ONNX_MOVEMENT, movement_of_nodes
+from hwnas.predict.predictor import LatencyPredictor, PredictorError
+
+__all__ = ["train", "model_signatures", "fit_predictor", "fit_calibration", "calibrated_ms", "validate",
+           "TrainingData", "measure_config"]
+
+log = logging.getLogger(__name__)
+
+DATA_FORMAT = "hwnas-predictor-data"
+
+
+def model_signatures(model: Any, dummy_input: Any) -> list[str]:
+    """The kernel signatures a plain ``nn.Module`` runs, in order (the LUT's kernel mapping)."""
+    graph = build_graph(model, dummy_input)
+    return [str(sig) for _, sig in active_kernels(map_kernels(graph), graph, {})]
+
+
+class TrainingData:
+    """The measured training models of one device, kept in a JSON file written atomically after each model."""
+
+    def __init__(self, path: str | os.PathLike | None, device: Device, settings: dict[str, Any]):
+        self.path = Path(path) if path is not None else None
+        self.device = device
+        self.models: list[dict[str, Any]] = []
+        self.seconds = 0.0
+        self.wall_seconds = 0.0
+        self.settings = settings
+        if self.path is not None and self.path.exists():
+            data = read_json(self.path, "predictor training data")
+            if not isinstance(data, dict) or data.get("format") != DATA_FORMAT:
+                raise PredictorError(f"{str(self.path)!r} is not hwnas predictor training data (expected \"format\": "
+                                     f"{DATA_FORMAT!r}); pass another path or delete it.")
+            if data.get("device") != _device_dict(device):
+                raise PredictorError(f"{str(self.path)!r} holds measurements of device {data['device'].get('name')!r} "
+                                     f"with other settings than {device.name!r}; use another path for {device.name!r}.")
+            self.models = data["models"]
+            self.seconds = float(data.get("seconds", 0.0))
+            self.wall_seconds = float(data.get("wall_seconds", self.seconds))
+            self.fingerprint = data.get("fingerprint", {})
+            log.info("resuming from %s: %d models, %d kernel measurements", self.path, len(self.models),
+                     self.n_kernels)
+        else:
+            self.fingerprint = fingerprint(device)
+
+    @property
+    def n_kernels(self) -> int:
+        return sum(len(m["kernels"]) for m in self.models)
+
+    def save(self) -> None:
+        if self.path is not None:
+            atomic_write_json(self.path, {"format": DATA_FORMAT, "version": 1, "device": _device_dict(self.device),
+                                          "fingerprint": self.fingerprint, "settings": self.settings,
+                                          "seconds": self.seconds, "wall_seconds": self.wall_seconds,
+                                          "models": self.models})
+
+    def arrays(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """``(signatures, ms, model index, model weight bytes)`` of every harvested kernel with a positive time."""
+        sigs, ms, groups, ctx = [], [], [], []
+        for i, m in enumerate(self.models):
+            weights = model_weight_bytes([k[0] for k in m["kernels"]])
+            for sig, t, _ in m["kernels"]:
+                if t > 0:
+                    sigs.append(sig)
+                    ms.append(t)
+                    groups.append(i)
+                    ctx.append(weights)
+        return sigs, np.asarray(ms, float), np.asarray(groups), np.asarray(ctx, float)
+
+
+def _device_dict(device: Device) -> dict[str, Any]:
+    d = dict(device.__dict__)
+    d["provider_options"] = [list(p) for p in device.provider_options]
+    return d
+
+
+def measure_config(config: dict[str, Any], device: Device, workdir: str | os.PathLike, runs: int = 20,
+                   warmup: int = 5) -> dict[str, Any]:
+    """Build, export, profile and time one training model; its kernels with their in-context times.
+
+    The node times of ORT's profile are charged to kernels by the LUT builder's attribution
+    (:func:`hwnas.hw.kernels.attribute_nodes`), except data-movement nodes (Concat, Transpose, Split, Reshape,
+    ...), which are summed apart (``movement``): their time follows the bytes they copy, not the kernel before
+    them, and whole-model prediction adds them from the model's own movement ops (:func:`movement_of_nodes`).
+    """
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model(config)
+    x = config_input(config)
+    graph = build_graph(model, x)
+    act = active_kernels(map_kernels(graph), graph, {})
+    path = export_onnx(model, x, Path(workdir) / "model.onnx")
+    nodes = profile_run(path, device, x, runs=runs, warmup=warmup).nodes.to_dict("records")
+    moving = [n for n in nodes if n["op_type"] in ONNX_MOVEMENT]
+    times, lead, n_anchor = attribute_nodes(_reorders_to_consumers([n for n in nodes
+                                                                    if n["op_type"] not in ONNX_MOVEMENT]), act)
+    anchors = sum(k.kind in ("conv", "linear") for k, _ in act)
+    if n_anchor != anchors:
+        raise LUTError(f"could not match ORT's profile to the training model's kernels ({n_anchor} of {anchors} "
+                       f"convolutions/GEMMs matched); config {config}.")
+    e2e = measure(path, device, x, warmup=warmup, repeats=runs, rounds=5).median_ms
+    return {"config": config, "kernels": [[str(sig), float(ms), 1] for (_, sig), ms in zip(act, times)],
+            "lead_ms": float(lead), "nodes": len(nodes), "sum_nodes_ms": float(sum(n["median_ms"] for n in nodes)),
+            "movement": {**movement_of_nodes([(n["op_type"], n["output_shapes"]) for n in moving]),
+                         "ms": float(sum(n["median_ms"] for n in moving))},
+            "end_to_end_ms": e2e}
+
+
+def _reorders_to_consumers(nodes: list[dict]) -> list[dict]:
+    """Charge each NCHWc layout reorder to the node that runs after it (its consumer) instead of the one before.
+
+    A reorder converts a tensor for the next node (e.g. the block input that a squeeze-excite Mul scales, which
+    has that Mul's shape): charged to the consumer, its cost follows that kernel's signature, whereas charged to
+    the squeeze-excite gate before it, it would depend on a shape the gate's signature does not have.
+    A reorder at the very end stays with the node before it.
+    """
+    out: list[dict] = []
+    pending = 0.0
+    for n in nodes:
+        if n["op_type"] in ("ReorderInput", "ReorderOutput"):
+            pending += n["median_ms"]
+            continue
+        out.append({**n, "median_ms": n["median_ms"] + pending})
+        pending = 0.0
+    if pending and out:
+        out[-1] = {**out[-1], "median_ms": out[-1]["median_ms"] + pending}
+    return out
+
+
+def _calib_row(m: dict[str, Any], kernel_sum: float) -> list[float]:
+    mv = m.get("movement", {})
+    return [kernel_sum, len(m["kernels"]), mv.get("copy_elements", 0.0) / 1e6, mv.get("nodes", 0), 1.0]
+
+
+def fit_calibration(models: list[dict[str, Any]]) -> dict[str, float]:
+    """Fit ``e2e - lead = scale * sum(kernel ms) + per_kernel_ms * kernels + per_copied_melement_ms * copied
+    elements / 1e6 + per_movement_node_ms * movement nodes + overhead_ms`` over measured models (least squares on
+    relative error). The lead (layout conversion of a non-image input before the first kernel) only occurs in
+    training segments that do not start from an image."""
+    rows = [m for m in models if m.get("end_to_end_ms")]
+    if len(rows) < 8:
+        return {"scale": 1.0, "per_kernel_ms": 0.0, "per_copied_melement_ms": 0.0, "per_movement_node_ms": 0.0,
+                "overhead_ms": 0.0, "models": len(rows)}
+    y = np.array([m["end_to_end_ms"] - m.get("lead_ms", 0.0) for m in rows])
+    x = np.array([_calib_row(m, sum(k[1] for k in m["kernels"])) for m in rows])
+    w = 1.0 / np.array([m["end_to_end_ms"] for m in rows])
+    coef, *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
+    rel = (x @ coef - y) / y
+    return {"scale": float(coef[0]), "per_kernel_ms": float(coef[1]), "per_copied_melement_ms": float(coef[2]),
+            "per_movement_node_ms": float(coef[3]), "overhead_ms": float(coef[4]), "models": len(rows),
+            "median_abs_rel_err": float(np.median(np.abs(rel)))}
+
+
+def calibrated_ms(cal: dict[str, float], m: dict[str, Any], kernel_sum: float) -> float:
+    """A model's predicted end-to-end ms from its predicted kernel sum and its movement (see fit_calibration)."""
+    keys = ("scale", "per_kernel_ms", "per_copied_melement_ms", "per_movement_node_ms", "overhead_ms")
+    return float(np.dot(_calib_row(m, kernel_sum), [cal.get(k, 0.0) for k in keys]))
+
+
+def fit_predictor(data: TrainingData, **params: Any) -> KernelLatencyPredictor:
+    sigs, ms, groups, ctx = data.arrays()
+    return KernelLatencyPredictor(**params).fit(sigs, ms, groups=groups, context=ctx)
+
+
+def validate(data: TrainingData, folds: int = 5, **params: Any) -> dict[str, float]:
+    """Out-of-fold errors: kernels and whole training models predicted by a predictor that never saw them
+    (grouped by model), with the calibration fitted on the other folds."""
+    sigs, ms, groups, ctx = data.arrays()
+    models = np.unique(groups)
+    k = min(folds, len(models))
+    if k < 2:
+        return {}
+    fold_of = {g: i % k for i, g in enumerate(np.random.default_rng(0).permutation(models))}
+    oof = np.empty(len(sigs))
+    model_pred, model_true = [], []
+    for f in range(k):
+        test = np.array([fold_of[g] == f for g in groups])
+        est = KernelLatencyPredictor(**params).fit([s for s, t in zip(sigs, ~test) if t], ms[~test],
+                                                   groups=groups[~test], context=ctx[~test])
+        oof[test] = est.predict([s for s, t in zip(sigs, test) if t], context=ctx[test])
+        cal = fit_calibration([m for i, m in enumerate(data.models) if fold_of.get(i, -1) != f])
+        for i in np.unique(groups[test]):
+            m = data.models[i]
+            sel = groups == i
+            pred = calibrated_ms(cal, m, oof[sel].sum())
+            model_pred.append(pred)
+            model_true.append(m["end_to_end_ms"] - m.get("lead_ms", 0.0))
+    rel_k = oof / ms - 1
+    rel_m = np.array(model_pred) / np.array(model_true) - 1
+    return {"kernel_weighted_rmspe": float(np.sqrt(np.sum(ms * rel_k ** 2) / ms.sum())),
+            "kernel_median_abs_err": float(np.median(np.abs(rel_k))),
+            "model_rmspe": float(np.sqrt(np.mean(rel_m ** 2))),
+            "model_within_5pct": float(np.mean(np.abs(rel_m) <= 0.05)),
+            "model_within_10pct": float(np.mean(np.abs(rel_m) <= 0.10)),
+            "models": int(len(rel_m)), "folds": int(k)}
+
+
+def _uncertainty(est: KernelLatencyPredictor, sigs: list[str]) -> float:
+    """How unsure the predictor is of a model: the tree spread of each kernel's ``log2(ms)``, averaged over the
+    model's kernels weighted by their predicted times (so the kernels that matter in the total count most)."""
+    d = est.predict_details(sigs, context=model_weight_bytes(sigs))
+    std = d["std_log2"].fillna(1.0).to_numpy()
+    ms = d["ms"].to_numpy()
+    return float(np.sum(ms * std) / np.sum(ms))
+
+
+def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | os.PathLike | None = None,
+          data_path: str | os.PathLike | None = None, initial: int = 16, batch: int = 4, pool: int = 48,
+          target_rmspe: float = 0.02, seed: int = 0, runs: int = 20, warmup: int = 5, max_macs: float = 2.5e9,
+          min_macs: float = 5e6, progress: bool = True, params: dict[str, Any] | None = None) -> LatencyPredictor:
+    """Measure random whole models adaptively and train a :class:`LatencyPredictor` for ``device``.
+
+    Args:
+        device: a registered device name or :class:`~hwnas.hw.device.Device`.
+        budget: at most this many kernel measurements (kernel times harvested from profiles).
+        path: where to save the predictor (``.skops``); ``None`` keeps it in memory.
+        data_path: the resumable measurement file (default ``<path>.data.json``; none when both are ``None``).
+        initial: models of the initial spread.
+        batch, pool: models measured per adaptive round, and candidates drawn to choose them from.
+        target_rmspe: stop early once the out-of-fold RMSPE of whole training models is at most this.
+        seed: seed of every random draw (same seed, same models).
+        runs, warmup: profiled runs per model (the end-to-end time uses 5 rounds of ``runs``).
+        max_macs, min_macs: size range of training models (multiply-adds).
+        progress: show a progress bar over kernel measurements.
+        params: keyword arguments of :class:`~hwnas.predict.estimator.KernelLatencyPredictor`.
+
+    Returns:
+        The trained predictor (also saved to ``path``).
+    """
+    dev = get_device(device)
+    dev.check_available()
+    params = dict(params or {})
+    if data_path is None and path is not None:
+        data_path = Path(str(path) + ".data.json")
+    settings = {"budget": budget, "initial": initial, "batch": batch, "pool": pool, "seed": seed, "runs": runs,
+                "warmup": warmup, "max_macs": max_macs, "min_macs": min_macs, "target_rmspe": target_rmspe}
+    data = TrainingData(data_path, dev, settings)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=budget, initial=min(budget, data.n_kernels), desc=f"predictor {dev.name}",
+                   unit="kernel")
+    t_start = time.perf_counter()
+    wall_before = data.wall_seconds
+    stop_reason = "budget"
+    last_validation: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="hwnas-predict-") as work:
+        while data.n_kernels < budget:
+            rng = np.random.default_rng([seed, len(data.models)])
+            if len(data.models) < initial:
+                queue = [random_config(rng, STYLES[len(data.models) % len(STYLES)], max_macs, min_macs=min_macs)]
+                phase = "initial"
+            else:
+                phase = "adaptive"
+                rounds_done = (len(data.models) - initial) // batch
+                if rounds_done % 3 == 0 or not last_validation:
+                    last_validation = validate(data, **{**params, "candidates": {}, "n_estimators": 60})
+                    log.info("after %d models: %s", len(data.models), last_validation)
+                if last_validation.get("model_rmspe", 1.0) <= target_rmspe:
+                    stop_reason = "target"
+                    break
+                est = fit_predictor(data, **{**params, "candidates": ("forest",), "n_estimators": 60})
+                cands = []
+                for _ in range(pool):
+                    cfg = random_config(rng, None, max_macs, min_macs=min_macs)
+                    sigs = model_signatures(build_model(cfg, weights=False), config_input(cfg))
+                    if data.n_kernels + len(sigs) <= budget:
+                        cands.append((_uncertainty(est, sigs), cfg))
+                cands.sort(key=lambda c: -c[0])
+                queue = [c for _, c in cands[:batch]]
+                if not queue:
+                    break
+            full = False
+            for cfg in queue:
+                t0 = time.perf_counter()
+                try:
+                    rec = measure_config(cfg, dev, work, runs=runs, warmup=warmup)
+                except LUTError as e:
+                    log.warning("skipping a training model: %s", e)
+                    continue
+                if data.n_kernels + len(rec["kernels"]) > budget:
+                    full = True
+                    break
+                rec["phase"] = phase
+                rec["seconds"] = time.perf_counter() - t0
+                data.models.append(rec)
+                data.seconds += rec["seconds"]
+                data.wall_seconds = wall_before + time.perf_counter() - t_start
+                data.save()
+                if bar is not None:
+                    bar.update(len(rec["kernels"]))
+                    bar.set_postfix(models=len(data.models))
+            if full:
+                break
+    if bar is not None:
+        bar.close()
+    if not data.models:
+        raise PredictorError(f"train({dev.name!r}, budget={budget}): no training model fits in the budget (the next "
+                             "one had more kernels than that); raise budget= or lower max_macs=.")
+    minutes_run = (time.perf_counter() - t_start) / 60
+    data.wall_seconds = wall_before + time.perf_counter() - t_start
+    data.save()
+    t_fit = time.perf_counter()
+    est = fit_predictor(data, **params)
+    validation = validate(data, **{**params, "candidates": dict(est.choice_)})
+    calibration = fit_calibration(data.models)
+    fit_minutes = (time.perf_counter() - t_fit) / 60
+    sigs = data.arrays()[0]
+    meta = {"fingerprint": data.fingerprint,
+            "training": {"kernel_measurements": data.n_kernels, "distinct_signatures": len(set(sigs)),
+                         "models": len(data.models), "budget": budget,
+                         "measuring_minutes": data.seconds / 60,
+                         "minutes": data.wall_seconds / 60 + fit_minutes,
+                         "minutes_this_call": minutes_run + fit_minutes, "stop": stop_reason,
+                         "families": {f: int(n) for f, n in est.n_samples_.items()},
+                         "regressors": dict(est.choice_), "cv_weighted_rmspe": est.cv_errors_,
+                         "data": "random whole models from hwnas.predict.generator (no reference-space subnets, "
+                                 "no zoo models, no shipped LUT entries)",
+                         "settings": settings},
+            "validation": validation}
+    pred = LatencyPredictor(est, dev, calibration, meta)
+    if path is not None:
+        pred.save(path)
+    return pred

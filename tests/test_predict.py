@@ -1,0 +1,325 @@
+"""Learned latency predictors: features, the estimator contract, safe files, whole-model prediction, the
+LatencyProfiler hook, the CLI and resumable training (fast; a few real ONNX Runtime measurements)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from conftest import fvcore_flops
+from sklearn.base import clone
+from torch import nn
+
+import hwnas
+from hwnas import zoo
+from hwnas.hw import measure
+from hwnas.hw.kernels import KernelSignature, active_kernels, map_kernels
+from hwnas.predict import (
+    KernelLatencyPredictor,
+    LatencyPredictor,
+    PredictorError,
+    default_predictor_path,
+    family_of,
+    featurize,
+    load_predictor,
+    model_signatures,
+    onnx_kernels,
+    predict_latency,
+    train,
+)
+from hwnas.predict.features import FEATURES, kernel_flops
+from hwnas.predict.predictor import TRUSTED_TYPES
+
+SHIPPED = default_predictor_path("cpu-ort-1t")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_predictor(device="cpu-ort-1t")
+
+
+@pytest.fixture(scope="module")
+def saved(shipped, tmp_path_factory):
+    """The shipped predictor written anew by LatencyPredictor.save (once per module: the file is megabytes)."""
+    return shipped.save(tmp_path_factory.mktemp("pred") / "copy.skops")
+
+
+# ------------------------------------------------------------------------------------------ features
+def test_features_are_deterministic_and_match_the_signature():
+    model = zoo.create("mobilenet_v3_small").eval()
+    x = torch.randn(1, 3, 96, 96)
+    sigs = model_signatures(model, x)
+    again = model_signatures(zoo.create("mobilenet_v3_small").eval(), x)
+    assert sigs == again and len(sigs) > 40
+    for s in sigs:
+        fam, f1 = featurize(s)
+        _, f2 = featurize(KernelSignature.parse(s))
+        assert f1 == f2 and len(f1) == len(FEATURES[fam]) and all(np.isfinite(f1))
+    fams = {family_of(s) for s in sigs}
+    assert {"conv", "dwconv", "linear", "pool", "eltwise"} <= fams
+
+
+@pytest.mark.parametrize("layer, shape", [(nn.Conv2d(24, 72, 3, 2, 1), (1, 24, 28, 28)),
+                                          (nn.Conv2d(64, 64, 5, 1, 2, groups=64), (1, 64, 14, 14)),
+                                          (nn.Conv2d(64, 128, 3, 1, 1, groups=4), (1, 64, 14, 14)),
+                                          (nn.Linear(1280, 1000), (1, 1280))])
+def test_kernel_macs_equal_fvcore(layer, shape):
+    x = torch.randn(shape)
+    (sig,) = model_signatures(nn.Sequential(layer), x)
+    assert kernel_flops(sig) == fvcore_flops(nn.Sequential(layer), x)
+
+
+def test_bad_signature_and_unfitted_estimator_say_what_to_do():
+    with pytest.raises(ValueError, match="cannot read kernel signature 'nonsense'"):
+        featurize("nonsense")
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="load_predictor"):
+        KernelLatencyPredictor().predict(["relu|in=1x8|out=1x8"])
+    with pytest.raises(ValueError, match="one measured time per signature"):
+        KernelLatencyPredictor().fit(["relu|in=1x8|out=1x8"], [1.0, 2.0])
+    with pytest.raises(ValueError, match="finite and > 0"):
+        KernelLatencyPredictor().fit(["relu|in=1x8|out=1x8"], [0.0])
+
+
+# ------------------------------------------------------------------------------------------ estimator + files
+def _measured(shipped):
+    """The shipped predictor's own measured training kernels (real ORT times) for quick fits."""
+    data = json.loads(SHIPPED.with_name(SHIPPED.name + ".data.json").read_text())
+    sigs, ms, groups = [], [], []
+    for i, m in enumerate(data["models"][:40]):
+        for s, t, _ in m["kernels"]:
+            if t > 0:
+                sigs.append(s)
+                ms.append(t)
+                groups.append(i)
+    return sigs, np.array(ms), np.array(groups)
+
+
+def _one_number_per_family(train_sigs, train_ms, test_sigs):
+    """The naive reference: one time per unit of work per family (a roofline with one fitted number)."""
+    from hwnas.predict.features import feature_matrix, work_log2
+
+    _, idx, feats = feature_matrix(train_sigs)
+    rate = {f: np.median(np.log2(train_ms[idx[f]]) - work_log2(f, feats[f])) for f in idx}
+    fams, idx, feats = feature_matrix(test_sigs)
+    out = np.empty(len(test_sigs))
+    for f, rows in idx.items():
+        out[rows] = 2.0 ** (work_log2(f, feats[f]) + rate.get(f, np.median(list(rate.values()))))
+    return out
+
+
+def test_estimator_contract_and_accuracy_on_unseen_models(shipped):
+    sigs, ms, groups = _measured(shipped)
+    est = KernelLatencyPredictor(candidates=("forest", "linear+forest"), n_estimators=40, cv=3)
+    assert clone(est).get_params() == est.get_params() and not hasattr(est, "models_")
+    cut = np.quantile(np.unique(groups), 0.75)
+    train_rows, test = groups <= cut, groups > cut
+    train_sigs = [s for s, t in zip(sigs, train_rows) if t]
+    test_sigs = [s for s, t in zip(sigs, test) if t]
+    est.fit(train_sigs, ms[train_rows], groups=groups[train_rows])
+    assert set(est.choice_) <= set(est.n_samples_)
+    assert all(k.endswith("_") for k in vars(est) if k not in est.get_params())
+
+    def err(pred):
+        rel = pred / ms[test] - 1
+        return np.sqrt(np.sum(ms[test] * rel ** 2) / ms[test].sum())
+
+    # on kernels of models it never saw, the learned regressors beat one number per family by far
+    assert err(est.predict(test_sigs)) < 0.7 * err(_one_number_per_family(train_sigs, ms[train_rows], test_sigs))
+    assert np.all(est.predict_std(test_sigs[:5]) >= 0)
+
+
+def test_save_load_round_trip_gives_identical_predictions(shipped, saved):
+    path = saved
+    again = LatencyPredictor.load(path, device="cpu-ort-1t")
+    sigs = model_signatures(zoo.create("resnet18").eval(), torch.randn(1, 3, 64, 64))
+    assert np.array_equal(again.predict_signatures(sigs), shipped.predict_signatures(sigs))
+    assert again.calibration == shipped.calibration
+    meta = again.metadata
+    assert meta["training"]["kernel_measurements"] <= meta["training"]["budget"]
+    assert meta["fingerprint"]["onnxruntime"] and meta["libraries"]["scikit-learn"] and meta["validation"]
+    with zipfile.ZipFile(path) as z:
+        assert "hwnas.json" in z.namelist() and not any(n.endswith((".pkl", ".pickle")) for n in z.namelist())
+
+
+def test_metadata_mismatch_is_refused_with_a_clear_message(saved, tmp_path):
+    path = saved
+    with pytest.raises(PredictorError, match="predicts latency on device 'cpu-ort-1t', not on 'cpu-ort-2t'"):
+        load_predictor(path, device="cpu-ort-2t")
+    # any edit of the metadata (here the training set size) breaks the digest
+    _rewrite(path, tmp_path / "edited.skops", meta=lambda m: m["training"].update(kernel_measurements=10))
+    with pytest.raises(PredictorError, match="was changed after it was written"):
+        load_predictor(tmp_path / "edited.skops")
+    # consistent but foreign metadata: another machine warns, like a LUT
+    _rewrite(path, tmp_path / "other.skops", meta=lambda m: m["fingerprint"].update(cpu_model="Other CPU"),
+             redigest=True)
+    from hwnas.hw.lut import FingerprintWarning
+
+    with pytest.warns(FingerprintWarning, match="Other CPU"):
+        load_predictor(tmp_path / "other.skops")
+    _rewrite(path, tmp_path / "old.skops", meta=lambda m: m.update(version=99), redigest=True)
+    with pytest.raises(PredictorError, match="format version 99"):
+        load_predictor(tmp_path / "old.skops")
+
+
+def _rewrite(src, dst, meta=None, payload=None, redigest=False):
+    """Copy a predictor file, editing its metadata or swapping its skops payload (what an attacker can do)."""
+    from hwnas.predict.predictor import _digest
+
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    m = json.loads(members.pop("hwnas.json"))
+    if payload is not None:
+        with zipfile.ZipFile(io.BytesIO(payload)) as z:
+            members = {n: z.read(n) for n in z.namelist()}
+    if meta is not None:
+        meta(m)
+    if redigest:
+        m["sha256"] = _digest(members, m)
+    with zipfile.ZipFile(dst, "w") as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+        z.writestr("hwnas.json", json.dumps(m))
+
+
+class _Boom:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_tampered_or_foreign_files_are_refused_not_executed(saved, tmp_path):
+    import skops.io as sio
+
+    path = saved
+    marker = tmp_path / "executed"
+    # a pickle posing as a predictor
+    (tmp_path / "evil.skops").write_bytes(pickle.dumps(_Boom(str(marker))))
+    with pytest.raises(PredictorError, match="not an hwnas latency predictor"):
+        load_predictor(tmp_path / "evil.skops")
+    # a payload that calls a function, with a digest recomputed to match
+    evil = sio.dumps({"f": os.system, "g": print})
+    _rewrite(path, tmp_path / "swapped.skops", payload=evil, redigest=True)
+    with pytest.raises(PredictorError, match="types outside hwnas's trusted list"):
+        load_predictor(tmp_path / "swapped.skops")
+    # a payload of types skops trusts by default but hwnas does not (an explicit list, not skops's)
+    from sklearn.neighbors import KNeighborsRegressor
+
+    other = sio.dumps(KNeighborsRegressor().fit(np.zeros((3, 2)), np.zeros(3)))
+    _rewrite(path, tmp_path / "other.skops", payload=other, redigest=True)
+    with pytest.raises(PredictorError, match="KNeighborsRegressor"):
+        load_predictor(tmp_path / "other.skops")
+    # a plain zip without hwnas metadata
+    with zipfile.ZipFile(tmp_path / "plain.skops", "w") as z:
+        z.writestr("schema.json", "{}")
+    with pytest.raises(PredictorError, match="not an hwnas latency predictor"):
+        load_predictor(tmp_path / "plain.skops")
+    assert not marker.exists()
+    assert "sklearn.tree._tree.Tree" in TRUSTED_TYPES and "builtins.function" not in TRUSTED_TYPES
+
+
+# ------------------------------------------------------------------------------------------ whole models
+def test_onnx_and_torch_paths_find_the_same_kernels(tmp_path):
+    """Two independent mappings: hwnas's fusion rules on the traced model, and the graph ORT really runs."""
+    import re
+
+    for name, res in (("mobilenet_v2", 64), ("squeezenet1_0", 64), ("shufflenet_v2_x1_0", 64), ("resnet18", 64)):
+        model = zoo.create(name).eval()
+        x = torch.randn(1, 3, res, res)
+        path = hwnas.to_onnx(model, x, tmp_path / f"{name}.onnx")
+        from_torch = sorted(model_signatures(model, x))
+        from_onnx = sorted(r["signature"] for r in onnx_kernels(path, "cpu-ort-1t"))
+        if name == "resnet18":
+            # in a downsampling block ORT folds the residual add into the 3x3 conv, hwnas's rule into the 1x1
+            # shortcut conv (the one traced last): the same convolutions, the add/activation flags swapped
+            strip = lambda sigs: sorted(re.sub(r"\|act=.*", "", s) for s in sigs)  # noqa: E731
+            from_torch, from_onnx = strip(from_torch), strip(from_onnx)
+        assert from_onnx == from_torch, name
+
+
+def test_predict_latency_matches_a_real_measurement(shipped, tmp_path):
+    model = zoo.create("mobilenet_v2").eval()
+    x = torch.randn(1, 3, 128, 128)
+    rec = predict_latency(model, x, device="cpu-ort-1t", predictor=shipped)
+    path = hwnas.to_onnx(model, x, tmp_path / "m.onnx")
+    rec_onnx = predict_latency(path, device="cpu-ort-1t", predictor=shipped)
+    assert rec.total_ms == pytest.approx(rec.layers["predicted_ms"].sum() + rec.overhead_ms)
+    assert rec_onnx.total_ms == pytest.approx(rec.total_ms, rel=0.02)
+    assert list(rec.layers.columns) == ["layer", "kind", "family", "signature", "predicted_ms", "share", "regressor"]
+    measured = measure(path, "cpu-ort-1t", x, repeats=20, rounds=3).median_ms
+    assert rec.total_ms == pytest.approx(measured, rel=0.2)  # loose: other tests may run alongside
+    rec.to_csv(tmp_path / "layers.csv")
+    with pytest.raises(ValueError, match="dummy_input is required"):
+        predict_latency(model, device="cpu-ort-1t", predictor=shipped)
+    with pytest.raises(ValueError, match="is a model space"):
+        predict_latency(hwnas.spaces.create("digits"), torch.randn(1, 1, 8, 8), predictor=shipped)
+
+
+def test_latency_profiler_with_a_predictor_alone_and_as_lut_fallback(shipped):
+    space = hwnas.spaces.create("mobilenet_v3").eval()
+    x = torch.randn(1, 3, 224, 224)
+    alone = hwnas.LatencyProfiler(space, x, predictor=shipped)
+    lut = hwnas.LatencyProfiler(space, x, lut="lut/mobilenet_v3_cpu-ort-1t.json", graph=alone.graph)
+    kernels = map_kernels(alone.graph)
+    for seed in range(3):
+        s = space.random_sample(seed)
+        sigs = [str(sig) for _, sig in active_kernels(kernels, alone.graph, s)]
+        # the cost tables hold exactly the predictor's kernel costs (in the space's mean context) + one flatten
+        want = shipped.kernel_costs_ms(sigs, context=shipped.space_context(alone.graph, kernels)).sum() + \
+            shipped.movement_ms(0, 1) + shipped.overhead_ms
+        assert alone.profile(s) == pytest.approx(want, rel=1e-9)
+        # the exported subnet on its own (its own weight bytes as context) agrees closely
+        whole = predict_latency(hwnas.export(space, s), x, predictor=shipped)
+        assert alone.profile(s) == pytest.approx(whole.total_ms, rel=0.05)
+        # independent: the LUT holds measured kernels of this very space, the predictor never saw it
+        assert alone.profile(s) == pytest.approx(lut.profile(s), rel=0.12)
+    from hwnas.hw.lut import LUT
+
+    partial = LUT.load("lut/mobilenet_v3_cpu-ort-1t.json")
+    dropped = sorted(partial.entries)[:5]
+    for d in dropped:
+        del partial.entries[d]
+    mixed = hwnas.LatencyProfiler(space, x, lut=partial, predictor=shipped, graph=alone.graph)
+    assert mixed.predicted == set(dropped)
+    s = space.random_sample(0)
+    assert mixed.profile(s) == pytest.approx(lut.profile(s), rel=0.05)
+    with pytest.raises(ValueError, match="predictor="):
+        hwnas.LatencyProfiler(space, x)
+
+
+def test_cli_predict(tmp_path, capsys):
+    from hwnas.cli import main
+
+    x = torch.randn(1, 3, 64, 64)
+    path = hwnas.to_onnx(zoo.create("squeezenet1_0").eval(), x, tmp_path / "sq.onnx")
+    assert main(["predict", str(path), "--device", "cpu-ort-1t", "--csv", str(tmp_path / "l.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "predicted" in out and (tmp_path / "l.csv").exists()
+    assert main(["predict", "nope.onnx"]) == 2
+    assert "neither an ONNX file nor a zoo model" in capsys.readouterr().err
+
+
+def test_training_resumes_without_remeasuring(tmp_path):
+    path = tmp_path / "tiny.skops"
+    kw = dict(initial=2, batch=1, pool=3, runs=3, warmup=1, max_macs=3e6, min_macs=1e5, progress=False,
+              params={"n_estimators": 20, "cv": 2, "min_family_size": 4})
+    with pytest.raises(PredictorError, match="no training model fits in the budget"):
+        train("cpu-ort-1t", budget=3, path=tmp_path / "none.skops", **kw)
+    first = train("cpu-ort-1t", budget=80, path=path, **kw)
+    data = json.loads((tmp_path / "tiny.skops.data.json").read_text())
+    n1 = len(data["models"])
+    assert n1 >= 1 and first.metadata["training"]["kernel_measurements"] <= 80
+    second = train("cpu-ort-1t", budget=200, path=path, **kw)
+    data2 = json.loads((tmp_path / "tiny.skops.data.json").read_text())
+    assert data2["models"][:n1] == data["models"] and len(data2["models"]) > n1
+    assert second.metadata["training"]["kernel_measurements"] <= 200
+    assert LatencyPredictor.load(path).metadata["training"]["models"] == len(data2["models"])
