@@ -45,6 +45,19 @@ def fvcore_count(module, x) -> float:
     return fca.total()
 
 
+def append_row(name: str, header: Sequence[str], row: Sequence[object]) -> Path:
+    """Append ``row`` to ``benchmarks/results/<name>.csv`` (a log of runs), writing ``header`` first if new."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(header)
+        w.writerow(row)
+    return path
+
+
 def write_table(name: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> Path:
     """Print ``rows`` as a table and write them to ``benchmarks/results/<name>.csv``."""
     widths = [max(len(str(h)), *(len(_fmt(r[i])) for r in rows)) for i, h in enumerate(header)]

@@ -10,12 +10,11 @@ to benchmarks/results/build_lut.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import time
 
 import torch
-from _common import RESULTS, pin_threads
+from _common import append_row, pin_threads
 
 import hwnas
 from hwnas.hw.build import build_lut, space_signatures
@@ -54,16 +53,10 @@ def main() -> None:
     print(f"build time this run: {minutes:.2f} min; all runs of this file: {total_minutes:.2f} min (target <= 15)")
     print(f"calibration: scale {cal['scale']:.4f}, per node {cal['per_node_ms'] * 1000:.2f} us, overhead "
           f"{cal['overhead_ms'] * 1000:.1f} us, in-sample median |error| {100 * cal.get('median_abs_rel_err', 0):.2f}%")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "build_lut.csv"
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["space", "input", "device", "signatures", "subnets", "minutes_this_run", "minutes_total",
-                        "calibration_median_abs_rel_err"])
-        w.writerow([args.space, "x".join(map(str, shape)), args.device, n_sigs, len(lut.subnets), round(minutes, 3),
-                    round(total_minutes, 3), round(cal.get("median_abs_rel_err", 0), 5)])
+    path = append_row("build_lut", ["space", "input", "device", "signatures", "subnets", "minutes_this_run",
+                                    "minutes_total", "calibration_median_abs_rel_err"],
+                      [args.space, "x".join(map(str, shape)), args.device, n_sigs, len(lut.subnets), round(minutes, 3),
+                       round(total_minutes, 3), round(cal.get("median_abs_rel_err", 0), 5)])
     print(f"written: {args.out} and {path}")
 
 

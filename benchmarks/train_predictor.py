@@ -13,11 +13,10 @@ and appends a row to benchmarks/results/predictor_train.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import time
 
-from _common import RESULTS, pin_threads
+from _common import append_row, pin_threads
 
 from hwnas.predict import train
 
@@ -59,18 +58,12 @@ def main() -> None:
     cal = pred.calibration
     print(f"calibration: scale {cal['scale']:.4f}, per kernel {cal['per_kernel_ms'] * 1000:.2f} us, overhead "
           f"{cal['overhead_ms'] * 1000:.1f} us")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "predictor_train.csv"
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["device", "budget", "kernel_measurements", "models", "minutes_total", "measuring_minutes",
-                        "oof_model_within_10pct", "oof_model_rmspe", "oof_kernel_weighted_rmspe", "regressors"])
-        w.writerow([args.device, args.budget, tr["kernel_measurements"], tr["models"], round(tr["minutes"], 3),
-                    round(tr["measuring_minutes"], 3), round(val["model_within_10pct"], 4),
-                    round(val["model_rmspe"], 5), round(val["kernel_weighted_rmspe"], 5),
-                    ";".join(f"{k}={v}" for k, v in tr["regressors"].items())])
+    path = append_row("predictor_train", [
+        "device", "budget", "kernel_measurements", "models", "minutes_total", "measuring_minutes",
+        "oof_model_within_10pct", "oof_model_rmspe", "oof_kernel_weighted_rmspe", "regressors"], [
+        args.device, args.budget, tr["kernel_measurements"], tr["models"], round(tr["minutes"], 3),
+        round(tr["measuring_minutes"], 3), round(val["model_within_10pct"], 4), round(val["model_rmspe"], 5),
+        round(val["kernel_weighted_rmspe"], 5), ";".join(f"{k}={v}" for k, v in tr["regressors"].items())])
     print(f"written: {out} and {path}")
 
 
