@@ -11,6 +11,11 @@ The columns ``retest_kendall_tau`` and ``retest_rmspe`` compare the same subnets
 in the odd rounds: how far two measurements of the same models agree on this machine, a ceiling for the
 agreement of any prediction with one measurement.
 
+The ``corrected_*`` columns scale the predictions by the machine's speed now against the LUT build, from
+``--refs`` of the build's own subnets measured in the same interleaved rounds (the factor that
+``hwnas.hw.speed_check`` measures on its own): a shared machine drifts by a few percent between a build and
+a check, all models alike. Both are reported; the raw columns are the LUT as it ships.
+
 Targets at 1 thread (issue 4): >= 95% within +-5%, 100% within +-10%, Kendall tau >= 0.95.
 """
 
@@ -30,7 +35,7 @@ from _common import RESULTS, pin_threads, write_table
 from scipy.stats import kendalltau
 
 import hwnas
-from hwnas.hw import measure_many
+from hwnas.hw import measure_many, reference_subnets
 from hwnas.hw.build import input_for
 from hwnas.hw.latency import LatencyProfiler
 from hwnas.hw.session import export_onnx
@@ -46,7 +51,8 @@ def accuracy_stats(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
             "median_abs_err_pct": float(100 * np.median(np.abs(rel))), "mean_err_pct": float(100 * np.mean(rel))}
 
 
-def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: int, repeats: int) -> tuple:
+def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: int, repeats: int,
+              n_ref: int) -> tuple:
     shape = DEFAULT_INPUTS.get(name, (1, 3, 224, 224))
     space = hwnas.spaces.create(name).eval()
     x = torch.randn(shape)
@@ -60,9 +66,12 @@ def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: 
         if key not in seen:
             seen.add(key)
             samples.append(s)
+    # The LUT's own build subnets, measured in the same interleaved rounds: how much faster or slower the
+    # machine runs now than at the build (hwnas.hw.speed_check does the same on its own).
+    refs = reference_subnets(prof.lut, space, x, n=n_ref, seed=seed) if n_ref else []
     with tempfile.TemporaryDirectory(prefix="hwnas-acc-") as work:
         paths, inputs = [], []
-        for i, s in enumerate(samples):
+        for i, s in enumerate(samples + [r["sample"] for r in refs]):
             xi = input_for(space, s, x)
             paths.append(export_onnx(hwnas.export(space, s), xi, Path(work) / f"{i}.onnx"))
             inputs.append(xi)
@@ -70,12 +79,15 @@ def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: 
         records = measure_many(paths, device, dummy_inputs=inputs, rounds=rounds, repeats=repeats, progress=True,
                                seed=seed)
         seconds = time.perf_counter() - t0
+    ref_records, records = records[n:], records[:n]
+    factor = float(np.median([rec.median_ms / r["end_to_end_ms"] for rec, r in zip(ref_records, refs)])) \
+        if refs else float("nan")
     meas = np.array([r.median_ms for r in records])
     # Split-half repeatability: the same subnets measured in the even and in the odd rounds. How well two
     # measurements of the same models agree bounds how well any predictor can agree with one of them.
     halves = np.array([[np.median(r.round_medians_ms[0::2]), np.median(r.round_medians_ms[1::2])] for r in records])
     pred = np.array([prof.profile(s) for s in samples])
-    return samples, pred, meas, halves, seconds
+    return samples, pred, meas, halves, seconds, factor
 
 
 def main() -> None:
@@ -84,8 +96,11 @@ def main() -> None:
     ap.add_argument("--device", default="cpu-ort-1t")
     ap.add_argument("--lut-dir", default=str(Path(__file__).resolve().parents[1] / "lut"))
     ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds (even/odd halves give the retest)")
-    ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=30,
+                    help="interleaved rounds (many short rounds; even/odd halves give the retest)")
+    ap.add_argument("--repeats", type=int, default=6, help="timed runs per subnet per round")
+    ap.add_argument("--refs", type=int, default=8,
+                    help="LUT build subnets measured alongside, for the speed-corrected columns (0: none)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix for the result files")
     args = ap.parse_args()
@@ -94,24 +109,27 @@ def main() -> None:
     rows, per_subnet, plots = [], [], []
     for name in args.spaces.split(","):
         lut_path = f"{args.lut_dir}/{name}_{args.device}.json"
-        samples, pred, meas, halves, seconds = run_space(name, args.device, lut_path, args.n, args.seed, args.rounds,
-                                                 args.repeats)
+        samples, pred, meas, halves, seconds, factor = run_space(name, args.device, lut_path, args.n, args.seed,
+                                                                 args.rounds, args.repeats, args.refs)
         st = accuracy_stats(pred, meas)
+        sc = accuracy_stats(pred * factor, meas) if math.isfinite(factor) else {k: float("nan") for k in st}
         rt = accuracy_stats(halves[:, 0], halves[:, 1])
         rows.append((name, args.device, len(samples), st["within_5pct"], st["within_10pct"], st["rmspe"],
-                     st["kendall_tau"], st["median_abs_err_pct"], st["mean_err_pct"], float(np.median(meas)),
+                     st["kendall_tau"], st["median_abs_err_pct"], st["mean_err_pct"], factor, sc["within_5pct"],
+                     sc["within_10pct"], sc["rmspe"], sc["mean_err_pct"], float(np.median(meas)),
                      rt["kendall_tau"], rt["rmspe"], seconds / 60))
-        per_subnet += [(name, args.device, json.dumps(s), p, m) for s, p, m in zip(samples, pred, meas)]
+        per_subnet += [(name, args.device, json.dumps(s), p, m, p * factor) for s, p, m in zip(samples, pred, meas)]
         plots.append((name, pred, meas))
     header = ["space", "device", "subnets", "within_5pct", "within_10pct", "rmspe", "kendall_tau",
-              "median_abs_err_pct", "mean_err_pct", "median_measured_ms", "retest_kendall_tau", "retest_rmspe",
-              "measure_minutes"]
+              "median_abs_err_pct", "mean_err_pct", "speed_factor", "corrected_within_5pct",
+              "corrected_within_10pct", "corrected_rmspe", "corrected_mean_err_pct", "median_measured_ms",
+              "retest_kendall_tau", "retest_rmspe", "measure_minutes"]
     write_table(f"latency_accuracy{args.tag}", header, rows)
     import csv
 
     with (RESULTS / f"latency_accuracy_subnets{args.tag}.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["space", "device", "sample", "predicted_ms", "measured_ms"])
+        w.writerow(["space", "device", "sample", "predicted_ms", "measured_ms", "speed_corrected_ms"])
         w.writerows(per_subnet)
     import matplotlib
 

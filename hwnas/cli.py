@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
     li = lut.add_parser("info", help="summarise a LUT file")
     li.add_argument("path")
+    ls = lut.add_parser("speed-check", help="measure a few of the LUT's build subnets again: how much faster or "
+                        "slower the machine runs now than at the build")
+    ls.add_argument("--space", required=True)
+    ls.add_argument("--lut", required=True)
+    ls.add_argument("--input", type=_shape, default=None)
+    ls.add_argument("--subnets", type=int, default=8, help="reference subnets to measure")
+    ls.add_argument("--write", action="store_true", help="store the factor in the LUT file (atomically)")
+    ls.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
 
     rep = sub.add_parser("report", help="reports").add_subparsers(dest="report_command", required=True)
     rl = rep.add_parser("latency", help="per-layer latency of an architecture as CSV")
@@ -158,6 +166,18 @@ def _lut(args) -> int:
 
     if args.lut_command == "info":
         print(LUT.load(args.path).summary())
+        return 0
+    if args.lut_command == "speed-check":
+        from hwnas.hw import speed_check
+
+        space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
+        lut = LUT.load(args.lut)
+        check = speed_check(lut, space, _input(args), n=args.subnets, progress=True)
+        print(f"{args.lut}: the machine runs at {check.factor:.4f} x the build's times now (+-{check.spread:.4f} "
+              f"over {len(check.ratios)} build subnets); LUT speed factor was {lut.speed_factor:.4f}")
+        if args.write:
+            lut.with_speed(check.factor, **check.record()).save(args.lut)
+            print(f"written: {args.lut} (its costs are multiplied by {check.factor:.4f} from now on)")
         return 0
     space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
     lut = build_lut(space, _input(args), args.device, args.out, repeats_per_kernel=args.repeats, runs=args.runs,

@@ -111,7 +111,7 @@ def test_bad_files_are_refused(tmp_path, small_lut):
     (tmp_path / "x.json").write_text('{"format": "something-else"}')
     with pytest.raises(LUTError, match="is not an hwnas LUT"):
         LUT.load(tmp_path / "x.json")
-    data = small_lut.to_dict()
+    data = json.loads(json.dumps(small_lut.to_dict()))  # a copy: the fixture is shared
     data["fingerprint"]["onnxruntime"] = "0.0.1"
     (tmp_path / "old.json").write_text(json.dumps(data))
     with pytest.warns(FingerprintWarning, match="0.0.1"):
@@ -157,8 +157,8 @@ def test_killed_build_resumes_without_loss(space, tmp_path):
 
 
 def test_merge(small_lut, tmp_path):
-    a = LUT.load(small_lut.save(tmp_path / "a.json"), check_fingerprint=False)  # small_lut has a fake ORT version
-    b = LUT.load(small_lut.save(tmp_path / "b.json"), check_fingerprint=False)
+    a = LUT.load(small_lut.save(tmp_path / "a.json"))
+    b = LUT.load(small_lut.save(tmp_path / "b.json"))
     n = {k: e.n for k, e in a.entries.items()}
     a.merge(b)
     assert all(a.entries[k].n == 2 * n[k] for k in n)
@@ -173,3 +173,41 @@ def test_latency_report(space, small_lut, tmp_path):
     assert df["share"].iloc[:-1].sum() == pytest.approx(1.0)
     assert df["measured_ms"].iloc[:-2].notna().all() and df.iloc[-1]["measured_ms"] > 0
     df.to_csv(tmp_path / "r.csv", index=False)
+
+
+def test_build_ends_with_interleaved_end_to_end_times(small_lut):
+    assert all(r.get("interleaved") and r["end_to_end_single_ms"] > 0 for r in small_lut.subnets)
+    assert small_lut.settings["interleaved_end_to_end"]["rounds"] > 1
+
+
+def test_speed_factor_scales_every_cost_and_round_trips(space, small_lut, tmp_path):
+    base = LatencyProfiler(space, X, lut=small_lut)
+    faster = small_lut.with_speed(0.9, measured="now")
+    assert small_lut.speed_factor == 1.0  # the original is untouched
+    prof = LatencyProfiler(space, X, lut=faster)
+    samples = [space.random_sample(i) for i in range(5)]
+    assert prof.profile_batch(samples) == pytest.approx(0.9 * base.profile_batch(samples), rel=1e-12)
+    again = LUT.load(faster.save(tmp_path / "fast.json"))
+    assert again.speed_factor == 0.9 and again.speed["measured"] == "now"
+    with pytest.raises(LUTError, match="between 0.2 and 5"):
+        small_lut.with_speed(0.0)
+    data = json.loads((tmp_path / "fast.json").read_text())
+    data["speed"]["factor"] = "fast"
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(LUTError, match="speed factor"):
+        LUT.load(tmp_path / "bad.json")
+
+
+def test_speed_check_compares_real_runs_with_the_build(space, small_lut):
+    from hwnas.hw import reference_subnets, speed_check
+
+    refs = reference_subnets(small_lut, space, X, n=3)
+    assert len(refs) == 3 and all(r.get("random") for r in refs)  # the uniformly random build subnets first
+    check = speed_check(small_lut, space, X, n=3, rounds=3, repeats=5)
+    assert len(check.ratios) == 3 and 0.3 < check.factor < 3.0
+    slow = LUT.load(small_lut.save(small_lut.path.with_name("slow.json")))  # a build twice as slow as now
+    for r in slow.subnets:
+        r["end_to_end_ms"] *= 2
+    assert speed_check(slow, space, X, n=3, rounds=3, repeats=5).factor == pytest.approx(check.factor / 2, rel=0.3)
+    with pytest.raises(LUTError, match="no build subnet of this space at input 1x1x16x16"):
+        reference_subnets(small_lut, space, torch.randn(1, 1, 16, 16))

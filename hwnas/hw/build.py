@@ -6,6 +6,10 @@ under ONNX Runtime's profiler and charges each node's time to its kernel (:mod:`
 measures the subnet's unprofiled end-to-end time, to calibrate the LUT. After every subnet the LUT file is
 rewritten atomically, so a killed build resumes where it stopped with nothing lost.
 
+Finally the end-to-end times of all the build's subnets are measured once more, interleaved in many short
+rounds (:func:`interleave_end_to_end`): a shared machine's speed drifts by a few percent over minutes, and
+times taken one subnet after another minutes apart would carry that drift into the calibration.
+
 Example:
     >>> import torch, hwnas, tempfile, os
     >>> from hwnas.hw.build import build_lut
@@ -33,12 +37,13 @@ from hwnas.graph.trace import OpGraph, build_graph
 from hwnas.hw.device import Device, get_device
 from hwnas.hw.kernels import Kernel, active_kernels, attribute_nodes, map_kernels
 from hwnas.hw.lut import LUT, LUTError, now
-from hwnas.hw.measure import measure
+from hwnas.hw.measure import measure, measure_many
 from hwnas.hw.profiling import profile_run
 from hwnas.hw.session import export_onnx
 from hwnas.space.space import as_rng
 
-__all__ = ["build_lut", "kernel_tables", "space_signatures", "measure_subnet_kernels", "input_for"]
+__all__ = ["build_lut", "kernel_tables", "space_signatures", "measure_subnet_kernels", "input_for",
+           "interleave_end_to_end"]
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +221,58 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
                 log.warning("a covering subnet added no new measurement; %d still missing", missing())
     if bar is not None:
         bar.close()
+    if missing() == 0:
+        interleave_end_to_end(lut, space, dummy_input, dev, tag, path=path, export_fn=export_fn, progress=progress)
     lut.settings["build_seconds"] = lut.settings.get("build_seconds", 0.0) + (time.perf_counter() - t0)
     lut.settings["finished"] = now()
     if path is not None:
         lut.save(path)
     return lut
+
+
+def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, device: str | Device, tag: str,
+                          path: str | os.PathLike | None = None, export_fn: Any = None, rounds: int = 20,
+                          repeats: int = 5, max_bytes: float = 2e9, seed: int = 0, progress: bool = True) -> int:
+    """Measure the end-to-end times of the build subnets of ``tag`` again, all interleaved, and refit the LUT.
+
+    Sessions are created for as many subnets at once as fit in ``max_bytes`` of ONNX files; each group runs
+    ``rounds`` rounds of ``repeats`` runs in a shuffled order (:func:`~hwnas.hw.measure.measure_many`). The
+    first, one-at-a-time time of each subnet stays in ``end_to_end_single_ms``. Resumable: done subnets are
+    marked ``"interleaved": true`` and the file is saved after every group.
+
+    Returns:
+        How many subnets were measured in this call.
+    """
+    export_fn = export_fn or export
+    todo = [r for r in lut.subnets if r.get("space") == tag and r.get("end_to_end_ms") and not r.get("interleaved")]
+    if not todo:
+        return 0
+    done = 0
+    with tempfile.TemporaryDirectory(prefix="hwnas-lut-e2e-") as work:
+        start = 0
+        while start < len(todo):
+            group, paths, inputs, size = [], [], [], 0.0
+            while start + len(group) < len(todo) and (not group or size < max_bytes):
+                r = todo[start + len(group)]
+                x = input_for(space, r["sample"], dummy_input)
+                p = export_onnx(export_fn(space, r["sample"]).eval(), x, Path(work) / f"{start + len(group)}.onnx")
+                size += p.stat().st_size
+                group.append(r)
+                paths.append(p)
+                inputs.append(x)
+            log.info("%s: measuring %d build subnets end to end, interleaved", tag, len(group))
+            records = measure_many(paths, device, dummy_inputs=inputs, rounds=rounds, repeats=repeats,
+                                   seed=seed + start, progress=progress)
+            for r, rec in zip(group, records):
+                r.setdefault("end_to_end_single_ms", r["end_to_end_ms"])
+                r["end_to_end_ms"] = rec.median_ms
+                r["interleaved"] = True
+            lut.settings["interleaved_end_to_end"] = {"rounds": rounds, "repeats": repeats, "finished": now()}
+            lut.fit()
+            if path is not None:
+                lut.save(path)
+            for p in paths:
+                p.unlink()
+            start += len(group)
+            done += len(group)
+    return done

@@ -17,7 +17,13 @@ to the end-to-end time; kernels timed alone pay layout conversions a whole model
 :mod:`hwnas.hw.kernels`. The calibration maps the sum of a subnet's profiled kernel times to its
 unprofiled end-to-end time: ``end_to_end = scale * sum(kernels) + per_node_ms * nodes + overhead_ms``,
 fitted by least squares over the build's subnets (the profiler adds a little per node; the session run
-adds a fixed overhead).
+adds a fixed overhead). The builder measures those end-to-end times once more at the end, all subnets
+interleaved (:func:`hwnas.hw.build.interleave_end_to_end`), so that the whole LUT stands for one state of
+the machine rather than for its drift over the build.
+
+``"speed"`` (optional) records a re-measurement of the machine's speed against the build:
+``{"factor": 1.03, "measured": "2026-...", "subnets": 8, "spread": 0.004}`` multiplies every kernel cost and
+the overhead (see :func:`hwnas.hw.drift.speed_check`); without it the factor is 1.
 """
 
 from __future__ import annotations
@@ -86,6 +92,7 @@ class LUT:
     calibration: dict[str, float] = field(default_factory=lambda: {"scale": 1.0, "per_node_ms": 0.0,
                                                                    "overhead_ms": 0.0})
     path: Path | None = None
+    speed: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ construction and files
     @classmethod
@@ -113,7 +120,13 @@ class LUT:
                 from e
         lut = cls(device, data.get("fingerprint", {}), data.get("settings", {}), entries, data.get("subnets", []),
                   data.get("spaces", []), data.get("calibration", {"scale": 1.0, "per_node_ms": 0.0,
-                                                                    "overhead_ms": 0.0}), Path(path))
+                                                                    "overhead_ms": 0.0}), Path(path),
+                  dict(data.get("speed") or {}))
+        factor = lut.speed.get("factor", 1.0)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.2 < factor < 5.0:
+            raise LUTError(f"LUT {str(path)!r} has a speed factor of {lut.speed.get('factor')!r}; expected a number "
+                           "between 0.2 and 5 (from hwnas.hw.speed_check). Delete the \"speed\" field to use the "
+                           "LUT as built.")
         if check_fingerprint:
             diffs = fingerprint_matches(lut.fingerprint, fingerprint(device))
             if diffs:
@@ -127,7 +140,7 @@ class LUT:
         return {
             "format": FORMAT, "version": VERSION, "device": dev, "fingerprint": self.fingerprint,
             "settings": self.settings, "spaces": self.spaces, "calibration": self.calibration,
-            "subnets": self.subnets,
+            "subnets": self.subnets, **({"speed": self.speed} if self.speed else {}),
             "entries": {k: {"median_ms": round(e.median_ms, 6), "n": e.n, "adjust_ms": round(e.adjust_ms, 7),
                             "times_ms": [round(t, 6) for t in e.times_ms], "nodes": e.nodes}
                         for k, e in sorted(self.entries.items())},
@@ -160,13 +173,37 @@ class LUT:
         c = self.calibration
         return c["scale"] * e.median_ms + c["per_node_ms"] * e.median_nodes
 
-    def cost_ms(self, signature: str) -> float:
-        """The kernel's cost: its calibrated profiled cost plus the end-to-end refinement (see :meth:`fit`)."""
+    def _built_cost_ms(self, signature: str) -> float:
         return max(0.0, self.prior_ms(signature) + self.entries[str(signature)].adjust_ms)
+
+    def cost_ms(self, signature: str) -> float:
+        """The kernel's cost: its calibrated profiled cost plus the end-to-end refinement (see :meth:`fit`),
+        times :attr:`speed_factor`."""
+        return self.speed_factor * self._built_cost_ms(signature)
+
+    @property
+    def _built_overhead_ms(self) -> float:
+        return float(self.calibration.get("overhead_ms", 0.0))
 
     @property
     def overhead_ms(self) -> float:
-        return float(self.calibration.get("overhead_ms", 0.0))
+        """The fixed per-model cost (session run, inputs and outputs), times :attr:`speed_factor`."""
+        return self.speed_factor * self._built_overhead_ms
+
+    @property
+    def speed_factor(self) -> float:
+        """How much slower (> 1) or faster the machine ran at the last speed check than during the build."""
+        return float(self.speed.get("factor", 1.0)) if self.speed else 1.0
+
+    def with_speed(self, factor: float, **record: Any) -> LUT:
+        """A copy of this LUT whose costs are multiplied by ``factor`` (see :func:`hwnas.hw.speed_check`)."""
+        import copy
+
+        if not (isinstance(factor, (int, float)) and 0.2 < float(factor) < 5.0):
+            raise LUTError(f"speed factor must be a number between 0.2 and 5 (measured now / at build), got {factor!r}.")
+        out = copy.copy(self)
+        out.speed = {"factor": float(factor), **record}
+        return out
 
     def merge(self, other: LUT) -> LUT:
         """Add ``other``'s measurements to this LUT (same device settings required); returns ``self``."""
@@ -218,7 +255,7 @@ class LUT:
                     n[i, col[k]] = c
         e2e = np.array([r["end_to_end_ms"] for r in rows])
         prior = np.array([self.prior_ms(k) for k in keys])
-        resid = e2e - n @ prior - self.overhead_ms
+        resid = e2e - n @ prior - self._built_overhead_ms
         scale = np.maximum(np.abs(prior), 1e-4)
         a = np.vstack([np.hstack([n / e2e[:, None], (1.0 / e2e)[:, None]]),
                        np.hstack([np.diag(np.sqrt(ridge) / scale), np.zeros((len(keys), 1))])])
@@ -226,8 +263,8 @@ class LUT:
         sol, *_ = np.linalg.lstsq(a, y, rcond=None)
         for k, d in zip(keys, sol[:-1]):
             self.entries[k].adjust_ms = float(d)
-        self.calibration["overhead_ms"] = self.overhead_ms + float(sol[-1])
-        pred = n @ np.array([self.cost_ms(k) for k in keys]) + self.overhead_ms
+        self.calibration["overhead_ms"] = self._built_overhead_ms + float(sol[-1])
+        pred = n @ np.array([self._built_cost_ms(k) for k in keys]) + self._built_overhead_ms
         self.calibration["refined"] = {"ridge": ridge, "subnets": len(rows),
                                        "median_abs_rel_err": float(np.median(np.abs(pred - e2e) / e2e))}
 
@@ -251,8 +288,9 @@ class LUT:
 
     def summary(self) -> str:
         n = [e.n for e in self.entries.values()] or [0]
+        speed = f", speed factor {self.speed_factor:.4f} ({self.speed.get('measured', '?')})" if self.speed else ""
         return (f"LUT for {self.device.name}: {len(self.entries)} kernels (measured {min(n)}-{max(n)} times), "
-                f"{len(self.subnets)} subnets, calibration {self.calibration}")
+                f"{len(self.subnets)} subnets, calibration {self.calibration}{speed}")
 
 
 def now() -> str:

@@ -128,6 +128,7 @@ def measure_many(
     rounds: int = 7,
     seed: int = 0,
     progress: bool = False,
+    rewarm: int = 1,
 ) -> list[LatencyRecord]:
     """Measure several models, interleaved, and return one :class:`LatencyRecord` per model.
 
@@ -139,14 +140,20 @@ def measure_many(
         dummy_inputs: One input spec per model, instead of ``dummy_input``.
         warmup: Untimed runs per model before the first round.
         repeats: Timed runs per model per round.
-        rounds: Rounds; each runs all models in an order shuffled by a seeded generator.
+        rounds: Rounds; each runs all models in an order shuffled by a seeded generator. Many short
+            rounds (e.g. 30 rounds of 6) spread each model's runs over the whole measurement, so that slow
+            phases of a shared machine hit every model alike; few long rounds do not.
         seed: Seed for the round order and generated inputs.
         progress: Show a tqdm progress bar.
+        rewarm: Untimed runs at the start of each model's turn in a round: the previous model evicted its
+            weights from the caches, and a model's first run after a switch pays for reloading them.
     """
     models = list(models)
     if not models:
         raise ValueError("measure_many: got an empty list of models; pass at least one ONNX path or module.")
     check_counts(warmup=warmup, repeats=repeats, rounds=rounds)
+    if not isinstance(rewarm, int) or isinstance(rewarm, bool) or rewarm < 0:
+        raise ValueError(f"measure_many: rewarm must be an int >= 0 (untimed runs per model turn), got {rewarm!r}.")
     if dummy_inputs is not None:
         if dummy_input is not None:
             raise ValueError(
@@ -186,6 +193,8 @@ def measure_many(
                 for m in rng.permutation(len(models)):
                     run = runners[m].run
                     row = times_ns[m, r]
+                    for _ in range(rewarm):
+                        run()
                     for k in range(repeats):
                         t0 = clock()
                         run()
@@ -240,9 +249,10 @@ def measure(
     *,
     seed: int = 0,
 ) -> LatencyRecord:
-    """Measure one model: :func:`measure_many` of a single model."""
+    """Measure one model: :func:`measure_many` of a single model (nothing to re-warm between its rounds)."""
     return measure_many(
-        [onnx_path_or_module], device, dummy_input, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed
+        [onnx_path_or_module], device, dummy_input, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed,
+        rewarm=0,
     )[0]
 
 

@@ -1,0 +1,130 @@
+"""Speed checks: how much faster or slower the machine runs now than when a LUT was built.
+
+A shared machine (a cloud VM, a laptop on battery, a box with other jobs) changes speed by a few percent
+from hour to hour, all kernels alike. A LUT holds the build's subnets with their end-to-end times
+(measured interleaved at the end of the build); :func:`speed_check` exports a few of them, measures them
+again, and returns the median ratio now / at build. ``lut.with_speed(check.factor)`` then gives a LUT
+whose every kernel cost and overhead is scaled by it, and ``hwnas lut speed-check --write`` stores the
+factor in the LUT file (it loads with it from then on). The relative accuracy of the LUT does not depend
+on this; absolute milliseconds on a drifting machine do.
+
+Example:
+    >>> import torch, hwnas
+    >>> from hwnas.hw import LUT, speed_check
+    >>> space = hwnas.spaces.create("digits")
+    >>> lut = LUT.load("lut/digits_cpu-ort-1t.json")
+    >>> check = speed_check(lut, space, torch.randn(1, 1, 8, 8), n=4, rounds=4, repeats=5)   # a few seconds
+    >>> 0.5 < check.factor < 2.0
+    True
+    >>> profiler = hwnas.LatencyProfiler(space, torch.randn(1, 1, 8, 8), lut=lut.with_speed(check.factor))
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hwnas.graph.subnet import export
+from hwnas.hw.build import input_for
+from hwnas.hw.lut import LUT, LUTError, now
+from hwnas.hw.measure import measure_many
+from hwnas.hw.session import export_onnx
+from hwnas.space.space import collect_choices, validate_sample
+
+__all__ = ["SpeedCheck", "reference_subnets", "speed_check"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SpeedCheck:
+    """The outcome of :func:`speed_check`.
+
+    Attributes:
+        factor: median over the reference subnets of (end-to-end now) / (end-to-end at build).
+        ratios: that ratio for each reference subnet.
+        spread: half the interquartile range of the ratios (how consistently they moved).
+        measured: when (ISO time).
+        samples: the reference subnets' samples.
+    """
+
+    factor: float
+    ratios: list[float]
+    spread: float
+    measured: str
+    samples: list[dict[str, Any]] = field(repr=False, default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """The fields stored in a LUT's ``"speed"`` entry."""
+        return {"measured": self.measured, "subnets": len(self.ratios), "spread": round(self.spread, 5)}
+
+
+def _belongs(space: Any, sample: dict[str, Any]) -> bool:
+    try:
+        validate_sample(collect_choices(space), sample)
+    except (ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def reference_subnets(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 8,
+                      seed: int = 0) -> list[dict[str, Any]]:
+    """Up to ``n`` build subnets of ``space`` at ``dummy_input``'s shape whose end-to-end time was measured
+    interleaved (uniformly random ones first), as the LUT's records (``sample``, ``end_to_end_ms``, ...).
+
+    Raises:
+        LUTError: the LUT holds no such subnet (built by an older hwnas, or for another space or input).
+    """
+    shape = "x".join(str(d) for d in dummy_input.shape)
+    rows = [r for r in lut.subnets if r.get("interleaved") and r.get("end_to_end_ms")
+            and str(r.get("space", "")).endswith("@" + shape) and _belongs(space, r["sample"])]
+    if not rows:
+        raise LUTError(f"LUT {str(lut.path or '')!r} holds no build subnet of this space at input {shape} with an "
+                       "interleaved end-to-end time, which a speed check compares against; run the build again "
+                       "(hwnas.hw.build_lut or benchmarks/build_lut.py with the same --out: it only adds that pass).")
+    rng = np.random.default_rng(seed)
+    random_rows = [r for r in rows if r.get("random")]
+    others = [r for r in rows if not r.get("random")]
+    order = [random_rows[i] for i in rng.permutation(len(random_rows))] + [others[i] for i in rng.permutation(len(others))]
+    return order[:n]
+
+
+def speed_check(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 8, rounds: int = 10, repeats: int = 10,
+                seed: int = 0, progress: bool = False, export_fn: Any = None) -> SpeedCheck:
+    """Measure ``n`` of the LUT's build subnets now and compare with their times at build.
+
+    Args:
+        lut: the LUT (its device settings are used).
+        space, dummy_input: the space and input shape the LUT was built for.
+        n: how many reference subnets (see :func:`reference_subnets`).
+        rounds, repeats: interleaved rounds and runs per round (see :func:`~hwnas.hw.measure.measure_many`).
+        seed: which reference subnets, and the round order.
+        progress: show a progress bar.
+        export_fn: ``(space, sample) -> nn.Module`` (default :func:`hwnas.export`).
+
+    Returns:
+        A :class:`SpeedCheck`; ``lut.with_speed(check.factor, **check.record())`` applies it.
+    """
+    refs = reference_subnets(lut, space, dummy_input, n=n, seed=seed)
+    export_fn = export_fn or export
+    with tempfile.TemporaryDirectory(prefix="hwnas-speed-") as work:
+        paths, inputs = [], []
+        for i, r in enumerate(refs):
+            x = input_for(space, r["sample"], dummy_input)
+            paths.append(export_onnx(export_fn(space, r["sample"]).eval(), x, Path(work) / f"ref{i}.onnx"))
+            inputs.append(x)
+        records = measure_many(paths, lut.device, dummy_inputs=inputs, rounds=rounds, repeats=repeats, seed=seed,
+                               progress=progress)
+    ratios = np.array([rec.median_ms / r["end_to_end_ms"] for rec, r in zip(records, refs)])
+    q1, q3 = np.percentile(ratios, [25, 75])
+    check = SpeedCheck(float(np.median(ratios)), [float(v) for v in ratios], float((q3 - q1) / 2), now(),
+                       [r["sample"] for r in refs])
+    log.info("speed check on %s: %.4f x the build's times (spread %.4f over %d subnets)", lut.device.name,
+             check.factor, check.spread, len(refs))
+    return check
