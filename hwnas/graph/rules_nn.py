@@ -30,7 +30,7 @@ def check_dim(call: Call, what: str, declared: Any, got: Any) -> None:
     """Raise :class:`ShapeMismatchError` unless ``declared`` equals ``got`` for every sample."""
     if not dims_equal(declared, got):
         raise ShapeMismatchError(
-            f"{call.path!r} ({type(call.module).__name__ if call.module is not None else call.op_type}) declares "
+            f"{call.path or '<root>'!r} ({type(call.module).__name__ if call.module is not None else call.op_type}) declares "
             f"{what} = {_show(declared)} but its input has {_show(got)}; make the layer's declared size the same "
             "value (the same Choice or expression) as the producer's output."
         )
@@ -99,10 +99,24 @@ def _conv_functional(call: Call) -> TensorMeta:
     x, w = call.tensor(0), call.tensor(1, "weight")
     nsp = x.ndim - 2
     groups = call.arg(6, "groups", 1)
+    check_dim(call, "in_channels (weight.shape[1] * groups)", w.shape[1] * groups, x.shape[1])
     return _conv(call, x, w.shape[0], tuple(w.shape[2:]), _tuple(call.arg(3, "stride", 1), nsp),
                  _tuple(call.arg(4, "padding", 0), nsp) if not isinstance(call.arg(4, "padding", 0), str)
                  else call.arg(4, "padding"), _tuple(call.arg(5, "dilation", 1), nsp), groups,
                  call.arg(2, "bias") is not None)
+
+
+@register_shape_rule(F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d, op="conv")
+def _conv_transpose_functional(call: Call) -> TensorMeta:
+    # conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation);
+    # weight is (in_channels, out_channels / groups, *kernel)
+    x, w = call.tensor(0), call.tensor(1, "weight")
+    nsp = x.ndim - 2
+    groups = call.arg(6, "groups", 1)
+    check_dim(call, "in_channels (weight.shape[0])", w.shape[0], x.shape[1])
+    return _conv(call, x, w.shape[1] * groups, tuple(w.shape[2:]), _tuple(call.arg(3, "stride", 1), nsp),
+                 _tuple(call.arg(4, "padding", 0), nsp), _tuple(call.arg(7, "dilation", 1), nsp), groups,
+                 call.arg(2, "bias") is not None, True, _tuple(call.arg(5, "output_padding", 0), nsp))
 
 
 @register_shape_rule(hnn.Conv2d, op="conv")
@@ -133,6 +147,14 @@ def batch_norm(call: Call) -> TensorMeta:
     x, m = call.tensor(0), call.module
     check_dim(call, "num_features", from_value(m.num_features), x.shape[1])
     call.attrs.update(affine=getattr(m, "affine", True), channels=x.shape[1])
+    return x
+
+
+@register_shape_rule(F.batch_norm, op="batch_norm")
+def _batch_norm_f(call: Call) -> TensorMeta:
+    # batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+    x = call.tensor(0)
+    call.attrs.update(affine=call.arg(3, "weight") is not None, channels=x.shape[1])
     return x
 
 
@@ -261,12 +283,14 @@ def attention(call: Call, embed_dim: Any, kdim: Any, vdim: Any) -> tuple:
     else:
         lq, n, e = q.shape
         s = k.shape[0]
+    # bias_k/bias_v and add_zero_attn each append one key/value position after the projections
+    attn_len = s + int(getattr(m, "bias_k", None) is not None) + int(bool(getattr(m, "add_zero_attn", False)))
     check_dim(call, "embed_dim", embed_dim, e)
     call.attrs.update(embed_dim=embed_dim, num_heads=m.num_heads, kdim=kdim, vdim=vdim, batch=n, q_len=lq, kv_len=s,
-                      need_weights=need_weights, bias=m.in_proj_bias is not None)
+                      attn_len=attn_len, need_weights=need_weights, bias=m.in_proj_bias is not None)
     weights = None
     if need_weights:
-        weights = TensorMeta((n, lq, s) if average else (n, m.num_heads, lq, s))
+        weights = TensorMeta((n, lq, attn_len) if average else (n, m.num_heads, lq, attn_len))
     return (q, weights)
 
 
@@ -294,8 +318,9 @@ _ACTIVATIONS = {
     "mish": (nn.Mish, F.mish),
     "softmax": (nn.Softmax, F.softmax, "softmax"),
     "log_softmax": (nn.LogSoftmax, F.log_softmax, "log_softmax"),
-    "clamp": ("clamp", "clamp_", "clip"),
-    "dropout": (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, F.dropout, F.dropout2d),
+    "clamp": (nn.Hardtanh, F.hardtanh, F.hardtanh_, "clamp", "clamp_", "clip", "clip_"),
+    "dropout": (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, F.dropout, F.dropout1d,
+                F.dropout2d, F.dropout3d, F.alpha_dropout),
     "identity": (nn.Identity, "contiguous", "clone", "float", "detach"),
 }
 

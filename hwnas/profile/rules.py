@@ -6,7 +6,8 @@ fvcore counts (``by_default=True``): convolution ``N * Cout * Cin/groups * prod(
 without affine); layer/group/instance norm ``numel * 5`` (``* 4`` without affine); 2-D adaptive average
 pooling ``numel(input)``; 2-D nearest / bilinear upsampling ``numel(output) * 1 / * 4``; matmul
 ``numel(a) * b.shape[-1]``; multi-head attention: its input and output projections, plus the two
-attention matmuls ``2 * N * L * S * E`` when it returns weights (fvcore sees those as ``bmm``; with
+attention matmuls ``2 * N * L * S * E`` (``S`` key positions, one more each for ``bias_k`` and
+``add_zero_attn``) when it returns weights (fvcore sees those as ``bmm``; with
 ``need_weights=False`` PyTorch runs scaled-dot-product attention, which fvcore does not count).
 
 Ops fvcore does not count get documented rules, used only with ``elementwise=True`` and otherwise listed
@@ -143,12 +144,12 @@ def _mha_flops(op: Op) -> Any:
     a = op.attrs
     n, lq, s, e = a["batch"], a["q_len"], a["kv_len"], a["embed_dim"]
     proj = n * lq * e * e + n * s * e * a["kdim"] + n * s * e * a["vdim"] + n * lq * e * e
-    return proj + (2 * n * lq * s * e if a["need_weights"] else 0)
+    return proj + (2 * n * lq * a.get("attn_len", s) * e if a["need_weights"] else 0)
 
 
 def _mha_sdpa_flops(op: Op) -> Any:
     a = op.attrs
-    return 0 if a["need_weights"] else 2 * a["batch"] * a["q_len"] * a["kv_len"] * a["embed_dim"]
+    return 0 if a["need_weights"] else 2 * a["batch"] * a["q_len"] * a.get("attn_len", a["kv_len"]) * a["embed_dim"]
 
 
 # ----------------------------------------------------------------------------- FLOPs fvcore leaves out
