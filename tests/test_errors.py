@@ -35,6 +35,21 @@ def test_unknown_op_names_op_path_and_fix():
         hwnas.FlopsProfiler(UsesMystery(), torch.randn(1, 3, 8, 8))
 
 
+def test_unknown_module_names_class_path_and_fix():
+    class Net(hnn.Space):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(hnn.Conv2d(3, hnn.Choice([4, 8], label="w"), 3), nn.PixelShuffle(2))
+
+        def forward(self, x):
+            return self.body(x)
+
+    with pytest.raises(UnsupportedOpError, match=r"no shape rule for module torch.nn.modules.pixelshuffle.PixelShuffle "
+                                                 r"at 'body.1'. Register one: @hwnas.graph.register_shape_rule"
+                                                 r"\(PixelShuffle, op='my_op'\).*register_cost_rule"):
+        hwnas.FlopsProfiler(Net(), torch.randn(1, 3, 8, 8))
+
+
 def test_untraceable_space_names_the_line():
     class Branchy(hnn.Space):
         def __init__(self):
@@ -49,6 +64,27 @@ def test_untraceable_space_names_the_line():
     with pytest.raises(UntraceableError, match=r"could not trace <root> \(Branchy\) at .*test_errors.py:\d+: "
                                                r"`if x.sum\(\) > 0:`.*register_leaf"):
         hwnas.FlopsProfiler(Branchy(), torch.randn(1, 3, 8, 8))
+
+
+def test_untraceable_submodule_is_named_with_its_path():
+    class Flip(nn.Module):
+        def forward(self, x):
+            if x.mean() > 0:
+                return -x
+            return x
+
+    class Net(hnn.Space):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(hnn.Conv2d(3, hnn.Choice([4, 8], label="w"), 3), Flip())
+
+        def forward(self, x):
+            return self.body(x)
+
+    with pytest.raises(UntraceableError, match=r"could not trace <root> \(Net\), in its submodule 'body.1' \(Flip\) "
+                                               r"at .*test_errors.py:\d+: `if x.mean\(\) > 0:`.*"
+                                               r"register_leaf\(Flip\).*register_shape_rule\(Flip\)"):
+        hwnas.FlopsProfiler(Net(), torch.randn(1, 3, 8, 8))
 
 
 def test_leaf_with_registered_rules_works_and_missing_cost_rule_raises():

@@ -111,6 +111,11 @@ def test_registry():
         hwnas.spaces.create("nope")
     with pytest.raises(ValueError, match="already registered"):
         hwnas.spaces.register_space("digits")(lambda: None)
+    with pytest.raises(TypeError, match=r"space 'mobilenet_v3' got unknown keyword argument\(s\) \['nope'\]; it "
+                                        r"accepts \['num_classes', 'resolutions', .*help\(hwnas.spaces.mobilenet"):
+        hwnas.spaces.create("mobilenet_v3", num_classes=10, nope=1)
+    space = hwnas.spaces.create("mobilenet_v3", num_classes=10, resolutions=[160, 224])
+    assert space.choices()["resolution"] == (160, 224) and space.classifier.out_features == 10
 
 
 def test_arch_json_round_trip(tmp_path):

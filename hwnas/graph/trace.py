@@ -91,6 +91,14 @@ class HwnasTracer(fx.Tracer):
             return True
         return super().is_leaf_module(m, qualname)
 
+    def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if getattr(self, "failed_module", None) is None:  # the innermost module that failed
+                self.failed_module = (self.path_of_module(m), type(m).__name__)
+            raise
+
 
 def _user_frame(exc: BaseException) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
@@ -103,14 +111,23 @@ def _user_frame(exc: BaseException) -> str:
 
 def trace_module(module: nn.Module, path: str = "") -> fx.Graph:
     """Trace ``module`` with :class:`HwnasTracer`; a failure raises :class:`UntraceableError`."""
+    tracer = HwnasTracer()
     try:
-        return HwnasTracer().trace(module)
+        return tracer.trace(module)
     except Exception as e:  # torch.fx raises several types here (TraceError, TypeError, ...)
+        where = f"{path or '<root>'} ({type(module).__name__})"
+        failed = getattr(tracer, "failed_module", None)
+        if failed is not None:
+            inner = f"{path}.{failed[0]}" if path else failed[0]
+            where = f"{where}, in its submodule {inner!r} ({failed[1]})"
+            fix = (f"Make {failed[1]} a leaf with hwnas.graph.register_leaf({failed[1]}) and give it a shape rule "
+                   f"with @hwnas.graph.register_shape_rule({failed[1]}).")
+        else:
+            fix = ("Move that code into its own module, make it a leaf with hwnas.graph.register_leaf(ThatModule) "
+                   "and give it a shape rule with @hwnas.graph.register_shape_rule(ThatModule).")
         raise UntraceableError(
-            f"torch.fx could not trace {path or '<root>'} ({type(module).__name__}){_user_frame(e)}: {e}. "
-            "Data-dependent Python control flow cannot be traced. Move that code into its own module, make it a "
-            "leaf with hwnas.graph.register_leaf(ThatModule) and give it a shape rule with "
-            "@hwnas.graph.register_shape_rule(ThatModule)."
+            f"torch.fx could not trace {where}{_user_frame(e)}: {e}. "
+            f"Data-dependent Python control flow cannot be traced. {fix}"
         ) from e
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import inspect
 from collections.abc import Callable
 
 from hwnas.space.space import Space
@@ -32,6 +33,13 @@ def create(name: str, **kwargs) -> Space:
     except KeyError:
         raise ValueError(f"no space named {name!r}; available: {sorted(_SPACES)}. "
                          "Register your own with @hwnas.spaces.register_space(name).") from None
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        accepted = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = [k for k in kwargs if k not in accepted]
+        if unknown:
+            raise TypeError(f"space {name!r} got unknown keyword argument(s) {unknown}; it accepts {accepted} "
+                            f"(see help({fn.__module__}.{fn.__qualname__})).")
     return fn(**kwargs)
 
 
