@@ -52,6 +52,29 @@ def test_cli_profile(capsys):
     assert "flops" in out and "yes" in out and "NO" in out and "subnets" in out
 
 
+def test_cli_profile_of_a_user_space(tmp_path, capsys):
+    path = tmp_path / "myspace.py"
+    path.write_text(
+        "import hwnas.nn as hnn\n\n\n"
+        "class MySpace(hnn.Space):\n"
+        "    def __init__(self, classes=10):\n"
+        "        super().__init__()\n"
+        "        w = hnn.Choice([8, 16], label='w')\n"
+        "        self.stem = hnn.ConvBNAct(3, w, hnn.Choice([3, 5], label='k'), stride=2)\n"
+        "        self.head = hnn.Linear(w, classes)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.head(self.stem(x).mean((2, 3)))\n")
+    assert main(["profile", "--space", f"{path}:MySpace", "--input", "1,3,32,32", "--space-arg", "classes=5",
+                 "--constraint", "params=300"]) == 0
+    out = capsys.readouterr().out
+    # the smallest subnet: 3x3 conv 3->8 (216) + BN (16) + Linear 8->5 (45) = 277 params
+    assert out.splitlines()[2].split()[:2] == ["params", "277"] and "2 labels, 4 subnets" in out
+    assert main(["profile", "--space", f"{path}:Nope"]) == 2
+    assert "has no class or function 'Nope'" in capsys.readouterr().err
+    assert main(["profile", "--space", f"{path}:MySpace", "--space-arg", "width=3"]) == 2
+    assert "unknown keyword argument(s) ['width']; it accepts ['classes']" in capsys.readouterr().err
+
+
 def test_cli_errors(capsys):
     assert main(["profile", "--space", "nope"]) == 2
     assert "no space named 'nope'" in capsys.readouterr().err

@@ -27,12 +27,24 @@ def register_space(name: str) -> Callable[[Callable[..., Space]], Callable[..., 
 
 
 def create(name: str, **kwargs) -> Space:
-    """Build the registered space ``name`` with keyword arguments for its constructor."""
-    try:
+    """Build the registered space ``name`` with keyword arguments for its constructor.
+
+    ``name`` may also be ``"package.module:attr"`` or ``"path/to/file.py:attr"``, a space class or factory
+    of your own, so that the command line reaches your space too:
+    ``hwnas profile --space myspace.py:MySpace --input 1,3,32,32``.
+
+    Raises:
+        ValueError: no space of that name (the message lists the registered ones).
+        TypeError: a keyword argument the constructor does not take (the message lists those it takes).
+    """
+    if name in _SPACES:
         fn = _SPACES[name]
-    except KeyError:
+    elif ":" in name:
+        fn = _import_space(name)
+    else:
         raise ValueError(f"no space named {name!r}; available: {sorted(_SPACES)}. "
-                         "Register your own with @hwnas.spaces.register_space(name).") from None
+                         "Register your own with @hwnas.spaces.register_space(name), or name a class or factory "
+                         "as 'package.module:attr' or 'path/to/file.py:attr'.")
     params = inspect.signature(fn).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         accepted = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
@@ -41,6 +53,32 @@ def create(name: str, **kwargs) -> Space:
             raise TypeError(f"space {name!r} got unknown keyword argument(s) {unknown}; it accepts {accepted} "
                             f"(see help({fn.__module__}.{fn.__qualname__})).")
     return fn(**kwargs)
+
+
+def _import_space(spec: str) -> Callable[..., Space]:
+    """``package.module:attr`` or ``path/to/file.py:attr`` -> that class or factory."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    target, _, attr = spec.rpartition(":")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise ValueError(f"space {spec!r}: file {target!r} does not exist.")
+        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(mod_spec)
+        mod_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise ValueError(f"space {spec!r}: cannot import {target!r} ({e}); give an importable module or a file "
+                             "path like path/to/myspace.py:MySpace.") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"space {spec!r}: {target!r} has no class or function {attr!r}.")
+    return fn
 
 
 def list() -> builtins.list[str]:  # noqa: A001 - mirrors timm.list_models
