@@ -7,9 +7,11 @@ import itertools
 
 import numpy as np
 import torch
-from conftest import UserCNN
+from conftest import UserCNN, fvcore_flops, num_params
+from torch import nn
 
 import hwnas
+import hwnas.nn as hnn
 
 
 def _probs(space, seed):
@@ -38,6 +40,46 @@ def test_expectation_equals_enumerated_mean():
     # the same in torch
     t = {k: torch.tensor(v, dtype=torch.float64) for k, v in probs.items()}
     assert np.isclose(flops.expectation(t).item(), want_f, rtol=1e-12)
+
+
+class _Small(hnn.Space):
+    """32 subnets: resolution, width, kernel, an operator choice and a depth choice."""
+
+    def __init__(self):
+        super().__init__()
+        self.resolution = hnn.Choice([8, 12], label="res")
+        w = hnn.Choice([4, 8], label="w")
+        self.stem = hnn.ConvBNAct(3, w, hnn.Choice([1, 3], label="k"), stride=2)
+        self.body = hnn.Repeat(lambda i: hnn.LayerChoice(
+            {"conv": hnn.ConvBNAct(w, w, 3), "pool": nn.AvgPool2d(3, 1, 1)}, label="op"),
+            depth=hnn.Choice([1, 2], label="depth"))
+        self.head = hnn.Linear(w, 3)
+
+    def forward(self, x):
+        return self.head(self.body(self.stem(x)).mean((2, 3)))
+
+
+def test_expectation_equals_mean_of_independent_counts():
+    """Against fvcore's FLOPs and sum(p.numel()) of every exported subnet, weighted by its probability."""
+    space = _Small().eval()
+    flops = hwnas.FlopsProfiler(space, torch.randn(2, 3, 12, 12))
+    params = hwnas.NumParamsProfiler(space, graph=flops.graph)
+    probs = _probs(space, 3)
+    choices = space.choices()
+    want_f = want_p = 0.0
+    for combo in itertools.product(*(range(len(v)) for v in choices.values())):
+        sample = {lab: choices[lab][i] for lab, i in zip(choices, combo)}
+        w = float(np.prod([probs[lab][i] for lab, i in zip(choices, combo)]))
+        subnet = hwnas.export(space, sample)
+        want_f += w * fvcore_flops(subnet, torch.randn(2, 3, sample["res"], sample["res"]))
+        want_p += w * num_params(subnet)
+    assert np.isclose(flops.expectation(probs), want_f, rtol=1e-12)
+    assert np.isclose(params.expectation(probs), want_p, rtol=1e-12)
+    t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in probs.items()}
+    got = flops.expectation(t)
+    assert np.isclose(got.item(), want_f, rtol=1e-12)
+    got.backward()
+    assert all(v.grad is not None and torch.isfinite(v.grad).all() for v in t.values())
 
 
 def test_expectation_gradient_matches_finite_differences():

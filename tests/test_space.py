@@ -150,3 +150,16 @@ def test_dynamic_layers_match_their_exports():
             layer._hwnas_sample = s
             with torch.no_grad():
                 torch.testing.assert_close(layer(inp), layer.export(s).eval()(inp))
+    # depthwise (groups = the channel choice) and grouped (groups = a fraction of it), with dilation
+    c = hnn.Choice([8, 16], label="c")
+    dw = hnn.Conv2d(c, c, hnn.Choice([3, 5], label="k"), groups=c, dilation=2)
+    grouped = hnn.Conv2d(c, hnn.Choice([8, 16], label="c"), 3, stride=2, groups=hwnas.space.make_divisible(c / 4, 1))
+    for cv, k in itertools.product([8, 16], [3, 5]):
+        s = {"c": cv, "k": k}
+        x = torch.randn(2, cv, 11, 11)
+        for layer in (dw, grouped):
+            layer._hwnas_sample = s
+            sub = layer.export(s)
+            assert type(sub) is nn.Conv2d and sub.groups == (cv if layer is dw else cv // 4)
+            with torch.no_grad():
+                torch.testing.assert_close(layer(x), sub(x))
