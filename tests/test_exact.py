@@ -33,9 +33,41 @@ def _input_for(space, sample, shape):
     return torch.randn(shape, generator=torch.Generator().manual_seed(1))
 
 
+# The registered spaces exactly as hwnas.spaces.create builds them, at the inputs of `hwnas profile`.
+DEFAULTS = {
+    "digits": (lambda: hwnas.spaces.create("digits"), (1, 1, 8, 8), None),
+    "mobilenet_v3": (lambda: hwnas.spaces.create("mobilenet_v3"), (1, 3, 224, 224), None),
+    "mobilenet_v2": (lambda: hwnas.spaces.create("mobilenet_v2"), (1, 3, 224, 224), None),
+    "resnet": (lambda: hwnas.spaces.create("resnet"), (1, 3, 224, 224), None),
+}
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_profilers_match_references(name, tmp_path):
-    build, shape, n_onnx = CASES[name]
+    _check_space(CASES[name], name, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(DEFAULTS))
+def test_default_spaces_at_224_match_references(name, tmp_path):
+    """The default spaces at full size, every sample through ONNX Runtime (minutes: run with -m slow)."""
+    _check_space(DEFAULTS[name], name, tmp_path)
+
+
+def test_default_resnet_min_and_max_match_fvcore():
+    """The default OFA-like ResNet-50 space (the test above uses a narrower one to stay quick)."""
+    space = hwnas.spaces.create("resnet").eval()
+    x = torch.randn(1, 3, 64, 64)
+    flops = hwnas.FlopsProfiler(space, x)
+    params = hwnas.NumParamsProfiler(space, graph=flops.graph)
+    for sample in (space.min_sample(), space.max_sample()):
+        subnet = hwnas.export(space, sample)
+        assert flops.profile(sample) == fvcore_flops(subnet, x)
+        assert params.profile(sample) == num_params(subnet)
+
+
+def _check_space(case, name, tmp_path):
+    build, shape, n_onnx = case
     torch.manual_seed(0)
     space = build().eval()
     dummy = torch.randn(shape)
@@ -84,3 +116,34 @@ def test_batch_size_scales_flops():
     one = hwnas.FlopsProfiler(space, torch.randn(1, 1, 8, 8)).profile(s)
     four = hwnas.FlopsProfiler(space, torch.randn(4, 1, 8, 8)).profile(s)
     assert four == 4 * one
+
+
+def test_profile_table_and_record(capsys):
+    """hwnas.profile prints min / centroid / max, the constraints and the space; the record holds the same,
+    and its figures are fvcore's and the exported subnets' counts."""
+    from hwnas.profile.constraints import centroid_sample
+    from hwnas.space import collect_choices
+
+    space = hwnas.spaces.create("mobilenet_v2", num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    summary = hwnas.profile(space, x, constraints={"flops": "60%", "params": 1e3})
+    out = capsys.readouterr().out
+    choices = space.choices()
+    samples = {"min": space.min_sample(), "centroid": centroid_sample(space, collect_choices(space)),
+               "max": space.max_sample()}
+    subnets = {k: hwnas.export(space, s) for k, s in samples.items()}
+    want_flops = tuple(fvcore_flops(subnets[k], x) for k in ("min", "centroid", "max"))
+    want_params = tuple(num_params(subnets[k]) for k in ("min", "centroid", "max"))
+    assert summary.metrics["flops"] == want_flops
+    assert summary.metrics["params"] == want_params
+    assert summary.num_subnets == space.num_subnets() and summary.choices == choices
+    flops_row, params_row = summary.constraints
+    assert (flops_row.metric, flops_row.bound, flops_row.satisfiable) == ("flops", 0.6 * want_flops[2], True)
+    assert (params_row.metric, params_row.bound, params_row.satisfiable) == ("params", 1e3, False)
+    assert out.strip() == summary.table().strip()
+    lines = out.splitlines()
+    assert lines[0].split() == ["metric", "min", "centroid", "max", "constraint", "satisfiable"]
+    assert lines[1].split()[0] == "flops" and lines[1].split()[-1] == "yes"
+    assert lines[2].split()[0] == "params" and lines[2].split()[-1] == "NO"
+    assert f"search space: {len(choices)} labels, {space.num_subnets():.4g} subnets" in out
+    assert all(f"{label}" in out and str(list(values)) in out for label, values in choices.items())
