@@ -46,7 +46,8 @@ class FlopRule:
 
 
 MOVEMENT_OPS = frozenset({"flatten", "reshape", "permute", "transpose", "unsqueeze", "squeeze", "expand", "cat",
-                          "stack", "split", "getitem", "size", "getattr", "identity", "dropout", "parameter"})
+                          "stack", "split", "getitem", "size", "getattr", "identity", "dropout", "parameter",
+                          "param_slice"})
 
 _FLOPS: dict[str, FlopRule] = {}
 _PARAMS: dict[str, Callable[[Op], Any]] = {}
