@@ -73,7 +73,7 @@ def _size_arith(name: str, fn):
     return rule
 
 
-for _name, _fn in {"floordiv": operator.floordiv, "mod": operator.mod, "neg": operator.neg}.items():
+for _name, _fn in {"floordiv": operator.floordiv, "mod": operator.mod, "neg": operator.neg, "pow": operator.pow}.items():
     register_shape_rule(_fn, op=_name)(_size_arith(_name, _fn))
 
 
