@@ -16,7 +16,8 @@ pass of the dummy input), and annotates each tensor axis with the channel group 
 
 Anything else fixes the channels it touches, with a reason: a reshape that splits the channel axis (a
 channel shuffle), a split/chunk along it, an unknown layer type or function, a layer called twice, the
-model's output. Nothing raises here: an unknown op only fixes what it touches.
+model's output, a channel count read from a tensor and used as another size (see
+:mod:`hwnas.convert.sizes`). Nothing raises here: an unknown op only fixes what it touches.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from hwnas.convert.channels import Ann, Channels, Seg, Slot, iter_segs
+from hwnas.convert.sizes import SizeTracking
+from hwnas.convert.sizes import nodes_in as _nodes_in
+from hwnas.convert.sizes import where as _where
 
 __all__ = ["Analyzer", "LayerRecord", "FixedOp", "record_shapes", "UNTRACKED"]
 
@@ -134,13 +138,6 @@ def record_shapes(gm: fx.GraphModule, inputs: tuple) -> dict[fx.Node, Any]:
     return rec.shapes
 
 
-def _where(n: fx.Node) -> str:
-    stack = list(n.meta.get("nn_module_stack", {}))
-    if n.op == "call_module":
-        return str(n.target)
-    return f"{stack[-1]}:{n.name}" if stack else n.name
-
-
 def _what(n: fx.Node, module: nn.Module | None = None) -> str:
     if module is not None:
         return type(module).__name__
@@ -149,17 +146,7 @@ def _what(n: fx.Node, module: nn.Module | None = None) -> str:
     return getattr(n.target, "__name__", str(n.target))
 
 
-def _nodes_in(value: Any) -> list[fx.Node]:
-    if isinstance(value, fx.Node):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [x for v in value for x in _nodes_in(v)]
-    if isinstance(value, dict):
-        return [x for v in value.values() for x in _nodes_in(v)]
-    return []
-
-
-class Analyzer:
+class Analyzer(SizeTracking):
     """Channel groups of a traced model (see the module docstring).
 
     Args:
@@ -182,6 +169,7 @@ class Analyzer:
         self.layers: dict[str, LayerRecord] = {}
         self.params: dict[str, list[Ann]] = {}
         self.fixed_ops: list[FixedOp] = []
+        self.sizes: dict[fx.Node, Any] = {}
         self.calls = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
 
     # ------------------------------------------------------------------ helpers
@@ -216,6 +204,10 @@ class Analyzer:
         if (touched or module is not None) and not any(f.where == _where(n) for f in self.fixed_ops):
             self.fixed_ops.append(FixedOp(_where(n), _what(n, module), reason))
         self.ann[n] = self._none(self.shapes.get(n))
+
+    def _note_fixed(self, n: fx.Node, what: str, reason: str) -> None:
+        if not any(f.where == _where(n) and f.reason == reason for f in self.fixed_ops):
+            self.fixed_ops.append(FixedOp(_where(n), what, reason))
 
     def _slot(self, g: int, owner: str, attr: str, axis: int, offset: int, mult: int, role: str) -> None:
         self.ch.add_slot(g, Slot(owner, attr, axis, offset, mult, role))
@@ -267,6 +259,7 @@ class Analyzer:
         if self.calls[path] > 1:
             self.opaque(n, f"called {self.calls[path]} times (shared weights keep their channels)", m)
             return
+        self.fix_sizes(n, f"passed to {type(m).__name__}")
         x = self._tensor(n.args[0]) if n.args else None
         out_shape = self.shapes.get(n)
         if _is(m, (nn.Conv2d,)) and x is not None:
@@ -388,18 +381,32 @@ class Analyzer:
         except TypeError:
             key_hashable = set()
         first = self._tensor(n.args[0]) if n.args else None
-        if t is operator.getitem:
-            self._getitem(n)
-        elif key_hashable & _SIZE_OPS or (not self._tensor_inputs(n) and not isinstance(out_shape, tuple)):
+        if self.size_source(n):
+            self.ann[n] = self._none(out_shape)
+            return
+        if not self._tensor_inputs(n) and not isinstance(out_shape, tuple):  # arithmetic on sizes
+            self.size_arith(n)
+            self.ann[n] = self._none(out_shape)
+            return
+        if key_hashable & _SIZE_OPS:  # comparisons, assertions
             self.ann[n] = self._none(out_shape)
         elif key_hashable & _ELEMENTWISE and isinstance(out_shape, tuple):
-            self._elementwise(n)
+            self._elementwise(n)  # a size used as a scalar operand is harmless
         elif key_hashable & _PASS_FUNCS and first is not None and out_shape == self.shapes[n.args[0]]:
             self.ann[n] = first
-        elif key_hashable & _SPATIAL_FUNCS and first is not None and isinstance(out_shape, tuple):
-            self.ann[n] = first[:2] + [None] * (len(out_shape) - 2)
         elif key_hashable & _RESHAPES and first is not None:
             self._reshape(n, n.args[0], self._literal_sizes(n) if key_hashable & _LITERAL_SIZES else None)
+        elif t == "expand" and first is not None:
+            self._expand(n, first)
+        else:
+            self.fix_sizes(n, f"an argument of {getattr(t, '__name__', t)}")
+            self._function_rest(n, t, key_hashable, first, out_shape)
+
+    def _function_rest(self, n: fx.Node, t: Any, key_hashable: set, first: list[Ann] | None, out_shape: Any) -> None:
+        if t is operator.getitem:
+            self._getitem(n)
+        elif key_hashable & _SPATIAL_FUNCS and first is not None and isinstance(out_shape, tuple):
+            self.ann[n] = first[:2] + [None] * (len(out_shape) - 2)
         elif key_hashable & _PERMUTES and first is not None:
             self._permute(n, first)
         elif t in (torch.cat, torch.concat):
@@ -412,8 +419,6 @@ class Analyzer:
             self._reduce(n, first)
         elif key_hashable & _MATMULS and first is not None:
             self._matmul(n)
-        elif t == "expand" and first is not None:
-            self._expand(n, first)
         else:
             self.opaque(n, "function unknown to hwnas.convert")
 
@@ -472,9 +477,10 @@ class Analyzer:
             else:
                 self.ch.fix_ann(ax, f"channel axis split or mixed by a reshape (e.g. a channel shuffle) at {_where(n)}")
                 self.fixed_ops.append(FixedOp(_where(n), _what(n), "splits or mixes the channel axis"))
-                continue
-            if literals is not None and j < len(literals) and isinstance(literals[j], int) and literals[j] != -1:
-                self.ch.fix_ann(ax, f"reshape writes the channel count as the literal {literals[j]} at {_where(n)}")
+        if literals is not None:
+            self.check_sizes(n, literals, res, "reshape")
+        else:
+            self.fix_sizes(n, "a reshape argument")
         self.ann[n] = res
 
     def _permute(self, n: fx.Node, a: list[Ann]) -> None:
@@ -559,12 +565,8 @@ class Analyzer:
         res: list[Ann] = [None] * lead
         for i, ax in enumerate(a):
             j = i + lead
-            if s_in[i] == s_out[j]:
-                res.append(ax)
-                if ax is not None and isinstance(literals[j], int) and literals[j] != -1 and s_in[i] > 1:
-                    self.ch.fix_ann(ax, f"expand writes the channel count as the literal {literals[j]} at {_where(n)}")
-            else:
-                res.append(None)
+            res.append(ax if s_in[i] == s_out[j] else None)
+        self.check_sizes(n, literals, res, "expand")
         self.ann[n] = res
 
     def _getitem(self, n: fx.Node) -> None:

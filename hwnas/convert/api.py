@@ -79,7 +79,9 @@ def convert(model: nn.Module, dummy_input: Any, mode: str = "width",
 
     What cannot be searched safely stays fixed and is listed by ``summary()``: channels split or mixed by
     a reshape (ShuffleNet's channel shuffle), split/chunk along channels, layers of unknown types, layers
-    called more than once, and the model's outputs.
+    called more than once, the model's outputs, and channels whose count the model reads and uses as another
+    size (a hand-written attention's ``reshape(b, n, 3, heads, c // heads)`` fixes its residual width;
+    ``y.view(b, c)`` with ``c = x.size(1)`` only couples ``y`` to ``x``; see :mod:`hwnas.convert.sizes`).
 
     Weights: channels are sorted by importance (the L1 norms of the filters that produce them, see
     :mod:`hwnas.convert.build`) consistently in every tensor, so the largest subnet computes exactly what
