@@ -326,6 +326,11 @@ def _search(args) -> int:
     profilers = hwnas.search.build_profilers(space, x)
     if args.lut:
         profilers["latency_ms"] = hwnas.LatencyProfiler(space, x, lut=args.lut, graph=profilers["flops"].graph)
+    for metric, _ in args.constraint:
+        if metric not in profilers:
+            raise ValueError(f"--constraint {metric}=...: no metric {metric!r}; available: {sorted(profilers)}"
+                             + (" (latency_ms needs --lut, e.g. --lut lut/digits_cpu-ort-1t.json)."
+                                if "latency_ms" not in profilers else "."))
     if args.score in profilers:
         score = profilers[args.score].profile
     else:

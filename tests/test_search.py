@@ -9,6 +9,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -265,6 +266,50 @@ def test_constraint_errors_before_any_work(digits):
         hwnas.search.run(space, X, None, lambda s: "good", progress=False)
 
 
+class ActivationBytes:
+    """A user's own profiler, without a hwnas cost model: float32 bytes of the widest feature map, by hand."""
+
+    metric = "mem_bytes"
+
+    def profile(self, sample):
+        return 4.0 * 64 * max(sample["stem.width"], sample["s1.width"] * 4, sample["s2.width"] * 4)
+
+
+def test_constraints_and_filters_over_a_profiler_without_a_cost_model(digits):
+    space, flops, params = digits
+    mem = ActivationBytes()
+    c = space.choices()
+    largest = 4.0 * 64 * max(max(c["stem.width"]), 4 * max(c["s1.width"]), 4 * max(c["s2.width"]))
+    res = hwnas.search(space, X, {"mem_bytes": "50%", "flops": "80%"}, proxy_score(flops, params),
+                       strategy=Chain(Random(), RangeProfilerFilter(mem, min=20_000)), max_trials=30, seed=0,
+                       profilers={"mem_bytes": mem}, progress=False)
+    assert [(k.metric, k.bound) for k in res.constraints] == [("mem_bytes", 0.5 * largest),
+                                                               ("flops", 0.8 * metric_range(flops)[2])]
+    assert all(20_000 <= mem.profile(t.sample) <= 0.5 * largest for t in res.history)
+    assert res.best_metrics["mem_bytes"] == mem.profile(res.best_sample)
+    with pytest.raises(ConstraintError, match=r"constraint mem_bytes='half' is malformed"):
+        hwnas.search(space, X, {"mem_bytes": "half"}, lambda s: 0.0, profilers={"mem_bytes": mem}, progress=False)
+    with pytest.raises(TypeError, match=r"ActivationBytes has no cost model .* give bounds and baselines for it as "
+                                        r"numbers"):
+        hwnas.search.SampleProfilerPenalty(mem, "50%")
+    assert hwnas.search.SampleProfilerPenalty(mem, largest)(1.0, space.max_sample()) == 1.0
+
+
+def test_rejection_mid_search_says_how_many_trials_were_kept(digits, tmp_path):
+    space, flops, params = digits
+    n = [0]
+
+    def first_five(sample):  # keeps the first five candidates, then none
+        n[0] += 1
+        return n[0] <= 5
+
+    with pytest.raises(RejectionError, match=r"50 candidates in a row were rejected.*This happened after 5 evaluated "
+                                             r"trials; they are saved in the checkpoint '.*c\.json'\.$"):
+        hwnas.search.run(space, X, None, proxy_score(flops, params), strategy=Chain(Random(), first_five,
+                         max_rejects=50), max_trials=20, checkpoint=tmp_path / "c.json", progress=False)
+    assert len(json.loads((tmp_path / "c.json").read_text())["trials"]) == 5
+
+
 def test_score_dict_extras_and_min_mode(digits):
     space, flops, _ = digits
     res = hwnas.search.run(space, X, None, lambda s: {"score": flops.profile(s), "width": s["s2.width"]},
@@ -338,6 +383,50 @@ def test_resume_after_a_real_kill_equals_an_uninterrupted_run(tmp_path):
     assert resumed.best_sample == full.best_sample
 
 
+OUTSIDE_KILL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import torch, hwnas
+    sys.path.insert(0, {tests!r})
+    from test_search import resume_settings
+    space, score, kw = resume_settings()
+    def slow_score(sample):
+        time.sleep(0.04)                          # a trial that takes a while, as training does
+        return score(sample)
+    hwnas.search.run(space, torch.zeros(1, 1, 8, 8), {{"flops": "60%"}}, slow_score, checkpoint={ckpt!r}, **kw)
+""")
+
+
+def test_resume_after_a_kill_from_outside_equals_an_uninterrupted_run(tmp_path):
+    """SIGKILL from the parent at whatever moment the child is in (scoring, or writing the checkpoint)."""
+    space, score, kw = resume_settings()
+    full = hwnas.search.run(space, X, {"flops": "60%"}, score, **kw)
+    ckpt = tmp_path / "search.json"
+    script = OUTSIDE_KILL_SCRIPT.format(tests=str(ROOT / "tests"), ckpt=str(ckpt))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    seen, deadline = 0, time.monotonic() + 120
+    try:
+        while proc.poll() is None and seen < 7 and time.monotonic() < deadline:
+            if ckpt.exists():  # written atomically: whenever it exists it is whole, valid JSON
+                seen = len(json.loads(ckpt.read_text())["trials"])
+            time.sleep(0.005)
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -9 and seen >= 7, err[-2000:]
+    saved = len(json.loads(ckpt.read_text())["trials"])
+    assert seen <= saved < 30
+    calls = []
+
+    def counting(sample):
+        calls.append(sample)
+        return score(sample)
+
+    resumed = hwnas.search.run(space, X, {"flops": "60%"}, counting, checkpoint=ckpt, **kw)
+    assert resumed.resumed_trials == saved and len(calls) == 30 - saved  # nothing re-evaluated, nothing lost
+    assert history_key(resumed) == history_key(full)
+
+
 def test_an_error_in_score_func_saves_the_checkpoint_and_resume_continues(digits, tmp_path):
     space, flops, params = digits
     score = proxy_score(flops, params)
@@ -388,23 +477,24 @@ def test_thread_pool_batches_are_reproducible(digits):
 
 
 def test_ray_executor_on_a_local_instance(digits):
+    """executor="ray" without an address starts a local Ray instance, evaluates there, and shuts it down."""
     ray = pytest.importorskip("ray")
     space, flops, params = digits
     table = {k: {v: float(i) for i, v in enumerate(vals)} for k, vals in space.choices().items()}
 
     def score(sample):  # a closure over plain data: Ray ships it by value
-        return sum(table[k][v] * (1 + len(k) % 3) for k, v in sample.items())
+        return {"score": sum(table[k][v] * (1 + len(k) % 3) for k, v in sample.items()), "pid": os.getpid()}
 
     kw = dict(strategy=RegularizedEvolution(6, 2), max_trials=12, seed=4, progress=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        on_ray = hwnas.search.run(space, X, {"flops": "70%"}, score, executor="ray", **kw)
-    finally:
-        ray.shutdown()
-    with ThreadPoolExecutor(2) as pool:
+    assert not ray.is_initialized()
+    on_ray = hwnas.search.run(space, X, {"flops": "70%"}, score, executor="ray", address=None, **kw)
+    assert not ray.is_initialized()  # the instance it started is shut down again
+    assert all(t.extra["pid"] != os.getpid() for t in on_ray.history)  # evaluated in Ray workers
+    batch = sum(t.batch == 0 for t in on_ray.history)
+    assert batch >= 2  # as many trials in flight as the instance has CPUs
+    with ThreadPoolExecutor(batch) as pool:
         local = hwnas.search.run(space, X, {"flops": "70%"}, score, executor=pool, **kw)
     assert history_key(on_ray) == history_key(local)
-    assert on_ray.history[1].batch == 0  # two trials in flight per batch
 
 
 def test_bad_executor_is_named():
@@ -439,4 +529,7 @@ def test_cli_search(tmp_path, capsys):
     assert main(["search", "--space", "digits", "--score", "params", "--constraint", "flops=1", "--out",
                  str(out), "--no-progress"]) == 2
     assert "below the smallest subnet's flops" in capsys.readouterr().err
+    assert main(["search", "--space", "digits", "--score", "params", "--constraint", "latency_ms=0.02", "--out",
+                 str(out), "--no-progress"]) == 2
+    assert "no metric 'latency_ms'; available: ['flops', 'params'] (latency_ms needs --lut" in capsys.readouterr().err
     assert os.path.exists(out / "best_arch.json")

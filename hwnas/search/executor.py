@@ -80,8 +80,10 @@ class RayExecutor:
     with Ray's serialiser (cloudpickle), so closures work; keep what they capture small.
 
     Args:
-        address: a Ray cluster address (``"ray://host:10001"``, ``"auto"``), or ``None`` to start a local
-            instance. When Ray is already initialised in this process, that instance is used as is.
+        address: a Ray cluster address (``"ray://host:10001"``, ``"host:6379"``, ``"auto"`` for the cluster
+            started last on this machine), or ``None`` to start a new local instance (Ray's ``"local"``:
+            never a stale cluster recorded in ``/tmp/ray``). When Ray is already initialised in this
+            process, that instance is used as is.
         num_cpus_per_trial: CPUs each trial reserves.
         max_workers: trials in flight at once (default: the cluster's CPUs / ``num_cpus_per_trial``).
         init_kwargs: further arguments for ``ray.init``.
@@ -100,7 +102,7 @@ class RayExecutor:
         if not ray.is_initialized():
             kwargs = {"include_dashboard": False, "log_to_driver": False, **(init_kwargs or {})}
             try:
-                ray.init(address=address, **kwargs)
+                ray.init(address="local" if address is None else address, **kwargs)
             except Exception as e:
                 raise RuntimeError(f"RayExecutor could not connect to Ray at address={address!r}: {e}. Check that "
                                    "the cluster is running (ray status) and the address, or pass address=None "

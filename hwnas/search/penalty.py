@@ -40,8 +40,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hwnas.profile.constraints import metric_range
-from hwnas.search.strategies import resolve_bound
+from hwnas.search.strategies import profiler_range, resolve_bound
 
 __all__ = ["SampleProfilerPenalty", "ExpectationProfilerPenalty", "NONLINEAR", "AGGREGATE"]
 
@@ -65,7 +64,7 @@ class _ProfilerPenalty:
             raise ValueError(f"{name}: scale must be a number, got {scale!r}.")
         self.profiler, self.baseline, self.scale = profiler, baseline, float(scale)
         self.nonlinear, self.aggregate = nonlinear, aggregate
-        largest = metric_range(profiler)[2] if isinstance(baseline, str) else 1.0
+        largest = profiler_range(profiler)[2] if isinstance(baseline, str) else 1.0
         b = resolve_bound(baseline, largest, f"{name}.baseline")
         if b is None or not b > 0:
             raise ValueError(f"{name}: baseline must be a positive cost (a number in the metric's unit or a "

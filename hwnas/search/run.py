@@ -39,10 +39,17 @@ from hwnas.graph.trace import build_graph
 from hwnas.io import atomic_write_json, read_json
 from hwnas.profile.constraints import Constraint, parse_constraints
 from hwnas.profile.profilers import FlopsProfiler, NumParamsProfiler
-from hwnas.search.errors import CheckpointError, SearchError
+from hwnas.search.errors import CheckpointError, RejectionError, SearchError
 from hwnas.search.executor import make_executor, timed_call
 from hwnas.search.history import History, Trial
-from hwnas.search.strategies import Chain, ConstraintFilter, RegularizedEvolution, Strategy
+from hwnas.search.strategies import (
+    Chain,
+    ConstraintFilter,
+    RegularizedEvolution,
+    Strategy,
+    has_cost_model,
+    profiler_range,
+)
 from hwnas.space.space import collect_choices
 
 __all__ = ["SearchResult", "run", "build_profilers"]
@@ -114,6 +121,25 @@ def _check_profilers(profilers: dict[str, Any], labels: set[str]) -> None:
         if theirs is not None and set(theirs) != labels:
             raise ValueError(f"profilers[{metric!r}] was built for a space with labels {sorted(theirs)[:6]}..., not "
                              f"this one ({sorted(labels)[:6]}...); build it from the same space.")
+
+
+def _parse_constraints(constraints: Any, profs: dict[str, Any], choices: dict[str, tuple]) -> list[Constraint]:
+    """Absolute bounds; profilers without a cost model get a probed range, and an estimate never refuses."""
+    if not isinstance(constraints, dict):
+        return parse_constraints(constraints, profs)
+    out: list[Constraint] = []
+    for metric, spec in constraints.items():
+        prof = profs.get(metric)
+        if prof is None or has_cost_model(prof):
+            out += parse_constraints({metric: spec}, profs)
+            continue
+        lo, mid, hi = profiler_range(prof, choices)
+        (c,) = parse_constraints({metric: spec}, profs, {metric: (lo, mid, hi)}, check_feasible=False)
+        if c.bound < lo:
+            logger.warning("constraint %s=%r (= %.6g) is below every %s seen when probing the space (smallest "
+                           "%.6g); the search may find no candidate that meets it.", metric, spec, c.bound, metric, lo)
+        out.append(c)
+    return out
 
 
 def _jsonable(v: Any) -> Any:
@@ -188,7 +214,10 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
         max_trials: evaluations to run (a resumed search counts the recorded ones).
         seed: seeds the one ``numpy.random.Generator`` everything draws from.
         profilers: extra profilers by metric name (``{"latency_ms": LatencyProfiler(...)}``); every
-            profiler's metric is recorded for each trial.
+            profiler's metric is recorded for each trial. Any object with ``profile(sample) -> float``
+            works; without a hwnas cost model its range (for percentages and the feasibility check) is
+            estimated by probing the space (:func:`~hwnas.search.strategies.profiler_range`), so a bound
+            below that estimate is only warned about.
         checkpoint: a JSON file to save the search state to and resume from when it exists.
         checkpoint_every_s: least seconds between checkpoint writes (0: after every batch).
         history_csv: write the history as CSV here (whenever the checkpoint is written, and at the end).
@@ -225,7 +254,7 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
     choices = {label: tuple(c.values) for label, c in choice_objs.items()}
     profs = build_profilers(space, dummy_input, profilers)
     _check_profilers(profs, set(choices))
-    parsed = parse_constraints(constraints, profs)
+    parsed = _parse_constraints(constraints, profs, choices)
     guard = ConstraintFilter(parsed, profs)
     chain = Chain(strategy, guard) if not isinstance(strategy, Chain) else \
         Chain(strategy, guard, max_rejects=strategy.max_rejects)
@@ -264,7 +293,13 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
             n = min(batch_size, max_trials - len(history))
             proposals = []
             for _ in range(n):
-                s = chain.propose()
+                try:
+                    s = chain.propose()
+                except RejectionError as e:
+                    if not len(history):
+                        raise
+                    where = f"; they are saved in the checkpoint {str(path)!r}" if path is not None else ""
+                    raise RejectionError(f"{e} This happened after {len(history)} evaluated trials{where}.") from None
                 if s is None:
                     break
                 proposals.append(s)

@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -41,7 +42,9 @@ from hwnas.search.errors import RejectionError
 from hwnas.space.space import as_rng
 
 __all__ = ["Strategy", "Random", "Grid", "RegularizedEvolution", "Chain", "Filter", "RangeProfilerFilter",
-           "ConstraintFilter", "resolve_bound"]
+           "ConstraintFilter", "resolve_bound", "has_cost_model", "profiler_range"]
+
+logger = logging.getLogger(__name__)
 
 
 class Strategy:
@@ -255,6 +258,58 @@ def resolve_bound(spec: Any, largest: float, what: str) -> float | None:
     return float(spec)
 
 
+def has_cost_model(profiler: Any) -> bool:
+    """Whether ``profiler`` is a hwnas cost-table profiler (``profile_batch`` over its ``model``)."""
+    return all(hasattr(profiler, a) for a in ("model", "space")) and callable(getattr(profiler, "profile_batch", None))
+
+
+def _sortable(values: tuple) -> list:
+    try:
+        return sorted(values)
+    except TypeError:
+        return list(values)
+
+
+def profiler_range(profiler: Any, choices: dict[str, tuple] | None = None, n_random: int = 256,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """``(smallest found, centroid, largest found)`` of any profiler's metric.
+
+    A hwnas profiler (FLOPs, params, latency: a cost model) gets
+    :func:`~hwnas.profile.constraints.metric_range`. Any other object with ``profile(sample) -> float``
+    is profiled one sample at a time on the all-smallest, middle and all-largest values of each label
+    (numbers sorted, other values in the order given) and on ``n_random`` seeded random samples: an
+    estimate, so bounds checked against it are only warned about, never refused.
+
+    Args:
+        profiler: the profiler.
+        choices: label -> values, needed for profilers without a cost model.
+        n_random: random samples for profilers without a cost model.
+        seed: seeds those samples.
+    """
+    if has_cost_model(profiler):
+        return metric_range(profiler)
+    if not choices:
+        raise TypeError(f"{type(profiler).__name__} has no cost model (a hwnas profiler's .model and "
+                        ".profile_batch), so its range over the space cannot be looked up here; give bounds and "
+                        "baselines for it as numbers in its unit rather than percentages, or use a hwnas profiler.")
+    order = {lab: _sortable(tuple(v)) for lab, v in choices.items()}
+    probes = [{lab: v[0] for lab, v in order.items()}, {lab: v[len(v) // 2] for lab, v in order.items()},
+              {lab: v[-1] for lab, v in order.items()}]
+    rng = np.random.default_rng(seed)
+    labels = list(choices)
+    for row in rng.integers(0, [len(choices[lab]) for lab in labels], size=(n_random, len(labels))):
+        probes.append({lab: choices[lab][int(i)] for lab, i in zip(labels, row)})
+    values = []
+    for sample in probes:
+        v = profiler.profile(sample)
+        try:
+            values.append(float(v))
+        except (TypeError, ValueError):
+            raise TypeError(f"{type(profiler).__name__}.profile(sample) returned {v!r} ({type(v).__name__}); a "
+                            "profiler must return a number.") from None
+    return min(values), values[1], max(values)
+
+
 class RangeProfilerFilter(Filter):
     """Keep samples whose profiled metric lies in ``[min, max]`` (both ends included).
 
@@ -266,7 +321,8 @@ class RangeProfilerFilter(Filter):
 
     Raises:
         ValueError: when bound: neither bound given, ``min > max``, or a range that no subnet can reach
-            (checked against :func:`~hwnas.profile.constraints.metric_range`).
+            (checked against :func:`profiler_range`; for a profiler without a cost model, whose range
+            is only estimated, a range outside the estimate is logged as a warning instead).
     """
 
     def __init__(self, profiler: Any, min: Any = None, max: Any = None, metric: str | None = None):  # noqa: A002
@@ -281,7 +337,7 @@ class RangeProfilerFilter(Filter):
         super().bind(choices)
         if self.min is None and self.max is None:
             raise ValueError(f"{self!r} has neither min nor max; give at least one bound.")
-        lo, _, hi = metric_range(self.profiler)
+        lo, _, hi = profiler_range(self.profiler, choices)
         self.range_ = (lo, hi)
         self.min_ = resolve_bound(self.min, hi, f"RangeProfilerFilter({self.metric}).min")
         self.max_ = resolve_bound(self.max, hi, f"RangeProfilerFilter({self.metric}).max")
@@ -290,8 +346,14 @@ class RangeProfilerFilter(Filter):
         if low > high:
             raise ValueError(f"{self!r}: min ({low:.6g}) is above max ({high:.6g}); swap or fix the bounds.")
         if high < lo * (1 - 1e-12) or low > hi * (1 + 1e-12):
-            raise ValueError(f"{self!r}: the range [{low:.6g}, {high:.6g}] misses every subnet: this space's "
-                             f"{self.metric} spans about {lo:.6g} to {hi:.6g}. Move the range into that interval.")
+            if not has_cost_model(self.profiler):
+                logger.warning("%r: the range [%.6g, %.6g] lies outside every %s seen when probing the space "
+                               "(%.6g to %.6g); the search may find no candidate in it.", self, low, high,
+                               self.metric, lo, hi)
+            else:
+                raise ValueError(f"{self!r}: the range [{low:.6g}, {high:.6g}] misses every subnet: this space's "
+                                 f"{self.metric} spans about {lo:.6g} to {hi:.6g}. Move the range into that "
+                                 "interval.")
         self.low_, self.high_ = low, high
         self.seen_ = [math.inf, -math.inf]
 
