@@ -9,8 +9,10 @@
    shared weights after BN recalibration.
 4. Export the best subnet and the largest and smallest, fine-tune each as a plain ``nn.Module``,
    export them to ONNX, measure their real ONNX Runtime latency and their ONNX accuracy.
-5. Write the history CSV, the Pareto plot, the chosen subnet's per-layer latency CSV, its ONNX file and
-   architecture JSON, and a JSON summary to the output folder; return the table.
+5. Write the history CSV, the Pareto plot, the chosen subnet's per-layer latency CSV, its ONNX file,
+   architecture JSON and fine-tuned weights (``chosen_finetuned.pt``, a state dict for
+   ``hwnas.export(space, load_arch("chosen_arch.json"))``), and a JSON summary to the output folder;
+   return the table.
 
 torch runs on one thread during the demo (restored afterwards), like the ``cpu-ort-1t`` device the
 LUT was built for, so timings are comparable and the two cores stay usable.
@@ -187,6 +189,14 @@ def _onnx_accuracy(path: Path, x: torch.Tensor, y: torch.Tensor, torch_pred: tor
     return int((preds == y.numpy()).sum()) / len(y), float((preds == torch_pred.numpy()).mean())
 
 
+def _save_state_dict(model: torch.nn.Module, path: Path) -> Path:
+    """The model's state dict (tensors only: ``torch.load(path, weights_only=True)`` reads it), written atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: int = 0, progress: bool = True,
              lut: str | os.PathLike | None = None, threads: int = 1) -> DemoResult:
     """Train, search, export, fine-tune, export to ONNX and measure on digits; see the module docs.
@@ -268,6 +278,7 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
             rows.append(DemoRow(name, sample, flops.profile(sample), params.profile(sample), latency.profile(sample),
                                 rec.median_ms, shared[name][0], shared[name][1], acc_torch, acc_onnx, agree))
         files["arch"] = save_arch(result.best_sample, out / "chosen_arch.json")
+        files["weights"] = _save_state_dict(subnets["chosen"], out / "chosen_finetuned.pt")
         try:
             from hwnas.report.latency import latency_report
 

@@ -8,6 +8,7 @@ import json
 
 import onnxruntime as ort
 import torch
+from conftest import fvcore_flops
 
 import hwnas
 from hwnas.cli import main
@@ -22,8 +23,12 @@ def test_demo_quick(tmp_path, capsys):
     for word in ("largest", "smallest", "chosen", "pred ms", "meas ms", "FLOPs", "params", "ONNX"):
         assert word in text
     for name in ("history.csv", "pareto.png", "chosen_latency_layers.csv", "chosen.onnx", "largest.onnx",
-                 "smallest.onnx", "chosen_arch.json", "summary.json"):
+                 "smallest.onnx", "chosen_arch.json", "chosen_finetuned.pt", "summary.json"):
         assert (out / name).stat().st_size > 0, name
+    history = list(csv.DictReader((out / "history.csv").open()))
+    assert len(history) == 12 and {"trial", "score", "flops", "params", "latency_ms", "eval_s", "sample"} <= set(
+        history[0])
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((out / "summary.json").read_text())
     rows = {r["name"]: r for r in summary["rows"]}
     assert summary["trials"] == 12 and set(rows) == {"largest", "smallest", "chosen"}
@@ -41,13 +46,22 @@ def test_demo_quick(tmp_path, capsys):
     assert 0.15 * f_hi <= flops.profile(chosen) == rows["chosen"]["flops"] <= 0.6 * f_hi
     assert latency.profile(chosen) <= 0.6 * l_hi
     assert rows["chosen"]["params"] == sum(p.numel() for p in hwnas.export(space, chosen).parameters())
-    # the ONNX file on disk, run here independently, reproduces the reported accuracy
+    assert rows["chosen"]["flops"] == fvcore_flops(hwnas.export(space, chosen), x)
+    # the ONNX file on disk and the fine-tuned torch subnet rebuilt from the written weights, both run here
+    # independently of the demo's own bookkeeping, classify the test set alike
     data = load_digits_data()
     sess = ort.InferenceSession(str(out / "chosen.onnx"), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     preds = [int(sess.run(None, {name: data.x_test[i:i + 1].numpy()})[0].argmax()) for i in range(len(data.x_test))]
     acc = sum(int(p == y) for p, y in zip(preds, data.y_test.tolist())) / len(preds)
-    assert acc == rows["chosen"]["test_acc_onnx"]
+    subnet = hwnas.export(hwnas.spaces.create("digits"), chosen)
+    subnet.load_state_dict(torch.load(out / "chosen_finetuned.pt", weights_only=True))
+    with torch.no_grad():
+        torch_preds = subnet.eval()(data.x_test).argmax(1).tolist()
+    torch_acc = sum(int(p == y) for p, y in zip(torch_preds, data.y_test.tolist())) / len(preds)
+    assert torch_preds == preds and acc == torch_acc
+    assert acc == rows["chosen"]["test_acc_onnx"] and torch_acc == rows["chosen"]["test_acc_finetuned"]
+    assert acc > 0.5  # it learned something even on the quick budget (chance is 0.1)
     layers = list(csv.DictReader((out / "chosen_latency_layers.csv").open()))
     assert layers[-1]["layer"] == "(total)"
     assert abs(float(layers[-1]["predicted_ms"]) - rows["chosen"]["predicted_ms"]) < 1e-9
