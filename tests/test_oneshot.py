@@ -3,9 +3,14 @@ search score, differentiable search with the expectation penalty, fine-tuning an
 
 from __future__ import annotations
 
+import copy
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import hwnas
@@ -73,6 +78,57 @@ def test_sandwich_rule_trains_largest_smallest_and_random(data):
     assert evaluator(space.min_sample()) == small  # fixed calibration batches: the same score every time
     with pytest.raises(ValueError, match=r"sampling must be one of \('sandwich', 'uniform'\), got 'fair'"):
         SupernetTrainer(space, sampling="fair")
+
+
+@pytest.mark.parametrize("distill", [True, False])
+def test_a_sandwich_step_takes_the_gradient_of_ce_plus_in_place_distillation(data, distill):
+    """One step's gradient against one written out by hand: cross entropy of the largest subnet plus, for the
+    smallest and the random ones, the soft cross entropy with the largest's detached predictions at T=2 (or
+    plain cross entropy without distillation)."""
+    torch.manual_seed(0)
+    space = hwnas.spaces.create("digits")
+    ref = copy.deepcopy(space)
+    x, y = data.x_train[:64], data.y_train[:64]
+    temp = 2.0
+    trainer = SupernetTrainer(space, torch.optim.SGD(space.parameters(), lr=0.0), sampling="sandwich",
+                              num_random=2, distill=distill, temperature=temp, grad_clip=None, seed=3)
+    trained = []
+    draw = trainer.subnets_for_step
+    trainer.subnets_for_step = lambda: trained.extend(draw()) or list(trained)
+    first_loss = trainer.step(x, y)
+    assert trained[0] == space.max_sample() and trained[1] == space.min_sample() and len(trained) == 4
+
+    ref.train()
+    ref.apply_arch(trained[0])
+    out = ref(x)
+    total = F.cross_entropy(out, y)
+    assert math.isclose(first_loss, float(total.detach()), rel_tol=1e-6)
+    teacher = torch.softmax(out.detach() / temp, 1)
+    for sample in trained[1:]:
+        ref.apply_arch(sample)
+        logits = ref(x)
+        if distill:
+            total = total - (teacher * torch.log_softmax(logits / temp, 1)).sum(1).mean() * temp**2
+        else:
+            total = total + F.cross_entropy(logits, y)
+    params = list(ref.parameters())
+    grads = torch.autograd.grad(total, params, allow_unused=True)
+    got = list(space.parameters())
+    for p_ref, g_ref, p in zip(params, grads, got):
+        want = torch.zeros_like(p_ref) if g_ref is None else g_ref
+        have = torch.zeros_like(p) if p.grad is None else p.grad
+        assert torch.allclose(have, want, atol=1e-6, rtol=1e-4)
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_uniform_sampling_draws_every_value_evenly():
+    space = hwnas.spaces.create("digits")
+    trainer = SupernetTrainer(space, sampling="uniform", seed=0)
+    draws = [trainer.subnets_for_step()[0] for _ in range(600)]
+    for label, values in space.choices().items():
+        counts = [sum(d[label] == v for d in draws) for v in values]
+        assert min(counts) > 0.6 * 600 / len(values), (label, counts)
+    assert len({json.dumps(d, sort_keys=True) for d in draws}) > 500
 
 
 def test_evaluator_as_score_func_under_constraints_then_finetune(data):
