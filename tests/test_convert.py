@@ -5,6 +5,7 @@ ONNX Runtime, and the weights of the original model (importance order)."""
 from __future__ import annotations
 
 import functools
+import itertools
 import zlib
 
 import numpy as np
@@ -339,6 +340,38 @@ def test_unknown_custom_layer_types_are_kept_fixed_and_reported():
     for sample in [space.max_sample(), space.min_sample()]:
         subnet = hwnas.export(space, sample).eval()
         assert flops.profile(sample) == fvcore_flops(subnet, x) and params.profile(sample) == num_params(subnet)
+
+
+class _Residual(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return x + torch.relu(self.bn(self.conv(x)))
+
+
+def test_expectation_on_a_converted_space_is_the_weighted_mean_over_all_subnets():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), _Residual(8), _Residual(8), nn.Conv2d(8, 6, 1),
+                          nn.Flatten(), nn.Linear(6 * 64, 3)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    space = hwnas.convert(model, x, mode="width+kernel+depth", channel_ratios=(0.5, 1.0))
+    choices = space.choices()
+    assert len(choices) == 7  # two widths, three kernels, two depths
+    flops = hwnas.FlopsProfiler(space, x)
+    params = hwnas.NumParamsProfiler(space, graph=flops.graph)
+    rng = np.random.default_rng(0)
+    probs = {k: rng.dirichlet(np.ones(len(v))) for k, v in choices.items()}
+    want_flops = want_params = 0.0
+    for cell in itertools.product(*(range(len(v)) for v in choices.values())):
+        sample = {k: v[i] for (k, v), i in zip(choices.items(), cell)}
+        weight = float(np.prod([probs[k][i] for k, i in zip(choices, cell)]))
+        subnet = hwnas.export(space, sample)
+        want_flops += weight * fvcore_flops(subnet, x)
+        want_params += weight * num_params(subnet)
+    assert float(flops.expectation(probs)) == pytest.approx(want_flops, rel=1e-12)
+    assert float(params.expectation(probs)) == pytest.approx(want_params, rel=1e-12)
 
 
 def test_untraceable_model_names_the_line():
