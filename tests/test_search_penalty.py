@@ -3,6 +3,7 @@ formulas, gradients against finite differences, and error messages."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import pathlib
 
@@ -55,6 +56,11 @@ def test_expectation_penalty_equals_monte_carlo_mean_of_sampled_penalty(setup, m
     se = 0.3 * costs.std() / baseline / math.sqrt(len(costs))
     assert abs(got - want) < 4 * se
     assert abs(got - want_small) < 4 * 0.3 * costs.std() / baseline / math.sqrt(2000)
+    # and exactly the probability-weighted mean over every combination of choices (442,368 on digits)
+    grid = np.array(list(itertools.product(*(range(flops.model.sizes[lab]) for lab in flops.labels))))
+    weights = np.prod([probs[lab][grid[:, j]] for j, lab in enumerate(flops.labels)], axis=0)
+    exact = 1.5 + 0.3 * (float(weights @ prof.profile_batch(grid)) / baseline - 1)
+    assert math.isclose(got, exact, rel_tol=1e-9)
     # torch probabilities give the same number, as a tensor
     t = exp_pen(torch.tensor(1.5, dtype=torch.float64), {k: torch.tensor(v) for k, v in probs.items()})
     assert isinstance(t, torch.Tensor) and math.isclose(float(t), got, rel_tol=1e-12)
