@@ -101,6 +101,10 @@ class Random(Strategy):
 class Grid(Strategy):
     """Every combination of choices once, in label order with the last label varying fastest.
 
+    The grid is over label combinations, not distinct subnets: labels that a depth choice leaves unused
+    still vary, so the same subnet recurs (digits: 442,368 combinations, 24,300 subnets). Use it on small
+    spaces or with few labels; ``Random`` and ``RegularizedEvolution`` suit large ones.
+
     Args:
         shuffle: visit the grid in a seeded random order instead (needs the grid to fit in memory:
             at most ``max_shuffle`` points).
