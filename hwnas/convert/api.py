@@ -105,7 +105,7 @@ def convert(model: nn.Module, dummy_input: Any, mode: str = "width",
 
     Example:
         >>> import torch, hwnas
-    >>> from hwnas import zoo
+        >>> from hwnas import zoo
         >>> model = zoo.create("resnet18", num_classes=10).eval()
         >>> x = torch.randn(1, 3, 32, 32)
         >>> space = hwnas.convert(model, x)
