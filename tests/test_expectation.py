@@ -111,3 +111,26 @@ def test_expectation_of_point_mass_is_profile():
     s = space.random_sample(3)
     probs = {k: np.eye(len(v))[list(v).index(s[k])] for k, v in space.choices().items()}
     assert np.isclose(flops.expectation(probs), flops.profile(s), rtol=1e-12)
+
+
+def test_exact_extremes_equal_enumeration_and_drive_percentages():
+    """The largest and smallest totals over all subnets (max-sum elimination) against brute force over every
+    label combination, checked on the exported subnets they name; "60%" is of that true largest value."""
+    from hwnas.hw.build import input_for
+    from hwnas.profile.constraints import parse_constraints
+
+    for space, x in ((UserCNN(), torch.randn(1, 3, 32, 32)), (hwnas.spaces.create("digits"), torch.randn(1, 1, 8, 8))):
+        flops = hwnas.FlopsProfiler(space, x)
+        params = hwnas.NumParamsProfiler(space, graph=flops.graph)
+        m = flops.model
+        every = np.array(list(itertools.product(*[range(m.sizes[lab]) for lab in m.labels])))
+        for prof in (flops, params):
+            values = prof.profile_batch(every)
+            for largest, want in ((True, values.max()), (False, values.min())):
+                total, sample = prof.model.extreme(largest)
+                assert total == want
+                subnet = hwnas.export(space, sample)
+                got = fvcore_flops(subnet, input_for(space, sample, x)) if prof is flops else num_params(subnet)
+                assert got == want
+        (c,) = parse_constraints({"flops": "60%"}, {"flops": flops})
+        assert c.bound == 0.6 * flops.profile_batch(every).max()

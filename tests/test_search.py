@@ -12,6 +12,7 @@ import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import torch
 from conftest import fvcore_flops, num_params
@@ -96,6 +97,28 @@ def test_grid_enumerates_every_point_once_then_stops():
     shuffled.bind(Tiny().choices(), 0)
     got = [shuffled.propose() for _ in range(6)]
     assert sorted(map(str, got)) == sorted(map(str, points)) and shuffled.propose() is None
+
+
+def test_grid_in_a_search_visits_each_distinct_subnet_once():
+    """digits has 442,368 label combinations but 24,300 subnets (depth leaves labels unused): the grid that
+    hwnas.search runs proposes each subnet once, checked by exporting them (distinct state-dict shapes)."""
+    from hwnas.space.space import canonicalizer
+
+    space = hwnas.spaces.create("digits")
+    g = Grid()
+    g.bind(space.choices(), 0, canonicalizer(space))
+    points = []
+    while (s := g.propose()) is not None:
+        points.append(s)
+    assert len(points) == space.num_subnets() == 24_300
+    assert len({json.dumps(p, sort_keys=True) for p in points}) == len(points)
+    rng = np.random.default_rng(0)
+    some = [points[i] for i in rng.choice(len(points), 40, replace=False)]
+    shapes = {tuple((k, tuple(v.shape)) for k, v in hwnas.export(space, p).state_dict().items()) for p in some}
+    assert len(shapes) == 40  # different grid points are different networks
+    x = torch.zeros(1, 1, 8, 8)
+    res = hwnas.search.run(space, x, {}, lambda s: 0.0, strategy=Grid(), max_trials=500, progress=False)
+    assert [t.sample for t in res.history] == points[:500]
 
 
 def test_grid_search_stops_when_exhausted_and_evaluates_only_feasible_points():
@@ -195,7 +218,7 @@ def test_filter_errors_name_the_culprit(digits):
     bad.bind(space.choices(), 0)
     with pytest.raises(TypeError, match=r"Filter\(my_filter\) returned None .* must return True to keep"):
         bad.propose()
-    with pytest.raises(ValueError, match=r"misses every subnet: this space's flops spans about 106304"):
+    with pytest.raises(ValueError, match=r"misses every subnet: this space's flops spans 106304"):
         Chain(Random(), RangeProfilerFilter(flops, max=1e4)).bind(space.choices(), 0)
     with pytest.raises(ValueError, match=r"min \(2e\+06\) is above max \(1e\+06\)"):
         Chain(Random(), RangeProfilerFilter(flops, min=2e6, max=1e6)).bind(space.choices(), 0)

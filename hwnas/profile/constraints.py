@@ -1,9 +1,10 @@
 """Constraints over profilers: ``{"flops": "60%", "params": 3e6, "latency_ms": 4.0}``.
 
 A number is an upper bound in the metric's unit; a string ``"P%"`` is P percent of the metric's largest
-value in the space (the largest of the max sample and of 4,096 seeded random samples, see
-:func:`metric_range`; with operator choices the max sample need not be the largest in every metric). Every constraint is checked before any work starts: an unknown metric, a malformed value, or a
-bound below the smallest subnet raises :class:`ConstraintError` naming the constraint.
+value over all subnets of the space, found exactly from the cost tables (see :func:`metric_range`; with
+operator or depth choices the "max sample" need not be the largest in every metric). Every constraint is
+checked before any work starts: an unknown metric, a malformed value, or a bound below the smallest subnet
+raises :class:`ConstraintError` naming the constraint.
 """
 
 from __future__ import annotations
@@ -41,16 +42,21 @@ def centroid_sample(space: Any, choices: dict) -> dict[str, Any]:
 
 
 def metric_range(profiler: Any, n_random: int = 4096, seed: int = 0) -> tuple[float, float, float]:
-    """``(smallest found, centroid, largest found)`` of a profiler's metric.
+    """``(smallest, centroid, largest)`` of a profiler's metric over the space.
 
-    The extremes are the smaller/larger of the min/max samples and of ``n_random`` random samples
-    (profiled in one batch), since size order per label need not give the exact extreme of a sum.
+    The extremes are exact: max-sum / min-sum elimination over the profiler's cost tables
+    (:meth:`~hwnas.profile.engine.CostModel.extreme`). Should the labels interact too widely for that, they
+    fall back to the smaller/larger of the min/max samples and of ``n_random`` seeded random samples.
     """
     model, space = profiler.model, profiler.space
+    mid = profiler.profile(centroid_sample(space, model.choices))
+    try:
+        return model.extreme(largest=False)[0], mid, model.extreme(largest=True)[0]
+    except ValueError:
+        pass
     order = rank_order(space, model.choices)
     lo = profiler.profile({lab: vals[0] for lab, vals in order.items()})
     hi = profiler.profile({lab: vals[-1] for lab, vals in order.items()})
-    mid = profiler.profile(centroid_sample(space, model.choices))
     if n_random:
         rng = as_rng(seed)
         idx = np.stack([rng.integers(model.sizes[lab], size=n_random) for lab in model.labels], axis=1)

@@ -10,6 +10,10 @@ handful of arrays plus a constant. Then:
 - ``profile_batch(indices[N, L])`` is the same gather, vectorised in numpy.
 - ``expectation(probs)`` is exact under independent per-label distributions:
   ``sum_t einsum(table_t, p_a, p_b, ...)``, and differentiable when the probabilities are torch tensors.
+- ``extreme(largest)`` is the exact largest (or smallest) total over all subnets and a sample reaching it,
+  by max-sum variable elimination over the tables (each label eliminated by maximising the sum of the
+  tables that read it), not a guess from the "largest" choice of every label, which need not be largest
+  in every metric (operator choices, depth masking the other labels).
 """
 
 from __future__ import annotations
@@ -163,6 +167,56 @@ class CostModel:
                 operands += [np.asarray(probs[lab], dtype=np.float64), [i]]
             total += float(np.einsum(*operands, []))
         return total
+
+    def extreme(self, largest: bool = True, max_cells: int = 20_000_000) -> tuple[float, dict[str, Any]]:
+        """The exact largest (``largest=True``) or smallest total cost over every sample, and such a sample.
+
+        Max-sum (min-sum) variable elimination: labels are eliminated one at a time, cheapest first, each by
+        combining the tables that read it and keeping the best value for every choice of their other labels;
+        the choices are recovered backwards. Exact whatever the tables; the work is bounded by the largest
+        combined table, which stays small for spaces whose labels interact locally (stages, blocks).
+
+        Raises:
+            ValueError: a combined table would exceed ``max_cells`` (labels too entangled for exact search).
+        """
+        pick = np.max if largest else np.min
+        arg = np.argmax if largest else np.argmin
+        factors: list[tuple[tuple[str, ...], np.ndarray]] = [(k, a) for k, a in self.tables]
+        remaining = [lab for lab in self.labels]
+        trace: list[tuple[str, tuple[str, ...], np.ndarray]] = []
+        def cost(lab: str, factors: list) -> int:
+            scope = {x for k, _ in factors if lab in k for x in k} - {lab}
+            return int(np.prod([self.sizes[x] for x in scope])) if scope else 1
+
+        while remaining:
+            lab = min(remaining, key=lambda lab_, f=factors: cost(lab_, f))
+            remaining.remove(lab)
+            mine = [(k, a) for k, a in factors if lab in k]
+            factors = [(k, a) for k, a in factors if lab not in k]
+            scope = tuple(x for x in self.labels if any(x in k for k, _ in mine))
+            cells = int(np.prod([self.sizes[x] for x in scope])) if scope else 1
+            if cells > max_cells:
+                raise ValueError(f"exact extreme: eliminating label {lab!r} needs a table of {cells:,} cells over "
+                                 f"{len(scope)} labels (limit {max_cells:,}); the labels interact too widely for "
+                                 "exact search. Estimate from random samples instead.")
+            joint = np.zeros([self.sizes[x] for x in scope])
+            for k, a in mine:
+                shape = [self.sizes[x] if x in k else 1 for x in scope]
+                order = sorted(range(len(k)), key=lambda i: scope.index(k[i]))
+                joint = joint + np.transpose(a, order).reshape(shape)
+            axis = scope.index(lab) if lab in scope else None
+            if axis is None:  # a label no table reads: any choice
+                trace.append((lab, (), np.zeros((), dtype=np.int64)))
+                continue
+            rest = scope[:axis] + scope[axis + 1:]
+            trace.append((lab, rest, arg(joint, axis=axis)))
+            factors.append((rest, pick(joint, axis=axis)))
+        total = self.const + sum(float(a) for _, a in factors)
+        chosen: dict[str, int] = {}
+        for lab, rest, best in reversed(trace):
+            chosen[lab] = int(best[tuple(chosen[x] for x in rest)]) if rest else int(best)
+        sample = self.decode([chosen[lab] for lab in self.labels])
+        return total, sample
 
     def _expectation_torch(self, probs: dict[str, Any]) -> Any:
         import torch

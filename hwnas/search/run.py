@@ -50,7 +50,7 @@ from hwnas.search.strategies import (
     has_cost_model,
     profiler_range,
 )
-from hwnas.space.space import collect_choices
+from hwnas.space.space import canonicalizer, collect_choices
 
 __all__ = ["SearchResult", "run", "build_profilers"]
 
@@ -180,6 +180,14 @@ def _parse_score(out: Any, index: int, sample: dict[str, Any]) -> tuple[float, d
     return score, extra
 
 
+def _canonical_of(space: Any) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    """The space's canonical form of a sample (for strategies that enumerate), if its structure is readable."""
+    try:
+        return canonicalizer(space)
+    except (TypeError, ValueError, AttributeError):  # pragma: no cover - an exotic user space
+        return None
+
+
 def _checks(strategy: Any, max_trials: Any, mode: str, score_func: Any, checkpoint_every_s: float) -> None:
     if not callable(score_func):
         raise TypeError(f"score_func must be a function sample -> score, got {type(score_func).__name__}.")
@@ -258,7 +266,7 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
     guard = ConstraintFilter(parsed, profs)
     chain = Chain(strategy, guard) if not isinstance(strategy, Chain) else \
         Chain(strategy, guard, max_rejects=strategy.max_rejects)
-    chain.bind(choices, np.random.default_rng(seed))
+    chain.bind(choices, np.random.default_rng(seed), canonical=_canonical_of(space))
     sign = 1.0 if mode == "max" else -1.0
     config = {"space": type(space).__name__, "choices": _jsonable({k: list(v) for k, v in choices.items()}),
               "seed": seed, "mode": mode, "strategy": repr(chain), "metrics": sorted(profs)}

@@ -54,10 +54,16 @@ class Strategy:
     several searches. State learned while searching ends in ``_``.
     """
 
-    def bind(self, choices: dict[str, tuple], seed: np.random.Generator | int | None = None) -> None:
-        """Start over on a space with these labels and choices, drawing from ``seed``'s generator."""
+    def bind(self, choices: dict[str, tuple], seed: np.random.Generator | int | None = None,
+             canonical: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+        """Start over on a space with these labels and choices, drawing from ``seed``'s generator.
+
+        ``canonical`` maps a sample to the canonical sample of its subnet (``space.canonical``; hwnas.search
+        passes it), so that strategies which enumerate can skip samples of a subnet already visited.
+        """
         if not choices:
             raise ValueError(f"{self!r}: the space has no choices; there is nothing to search.")
+        self.canonical_ = canonical
         self.choices_ = {label: tuple(values) for label, values in choices.items()}
         self.labels_ = tuple(self.choices_)
         self.sizes_ = np.array([len(v) for v in self.choices_.values()], dtype=np.int64)
@@ -99,11 +105,13 @@ class Random(Strategy):
 
 
 class Grid(Strategy):
-    """Every combination of choices once, in label order with the last label varying fastest.
+    """Every subnet once, in label order with the last label varying fastest.
 
-    The grid is over label combinations, not distinct subnets: labels that a depth choice leaves unused
-    still vary, so the same subnet recurs (digits: 442,368 combinations, 24,300 subnets). Use it on small
-    spaces or with few labels; ``Random`` and ``RegularizedEvolution`` suit large ones.
+    Bound by :func:`hwnas.search` (which passes the space's canonical form), the grid visits each distinct
+    subnet once: label combinations that differ only in labels the subnet does not use (blocks beyond a
+    stage's depth, an unchosen candidate) are skipped (digits: 24,300 subnets of 442,368 combinations). Bound
+    without it, it visits every label combination. Use it on small spaces or with few labels; ``Random`` and
+    ``RegularizedEvolution`` suit large ones.
 
     Args:
         shuffle: visit the grid in a seeded random order instead (needs the grid to fit in memory:
@@ -127,10 +135,12 @@ class Grid(Strategy):
 
     def propose(self) -> dict[str, Any] | None:
         self._check_bound()
-        idx = next(self._iter, None)
-        if idx is None:
-            return None
-        return {lab: self.choices_[lab][int(i)] for lab, i in zip(self.labels_, idx)}
+        canonical = self.canonical_
+        for idx in self._iter:
+            sample = {lab: self.choices_[lab][int(i)] for lab, i in zip(self.labels_, idx)}
+            if canonical is None or canonical(sample) == sample:
+                return sample
+        return None
 
     def __repr__(self) -> str:
         return f"Grid(shuffle={self.shuffle})"
@@ -356,7 +366,7 @@ class RangeProfilerFilter(Filter):
                                self.metric, lo, hi)
             else:
                 raise ValueError(f"{self!r}: the range [{low:.6g}, {high:.6g}] misses every subnet: this space's "
-                                 f"{self.metric} spans about {lo:.6g} to {hi:.6g}. Move the range into that "
+                                 f"{self.metric} spans {lo:.6g} to {hi:.6g}. Move the range into that "
                                  "interval.")
         self.low_, self.high_ = low, high
         self.seen_ = [math.inf, -math.inf]
@@ -377,8 +387,9 @@ class RangeProfilerFilter(Filter):
         text = f"{self!r} = [{self.low_:.6g}, {self.high_:.6g}]: rejected {self.num_rejected_:,}"
         if self.num_rejected_:
             text += f" (their {self.metric} ran from {self.seen_[0]:.6g} to {self.seen_[1]:.6g})"
-        return text + (f"; the space's {self.metric} spans about {self.range_[0]:.6g} to {self.range_[1]:.6g} "
-                       "(metric_range's estimate)")
+        exact = has_cost_model(self.profiler)
+        return text + (f"; the space's {self.metric} spans {'' if exact else 'about '}{self.range_[0]:.6g} to "
+                       f"{self.range_[1]:.6g}")
 
     def __repr__(self) -> str:
         return f"RangeProfilerFilter({self.metric}, min={self.min!r}, max={self.max!r})"
@@ -465,10 +476,12 @@ class Chain(Strategy):
         self.filters = [f if isinstance(f, Filter) else Filter(f) for f in filters]
         self.max_rejects = max_rejects
 
-    def bind(self, choices: dict[str, tuple], seed: np.random.Generator | int | None = None) -> None:
+    def bind(self, choices: dict[str, tuple], seed: np.random.Generator | int | None = None,
+             canonical: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         if not isinstance(self.max_rejects, int) or self.max_rejects < 1:
             raise ValueError(f"Chain: max_rejects must be an int >= 1, got {self.max_rejects!r}.")
-        self.strategy.bind(choices, seed)
+        self.strategy.bind(choices, seed, canonical)
+        self.canonical_ = canonical
         self.choices_, self.labels_, self.sizes_, self.rng_ = (self.strategy.choices_, self.strategy.labels_,
                                                                self.strategy.sizes_, self.strategy.rng_)
         for f in self.filters:

@@ -18,6 +18,7 @@ from hwnas.space.space import (
     Space,
     apply_arch,
     as_rng,
+    canonical_sample,
     collect_choices,
     count_subnets,
     validate_sample,
@@ -25,6 +26,6 @@ from hwnas.space.space import (
 
 __all__ = [
     "BatchNorm2d", "Choice", "ChoiceError", "ChoiceExpr", "Conv2d", "HwnasModule", "LayerChoice", "Linear",
-    "Repeat", "SampleError", "Space", "apply_arch", "as_rng", "collect_choices", "count_subnets", "evaluate",
+    "Repeat", "SampleError", "Space", "apply_arch", "as_rng", "canonical_sample", "collect_choices", "count_subnets", "evaluate",
     "is_choice", "labels_of", "make_divisible", "max_value", "min_value", "validate_sample", "value_range",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from hwnas.space.choice import Choice, ChoiceError, evaluate, leaf_choices
 from hwnas.space.modules import HwnasModule, LayerChoice, Repeat
 
 __all__ = ["Space", "SampleError", "collect_choices", "validate_sample", "as_rng", "apply_arch",
-           "rank_order", "count_subnets"]
+           "rank_order", "count_subnets", "canonical_sample", "canonicalizer"]
 
 
 class SampleError(ChoiceError):
@@ -168,6 +169,13 @@ def count_subnets(root: nn.Module) -> int:
     is exact when every use of a label is active whenever its owning structure is.
     """
     choices = collect_choices(root)
+    top, structural = _scope_tree(root)
+    return _count(top, {}, choices, structural)
+
+
+def _scope_tree(root: nn.Module) -> tuple[_Scope, set[str]]:
+    """The structure tree of ``root`` (each label in the innermost scope holding all its uses) and the
+    structural labels (depths and candidate choices)."""
     top = _Scope()
     uses: dict[str, list[tuple]] = {}
     index: dict[tuple, _Scope] = {(): top}
@@ -184,7 +192,38 @@ def count_subnets(root: nn.Module) -> int:
             common = common[:n]
         index[common].labels.add(label)
     structural = {lab for s in index.values() for m, _ in s.children for lab in _structure_labels(m)}
-    return _count(top, {}, choices, structural)
+    return top, structural
+
+
+def canonicalizer(root: nn.Module) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A function ``sample -> canonical sample`` for ``root`` (see :func:`canonical_sample`), with the structure
+    analysed once, for calling many times (e.g. a grid over the space). It does not validate samples."""
+    choices = collect_choices(root)
+    first = {lab: c.values[0] for lab, c in choices.items()}
+    top, _ = _scope_tree(root)
+
+    def canonical(sample: dict[str, Any]) -> dict[str, Any]:
+        used: set[str] = set()
+        stack = [top]
+        while stack:
+            scope = stack.pop()
+            used.update(scope.labels)
+            for mod, branches in scope.children:
+                if isinstance(mod, Repeat):
+                    stack.extend(branches[: evaluate(mod.depth, sample)])
+                else:
+                    stack.append(branches[mod.index(evaluate(mod.choice, sample))])
+        return {lab: v if lab in used else first[lab] for lab, v in sample.items()}
+
+    return canonical
+
+
+def canonical_sample(root: nn.Module, sample: dict[str, Any]) -> dict[str, Any]:
+    """``sample`` with every label that does not matter under it (a block beyond its stage's depth, an
+    unchosen candidate's choices) set to that label's first value: two samples of the same subnet have the
+    same canonical sample, and :func:`count_subnets` counts canonical samples."""
+    validate_sample(collect_choices(root), sample)
+    return canonicalizer(root)(sample)
 
 
 def _count(scope: _Scope, fixed: dict[str, Any], choices: dict[str, Choice], structural: set[str]) -> int:
@@ -238,6 +277,10 @@ class Space(nn.Module):
     def num_subnets(self) -> int:
         """The number of distinct subnets (see :func:`count_subnets`)."""
         return count_subnets(self)
+
+    def canonical(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """The same subnet with every unused label at its first value (see :func:`canonical_sample`)."""
+        return canonical_sample(self, sample)
 
     def apply_arch(self, sample: dict[str, Any]) -> Space:
         """Make the supernet compute as ``sample`` (validated); returns ``self``."""
