@@ -28,9 +28,9 @@ def main() -> None:
     ap.add_argument("--input", default=None, help="input shape, e.g. 1,3,224,224 (default per space)")
     ap.add_argument("--device", default="cpu-ort-1t")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--repeats", type=int, default=3, help="measurements per kernel signature")
+    ap.add_argument("--repeats", type=int, default=6, help="measurements per kernel signature (each in another subnet)")
     ap.add_argument("--runs", type=int, default=30, help="profiled runs per subnet")
-    ap.add_argument("--random-subnets", type=int, default=40,
+    ap.add_argument("--random-subnets", type=int, default=60,
                     help="uniformly random subnets profiled after coverage, for calibration")
     ap.add_argument("--max-subnets", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)

@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--out", required=True, help="LUT file (resumed if it exists)")
     lb.add_argument("--repeats", type=int, default=3, help="measurements per kernel signature")
     lb.add_argument("--runs", type=int, default=30)
-    lb.add_argument("--random-subnets", type=int, default=40, help="random subnets profiled for calibration")
+    lb.add_argument("--random-subnets", type=int, default=60, help="random subnets profiled for calibration")
     lb.add_argument("--max-subnets", type=int, default=None)
     lb.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
     li = lut.add_parser("info", help="summarise a LUT file")

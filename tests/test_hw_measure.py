@@ -154,6 +154,23 @@ def test_interleaved_medians_are_ordered(onnx_files):
     assert big.median_ms > 2 * small.median_ms, (small.median_ms, big.median_ms)
 
 
+def test_paired_measurement_against_the_unpaired_one(onnx_files):
+    """Paired with the small model itself, the small model's ratios are about 1; paired with it, the big model's
+    paired time agrees with its own unpaired lower quartile measured right after (the pairing only cancels the
+    machine's slow phases)."""
+    kw = dict(warmup=5, repeats=3, rounds=10, seed=0)
+    small, big = measure_many([onnx_files["small"], onnx_files["big"]], "cpu-ort-1t", **kw,
+                              reference=onnx_files["small"])
+    assert small.ratios.shape == (10, 3) and np.isfinite(small.paired_ms)
+    assert small.paired_ms == pytest.approx(small.reference_ms, rel=0.15)
+    plain = measure_many([onnx_files["big"]], "cpu-ort-1t", warmup=5, repeats=10, rounds=5)[0]
+    assert big.paired_ms == pytest.approx(plain.p25_ms, rel=0.2)
+    assert big.stat("paired") == big.paired_ms and plain.stat("p25") == plain.p25_ms
+    assert np.isnan(plain.paired_ms)
+    with pytest.raises(ValueError, match="unknown latency statistic 'mean'"):
+        plain.stat("mean")
+
+
 def test_session_overhead_is_small_and_positive():
     overhead = session_overhead_ms("cpu-ort-1t", repeats=100, rounds=3)
     assert 0 < overhead < 1.0  # an empty run costs microseconds, not milliseconds

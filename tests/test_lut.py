@@ -12,6 +12,7 @@ import textwrap
 import time
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -203,11 +204,35 @@ def test_speed_check_compares_real_runs_with_the_build(space, small_lut):
 
     refs = reference_subnets(small_lut, space, X, n=3)
     assert len(refs) == 3 and all(r.get("random") for r in refs)  # the uniformly random build subnets first
-    check = speed_check(small_lut, space, X, n=3, rounds=3, repeats=5)
+    check = speed_check(small_lut, space, X, n=3, rounds=10)
     assert len(check.ratios) == 3 and 0.3 < check.factor < 3.0
     slow = LUT.load(small_lut.save(small_lut.path.with_name("slow.json")))  # a build twice as slow as now
     for r in slow.subnets:
         r["end_to_end_ms"] *= 2
-    assert speed_check(slow, space, X, n=3, rounds=3, repeats=5).factor == pytest.approx(check.factor / 2, rel=0.3)
+    assert speed_check(slow, space, X, n=3, rounds=10).factor == pytest.approx(check.factor / 2, rel=0.25)
     with pytest.raises(LUTError, match="no build subnet of this space at input 1x1x16x16"):
         reference_subnets(small_lut, space, torch.randn(1, 1, 16, 16))
+
+
+def test_profile_speeds_are_separated_from_kernel_times(small_lut):
+    """Profiles taken while the machine ran at known speeds: the fit recovers every kernel's time and every
+    profile's speed (both up to the common median speed), as built."""
+    rng = np.random.default_rng(0)
+    lut = LUT.new("cpu-ort-1t")
+    kernel_ms = {f"conv|in=1x{c}x8x8|out=1x{c}x8x8|k=3x3": float(rng.uniform(0.01, 1.0)) for c in range(8, 48, 2)}
+    speeds = rng.uniform(0.85, 1.3, size=30)
+    for i, f in enumerate(speeds):
+        lut.subnets.append({"sample": {}, "kernels": {}})
+        for sig in rng.choice(sorted(kernel_ms), size=8, replace=False):
+            lut.add(str(sig), kernel_ms[sig] * f, subnet=i)
+    got = lut.fit_profile_speeds()
+    assert float(np.median(list(got.values()))) == pytest.approx(1.0, rel=1e-3)  # speeds are relative
+    scale = [got[i] / speeds[i] for i in got]  # one common factor: the fitted speeds are the built ones
+    assert max(scale) == pytest.approx(min(scale), rel=1e-6)
+    for sig, e in lut.entries.items():  # and every kernel's time is its built time at that common speed
+        assert e.median_ms * scale[0] == pytest.approx(kernel_ms[sig], rel=1e-6)
+    with pytest.raises(LUTError, match="pass subnet="):
+        lut.add(next(iter(lut.entries)), 0.1)
+    # the real build: every entry knows the subnets its times came from
+    assert all(len(e.subnets) == len(e.times_ms) for e in small_lut.entries.values())
+    assert all("profile_speed" in r for r in small_lut.subnets)

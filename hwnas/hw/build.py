@@ -40,7 +40,8 @@ from hwnas.hw.lut import LUT, LUTError, now
 from hwnas.hw.measure import measure, measure_many
 from hwnas.hw.profiling import profile_run
 from hwnas.hw.session import export_onnx
-from hwnas.space.space import as_rng
+from hwnas.profile.constraints import centroid_sample
+from hwnas.space.space import as_rng, collect_choices
 
 __all__ = ["build_lut", "kernel_tables", "space_signatures", "measure_subnet_kernels", "input_for",
            "interleave_end_to_end"]
@@ -97,7 +98,8 @@ def measure_subnet_kernels(space: Any, graph: OpGraph, kernels: list[Kernel], sa
     out = {"kernels": [(k, str(sig), t, counts[i]) for i, ((k, sig), t) in enumerate(zip(act, times))],
            "sum_nodes_ms": float(sum(times) + lead), "nodes": len(nodes), "lead_ms": float(lead)}
     if end_to_end:
-        out["end_to_end_ms"] = measure(path, device, x, warmup=warmup, repeats=runs, rounds=5).median_ms
+        # a first estimate for the calibration until the interleaved pass (interleave_end_to_end) replaces it
+        out["end_to_end_ms"] = measure(path, device, x, warmup=warmup, repeats=max(5, runs // 2), rounds=3).median_ms
     return out
 
 
@@ -133,7 +135,7 @@ def _covering_sample(graph: OpGraph, tables: list, counts: Counter, need: int,
 def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu-ort-1t",
               path: str | os.PathLike | None = None, repeats_per_kernel: int = 3, runs: int = 30, warmup: int = 10,
               max_subnets: int | None = None, seed: int = 0, progress: bool = True, space_name: str | None = None,
-              export_fn: Any = None, random_subnets: int = 40) -> LUT:
+              export_fn: Any = None, random_subnets: int = 60) -> LUT:
     """Measure every kernel signature ``space`` can produce on ``device`` (resumable).
 
     Args:
@@ -204,7 +206,7 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
                 done_here += 1
                 continue
             for _, sig, ms, n_nodes in res["kernels"]:
-                lut.add(sig, ms, n_nodes)
+                lut.add(sig, ms, n_nodes, subnet=len(lut.subnets))
                 counts[sig] += 1
             lut.subnets.append({"space": tag, "sample": sample, "end_to_end_ms": res["end_to_end_ms"],
                                 "sum_nodes_ms": res["sum_nodes_ms"], "nodes": res["nodes"],
@@ -231,14 +233,20 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
 
 
 def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, device: str | Device, tag: str,
-                          path: str | os.PathLike | None = None, export_fn: Any = None, rounds: int = 20,
-                          repeats: int = 5, max_bytes: float = 2e9, seed: int = 0, progress: bool = True) -> int:
+                          path: str | os.PathLike | None = None, export_fn: Any = None, rounds: int = 30,
+                          repeats: int = 3, max_bytes: float = 2e9, seed: int = 0, progress: bool = True,
+                          statistic: str = "paired") -> int:
     """Measure the end-to-end times of the build subnets of ``tag`` again, all interleaved, and refit the LUT.
 
     Sessions are created for as many subnets at once as fit in ``max_bytes`` of ONNX files; each group runs
-    ``rounds`` rounds of ``repeats`` runs in a shuffled order (:func:`~hwnas.hw.measure.measure_many`). The
-    first, one-at-a-time time of each subnet stays in ``end_to_end_single_ms``. Resumable: done subnets are
-    marked ``"interleaved": true`` and the file is saved after every group.
+    ``rounds`` rounds of ``repeats`` runs in a shuffled order (:func:`~hwnas.hw.measure.measure_many`), each
+    run between two runs of a reference subnet (the space's centroid: every label at its middle value, kept
+    in ``settings["references"][tag]``), and each subnet's ``end_to_end_ms`` becomes the ``statistic`` of its
+    runs (``"paired"`` by default, the most repeatable on a shared machine: the median ratio to the reference
+    times the reference's time in the first such pass, ``settings["reference_ms"][tag]``, so that later passes
+    share its speed; the median is kept in ``end_to_end_median_ms``). The LUT's kernel costs are then refined to these times, so the LUT predicts this
+    statistic. The first, one-at-a-time time of each subnet stays in ``end_to_end_single_ms``. Resumable: done
+    subnets are marked ``"interleaved": true`` and the file is saved after every group.
 
     Returns:
         How many subnets were measured in this call.
@@ -248,7 +256,13 @@ def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, devic
     if not todo:
         return 0
     done = 0
+    refs = lut.settings.setdefault("references", {})
+    if tag not in refs:
+        refs[tag] = centroid_sample(space, collect_choices(space))
+    ref_sample = refs[tag]
     with tempfile.TemporaryDirectory(prefix="hwnas-lut-e2e-") as work:
+        ref_input = input_for(space, ref_sample, dummy_input)
+        ref_path = export_onnx(export_fn(space, ref_sample).eval(), ref_input, Path(work) / "reference.onnx")
         start = 0
         while start < len(todo):
             group, paths, inputs, size = [], [], [], 0.0
@@ -262,12 +276,20 @@ def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, devic
                 inputs.append(x)
             log.info("%s: measuring %d build subnets end to end, interleaved", tag, len(group))
             records = measure_many(paths, device, dummy_inputs=inputs, rounds=rounds, repeats=repeats,
-                                   seed=seed + start, progress=progress)
+                                   seed=seed + start, progress=progress, reference=ref_path,
+                                   reference_input=ref_input, min_turn_ms=2.0)
+            # paired times are ratios to the reference: express them all at the reference's speed of the first
+            # pass (settings["reference_ms"]), so that passes of a resumed or extended build agree
+            basis = lut.settings.setdefault("reference_ms", {}).setdefault(tag, records[0].reference_ms)
             for r, rec in zip(group, records):
                 r.setdefault("end_to_end_single_ms", r["end_to_end_ms"])
-                r["end_to_end_ms"] = rec.median_ms
+                r["end_to_end_ms"] = (float(np.median(rec.ratios)) * basis if statistic == "paired"
+                                      else rec.stat(statistic))
+                r["end_to_end_median_ms"] = rec.median_ms
                 r["interleaved"] = True
-            lut.settings["interleaved_end_to_end"] = {"rounds": rounds, "repeats": repeats, "finished": now()}
+            lut.settings["interleaved_end_to_end"] = {"rounds": rounds, "repeats": repeats, "finished": now(),
+                                                      "statistic": statistic}
+            lut.settings["statistic"] = statistic
             lut.fit()
             if path is not None:
                 lut.save(path)

@@ -19,7 +19,9 @@ unprofiled end-to-end time: ``end_to_end = scale * sum(kernels) + per_node_ms * 
 fitted by least squares over the build's subnets (the profiler adds a little per node; the session run
 adds a fixed overhead). The builder measures those end-to-end times once more at the end, all subnets
 interleaved (:func:`hwnas.hw.build.interleave_end_to_end`), so that the whole LUT stands for one state of
-the machine rather than for its drift over the build.
+the machine rather than for its drift over the build. ``settings["statistic"]`` names the statistic of those
+runs (``"p25"``, the lower quartile: the most repeatable on a shared machine, see :mod:`hwnas.hw.measure`);
+the refined LUT predicts that statistic of a subnet's end-to-end runs.
 
 ``"speed"`` (optional) records a re-measurement of the machine's speed against the build:
 ``{"factor": 1.03, "measured": "2026-...", "subnets": 8, "spread": 0.004}`` multiplies every kernel cost and
@@ -29,6 +31,7 @@ the overhead (see :func:`hwnas.hw.drift.speed_check`); without it the factor is 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import statistics
 import time
@@ -60,14 +63,24 @@ class FingerprintWarning(UserWarning):
 
 @dataclass
 class LUTEntry:
-    """All measurements of one kernel signature."""
+    """All measurements of one kernel signature.
+
+    ``subnets[j]`` is the index (in :attr:`LUT.subnets`) of the profiled subnet that ``times_ms[j]`` came
+    from, so that each time can be divided by its profile's speed factor (see :meth:`LUT.fit_profile_speeds`).
+    """
 
     times_ms: list[float] = field(default_factory=list)
     nodes: list[int] = field(default_factory=list)
     adjust_ms: float = 0.0
+    subnets: list[int] = field(default_factory=list)
+    normalized_ms: float | None = None
 
     @property
     def median_ms(self) -> float:
+        """The kernel's profiled time: the median of its times, each divided by the speed of the profile it
+        came from when those are known (:meth:`LUT.fit_profile_speeds`), else the plain median."""
+        if self.normalized_ms is not None:
+            return self.normalized_ms
         return float(statistics.median(self.times_ms))
 
     @property
@@ -114,7 +127,9 @@ class LUT:
             dev_fields["provider_options"] = tuple(tuple(p) for p in dev_fields.get("provider_options", ()))
             device = Device(**dev_fields)
             entries = {k: LUTEntry([float(t) for t in v["times_ms"]], [int(n) for n in v.get("nodes", [])],
-                                   float(v.get("adjust_ms", 0.0))) for k, v in data["entries"].items()}
+                                   float(v.get("adjust_ms", 0.0)), [int(i) for i in v.get("subnets", [])],
+                                   float(v["normalized_ms"]) if v.get("normalized_ms") is not None else None)
+                       for k, v in data["entries"].items()}
         except (KeyError, TypeError, ValueError) as e:
             raise LUTError(f"LUT {str(path)!r} is malformed ({e!r}); rebuild it or restore it from version control.") \
                 from e
@@ -142,7 +157,9 @@ class LUT:
             "settings": self.settings, "spaces": self.spaces, "calibration": self.calibration,
             "subnets": self.subnets, **({"speed": self.speed} if self.speed else {}),
             "entries": {k: {"median_ms": round(e.median_ms, 6), "n": e.n, "adjust_ms": round(e.adjust_ms, 7),
-                            "times_ms": [round(t, 6) for t in e.times_ms], "nodes": e.nodes}
+                            "times_ms": [round(t, 6) for t in e.times_ms], "nodes": e.nodes,
+                            **({"subnets": e.subnets} if e.subnets else {}),
+                            **({"normalized_ms": round(e.normalized_ms, 7)} if e.normalized_ms is not None else {})}
                         for k, e in sorted(self.entries.items())},
         }
 
@@ -162,10 +179,18 @@ class LUT:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def add(self, signature: str, ms: float, nodes: int = 1) -> None:
+    def add(self, signature: str, ms: float, nodes: int = 1, subnet: int | None = None) -> None:
+        """Record one profiled time of ``signature`` (from build subnet number ``subnet``, if known)."""
         e = self.entries.setdefault(str(signature), LUTEntry())
+        if subnet is None and e.subnets:
+            raise LUTError(f"LUT.add({signature!r}): the entry records the subnet of every time; pass subnet=.")
         e.times_ms.append(float(ms))
         e.nodes.append(int(nodes))
+        if subnet is not None:
+            if len(e.subnets) != len(e.times_ms) - 1:
+                raise LUTError(f"LUT.add({signature!r}, subnet={subnet}): the entry has times without their subnet "
+                               "(an older LUT); rebuild it to record subnets.")
+            e.subnets.append(int(subnet))
 
     def prior_ms(self, signature: str) -> float:
         """The calibrated profiled cost of one kernel: ``scale * median + per_node_ms * median nodes``."""
@@ -216,17 +241,65 @@ class LUT:
         if diffs:
             warnings.warn(f"merging LUTs from different machines: {'; '.join(diffs)}", FingerprintWarning,
                           stacklevel=2)
+        offset = len(self.subnets)
         for sig, e in other.entries.items():
+            fresh = sig not in self.entries
             mine_e = self.entries.setdefault(sig, LUTEntry())
+            keep_subnets = (fresh or bool(mine_e.subnets)) and len(e.subnets) == len(e.times_ms)
             mine_e.times_ms.extend(e.times_ms)
             mine_e.nodes.extend(e.nodes)
+            mine_e.subnets = mine_e.subnets + [i + offset for i in e.subnets] if keep_subnets else []
         self.subnets.extend(other.subnets)
         self.spaces.extend(s for s in other.spaces if s not in self.spaces)
         self.fit()
         return self
 
+    def fit_profile_speeds(self, iterations: int = 20) -> dict[int, float]:
+        """Estimate how fast the machine ran during each subnet's profile, and each kernel's time at a common
+        speed.
+
+        A shared machine changes speed by several percent from one second to the next, so the profile of one
+        subnet (a fraction of a second) finds every kernel of that subnet faster or slower alike. Every kernel
+        is profiled in several subnets, and every subnet holds many kernels, so both are identified:
+        ``time[k, i] = kernel[k] * speed[i]``, fitted by alternating medians in log space (robust to a few
+        odd times). Each entry's :attr:`LUTEntry.median_ms` then becomes the median of its times divided by
+        their profiles' speeds; the speeds (median 1) are stored in each subnet's ``"profile_speed"``.
+        Entries that do not record their subnets keep their plain median.
+
+        Returns:
+            subnet index -> speed factor.
+        """
+        obs = [(k, i, math.log(t)) for k, e in self.entries.items() if len(e.subnets) == len(e.times_ms)
+               for t, i in zip(e.times_ms, e.subnets) if t > 0]
+        for e in self.entries.values():
+            e.normalized_ms = None
+        if not obs:
+            return {}
+        subnet_ids = sorted({i for _, i, _ in obs})
+        speed = dict.fromkeys(subnet_ids, 0.0)
+        kern: dict[str, float] = {}
+        by_k: dict[str, list[tuple[int, float]]] = {}
+        by_i: dict[int, list[tuple[str, float]]] = {}
+        for k, i, lt in obs:
+            by_k.setdefault(k, []).append((i, lt))
+            by_i.setdefault(i, []).append((k, lt))
+        for _ in range(iterations):
+            kern = {k: float(np.median([lt - speed[i] for i, lt in v])) for k, v in by_k.items()}
+            speed = {i: float(np.median([lt - kern[k] for k, lt in v])) if len(v) >= 3 else 0.0
+                     for i, v in by_i.items()}
+            center = float(np.median(list(speed.values())))
+            speed = {i: v - center for i, v in speed.items()}
+        for k in by_k:
+            self.entries[k].normalized_ms = float(math.exp(kern[k]))
+        for i, v in speed.items():
+            if 0 <= i < len(self.subnets):
+                self.subnets[i]["profile_speed"] = round(math.exp(v), 5)
+        return {i: math.exp(v) for i, v in speed.items()}
+
     def fit(self, ridge: float | None = None) -> dict[str, float]:
-        """Fit the calibration, then refine kernel costs to the measured end-to-end times (see below)."""
+        """Normalise the profiles' speeds, fit the calibration, then refine kernel costs to the measured
+        end-to-end times (see below)."""
+        self.fit_profile_speeds()
         self.fit_calibration()
         self.refine(self.settings.get("ridge", 0.1) if ridge is None else ridge)
         return self.calibration
@@ -275,7 +348,8 @@ class LUT:
         if len(rows) < 4:
             return self.calibration
         y = np.array([r["end_to_end_ms"] for r in rows])
-        x = np.array([[r["sum_nodes_ms"], r["nodes"], 1.0] for r in rows])
+        # a profile taken while the machine ran slow (profile_speed > 1) has a proportionally larger sum
+        x = np.array([[r["sum_nodes_ms"] / r.get("profile_speed", 1.0), r["nodes"], 1.0] for r in rows])
         w = 1.0 / y
         coef, *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
         pred = x @ coef

@@ -6,6 +6,15 @@ The method (the experiments behind it are in ``benchmarks/measure_methods.py``):
 - inputs and outputs preallocated and bound once (IOBinding), values far from denormals;
 - warm-up runs, then ``rounds`` rounds of ``repeats`` runs; the median of each round, then the median
   over rounds; the coefficient of variation over round medians says how stable that was;
+- also the lower quartile of all timed runs (``p25_ms``): on a shared machine the runs fall into fast and
+  slow phases lasting about a second (other tenants of the host), and the share of slow phases moves the
+  median by several percent from one measurement to the next;
+- *paired* with a reference model (``reference=``): every turn of a model (a re-warming run, then
+  ``repeats`` timed runs) sits between two runs of the reference, and the model's time is the median over
+  turns of the turn's median divided by the mean of those two reference runs, times the reference's lower
+  quartile over the whole measurement (``paired_ms``). A slow phase slows a turn and the reference runs
+  around it alike, so the ratio cancels it; ``benchmarks/measure_methods.py`` (``statistics``) compares the
+  repeatability of the statistics. LUTs are built on it;
 - models under comparison are *interleaved*: every session is created up front and each round runs
   all models in a freshly shuffled order, so machine noise hits them alike.
 
@@ -42,6 +51,7 @@ from hwnas.hw.session import BoundRunner, check_counts, create_session, export_o
 
 __all__ = [
     "LatencyRecord",
+    "STATISTICS",
     "NodeProfile",
     "export_onnx",
     "measure",
@@ -62,6 +72,10 @@ class LatencyRecord:
     Attributes:
         median_ms: Median over rounds of the per-round median run time.
         p10_ms: 10th percentile over all timed runs.
+        p25_ms: 25th percentile (lower quartile) over all timed runs.
+        paired_ms: With a reference model: the median over turns of the turn's median over the reference
+            runs around it, times the reference's lower quartile (see the module docstring); NaN without one.
+        reference_ms: The reference's lower quartile over the whole measurement (NaN without one).
         p90_ms: 90th percentile over all timed runs.
         cv: Coefficient of variation (std / mean) of the round medians; NaN with one round.
         repeats: Timed runs per round.
@@ -88,6 +102,21 @@ class LatencyRecord:
     round_medians_ms: list[float] = field(default_factory=list, repr=False)
     times_ms: np.ndarray | None = field(default=None, repr=False, compare=False)
     load_avg: float = float("nan")
+    p25_ms: float = float("nan")
+    paired_ms: float = float("nan")
+    reference_ms: float = float("nan")
+    ratios: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def stat(self, name: str) -> float:
+        """The statistic ``name``: ``"median"`` (:attr:`median_ms`), ``"paired"`` (:attr:`paired_ms`) or
+        ``"p25"`` / ``"p10"`` / ``"p90"``."""
+        if name not in STATISTICS:
+            raise ValueError(f"unknown latency statistic {name!r}; expected one of {STATISTICS}.")
+        return float(getattr(self, f"{name}_ms"))
+
+
+#: The statistics a :class:`LatencyRecord` carries.
+STATISTICS = ("median", "paired", "p25", "p10", "p90")
 
 
 def _load_avg() -> float:
@@ -129,6 +158,9 @@ def measure_many(
     seed: int = 0,
     progress: bool = False,
     rewarm: int = 1,
+    reference: Any = None,
+    reference_input: Any = None,
+    min_turn_ms: float = 0.0,
 ) -> list[LatencyRecord]:
     """Measure several models, interleaved, and return one :class:`LatencyRecord` per model.
 
@@ -147,6 +179,13 @@ def measure_many(
         progress: Show a tqdm progress bar.
         rewarm: Untimed runs at the start of each model's turn in a round: the previous model evicted its
             weights from the caches, and a model's first run after a switch pays for reloading them.
+        reference: A reference model (ONNX path or module) run between every two turns, and before each
+            round; the records get ``paired_ms`` (see the module docstring). Costs one reference run per
+            turn; pick a model of similar size to the ones measured.
+        reference_input: The reference's input spec (default: the first model's).
+        min_turn_ms: Raise ``repeats`` (for every model, up to 200) so that a model's turn takes at least
+            this long at the median model's speed: models of microseconds need many runs per turn to
+            average out the timer and interrupts.
     """
     models = list(models)
     if not models:
@@ -171,7 +210,6 @@ def measure_many(
     fp = fingerprint(dev)
     load_before = _load_avg()
     rng = np.random.default_rng(seed)
-    times_ns = np.empty((len(models), rounds, repeats), dtype=np.int64)
     with tempfile.TemporaryDirectory(prefix="hwnas_measure_") as tmp:
         runners, names = [], []
         for i, (model, spec) in enumerate(zip(models, dummy_inputs)):
@@ -179,9 +217,27 @@ def measure_many(
             session = create_session(path, dev)
             runners.append(BoundRunner(session, make_feed(session, spec, seed=seed, source=name)))
             names.append(name)
-        for runner in runners:
+        ref_run = None
+        if reference is not None:
+            spec = reference_input if reference_input is not None else dummy_inputs[0]
+            path, name, spec = _resolve_model(reference, spec, tmp, len(models))
+            session = create_session(path, dev)
+            ref_runner = BoundRunner(session, make_feed(session, spec, seed=seed, source=f"reference {name}"))
+            ref_run = ref_runner.run
+            runners_to_warm = [*runners, ref_runner]
+        else:
+            runners_to_warm = runners
+        warm_ns = []
+        for runner in runners_to_warm:
+            t0 = time.perf_counter_ns()
             for _ in range(warmup):
                 runner.run()
+            warm_ns.append((time.perf_counter_ns() - t0) / warmup)
+        if min_turn_ms > 0:
+            typical_ms = float(np.median(warm_ns[: len(runners)])) / 1e6
+            repeats = int(min(200, max(repeats, np.ceil(min_turn_ms / max(typical_ms, 1e-6)))))
+        times_ns = np.empty((len(models), rounds, repeats), dtype=np.int64)
+        ref_ns = np.empty((len(models), rounds, repeats + 1), dtype=np.int64) if reference is not None else None
         bar = tqdm(
             total=rounds * len(models), desc=f"measure on {dev.name}", disable=not progress, leave=False
         )
@@ -195,10 +251,23 @@ def measure_many(
                     row = times_ns[m, r]
                     for _ in range(rewarm):
                         run()
-                    for k in range(repeats):
+                    if ref_run is None:
+                        for k in range(repeats):
+                            t0 = clock()
+                            run()
+                            row[k] = clock() - t0
+                    else:  # reference, run, reference, run, ..., reference: each run between two references
+                        ref_row = ref_ns[m, r]
                         t0 = clock()
-                        run()
-                        row[k] = clock() - t0
+                        ref_run()
+                        ref_row[0] = clock() - t0
+                        for k in range(repeats):
+                            t0 = clock()
+                            run()
+                            t1 = clock()
+                            ref_run()
+                            ref_row[k + 1] = clock() - t1
+                            row[k] = t1 - t0
                     bar.update(1)
         finally:
             if gc_was_enabled:
@@ -215,14 +284,22 @@ def measure_many(
             dev.name,
         )
     records = []
+    ref_ms = float(np.percentile(ref_ns / 1e6, 25)) if ref_ns is not None else float("nan")
     for m, name in enumerate(names):
         ms = times_ns[m] / 1e6
+        ratios = None
+        if ref_ns is not None:  # each run over the mean of the reference runs just before and after it
+            ratios = times_ns[m] / ((ref_ns[m, :, :-1] + ref_ns[m, :, 1:]) / 2.0)
         round_medians = np.median(ms, axis=1)
         cv = float(np.std(round_medians, ddof=1) / np.mean(round_medians)) if rounds > 1 else float("nan")
         records.append(
             LatencyRecord(
                 median_ms=float(np.median(round_medians)),
                 p10_ms=float(np.percentile(ms, 10)),
+                p25_ms=float(np.percentile(ms, 25)),
+                paired_ms=float(np.median(ratios)) * ref_ms if ratios is not None else float("nan"),
+                reference_ms=ref_ms,
+                ratios=ratios,
                 p90_ms=float(np.percentile(ms, 90)),
                 cv=cv,
                 repeats=repeats,

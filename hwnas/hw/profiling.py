@@ -49,6 +49,8 @@ class NodeProfile:
         wall_median_ms: Median wall-clock time of those runs seen from Python (profiler overhead included).
         runs: Number of runs kept (after warm-up).
         device: Device name.
+        speeds: With a reference model, the machine's speed during each run (its time over the
+            reference time; the node times are divided by it); ``None`` without one.
     """
 
     nodes: pd.DataFrame
@@ -56,6 +58,7 @@ class NodeProfile:
     wall_median_ms: float
     runs: int
     device: str
+    speeds: list[float] | None = None
 
     @property
     def sum_nodes_ms(self) -> float:
@@ -71,7 +74,8 @@ def _shapes(entries: Any) -> list[list[int]]:
     return out
 
 
-def _parse_trace(events: list[dict], runs: int) -> tuple[pd.DataFrame, np.ndarray]:
+def _parse_trace(events: list[dict], runs: int, speed: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per-node times over the last ``runs`` runs of a trace; each run's times divided by ``speed[run]``."""
     run_events = sorted(
         (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
         key=lambda e: e["ts"],
@@ -105,8 +109,9 @@ def _parse_trace(events: list[dict], runs: int) -> tuple[pd.DataFrame, np.ndarra
             }
         order.setdefault(node, (i, e["ts"]))
     rows = []
+    scale = np.ones(len(run_events)) if speed is None else np.asarray(speed, float)[-len(run_events):]
     for node in sorted(per_node, key=lambda n: (order[n][1] - starts[order[n][0]], meta[n]["node_index"])):
-        times = np.asarray(per_node[node])
+        times = np.asarray(per_node[node]) / scale
         rows.append(
             {
                 "node": node,
@@ -133,15 +138,27 @@ def profile_run(
     warmup: int = 10,
     *,
     seed: int = 0,
+    reference: Any = None,
+    reference_ms: float | None = None,
 ) -> NodeProfile:
     """Run ``onnx_path`` with ORT profiling on and return per-node and end-to-end times.
 
     All runs are profiled; the first ``warmup`` (and the untimed shape-finding run) are dropped from
     the trace. The trace file is deleted afterwards.
+
+    Args:
+        reference: a :class:`~hwnas.hw.session.BoundRunner` of a reference model, run (unprofiled) before
+            the first and after every profiled run: each run's node times are divided by the speed of the
+            machine at that moment, the mean of the reference runs around it over ``reference_ms``, which
+            removes the machine's slow phases from the profile (see :mod:`hwnas.hw.measure`). The speeds are
+            in ``NodeProfile.speeds``.
+        reference_ms: the reference's time at the speed the node times should be expressed in (default:
+            the lower quartile of its runs here).
     """
     check_counts(runs=runs, warmup=warmup)
     dev = get_device(device)
     tmp = tempfile.mkdtemp(prefix="hwnas_profile_")
+    ref_ns = np.zeros(runs + 1) if reference is not None else None
     try:
         session = create_session(
             onnx_path, dev, enable_profiling=True, profile_prefix=os.path.join(tmp, "ort")
@@ -152,20 +169,38 @@ def profile_run(
         for _ in range(warmup):
             runner.run()
         wall = np.empty(runs)
+        clock = time.perf_counter_ns
+        if reference is not None:
+            t0 = clock()
+            reference.run()
+            ref_ns[0] = clock() - t0
         for k in range(runs):
-            t0 = time.perf_counter_ns()
+            t0 = clock()
             runner.run()
-            wall[k] = (time.perf_counter_ns() - t0) / 1e6
+            wall[k] = (clock() - t0) / 1e6
+            if reference is not None:
+                t0 = clock()
+                reference.run()
+                ref_ns[k + 1] = clock() - t0
         trace_path = session.end_profiling()
         with open(trace_path, encoding="utf-8") as fh:
             events = json.load(fh)
         os.remove(trace_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    nodes, run_ms = _parse_trace(events, runs)
+    speeds = None
+    if ref_ns is not None:
+        around = (ref_ns[:-1] + ref_ns[1:]) / 2e6
+        base = float(np.percentile(ref_ns / 1e6, 25)) if reference_ms is None else float(reference_ms)
+        speeds = around / base
+    nodes, run_ms = _parse_trace(events, runs, speeds)
+    if speeds is not None:
+        run_ms = run_ms / speeds[-len(run_ms):]
+        wall = wall / speeds
     logger.debug("profiled %s on %s: %d nodes, %d runs", onnx_path, dev.name, len(nodes), runs)
     nodes.attrs.update(end_to_end_median_ms=float(np.median(run_ms)), runs=runs, device=dev.name)
-    return NodeProfile(nodes, float(np.median(run_ms)), float(np.median(wall)), runs, dev.name)
+    return NodeProfile(nodes, float(np.median(run_ms)), float(np.median(wall)), runs, dev.name,
+                       None if speeds is None else [float(v) for v in speeds])
 
 
 def profile_nodes(

@@ -13,7 +13,7 @@ Example:
     >>> from hwnas.hw import LUT, speed_check
     >>> space = hwnas.spaces.create("digits")
     >>> lut = LUT.load("lut/digits_cpu-ort-1t.json")
-    >>> check = speed_check(lut, space, torch.randn(1, 1, 8, 8), n=4, rounds=4, repeats=5)   # a few seconds
+    >>> check = speed_check(lut, space, torch.randn(1, 1, 8, 8), n=4)   # a few seconds
     >>> 0.5 < check.factor < 2.0
     True
     >>> profiler = hwnas.LatencyProfiler(space, torch.randn(1, 1, 8, 8), lut=lut.with_speed(check.factor))
@@ -37,7 +37,7 @@ from hwnas.hw.measure import measure_many
 from hwnas.hw.session import export_onnx
 from hwnas.space.space import collect_choices, validate_sample
 
-__all__ = ["SpeedCheck", "reference_subnets", "speed_check"]
+__all__ = ["SpeedCheck", "reference_subnets", "pairing_reference", "speed_check"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,16 @@ def _belongs(space: Any, sample: dict[str, Any]) -> bool:
     return True
 
 
+def pairing_reference(lut: LUT, space: Any, dummy_input: torch.Tensor) -> dict[str, Any] | None:
+    """The sample of the reference subnet that the LUT's end-to-end times were paired with (see
+    :func:`hwnas.hw.build.interleave_end_to_end`), for ``space`` at ``dummy_input``'s shape; ``None`` if none."""
+    shape = "x".join(str(d) for d in dummy_input.shape)
+    for tag, sample in lut.settings.get("references", {}).items():
+        if str(tag).endswith("@" + shape) and _belongs(space, sample):
+            return sample
+    return None
+
+
 def reference_subnets(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 8,
                       seed: int = 0) -> list[dict[str, Any]]:
     """Up to ``n`` build subnets of ``space`` at ``dummy_input``'s shape whose end-to-end time was measured
@@ -95,7 +105,7 @@ def reference_subnets(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 
     return order[:n]
 
 
-def speed_check(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 8, rounds: int = 10, repeats: int = 10,
+def speed_check(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 8, rounds: int = 20, repeats: int = 3,
                 seed: int = 0, progress: bool = False, export_fn: Any = None) -> SpeedCheck:
     """Measure ``n`` of the LUT's build subnets now and compare with their times at build.
 
@@ -113,15 +123,24 @@ def speed_check(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 8, rou
     """
     refs = reference_subnets(lut, space, dummy_input, n=n, seed=seed)
     export_fn = export_fn or export
+    pair = pairing_reference(lut, space, dummy_input)
+    stat = lut.settings.get("statistic", "median")  # what the LUT's end-to-end times are
     with tempfile.TemporaryDirectory(prefix="hwnas-speed-") as work:
         paths, inputs = [], []
         for i, r in enumerate(refs):
             x = input_for(space, r["sample"], dummy_input)
             paths.append(export_onnx(export_fn(space, r["sample"]).eval(), x, Path(work) / f"ref{i}.onnx"))
             inputs.append(x)
+        kw: dict[str, Any] = {}
+        if stat == "paired" and pair is not None:
+            kw["reference_input"] = input_for(space, pair, dummy_input)
+            kw["reference"] = export_onnx(export_fn(space, pair).eval(), kw["reference_input"],
+                                          Path(work) / "pairing.onnx")
+        elif stat == "paired":
+            stat = "p25"
         records = measure_many(paths, lut.device, dummy_inputs=inputs, rounds=rounds, repeats=repeats, seed=seed,
-                               progress=progress)
-    ratios = np.array([rec.median_ms / r["end_to_end_ms"] for rec, r in zip(records, refs)])
+                               progress=progress, min_turn_ms=2.0, **kw)
+    ratios = np.array([rec.stat(stat) / r["end_to_end_ms"] for rec, r in zip(records, refs)])
     q1, q3 = np.percentile(ratios, [25, 75])
     check = SpeedCheck(float(np.median(ratios)), [float(v) for v in ratios], float((q3 - q1) / 2), now(),
                        [r["sample"] for r in refs])
