@@ -13,7 +13,11 @@ On a MobileNetV2-like and a small ResNet-like model (plain torch, written below)
     over the whole model's, with and without subtracting the per-run session overhead;
 (d) fusions: which ops ORT really runs for common patterns, alone and between two convs;
 (e) per block: kernel time when the block runs alone vs the same kernels harvested from the profile of
-    the whole model (cache warmth, layout reorders and context-dependent fusions).
+    the whole model (cache warmth, layout reorders and context-dependent fusions);
+(f) statistics: how well two measurements of the same 12 random mobilenet_v3 subnets agree, for the
+    median, the lower quartile and the paired statistic (each run between two runs of a reference subnet,
+    ``measure_many(reference=)``): between the even and the odd rounds of one measurement, and between two
+    measurements a minute apart (shape, after dividing out the common speed change, and that change).
 
 Prints tables and writes ``benchmarks/results/measure_methods.csv`` (experiment, model, metric, value).
 """
@@ -389,6 +393,31 @@ def exp_fusions(tmp):
             record("d_fusions", label, "profiled_nodes", "; ".join(names))
 
 
+def exp_statistics(tmp, rounds):
+    import hwnas
+
+    print(f"\n(f) statistics: agreement of two measurements of 12 random mobilenet_v3 subnets at 224 [{_load()}]")
+    space = hwnas.spaces.create("mobilenet_v3").eval()
+    x = torch.randn(1, 3, 224, 224)
+    rng = np.random.default_rng(3)
+    paths = [export_onnx(hwnas.export(space, space.random_sample(rng)), x, tmp / f"sub{i}.onnx") for i in range(12)]
+    ref = export_onnx(hwnas.export(space, space.random_sample(99)), x, tmp / "ref.onnx")
+    quant = {"median": lambda r, h: np.median(r.times_ms[h::2]),
+             "p25": lambda r, h: np.percentile(r.times_ms[h::2], 25),
+             "paired": lambda r, h: np.median(r.ratios[h::2]) * r.reference_ms}
+    runs = [measure_many(paths, "cpu-ort-1t", x, rounds=rounds, repeats=3, reference=ref, seed=s) for s in (0, 1)]
+    for stat, q in quant.items():
+        halves = [np.std(np.log([q(r, 0) / q(r, 1) for r in recs])) for recs in runs]
+        ratio = np.log([a.stat(stat) / b.stat(stat) for a, b in zip(*runs)])
+        print(f"  {stat:7s}: split-half log sd {100 * np.mean(halves):5.2f}%; second measurement: shape log sd "
+              f"{100 * np.std(ratio):5.2f}%, common change {100 * (np.exp(np.mean(ratio)) - 1):+5.2f}%")
+        record("f_statistics", "mobilenet_v3 subnets", f"split_half_log_sd[{stat}]", float(np.mean(halves)),
+               f"{rounds} rounds x 3 paired runs; {_load()}")
+        record("f_statistics", "mobilenet_v3 subnets", f"remeasure_shape_log_sd[{stat}]", float(np.std(ratio)))
+        record("f_statistics", "mobilenet_v3 subnets", f"remeasure_common_change[{stat}]",
+               float(np.exp(np.mean(ratio)) - 1))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer trials (smoke test)")
@@ -414,6 +443,7 @@ def main(argv=None):
         exp_profiler(paths, runs=30 if args.quick else 100)
         exp_decomposition(models, tmp, overhead, rounds=5 if args.quick else 15)
         exp_fusions(tmp)
+        exp_statistics(tmp, rounds=10 if args.quick else 40)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows)
     df["value"] = [f"{v:.6g}" if isinstance(v, (float, np.floating)) else v for v in df["value"]]
