@@ -38,7 +38,7 @@ import torch
 
 import hwnas
 from hwnas.export import export, save_arch, to_onnx
-from hwnas.hw import create_session, measure_many
+from hwnas.hw import create_session, measure_many, pairing_reference
 from hwnas.io import atomic_write_json
 from hwnas.report.plots import plot_pareto
 from hwnas.report.summary import format_number
@@ -136,13 +136,14 @@ class DemoRow:
     sample: dict[str, Any]
     flops: float
     params: float
-    predicted_ms: float
+    predicted_ms: float  # the LUT's figure, as the search and the per-layer CSV see it
     measured_ms: float
     val_acc_shared: float
     test_acc_shared: float
     test_acc_finetuned: float
     test_acc_onnx: float
     onnx_agreement: float
+    predicted_now_ms: float = 0.0  # predicted_ms times the machine's speed now against the LUT build
 
 
 @dataclass
@@ -157,6 +158,7 @@ class DemoResult:
     seconds: float
     phases_s: dict[str, float] = field(default_factory=dict)
     search: Any = field(default=None, repr=False)
+    speed_factor: float = 1.0
 
     def row(self, name: str) -> DemoRow:
         return next(r for r in self.rows if r.name == name)
@@ -167,13 +169,14 @@ class DemoResult:
                 f"{'test acc':>10}{'fine-tuned':>12}{'ONNX':>8}")
         lines = [head, "-" * len(head)]
         for r in self.rows:
-            lines.append(f"{r.name:<9}{format_number(r.flops):>9}{format_number(r.params):>9}{r.predicted_ms:>10.4f}"
+            lines.append(f"{r.name:<9}{format_number(r.flops):>9}{format_number(r.params):>9}{r.predicted_now_ms:>10.4f}"
                          f"{r.measured_ms:>10.4f}{r.val_acc_shared:>9.3f}{r.test_acc_shared:>10.3f}"
                          f"{r.test_acc_finetuned:>12.3f}{r.test_acc_onnx:>8.3f}")
         lines.append("")
         lines.append("val/test acc: shared supernet weights after BN recalibration; fine-tuned: the exported subnet "
-                     "after fine-tuning; ONNX: that model in ONNX Runtime. pred ms: LUT; meas ms: ONNX Runtime "
-                     f"({DEVICE}).")
+                     "after fine-tuning; ONNX: that model in ONNX Runtime. pred ms: LUT, times the machine's speed "
+                     f"now against the LUT build ({self.speed_factor:.3f}, from the LUT's reference subnet); meas ms: "
+                     f"ONNX Runtime ({DEVICE}), each run paired with that reference.")
         cons = ", ".join(f"{k} {v}" for k, v in self.constraints.items())
         lines.append(f"search: {self.num_trials} trials under {cons}; {self.seconds:.0f} s in all "
                      f"({', '.join(f'{k} {v:.0f} s' for k, v in self.phases_s.items())})")
@@ -267,7 +270,21 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
         t0 = time.perf_counter()
         onnx_paths = {name: to_onnx(m, x1, out / f"{name}.onnx") for name, m in subnets.items()}
         files.update({f"{name}_onnx": p for name, p in onnx_paths.items()})
-        records = measure_many(list(onnx_paths.values()), DEVICE, x1, seed=seed, progress=progress, **cfg["measure"])
+        # Each run between two runs of the LUT's pairing reference (as the LUT's own times were measured): the
+        # machine's slow phases cancel, and the reference's time now against the build's says how much faster
+        # or slower this machine runs than when the LUT was built (a shared host drifts by 10% and more).
+        pair = pairing_reference(latency.lut, space, x1)
+        basis = latency.lut.settings.get("reference_ms", {})
+        basis = next((v for tag, v in basis.items() if tag.endswith("@1x1x8x8")), None)
+        pair_kw: dict[str, Any] = {}
+        if pair is not None:
+            pair_kw = {"reference": to_onnx(export(space, pair), x1, out / ".pairing_reference.onnx"),
+                       "reference_input": x1, "min_turn_ms": 2.0}
+        records = measure_many(list(onnx_paths.values()), DEVICE, x1, seed=seed, progress=progress, **cfg["measure"],
+                               **pair_kw)
+        if pair is not None:
+            pair_kw["reference"].unlink()
+        speed = records[0].reference_ms / basis if pair is not None and basis else 1.0
         rows = []
         for (name, sample), rec in zip(picks.items(), records):
             model = subnets[name].eval()
@@ -275,8 +292,10 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
                 torch_pred = model(data.x_test).argmax(1)
             acc_torch = int((torch_pred == data.y_test).sum()) / len(data.y_test)
             acc_onnx, agree = _onnx_accuracy(onnx_paths[name], data.x_test, data.y_test, torch_pred)
-            rows.append(DemoRow(name, sample, flops.profile(sample), params.profile(sample), latency.profile(sample),
-                                rec.median_ms, shared[name][0], shared[name][1], acc_torch, acc_onnx, agree))
+            predicted = latency.profile(sample)
+            rows.append(DemoRow(name, sample, flops.profile(sample), params.profile(sample), predicted,
+                                rec.paired_ms if pair is not None else rec.median_ms,
+                                shared[name][0], shared[name][1], acc_torch, acc_onnx, agree, speed * predicted))
         files["arch"] = save_arch(result.best_sample, out / "chosen_arch.json")
         files["weights"] = _save_state_dict(subnets["chosen"], out / "chosen_finetuned.pt")
         try:
@@ -300,11 +319,11 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
                           {"latency_ms": f"<= {result.constraints[0].bound:.4f} ms ({LATENCY_BUDGET} of the largest)",
                            "flops": f"in [{format_number(window.low_)}, {format_number(window.high_)}] "
                                     f"({FLOPS_RANGE[0]}-{FLOPS_RANGE[1]} of the largest)"},
-                          len(result.history), time.perf_counter() - t_start, phases, result)
+                          len(result.history), time.perf_counter() - t_start, phases, result, speed)
         files["summary"] = out / "summary.json"
         atomic_write_json(files["summary"], {
             "rows": [asdict(r) for r in rows], "constraints": demo.constraints, "trials": demo.num_trials,
-            "seconds": demo.seconds, "phases_s": phases, "quick": quick, "seed": seed,
+            "seconds": demo.seconds, "phases_s": phases, "quick": quick, "seed": seed, "speed_factor": speed,
             "settings": json.loads(json.dumps(cfg)), "torch_threads": threads})
         return demo
     finally:
