@@ -278,6 +278,11 @@ def _ort_matches(node: Any, kernel: Kernel, sig: KernelSignature) -> bool:
             cin = sig.inputs[0][1]
             want = [sig.output[1], cin // g, *k]
             w = list(ins[1])
+            # the data input's spatial size too (NCHW or blocked NCHWc [N, C/b, H, W, b]): two convolutions
+            # with the same weights on different feature maps (parallel branches) must not be swapped
+            spatial = list(sig.inputs[0][2:])
+            if ins[0] and list(ins[0][2:2 + len(spatial)]) != spatial:
+                return False
             # NCHWc convolutions pad channel counts to the block size (8 or 16)
             return w[2:] == want[2:] and _chan_ok(w[0], want[0]) and (_chan_ok(w[1], want[1]) or w[1] == want[1])
         outs = node.get("output_shapes") or []
