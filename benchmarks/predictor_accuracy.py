@@ -10,8 +10,13 @@
     (``predict_latency("model.onnx")``, ORT's fused graph).
 
 Every model is exported and measured end to end with the predictor's device settings (warm-up, interleaved
-rounds, medians). Prints and writes benchmarks/results/predictor_accuracy.csv (summary),
-predictor_accuracy_models.csv (every model) and predictor_accuracy.png (predicted vs measured).
+rounds), each run between two runs of the predictor's reference model (the paired statistic of
+``hwnas.hw.measure``: a shared machine's slow phases cancel), as the training data were. The training data are
+at the speed of their first measuring session; the reference timed alone now (before and after measuring)
+against then is the machine's speed factor, and the ``corrected_*`` columns compare the predictions times that
+factor; the raw ones compare the predictions as they are. Prints and writes
+benchmarks/results/predictor_accuracy.csv (summary), predictor_accuracy_models.csv (every model) and
+predictor_accuracy.png (predicted vs measured).
 
     python benchmarks/predictor_accuracy.py --device cpu-ort-1t --n 60
 
@@ -38,8 +43,10 @@ from latency_accuracy import accuracy_stats
 import hwnas
 from hwnas import zoo
 from hwnas.hw import measure_many
+from hwnas.hw.device import get_device
 from hwnas.hw.session import export_onnx
 from hwnas.predict import load_predictor, predict_latency
+from hwnas.predict.train import Reference
 
 ZOO = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0",
        "shufflenet_v2_x1_0", "squeezenet1_0", "vgg11_bn", "vgg16"]
@@ -47,19 +54,26 @@ ONLY_224 = {"vgg11_bn", "vgg16"}
 
 
 def measure_grouped(paths: list[Path], inputs: list[torch.Tensor], device: str, predicted: list[float],
-                    seed: int) -> list[float]:
-    """Measure interleaved, with fewer runs for long models (the median of a 100 ms model is stable sooner)."""
+                    seed: int, reference: tuple[Path, torch.Tensor] | None) -> list[float]:
+    """Measure interleaved, each run paired with the predictor's reference model (as its training data were),
+    with fewer runs for long models (the median of a 100 ms model is stable sooner).
+
+    Returns:
+        the paired statistic (see ``hwnas.hw.measure``) per model in ms; the median without a reference.
+    """
     out = [float("nan")] * len(paths)
     groups = {"short": [i for i, p in enumerate(predicted) if p < 25], "long": [i for i, p in enumerate(predicted)
                                                                               if p >= 25]}
-    settings = {"short": dict(warmup=10, repeats=20, rounds=5), "long": dict(warmup=3, repeats=5, rounds=3)}
+    settings = {"short": dict(warmup=10, repeats=3, rounds=30, min_turn_ms=2.0),
+                "long": dict(warmup=3, repeats=2, rounds=6)}
+    kw = {"reference": reference[0], "reference_input": reference[1]} if reference is not None else {}
     for name, idx in groups.items():
         if not idx:
             continue
         recs = measure_many([paths[i] for i in idx], device, dummy_inputs=[inputs[i] for i in idx], progress=True,
-                            seed=seed, **settings[name])
+                            seed=seed, **settings[name], **kw)
         for i, r in zip(idx, recs):
-            out[i] = r.median_ms
+            out[i] = r.paired_ms if reference is not None else r.median_ms
     return out
 
 
@@ -126,10 +140,19 @@ def main() -> None:
         rows = subnets(args.device, pred, args.n, args.seed, work)
         if not args.skip_zoo:
             rows += zoo_models(args.device, pred, work)
+        reference, factor = None, float("nan")
+        ref_meta = pred.metadata.get("reference")
+        if ref_meta:  # the model every training measurement was paired with, and its time alone then
+            ref = Reference(get_device(args.device), work, config=ref_meta["config"], ms=ref_meta["ms"])
+            reference, factor = (ref.path, ref.input), ref.speed_factor
         meas = measure_grouped([r["path"] for r in rows], [r["x"] for r in rows], args.device,
-                               [r["predicted_ms"] for r in rows], args.seed)
+                                [r["predicted_ms"] for r in rows], args.seed, reference)
+        if ref_meta:  # the speed alone again after measuring; the factor is the mean of before and after
+            factor = 0.5 * (factor + ref.time_alone(get_device(args.device)) / ref.ms)
     for r, m in zip(rows, meas):
         r["measured_ms"] = m
+        # how much slower (> 1) the machine runs now than when the training data were measured
+        r["speed_factor"] = factor
     minutes = (time.perf_counter() - t0) / 60
     tr = pred.metadata["training"]
     summary = []
@@ -139,12 +162,19 @@ def main() -> None:
     for label, rs, key in sets:
         if not rs:
             continue
-        st = accuracy_stats(np.array([r[key] for r in rs]), np.array([r["measured_ms"] for r in rs]))
+        pred_ms = np.array([r[key] for r in rs])
+        meas_ms = np.array([r["measured_ms"] for r in rs])
+        factor = np.array([r["speed_factor"] for r in rs])
+        st = accuracy_stats(pred_ms, meas_ms)
+        sc = accuracy_stats(pred_ms * factor, meas_ms) if np.all(np.isfinite(factor)) else \
+            {k: float("nan") for k in st}
         summary.append((label, args.device, len(rs), st["within_5pct"], st["within_10pct"], st["rmspe"],
-                        st["kendall_tau"], st["median_abs_err_pct"], st["mean_err_pct"], tr["kernel_measurements"],
-                        tr["models"], round(tr["minutes"], 2)))
+                        st["kendall_tau"], st["median_abs_err_pct"], st["mean_err_pct"],
+                        float(np.median(factor)), sc["within_5pct"], sc["within_10pct"], sc["rmspe"],
+                        sc["mean_err_pct"], tr["kernel_measurements"], tr["models"], round(tr["minutes"], 2)))
     header = ["set", "device", "models", "within_5pct", "within_10pct", "rmspe", "kendall_tau", "median_abs_err_pct",
-              "mean_err_pct", "kernel_measurements", "training_models", "training_minutes"]
+              "mean_err_pct", "speed_factor", "corrected_within_5pct", "corrected_within_10pct", "corrected_rmspe",
+              "corrected_mean_err_pct", "kernel_measurements", "training_models", "training_minutes"]
     write_table("predictor_accuracy", header, summary)
     with (RESULTS / "predictor_accuracy_models.csv").open("w", newline="") as f:
         w = csv.writer(f)

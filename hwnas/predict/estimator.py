@@ -77,6 +77,8 @@ class KernelLatencyPredictor(RegressorMixin, BaseEstimator):
         work_baseline: regress ``log2(ms / work)`` (time per unit of work, see
             :func:`~hwnas.predict.features.work_log2`) instead of ``log2(ms)``.
         random_state: seed of every randomised component.
+        nchwc_block: the machine's NCHWc channel block (:func:`~hwnas.predict.features.nchwc_block`), which
+            decides the layout regime and channel padding features of convolutions.
 
     Attributes:
         models_: family -> ``{"kind", "base", "model"}``: the fitted regressor(s) of the family.
@@ -91,8 +93,10 @@ class KernelLatencyPredictor(RegressorMixin, BaseEstimator):
     """
 
     def __init__(self, candidates: Sequence[str] = CANDIDATES, cv: int = 5, n_estimators: int = 150,
-                 min_family_size: int = 12, work_baseline: bool = True, random_state: int = 0):
+                 min_family_size: int = 12, work_baseline: bool = True, random_state: int = 0,
+                 nchwc_block: int = 16):
         self.candidates = candidates
+        self.nchwc_block = nchwc_block
         self.work_baseline = work_baseline
         self.cv = cv
         self.n_estimators = n_estimators
@@ -209,7 +213,8 @@ class KernelLatencyPredictor(RegressorMixin, BaseEstimator):
                 oof = np.empty(len(rows))
                 for tr, te in splits:
                     oof[te] = self._predict_one(self._fit_one(spec, x[tr], t[tr]), x[te])
-                errors[kind] = weighted_rmspe(2.0 ** oof, 2.0 ** t)
+                w = self._work(fam, x)  # weighted by the kernel's own time, not by its time per unit of work
+                errors[kind] = weighted_rmspe(2.0 ** (oof + w), 2.0 ** (t + w))
             best = min(errors, key=errors.get)
             self.cv_errors_[fam], self.choice_[fam] = errors, best
             self.models_[fam] = self._fit_one(self._make(best), x, t)
@@ -234,7 +239,7 @@ class KernelLatencyPredictor(RegressorMixin, BaseEstimator):
         return [str(s) for s in X]
 
     def _features(self, X: list, context: Any, fit: bool = False):
-        fams, index, feats = feature_matrix(X)
+        fams, index, feats = feature_matrix(X, self.nchwc_block)
         if fit:
             self.uses_context_ = context is not None
             if context is not None:

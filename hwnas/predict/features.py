@@ -12,10 +12,12 @@ A latency predictor does not see models, only kernel signatures (``str(KernelSig
 ``eltwise``   everything else: elementwise arithmetic, unfused activations, normalisations, ...
 ============  ===================================================================================
 
-Features are pure functions of the signature (deterministic, no state), mostly ``log2`` of sizes
-(elements, multiply-adds, bytes, arithmetic intensity), plus flags (activation, fused add, channel counts
-that the CPU provider pads to its 8-float NCHWc block). Times are strongly multiplicative in these sizes,
-so the regressors work on ``log2(ms)``.
+Features are pure functions of the signature and the CPU's NCHWc block (deterministic, no state), mostly
+``log2`` of sizes (elements, multiply-adds, bytes, arithmetic intensity), plus flags (activation, fused add)
+and the *layout regime* of a convolution: ONNX Runtime's CPU provider runs a convolution in its blocked NCHWc
+layout (:func:`nchwc_conv`) only for some channel counts, and pads channels to its block (16 floats with
+AVX-512, 8 with AVX2: :func:`nchwc_block`); other convolutions run in plain NCHW at a different speed. Times
+are strongly multiplicative in these sizes, so the regressors work on ``log2(ms)``.
 
 Example:
     >>> from hwnas.predict.features import FEATURES, featurize
@@ -34,7 +36,7 @@ import numpy as np
 from hwnas.hw.kernels import KernelSignature
 
 __all__ = ["FAMILIES", "FEATURES", "GENERIC_FEATURES", "family_of", "featurize", "feature_matrix", "generic_features",
-           "kernel_flops", "weight_bytes", "model_weight_bytes", "work_log2"]
+           "kernel_flops", "weight_bytes", "model_weight_bytes", "work_log2", "nchwc_block", "nchwc_conv"]
 
 FAMILIES = ("conv", "dwconv", "gconv", "linear", "pool", "eltwise")
 
@@ -45,8 +47,8 @@ ELTWISE_OPS = ("add", "sub", "mul", "div", "relu", "relu6", "clamp", "hardswish"
 
 _CONV = ["log_n", "log_cin", "log_cout", "log_hw_in", "log_hw_out", "log_k_area", "k", "stride", "log_groups",
          "log_cin_per_group", "log_cout_per_group", "log_macs", "log_in_elems", "log_out_elems", "log_weight_elems",
-         "log_bytes", "log_intensity", "cin_pad8", "cout_pad8", "cin_is_3", "pointwise", "fused_add",
-         *(f"act_{a}" for a in CONV_ACTS)]
+         "log_bytes", "log_intensity", "cin_pad", "cout_pad", "cin_is_3", "pointwise", "fused_add",
+         *(f"act_{a}" for a in CONV_ACTS), "nchwc", "nchw_input", "log_w_out", "log_padded_macs"]
 FEATURES: dict[str, list[str]] = {
     "conv": _CONV,
     "dwconv": _CONV,
@@ -79,9 +81,38 @@ def _dims(value: object, n: int) -> tuple[int, ...]:
     return parts if len(parts) == n else (parts + (parts[-1],) * n)[:n]
 
 
-def _pad8(c: int) -> float:
-    """How much the CPU provider's 8-float channel blocks inflate ``c`` (1.0 when ``c`` is a multiple of 8)."""
-    return (math.ceil(c / 8) * 8) / max(c, 1)
+def _pad(c: int, block: int) -> float:
+    """How much the CPU provider's channel blocks inflate ``c`` (1.0 when ``c`` is a multiple of ``block``)."""
+    return (math.ceil(c / block) * block) / max(c, 1)
+
+
+def nchwc_block(fingerprint: dict) -> int:
+    """The float count of ONNX Runtime's NCHWc channel block on the machine of ``fingerprint``
+    (:func:`hwnas.hw.device.fingerprint`): 16 with AVX-512, 8 with AVX2, else 1 (no blocked layout)."""
+    flags = set(fingerprint.get("cpu_flags", ()))
+    if "avx512f" in flags:
+        return 16
+    return 8 if "avx2" in flags or "avx" in flags else 1
+
+
+def nchwc_conv(cin: int, cout: int, groups: int, block: int) -> tuple[bool, bool]:
+    """``(blocked, plain_input)``: whether ONNX Runtime's CPU provider runs a 2-D convolution in its NCHWc
+    layout, and whether it then reads a plain NCHW input (a first layer with fewer channels than a block).
+
+    Observed with ONNX Runtime 1.32 on AVX-512 (block 16) by inspecting optimised graphs: a dense convolution
+    is blocked when its input channels are a multiple of 4 or fewer than a block; a depthwise one when its
+    channels are a multiple of 4; a grouped one when the channels per group (in and out) are multiples of the
+    block. Output channels are padded to the block.
+    """
+    if block <= 1:
+        return False, False
+    if groups == 1:
+        if cin < block:
+            return True, True
+        return cin % 4 == 0, False
+    if groups == cin and cout % cin == 0:
+        return cin % 4 == 0, False
+    return (cin // groups) % block == 0 and (cout // groups) % block == 0, False
 
 
 def _parse(signature: str | KernelSignature) -> KernelSignature:
@@ -123,8 +154,9 @@ def kernel_flops(signature: str | KernelSignature) -> int:
     return 0
 
 
-def featurize(signature: str | KernelSignature) -> tuple[str, list[float]]:
-    """``(family, feature vector)`` of one signature, in the order of ``FEATURES[family]``."""
+def featurize(signature: str | KernelSignature, block: int = 16) -> tuple[str, list[float]]:
+    """``(family, feature vector)`` of one signature, in the order of ``FEATURES[family]``; ``block`` is the
+    machine's NCHWc block (:func:`nchwc_block`)."""
     sig = _parse(signature)
     fam = family_of(sig)
     at = dict(sig.attrs)
@@ -140,18 +172,22 @@ def featurize(signature: str | KernelSignature) -> tuple[str, list[float]]:
         in_e, out_e, w_e = _prod(x), _prod(y), cout * (cin // g) * _prod(k)
         byts = 4 * (in_e + out_e + w_e)
         act = str(at.get("act", "none"))
+        blocked, plain_in = nchwc_conv(cin, cout, g, block) if nd == 2 else (False, False)
+        pin = _pad(cin, block) if blocked and not plain_in and g != cin else 1.0
+        pout = _pad(cout, block) if blocked else 1.0
         return fam, [_log2(n), _log2(cin), _log2(cout), _log2(hw_in), _log2(hw_out), _log2(_prod(k)), float(k[0]),
                      float(s[0]), _log2(g), _log2(cin // g), _log2(cout // g), _log2(macs), _log2(in_e), _log2(out_e),
-                     _log2(w_e), _log2(byts), _log2(macs) - _log2(byts), _pad8(cin), _pad8(cout), float(cin == 3),
+                     _log2(w_e), _log2(byts), _log2(macs) - _log2(byts), pin, pout, float(cin == 3),
                      float(_prod(k) == 1), float(int(at.get("add", 0)) == 1),
-                     *(float(act == a) for a in CONV_ACTS)]
+                     *(float(act == a) for a in CONV_ACTS), float(blocked), float(plain_in), _log2(y[-1]),
+                     _log2(macs * pin * pout)]
     if fam == "linear":
         x, y = sig.inputs[0], sig.output
         rows, kin, kout = _prod(x[:-1]), x[-1], y[-1]
         macs = rows * kin * kout
         byts = 4 * (rows * kin + rows * kout + kin * kout)
         return fam, [_log2(rows), _log2(kin), _log2(kout), _log2(macs), _log2(kin * kout), _log2(byts),
-                     _log2(macs) - _log2(byts), _pad8(kin), _pad8(kout), float(at.get("act") == "relu")]
+                     _log2(macs) - _log2(byts), _pad(kin, 8), _pad(kout, 8), float(at.get("act") == "relu")]
     if fam == "pool":
         x, y = sig.inputs[0], sig.output
         c = x[1] if len(x) > 1 else 1
@@ -208,9 +244,9 @@ def generic_features(signature: str | KernelSignature) -> list[float]:
     return [_log2(ins), _log2(out), _log2(macs), _log2(4 * (ins + out)), float(len(sig.inputs))]
 
 
-def feature_matrix(signatures: Sequence[str | KernelSignature]) -> tuple[list[str], dict[str, np.ndarray],
-                                                                        dict[str, np.ndarray]]:
-    """Featurize many signatures at once.
+def feature_matrix(signatures: Sequence[str | KernelSignature], block: int = 16) -> tuple[
+        list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Featurize many signatures at once (``block``: the machine's NCHWc block, :func:`nchwc_block`).
 
     Returns:
         ``(family per signature, {family: row indices}, {family: feature matrix})``.
@@ -219,7 +255,7 @@ def feature_matrix(signatures: Sequence[str | KernelSignature]) -> tuple[list[st
     rows: dict[str, list[list[float]]] = {}
     index: dict[str, list[int]] = {}
     for i, s in enumerate(signatures):
-        fam, x = featurize(s)
+        fam, x = featurize(s, block)
         fams.append(fam)
         rows.setdefault(fam, []).append(x)
         index.setdefault(fam, []).append(i)

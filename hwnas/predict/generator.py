@@ -6,13 +6,16 @@ Runtime profile of whole models. This module draws those models. A *config* is a
 
     {"input": [1, C, H, W], "style": "mobile",
      "blocks": [["conv", cin, cout, k, s, act, bn], ["mbconv", cin, mid, cout, k, s, act, se, gate], ...],
-     "head": {"pool": "avg" | "mean", "fcs": [n, ...], "act": "relu"}}
+     "head": {"pool": "avg" | "mean" | "flatten", "fcs": [n, ...], "act": "relu"}}
 
 Each model is a *segment* of a network: it starts at an image (half of them) or at a random resolution (128 down
 to 5, on both the 224 and 160 ladders) with a random width, runs 4 to 12 blocks of one style (MobileNet/EfficientNet inverted residuals
 with optional squeeze-excite, ResNet basic/bottleneck blocks, plain VGG-like convolutions and pools, grouped
-convolutions, ShuffleNet units, SqueezeNet fire modules), and ends in a classifier head like real models do.
-Sizes are drawn log-uniformly and models are kept under ``max_macs`` so that measuring one takes seconds.
+convolutions, ShuffleNet units, SqueezeNet fire modules, and a few wide dense convolutions at the channel
+counts and resolutions of VGG's and ResNet's stages, 64 channels at 224 to 512 at 14), and ends in a classifier
+head like real models do. Sizes are drawn log-uniformly and models are kept under ``max_macs`` (plain and wide
+ones under a multiple of it: the largest convolutions only occur in large models) so that measuring one takes
+seconds.
 The blocks are the zoo's own layers (:mod:`hwnas.zoo`), so the fusions ONNX Runtime applies are the same.
 
 Example:
@@ -41,7 +44,7 @@ from hwnas.zoo.shufflenet import ShuffleUnit
 
 __all__ = ["STYLES", "random_config", "build_model", "config_input"]
 
-STYLES = ("mobile", "resnet", "plain", "grouped", "shuffle", "fire")
+STYLES = ("mobile", "resnet", "plain", "grouped", "shuffle", "fire", "wide")
 RES_LADDER = (224, 192, 160, 128, 112, 96, 80, 64, 56, 48, 40, 32, 28, 24, 20, 16, 14, 12, 10, 8, 7, 5)
 ACTS = {"relu": partial(nn.ReLU, inplace=True), "relu6": partial(nn.ReLU6, inplace=True), "hardswish": nn.Hardswish,
         "silu": nn.SiLU, "none": None}
@@ -171,8 +174,18 @@ def _fire(b: _Builder, n: int) -> None:
         b.add(["fire", b.c, sq, e, e], macs, 2 * e, 1)
 
 
+def _wide(b: _Builder, n: int) -> None:
+    """Few dense convolutions at VGG's and ResNet's widths: channels x resolution near 64 x 224 (1.8 GMACs for
+    one 3x3 layer), the compute-bound regime where a convolution runs at the machine's peak rate."""
+    for _ in range(min(n, 5)):
+        k = int(b.rng.choice([3, 3, 3, 1]))
+        s = 2 if b.r >= 14 and b.rng.random() < 0.25 else 1
+        cout = _ch(b.rng, max(16.0, 0.3 * 14336 / b.r), min(512.0, 2 * 14336 / b.r), b.div)
+        b.add(["conv", b.c, cout, k, s, "relu", True], b.conv_macs(b.c, cout, k, s), cout, s)
+
+
 _STYLE_FNS = {"mobile": _mobile, "resnet": _resnet, "plain": _plain, "grouped": _grouped, "shuffle": _shuffle,
-              "fire": _fire}
+              "fire": _fire, "wide": _wide}
 
 
 def random_config(rng: np.random.Generator, style: str | None = None, max_macs: float = 2.5e9,
@@ -191,8 +204,11 @@ def random_config(rng: np.random.Generator, style: str | None = None, max_macs: 
     for _ in range(max_tries):
         st = style or str(rng.choice(STYLES))
         div = int(rng.choice([8, 8, 8, 8, 8, 2]))  # real widths are not all multiples of the 8-float block
-        stem = bool(rng.random() < 0.5)
-        if stem:
+        stem = bool(rng.random() < 0.5) and st != "wide"
+        if st == "wide":  # a stage of VGG or ResNet: 16-64 channels at 224 ... 256-512 at 14
+            r = int(rng.choice([224, 112, 56, 28, 14, 160, 80, 40]))
+            c_in = _ch(rng, max(16.0, 0.3 * 14336 / r), min(512.0, 14336 / r), div)
+        elif stem:
             r = int(rng.choice([224, 192, 160, 128, 96]))
             c_in = 3
         else:
@@ -203,24 +219,36 @@ def random_config(rng: np.random.Generator, style: str | None = None, max_macs: 
             k = int(rng.choice([3, 3, 5, 7]))
             cout = _ch(rng, 8, 128, div)
             act = str(rng.choice(["relu", "relu6", "hardswish", "silu"]))
-            b.add(["conv", 3, cout, k, 2, act, True], b.conv_macs(3, cout, k, 2), cout, 2)
+            s0 = 1 if st == "plain" and rng.random() < 0.4 else 2  # VGG-like nets convolve at full resolution
+            b.add(["conv", 3, cout, k, s0, act, True], b.conv_macs(3, cout, k, s0), cout, s0)
             if st in ("resnet", "fire") and rng.random() < 0.6:
                 b.blocks.append(["maxpool", 3, 2, 1])
                 b.r = (b.r - 1) // 2 + 1
         _STYLE_FNS[st](b, int(rng.integers(4, 13)))
         head: dict[str, Any] = {"pool": str(rng.choice(["avg", "avg", "mean"])), "fcs": [],
                                 "act": str(rng.choice(["relu", "relu", "hardswish", "silu", "relu6"]))}
-        if rng.random() < 0.4:
+        if b.r <= 8 and b.r * b.r * b.c >= 1024 and rng.random() < 0.25:
+            # a classifier on the flattened feature map (VGG, AlexNet): large, memory-bound GEMVs
+            head["pool"] = "flatten"
+            head["hw"] = b.r * b.r
+            feats = b.r * b.r * b.c
+            for _ in range(int(rng.choice([1, 2, 3]))):
+                n = _ch(rng, 256, 4096, 8)
+                head["fcs"].append(n)
+                b.macs += feats * n
+                feats = n
+        elif rng.random() < 0.4:
             head["conv"] = _ch(rng, 64, 1280)
             head["conv_act"] = str(rng.choice(["relu", "relu6", "hardswish", "silu"]))
             b.macs += b.r ** 2 * b.c * head["conv"]
         feats = head.get("conv", b.c)
-        for _ in range(int(rng.choice([1, 1, 2, 2]))):
+        for _ in range(int(rng.choice([1, 1, 2, 2])) if head["pool"] != "flatten" else 0):
             n = _ch(rng, 10, 4096, 2)
             head["fcs"].append(n)
             b.macs += feats * n
             feats = n
-        if min_macs <= b.macs <= max_macs and b.r >= 1:
+        limit = max_macs * {"plain": 3, "wide": 6}.get(st, 1)  # they reach the large convolutions VGG runs
+        if min_macs <= b.macs <= limit and b.r >= 1:
             return {"input": [1, c_in, r, r], "style": st, "blocks": b.blocks, "head": head, "macs": int(b.macs)}
     raise RuntimeError(f"random_config: no {style or 'random'} model between min_macs={min_macs:.3g} and "
                        f"max_macs={max_macs:.3g} in {max_tries} draws; widen the range.")
@@ -231,9 +259,10 @@ class _Head(nn.Module):
         super().__init__()
         self.conv = ConvNormAct(cin, head["conv"], 1, act=ACTS[head["conv_act"]]) if "conv" in head else None
         self.mean = head["pool"] == "mean"
+        self.flatten = head["pool"] == "flatten"
         self.pool = nn.AdaptiveAvgPool2d(1)
         layers: list[nn.Module] = []
-        feats = head.get("conv", cin)
+        feats = head.get("conv", cin) * (head.get("hw", 1) if self.flatten else 1)
         for i, n in enumerate(head["fcs"]):
             layers.append(nn.Linear(feats, n))
             if i < len(head["fcs"]) - 1:
@@ -244,7 +273,10 @@ class _Head(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv is not None:
             x = self.conv(x)
-        x = x.mean((2, 3)) if self.mean else torch.flatten(self.pool(x), 1)
+        if self.flatten:
+            x = torch.flatten(x, 1)
+        else:
+            x = x.mean((2, 3)) if self.mean else torch.flatten(self.pool(x), 1)
         return self.fcs(x)
 
 

@@ -41,7 +41,7 @@ from hwnas.predict.estimator import KernelLatencyPredictor
 __all__ = ["LatencyPredictor", "PredictorError", "load_predictor", "TRUSTED_TYPES", "default_predictor_path"]
 
 FORMAT = "hwnas-latency-predictor"
-VERSION = 1
+VERSION = 2  # 2: convolution features carry the layout regime and the machine's NCHWc block
 META = "hwnas.json"
 
 #: Every type a predictor file may contain; anything else is refused before it is built.

@@ -6,8 +6,8 @@
    block styles. Each is exported to ONNX, profiled by ONNX Runtime, and its node times are charged to its
    kernels by the LUT builder's code (:func:`hwnas.hw.kernels.map_kernels` and ``attribute_nodes``: same kernel
    mapping, same attribution), data movement apart (:mod:`hwnas.predict.movement`) and NCHWc layout reorders
-   charged to the kernel that consumes them (unlike a LUT, which charges them to the kernel before: see
-   ``_reorders_to_consumers``); its unprofiled end-to-end time is measured too.
+   charged to the op on their plain-layout side, which causes them (unlike a LUT, which charges them to the
+   kernel before: see ``_reorders_to_plain_side``); its end-to-end time is measured too.
 2. *Adaptive rounds*: fit the predictor, draw a pool of ``pool`` candidate models, and measure the ``batch``
    whose predicted time is least certain (the spread of the forests' trees over each kernel, weighted by the
    kernels' predicted times), until the out-of-fold error of whole training models is at most
@@ -35,18 +35,18 @@ from hwnas.graph.trace import build_graph
 from hwnas.hw.device import Device, fingerprint, get_device
 from hwnas.hw.kernels import active_kernels, attribute_nodes, map_kernels
 from hwnas.hw.lut import LUTError
-from hwnas.hw.measure import measure
+from hwnas.hw.measure import measure, measure_many
 from hwnas.hw.profiling import profile_run
 from hwnas.hw.session import export_onnx
 from hwnas.io import atomic_write_json, read_json
 from hwnas.predict.estimator import KernelLatencyPredictor
-from hwnas.predict.features import model_weight_bytes
+from hwnas.predict.features import model_weight_bytes, nchwc_block
 from hwnas.predict.generator import STYLES, build_model, config_input, random_config
 from hwnas.predict.movement import ONNX_MOVEMENT, movement_of_nodes
 from hwnas.predict.predictor import LatencyPredictor, PredictorError
 
 __all__ = ["train", "model_signatures", "fit_predictor", "fit_calibration", "calibrated_ms", "validate",
-           "TrainingData", "measure_config"]
+           "TrainingData", "measure_config", "measure_module", "Reference", "REFERENCE_CONFIG"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class TrainingData:
                 raise PredictorError(f"{str(self.path)!r} holds measurements of device {data['device'].get('name')!r} "
                                      f"with other settings than {device.name!r}; use another path for {device.name!r}.")
             self.models = data["models"]
+            self.reference = data.get("reference")
             self.seconds = float(data.get("seconds", 0.0))
             self.wall_seconds = float(data.get("wall_seconds", self.seconds))
             self.fingerprint = data.get("fingerprint", {})
@@ -85,6 +86,7 @@ class TrainingData:
                      self.n_kernels)
         else:
             self.fingerprint = fingerprint(device)
+            self.reference = None
 
     @property
     def n_kernels(self) -> int:
@@ -94,6 +96,7 @@ class TrainingData:
         if self.path is not None:
             atomic_write_json(self.path, {"format": DATA_FORMAT, "version": 1, "device": _device_dict(self.device),
                                           "fingerprint": self.fingerprint, "settings": self.settings,
+                                          "reference": self.reference,
                                           "seconds": self.seconds, "wall_seconds": self.wall_seconds,
                                           "models": self.models})
 
@@ -117,58 +120,150 @@ def _device_dict(device: Device) -> dict[str, Any]:
     return d
 
 
+#: The reference model whose runs are paired with every training measurement (see :class:`Reference`).
+REFERENCE_CONFIG: dict[str, Any] = {
+    "input": [1, 3, 96, 96], "style": "mobile", "macs": 0,
+    "blocks": [["conv", 3, 16, 3, 2, "relu6", True], ["mbconv", 16, 64, 24, 3, 2, "relu6", 0, "sigmoid"],
+               ["mbconv", 24, 96, 24, 5, 1, "relu6", 0, "sigmoid"], ["mbconv", 24, 96, 40, 3, 2, "hardswish", 24,
+                                                                     "hardsigmoid"],
+               ["basic", 40, 40, 1], ["mbconv", 40, 240, 80, 5, 2, "hardswish", 64, "hardsigmoid"]],
+    "head": {"pool": "avg", "fcs": [1000], "act": "relu", "conv": 640, "conv_act": "hardswish"},
+}
+
+
+class Reference:
+    """A fixed reference model run next to every measurement, and the speed basis of a predictor's data.
+
+    A shared machine changes speed by several percent within a second and by 10% and more between sessions.
+    Each profiled run and each timed end-to-end run of a training model is paired with a run of the reference
+    (:func:`~hwnas.hw.profiling.profile_run`, :func:`~hwnas.hw.measure.measure_many`): a time is the model's
+    ratio to the reference next to it, times the reference's lower quartile in that same measurement (the
+    ``paired`` statistic), so the machine's slow phases cancel. The reference's own time in such a pairing
+    depends on its partner (after a large model it runs from colder caches: 1.2x to 1.7x its time alone),
+    which is why it is never compared across partners. The speed basis is the reference timed alone (its
+    lower quartile, caches warm): ``ms`` when the first session started, ``now`` when this one did, and every
+    time measured in this session is multiplied by ``scale = ms / now``, so all of a predictor's data are at
+    the speed of its first session.
+
+    Args:
+        config: the reference's generator config (stored with the data and the predictor).
+        ms: the reference's time alone when the first session started; ``None`` for a first session.
+    """
+
+    def __init__(self, device: Device, workdir: str | os.PathLike, config: dict[str, Any] | None = None,
+                 ms: float | None = None):
+        import torch
+
+        from hwnas.hw.session import BoundRunner, create_session, make_feed
+
+        self.config = config or REFERENCE_CONFIG
+        torch.manual_seed(0)
+        self.input = config_input(self.config)
+        self.path = export_onnx(build_model(self.config), self.input, Path(workdir) / "reference.onnx")
+        session = create_session(self.path, device)
+        self.runner = BoundRunner(session, make_feed(session, self.input, seed=0, source="reference"))
+        self.now = self.time_alone(device)
+        self.ms = float(ms) if ms is not None else self.now
+        self.scale = self.ms / self.now
+
+    def time_alone(self, device: Device) -> float:
+        """The reference's lower-quartile time run alone (warm), in ms: the machine's speed now."""
+        for _ in range(20):
+            self.runner.run()
+        return float(measure(self.path, device, self.input, warmup=10, repeats=20, rounds=10).p25_ms)
+
+    @property
+    def speed_factor(self) -> float:
+        """How much slower (> 1) the machine runs now than in the first session."""
+        return self.now / self.ms
+
+    def record(self) -> dict[str, Any]:
+        return {"config": self.config, "ms": self.ms}
+
+
 def measure_config(config: dict[str, Any], device: Device, workdir: str | os.PathLike, runs: int = 20,
-                   warmup: int = 5) -> dict[str, Any]:
-    """Build, export, profile and time one training model; its kernels with their in-context times.
+                   warmup: int = 5, reference: Reference | None = None) -> dict[str, Any]:
+    """Build, export, profile and time one training model (see :func:`measure_module`)."""
+    import torch
+
+    torch.manual_seed(0)
+    rec = measure_module(build_model(config), config_input(config), device, workdir, runs, warmup, reference,
+                         name=f"config {config}")
+    return {"config": config, **rec}
+
+
+def measure_module(model: Any, x: Any, device: Device, workdir: str | os.PathLike, runs: int = 20,
+                   warmup: int = 5, reference: Reference | None = None, name: str = "the model") -> dict[str, Any]:
+    """Export, profile and time one model: its kernels with their in-context times, and its end-to-end time.
 
     The node times of ORT's profile are charged to kernels by the LUT builder's attribution
     (:func:`hwnas.hw.kernels.attribute_nodes`), except data-movement nodes (Concat, Transpose, Split, Reshape,
     ...), which are summed apart (``movement``): their time follows the bytes they copy, not the kernel before
     them, and whole-model prediction adds them from the model's own movement ops (:func:`movement_of_nodes`).
-    """
-    import torch
+    With a ``reference``, every profiled and timed run is paired with a reference run and all times are
+    expressed at the reference's speed (see :class:`Reference`).
 
-    torch.manual_seed(0)
-    model = build_model(config)
-    x = config_input(config)
+    Raises:
+        LUTError: ORT's profile could not be matched with the model's kernels.
+    """
+    model = model.eval()
     graph = build_graph(model, x)
     act = active_kernels(map_kernels(graph), graph, {})
     path = export_onnx(model, x, Path(workdir) / "model.onnx")
-    nodes = profile_run(path, device, x, runs=runs, warmup=warmup).nodes.to_dict("records")
+    # paired: node times at the reference's lower quartile within this profile, then at the first session's speed
+    ref_kw = {"reference": reference.runner} if reference is not None else {}
+    prof = profile_run(path, device, x, runs=runs, warmup=warmup, **ref_kw)
+    scale = reference.scale if reference is not None else 1.0
+    raw = [{**n, "median_ms": float(n["median_ms"]) * scale} for n in prof.nodes.to_dict("records")]
+    nodes = _reorders_to_plain_side(raw)
     moving = [n for n in nodes if n["op_type"] in ONNX_MOVEMENT]
-    times, lead, n_anchor = attribute_nodes(_reorders_to_consumers([n for n in nodes
-                                                                    if n["op_type"] not in ONNX_MOVEMENT]), act)
+    times, lead, n_anchor = attribute_nodes([n for n in nodes if n["op_type"] not in ONNX_MOVEMENT], act)
     anchors = sum(k.kind in ("conv", "linear") for k, _ in act)
     if n_anchor != anchors:
-        raise LUTError(f"could not match ORT's profile to the training model's kernels ({n_anchor} of {anchors} "
-                       f"convolutions/GEMMs matched); config {config}.")
-    e2e = measure(path, device, x, warmup=warmup, repeats=runs, rounds=5).median_ms
-    return {"config": config, "kernels": [[str(sig), float(ms), 1] for (_, sig), ms in zip(act, times)],
+        raise LUTError(f"could not match ORT's profile to the kernels of {name} ({n_anchor} of {anchors} "
+                       "convolutions/GEMMs matched).")
+    if reference is not None:
+        rec = measure_many([path], device, x, warmup=warmup, repeats=3, rounds=max(3, runs // 2), rewarm=1,
+                           reference=reference.path, reference_input=reference.input)[0]
+        e2e = rec.paired_ms * scale
+    else:
+        e2e = measure(path, device, x, warmup=warmup, repeats=runs, rounds=5).median_ms
+    out_speed = {"profile_speed": float(np.median(prof.speeds))} if prof.speeds is not None else {}
+    return {**out_speed, "kernels": [[str(sig), float(ms), 1] for (_, sig), ms in zip(act, times)],
             "lead_ms": float(lead), "nodes": len(nodes), "sum_nodes_ms": float(sum(n["median_ms"] for n in nodes)),
             "movement": {**movement_of_nodes([(n["op_type"], n["output_shapes"]) for n in moving]),
                          "ms": float(sum(n["median_ms"] for n in moving))},
-            "end_to_end_ms": e2e}
+            "end_to_end_ms": e2e,
+            # ORT's nodes as profiled (type, ms), so that the attribution can be revisited without measuring
+            "profile": [[n["op_type"], round(float(n["median_ms"]), 6)] for n in raw]}
 
 
-def _reorders_to_consumers(nodes: list[dict]) -> list[dict]:
-    """Charge each NCHWc layout reorder to the node that runs after it (its consumer) instead of the one before.
+def _reorders_to_plain_side(nodes: list[dict]) -> list[dict]:
+    """Charge each NCHWc layout reorder to the node on its plain-layout side, the one that needs it.
 
-    A reorder converts a tensor for the next node (e.g. the block input that a squeeze-excite Mul scales, which
-    has that Mul's shape): charged to the consumer, its cost follows that kernel's signature, whereas charged to
-    the squeeze-excite gate before it, it would depend on a shape the gate's signature does not have.
-    A reorder at the very end stays with the node before it.
+    ONNX Runtime converts a tensor out of its blocked layout (``ReorderOutput``) for an op that cannot read
+    it (a squeeze-excite ``Mul``, a channel shuffle's ``Transpose``, a convolution whose channel count the
+    blocked kernels do not take) and back into it (``ReorderInput``) after that op. Charged to that op (the
+    node after a ``ReorderOutput``, the node before a ``ReorderInput``, in execution order), a reorder
+    follows the op's signature, which every model with that op shares; charged to the blocked convolution
+    on the other side, it would make that convolution's time depend on its neighbours. A reorder with no
+    such node stays with its neighbour; reorders before the first op (of the model's input) stay as they are.
     """
-    out: list[dict] = []
-    pending = 0.0
-    for n in nodes:
-        if n["op_type"] in ("ReorderInput", "ReorderOutput"):
-            pending += n["median_ms"]
+    reorder = ("ReorderInput", "ReorderOutput")
+    first = next((i for i, n in enumerate(nodes) if n["op_type"] not in reorder), len(nodes))
+    lead = [dict(n) for n in nodes[:first]]  # converting the model's input: the model's lead, not a kernel's
+    out = [dict(n) for n in nodes[first:] if n["op_type"] not in reorder]
+    k = -1
+    for n in nodes[first:]:
+        if n["op_type"] not in reorder:
+            k += 1
             continue
-        out.append({**n, "median_ms": n["median_ms"] + pending})
-        pending = 0.0
-    if pending and out:
-        out[-1] = {**out[-1], "median_ms": out[-1]["median_ms"] + pending}
-    return out
+        if n["op_type"] == "ReorderOutput" and k + 1 < len(out):
+            target = k + 1  # the op that reads the plain tensor
+        else:
+            target = k  # the op that wrote the tensor (or, at the very end, the last op)
+        out[target]["median_ms"] = out[target]["median_ms"] + n["median_ms"]
+    return lead + out
 
 
 def _calib_row(m: dict[str, Any], kernel_sum: float) -> list[float]:
@@ -203,6 +298,7 @@ def calibrated_ms(cal: dict[str, float], m: dict[str, Any], kernel_sum: float) -
 
 def fit_predictor(data: TrainingData, **params: Any) -> KernelLatencyPredictor:
     sigs, ms, groups, ctx = data.arrays()
+    params.setdefault("nchwc_block", nchwc_block(data.fingerprint))
     return KernelLatencyPredictor(**params).fit(sigs, ms, groups=groups, context=ctx)
 
 
@@ -219,7 +315,8 @@ def validate(data: TrainingData, folds: int = 5, **params: Any) -> dict[str, flo
     model_pred, model_true = [], []
     for f in range(k):
         test = np.array([fold_of[g] == f for g in groups])
-        est = KernelLatencyPredictor(**params).fit([s for s, t in zip(sigs, ~test) if t], ms[~test],
+        est = KernelLatencyPredictor(**{"nchwc_block": nchwc_block(data.fingerprint), **params}).fit(
+            [s for s, t in zip(sigs, ~test) if t], ms[~test],
                                                    groups=groups[~test], context=ctx[~test])
         oof[test] = est.predict([s for s, t in zip(sigs, test) if t], context=ctx[test])
         cal = fit_calibration([m for i, m in enumerate(data.models) if fold_of.get(i, -1) != f])
@@ -290,6 +387,11 @@ def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | o
     stop_reason = "budget"
     last_validation: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="hwnas-predict-") as work:
+        if data.models and data.reference is None:
+            raise PredictorError(f"{str(data.path)!r} holds measurements taken without a reference model (an older "
+                                 "hwnas); their speeds cannot be matched with new ones. Use another data_path.")
+        ref = Reference(dev, work, **(data.reference or {}))
+        data.reference = ref.record()
         while data.n_kernels < budget:
             rng = np.random.default_rng([seed, len(data.models)])
             if len(data.models) < initial:
@@ -319,7 +421,7 @@ def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | o
             for cfg in queue:
                 t0 = time.perf_counter()
                 try:
-                    rec = measure_config(cfg, dev, work, runs=runs, warmup=warmup)
+                    rec = measure_config(cfg, dev, work, runs=runs, warmup=warmup, reference=ref)
                 except LUTError as e:
                     log.warning("skipping a training model: %s", e)
                     continue
@@ -362,6 +464,7 @@ def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | o
                          "data": "random whole models from hwnas.predict.generator (no reference-space subnets, "
                                  "no zoo models, no shipped LUT entries)",
                          "settings": settings},
+            "reference": data.reference,
             "validation": validation}
     pred = LatencyPredictor(est, dev, calibration, meta)
     if path is not None:
