@@ -9,8 +9,10 @@
     predicted from the PyTorch model (``predict_latency(module, x)``) and from its ONNX file
     (``predict_latency("model.onnx")``, ORT's fused graph).
 
-Every model is exported and measured end to end with the predictor's device settings (warm-up, interleaved
-rounds), each run between two runs of the predictor's reference model (the paired statistic of
+Every model is exported and measured end to end with the predictor's device settings (warm-up, rounds), in a
+measurement of its own as the training models were (``--interleaved``: all models under 25 ms in one
+interleaved measurement, the longer ones in another, written to predictor_accuracy_interleaved*; see
+``measure_grouped`` for why the two differ), each run between two runs of the predictor's reference model (the paired statistic of
 ``hwnas.hw.measure``: a shared machine's slow phases cancel), as the training data were. The training data are
 at the speed of their first measuring session; the reference timed alone now (before and after measuring)
 against then is the machine's speed factor, and the ``corrected_*`` columns compare the predictions times that
@@ -53,25 +55,34 @@ ZOO = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_
 ONLY_224 = {"vgg11_bn", "vgg16"}
 
 
+SETTINGS = {"short": dict(warmup=10, repeats=3, rounds=30, min_turn_ms=2.0), "long": dict(warmup=3, repeats=2, rounds=6)}
+
+
 def measure_grouped(paths: list[Path], inputs: list[torch.Tensor], device: str, predicted: list[float],
-                    seed: int, reference: tuple[Path, torch.Tensor] | None) -> list[float]:
-    """Measure interleaved, each run paired with the predictor's reference model (as its training data were),
-    with fewer runs for long models (the median of a 100 ms model is stable sooner).
+                    seed: int, reference: tuple[Path, torch.Tensor] | None, alone: bool = True) -> list[float]:
+    """Measure every model in a measurement of its own (``alone``, as its training models were measured), or
+    interleaved (models under 25 ms together, longer ones together), each run paired with the predictor's
+    reference model; fewer runs for models over 25 ms (the median of a 100 ms model is stable sooner).
+
+    The two differ for small models: interleaved, a model's runs follow other models' runs and start from
+    their cache state, and the reference's time depends on the partner it follows (1.2x its time alone after
+    a 1 ms model, 1.7x after a 40 ms one), so a mixed group's paired statistic puts small models higher
+    (MobileNetV3-Small at 160: 1.39 ms interleaved with MobileNetV2 and ResNet-18, 1.08 ms alone) and large
+    ones lower (ResNet-18 at 160: 16.7 against 18.1 ms).
 
     Returns:
         the paired statistic (see ``hwnas.hw.measure``) per model in ms; the median without a reference.
     """
     out = [float("nan")] * len(paths)
-    groups = {"short": [i for i, p in enumerate(predicted) if p < 25], "long": [i for i, p in enumerate(predicted)
-                                                                              if p >= 25]}
-    settings = {"short": dict(warmup=10, repeats=3, rounds=30, min_turn_ms=2.0),
-                "long": dict(warmup=3, repeats=2, rounds=6)}
     kw = {"reference": reference[0], "reference_input": reference[1]} if reference is not None else {}
-    for name, idx in groups.items():
+    groups = {"short": [i for i, p in enumerate(predicted) if p < 25],
+              "long": [i for i, p in enumerate(predicted) if p >= 25]}
+    batches = [(name, [i]) for name, idx in groups.items() for i in idx] if alone else list(groups.items())
+    for n, (name, idx) in enumerate(batches):
         if not idx:
             continue
-        recs = measure_many([paths[i] for i in idx], device, dummy_inputs=[inputs[i] for i in idx], progress=True,
-                            seed=seed, **settings[name], **kw)
+        recs = measure_many([paths[i] for i in idx], device, dummy_inputs=[inputs[i] for i in idx],
+                            progress=not alone, seed=seed + n, **SETTINGS[name], **kw)
         for i, r in zip(idx, recs):
             out[i] = r.paired_ms if reference is not None else r.median_ms
     return out
@@ -130,6 +141,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60, help="random subnets per reference space")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--skip-zoo", action="store_true")
+    ap.add_argument("--interleaved", action="store_true",
+                    help="measure the models interleaved (two groups by length) instead of each on its own")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     pin_threads(1)
@@ -146,7 +159,7 @@ def main() -> None:
             ref = Reference(get_device(args.device), work, config=ref_meta["config"], ms=ref_meta["ms"])
             reference, factor = (ref.path, ref.input), ref.speed_factor
         meas = measure_grouped([r["path"] for r in rows], [r["x"] for r in rows], args.device,
-                                [r["predicted_ms"] for r in rows], args.seed, reference)
+                                [r["predicted_ms"] for r in rows], args.seed, reference, not args.interleaved)
         if ref_meta:  # the speed alone again after measuring; the factor is the mean of before and after
             factor = 0.5 * (factor + ref.time_alone(get_device(args.device)) / ref.ms)
     for r, m in zip(rows, meas):
@@ -175,8 +188,9 @@ def main() -> None:
     header = ["set", "device", "models", "within_5pct", "within_10pct", "rmspe", "kendall_tau", "median_abs_err_pct",
               "mean_err_pct", "speed_factor", "corrected_within_5pct", "corrected_within_10pct", "corrected_rmspe",
               "corrected_mean_err_pct", "kernel_measurements", "training_models", "training_minutes"]
-    write_table("predictor_accuracy", header, summary)
-    with (RESULTS / "predictor_accuracy_models.csv").open("w", newline="") as f:
+    tag = "predictor_accuracy" + ("_interleaved" if args.interleaved else "")
+    write_table(tag, header, summary)
+    with (RESULTS / f"{tag}_models.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["set", "model", "resolution", "sample", "predicted_ms", "predicted_onnx_ms", "measured_ms",
                     "error_pct", "notes"])
@@ -186,16 +200,16 @@ def main() -> None:
                         round(100 * (r["predicted_ms"] / r["measured_ms"] - 1), 2), r.get("notes", "")])
     print(f"predictor: {tr['kernel_measurements']} kernel measurements from {tr['models']} random training models, "
           f"{tr['minutes']:.2f} min of building; training data: {tr.get('data', '')}")
-    print(f"this benchmark: {minutes:.2f} min; per-model rows: {RESULTS / 'predictor_accuracy_models.csv'}")
+    print(f"this benchmark: {minutes:.2f} min; per-model rows: {RESULTS / (tag + '_models.csv')}")
     for r in rows:
         if r["set"] == "b":
             print(f"  {r['model']:20s} {r['resolution']}  measured {r['measured_ms']:8.3f} ms  torch "
                   f"{r['predicted_ms']:8.3f} ({100 * (r['predicted_ms'] / r['measured_ms'] - 1):+5.1f}%)  onnx "
                   f"{r['predicted_onnx_ms']:8.3f} ({100 * (r['predicted_onnx_ms'] / r['measured_ms'] - 1):+5.1f}%)")
-    _plot(rows, args.device)
+    _plot(rows, args.device, tag)
 
 
-def _plot(rows: list[dict], device: str) -> None:
+def _plot(rows: list[dict], device: str, tag: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -221,8 +235,8 @@ def _plot(rows: list[dict], device: str) -> None:
         ax.set_title(f"{label}, {device}")
         ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(RESULTS / "predictor_accuracy.png", dpi=110)
-    print(f"written: {RESULTS / 'predictor_accuracy.png'}")
+    fig.savefig(RESULTS / f"{tag}.png", dpi=110)
+    print(f"written: {RESULTS / (tag + '.png')}")
 
 
 if __name__ == "__main__":

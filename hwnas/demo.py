@@ -284,7 +284,8 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
                                **pair_kw)
         if pair is not None:
             pair_kw["reference"].unlink()
-        speed = records[0].reference_ms / basis if pair is not None and basis else 1.0
+        # against the build; a LUT with a stored speed check already scales its costs by lut.speed_factor
+        speed = records[0].reference_ms / basis / latency.lut.speed_factor if pair is not None and basis else 1.0
         rows = []
         for (name, sample), rec in zip(picks.items(), records):
             model = subnets[name].eval()

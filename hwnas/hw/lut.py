@@ -20,12 +20,13 @@ fitted by least squares over the build's subnets (the profiler adds a little per
 adds a fixed overhead). The builder measures those end-to-end times once more at the end, all subnets
 interleaved (:func:`hwnas.hw.build.interleave_end_to_end`), so that the whole LUT stands for one state of
 the machine rather than for its drift over the build. ``settings["statistic"]`` names the statistic of those
-runs (``"p25"``, the lower quartile: the most repeatable on a shared machine, see :mod:`hwnas.hw.measure`);
-the refined LUT predicts that statistic of a subnet's end-to-end runs.
+runs (``"paired"``: each run between two runs of the space's reference subnet, the median ratio times the
+reference's lower quartile, the most repeatable on a shared machine, see :mod:`hwnas.hw.measure`); the
+refined LUT predicts that statistic of a subnet's end-to-end runs.
 
 ``"speed"`` (optional) records a re-measurement of the machine's speed against the build:
 ``{"factor": 1.03, "measured": "2026-...", "subnets": 8, "spread": 0.004}`` multiplies every kernel cost and
-the overhead (see :func:`hwnas.hw.drift.speed_check`); without it the factor is 1.
+the overhead (see :func:`hwnas.hw.speed_check`); without it the factor is 1.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ The method (the experiments behind it are in ``benchmarks/measure_methods.py``):
   median by several percent from one measurement to the next;
 - *paired* with a reference model (``reference=``): every turn of a model (a re-warming run, then
   ``repeats`` timed runs) sits between two runs of the reference, and the model's time is the median over
-  turns of the turn's median divided by the mean of those two reference runs, times the reference's lower
+  all its timed runs of the run divided by the mean of those two reference runs, times the reference's lower
   quartile over the whole measurement (``paired_ms``). A slow phase slows a turn and the reference runs
   around it alike, so the ratio cancels it; ``benchmarks/measure_methods.py`` (``statistics``) compares the
   repeatability of the statistics. LUTs are built on it;
@@ -73,8 +73,9 @@ class LatencyRecord:
         median_ms: Median over rounds of the per-round median run time.
         p10_ms: 10th percentile over all timed runs.
         p25_ms: 25th percentile (lower quartile) over all timed runs.
-        paired_ms: With a reference model: the median over turns of the turn's median over the reference
-            runs around it, times the reference's lower quartile (see the module docstring); NaN without one.
+        paired_ms: With a reference model: the median over timed runs of the run over the mean of the two
+            reference runs around its turn, times the reference's lower quartile (see the module docstring);
+            NaN without one.
         reference_ms: The reference's lower quartile over the whole measurement (NaN without one).
         p90_ms: 90th percentile over all timed runs.
         cv: Coefficient of variation (std / mean) of the round medians; NaN with one round.
