@@ -200,8 +200,8 @@ def measure_module(model: Any, x: Any, device: Device, workdir: str | os.PathLik
     (:func:`hwnas.hw.kernels.attribute_nodes`), except data-movement nodes (Concat, Transpose, Split, Reshape,
     ...), which are summed apart (``movement``): their time follows the bytes they copy, not the kernel before
     them, and whole-model prediction adds them from the model's own movement ops (:func:`movement_of_nodes`).
-    With a ``reference``, every profiled and timed run is paired with a reference run and all times are
-    expressed at the reference's speed (see :class:`Reference`).
+    With a ``reference``, every profiled and timed run is paired with a reference run; times are the paired
+    statistic of their own measurement, rescaled to the first session's speed (see :class:`Reference`).
 
     Raises:
         LUTError: ORT's profile could not be matched with the model's kernels.
