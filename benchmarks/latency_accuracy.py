@@ -96,7 +96,7 @@ def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: 
     basis = prof.lut.settings.get("reference_ms", {})
     basis = next((v for tag, v in basis.items() if tag.endswith("@" + "x".join(map(str, shape)))), None)
     if pair is not None and basis is not None:  # the pairing reference now against its time at the build
-        factor = records[0].reference_ms / basis
+        factor = float(np.median([rec.reference_ms for rec in records])) / basis
     else:  # the LUT's own build subnets, now against at the build
         factor = float(np.median([rec.stat(stat) / r["end_to_end_ms"] for rec, r in zip(ref_records, refs)])) \
             if refs else float("nan")

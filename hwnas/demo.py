@@ -285,7 +285,8 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
         if pair is not None:
             pair_kw["reference"].unlink()
         # against the build; a LUT with a stored speed check already scales its costs by lut.speed_factor
-        speed = records[0].reference_ms / basis / latency.lut.speed_factor if pair is not None and basis else 1.0
+        speed = (float(np.median([r.reference_ms for r in records])) / basis / latency.lut.speed_factor
+                 if pair is not None and basis else 1.0)
         rows = []
         for (name, sample), rec in zip(picks.items(), records):
             model = subnets[name].eval()

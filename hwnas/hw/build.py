@@ -280,7 +280,8 @@ def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, devic
                                    reference_input=ref_input, min_turn_ms=2.0)
             # paired times are ratios to the reference: express them all at the reference's speed of the first
             # pass (settings["reference_ms"]), so that passes of a resumed or extended build agree
-            basis = lut.settings.setdefault("reference_ms", {}).setdefault(tag, records[0].reference_ms)
+            basis = lut.settings.setdefault("reference_ms", {}).setdefault(
+                tag, float(np.median([rec.reference_ms for rec in records])))
             for r, rec in zip(group, records):
                 r.setdefault("end_to_end_single_ms", r["end_to_end_ms"])
                 r["end_to_end_ms"] = (float(np.median(rec.ratios)) * basis if statistic == "paired"

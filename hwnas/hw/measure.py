@@ -12,7 +12,10 @@ The method (the experiments behind it are in ``benchmarks/measure_methods.py``):
 - *paired* with a reference model (``reference=``): every turn of a model (a re-warming run, then
   ``repeats`` timed runs) sits between two runs of the reference, and the model's time is the median over
   all its timed runs of the run divided by the mean of those two reference runs, times the reference's lower
-  quartile over the whole measurement (``paired_ms``). A slow phase slows a turn and the reference runs
+  quartile over its runs in that model's turns (``paired_ms``; every one of them follows a run of that model
+  and starts from the cache state it leaves: after a 40 ms model the reference ran 1.7x slower than alone,
+  after a 1 ms one 1.2x, so a quartile over all models' turns would move small models up and large ones
+  down). A slow phase slows a turn and the reference runs
   around it alike, so the ratio cancels it; ``benchmarks/measure_methods.py`` (``statistics``) compares the
   repeatability of the statistics. LUTs are built on it;
 - models under comparison are *interleaved*: every session is created up front and each round runs
@@ -74,9 +77,8 @@ class LatencyRecord:
         p10_ms: 10th percentile over all timed runs.
         p25_ms: 25th percentile (lower quartile) over all timed runs.
         paired_ms: With a reference model: the median over timed runs of the run over the mean of the two
-            reference runs around its turn, times the reference's lower quartile (see the module docstring);
-            NaN without one.
-        reference_ms: The reference's lower quartile over the whole measurement (NaN without one).
+            reference runs around it, times :attr:`reference_ms` (see the module docstring); NaN without one.
+        reference_ms: The reference's lower quartile over its runs in this model's turns (NaN without one).
         p90_ms: 90th percentile over all timed runs.
         cv: Coefficient of variation (std / mean) of the round medians; NaN with one round.
         repeats: Timed runs per round.
@@ -285,12 +287,15 @@ def measure_many(
             dev.name,
         )
     records = []
-    ref_ms = float(np.percentile(ref_ns / 1e6, 25)) if ref_ns is not None else float("nan")
     for m, name in enumerate(names):
         ms = times_ns[m] / 1e6
-        ratios = None
+        ratios, ref_ms = None, float("nan")
         if ref_ns is not None:  # each run over the mean of the reference runs just before and after it
             ratios = times_ns[m] / ((ref_ns[m, :, :-1] + ref_ns[m, :, 1:]) / 2.0)
+            # the reference's runs in this model's turns (each follows a run of this model, so it starts from
+            # the cache state this model leaves): after a large model it runs up to 1.7x slower than after a
+            # small one, so one quartile over every model's turns would shift small models up, large ones down
+            ref_ms = float(np.percentile(ref_ns[m] / 1e6, 25))
         round_medians = np.median(ms, axis=1)
         cv = float(np.std(round_medians, ddof=1) / np.mean(round_medians)) if rounds > 1 else float("nan")
         records.append(
