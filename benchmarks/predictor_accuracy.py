@@ -64,11 +64,9 @@ def measure_grouped(paths: list[Path], inputs: list[torch.Tensor], device: str, 
     interleaved (models under 25 ms together, longer ones together), each run paired with the predictor's
     reference model; fewer runs for models over 25 ms (the median of a 100 ms model is stable sooner).
 
-    The two differ for small models: interleaved, a model's runs follow other models' runs and start from
-    their cache state, and the reference's time depends on the partner it follows (1.2x its time alone after
-    a 1 ms model, 1.7x after a 40 ms one), so a mixed group's paired statistic puts small models higher
-    (MobileNetV3-Small at 160: 1.39 ms interleaved with MobileNetV2 and ResNet-18, 1.08 ms alone) and large
-    ones lower (ResNet-18 at 160: 16.7 against 18.1 ms).
+    Alone is the default because it is how training models are measured. The two differ for small models:
+    interleaved, a model's runs start from the cache state other models leave (MobileNetV3-Small at 160:
+    1.40 ms interleaved with this benchmark's other models, 1.07 ms alone).
 
     Returns:
         the paired statistic (see ``hwnas.hw.measure``) per model in ms; the median without a reference.

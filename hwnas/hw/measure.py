@@ -13,9 +13,8 @@ The method (the experiments behind it are in ``benchmarks/measure_methods.py``):
   ``repeats`` timed runs) sits between two runs of the reference, and the model's time is the median over
   all its timed runs of the run divided by the mean of those two reference runs, times the reference's lower
   quartile over its runs in that model's turns (``paired_ms``; every one of them follows a run of that model
-  and starts from the cache state it leaves: after a 40 ms model the reference ran 1.7x slower than alone,
-  after a 1 ms one 1.2x, so a quartile over all models' turns would move small models up and large ones
-  down). A slow phase slows a turn and the reference runs
+  and starts from the cache state it leaves: after a 40 ms model the reference ran 1.7x its time alone,
+  after a 1 ms one 1.2x, so a quartile over all models' turns would put large models too low). A slow phase slows a turn and the reference runs
   around it alike, so the ratio cancels it; ``benchmarks/measure_methods.py`` (``statistics``) compares the
   repeatability of the statistics. LUTs are built on it;
 - models under comparison are *interleaved*: every session is created up front and each round runs
@@ -293,8 +292,8 @@ def measure_many(
         if ref_ns is not None:  # each run over the mean of the reference runs just before and after it
             ratios = times_ns[m] / ((ref_ns[m, :, :-1] + ref_ns[m, :, 1:]) / 2.0)
             # the reference's runs in this model's turns (each follows a run of this model, so it starts from
-            # the cache state this model leaves): after a large model it runs up to 1.7x slower than after a
-            # small one, so one quartile over every model's turns would shift small models up, large ones down
+            # the cache state this model leaves): after a large model it runs up to 1.7x its time alone, so one
+            # quartile over every model's turns would put large models too low
             ref_ms = float(np.percentile(ref_ns[m] / 1e6, 25))
         round_medians = np.median(ms, axis=1)
         cv = float(np.std(round_medians, ddof=1) / np.mean(round_medians)) if rounds > 1 else float("nan")
