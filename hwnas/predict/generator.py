@@ -11,8 +11,8 @@ Runtime profile of whole models. This module draws those models. A *config* is a
 Each model is a *segment* of a network: it starts at an image (half of them) or at a random resolution (128 down
 to 5, on both the 224 and 160 ladders) with a random width, runs 4 to 12 blocks of one style (MobileNet/EfficientNet inverted residuals
 with optional squeeze-excite, ResNet basic/bottleneck blocks, plain VGG-like convolutions and pools, grouped
-convolutions, ShuffleNet units, SqueezeNet fire modules, and a few wide dense convolutions at the channel
-counts and resolutions of VGG's and ResNet's stages, 64 channels at 224 to 512 at 14), and ends in a classifier
+convolutions, ShuffleNet units, SqueezeNet fire modules, and a few wide dense convolutions with channel counts
+near VGG's and ResNet's stages at their resolutions, about 64 at 224 and 512 at 28), and ends in a classifier
 head like real models do. Sizes are drawn log-uniformly and models are kept under ``max_macs`` (plain and wide
 ones under a multiple of it: the largest convolutions only occur in large models) so that measuring one takes
 seconds.
