@@ -42,7 +42,7 @@ from _common import RESULTS, pin_threads, write_table
 from scipy.stats import kendalltau
 
 import hwnas
-from hwnas.hw import measure_many, pairing_reference, reference_subnets
+from hwnas.hw import measure_many, paired_speed_factor, pairing_reference, reference_subnets
 from hwnas.hw.build import input_for
 from hwnas.hw.latency import LatencyProfiler
 from hwnas.hw.session import export_onnx
@@ -93,10 +93,9 @@ def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: 
         seconds = time.perf_counter() - t0
     ref_records, records = records[n:], records[:n]
     stat = prof.lut.settings.get("statistic", "median")
-    basis = prof.lut.settings.get("reference_ms", {})
-    basis = next((v for tag, v in basis.items() if tag.endswith("@" + "x".join(map(str, shape)))), None)
-    if pair is not None and basis is not None:  # the pairing reference now against its time at the build
-        factor = float(np.median([rec.reference_ms for rec in records])) / basis
+    paired = paired_speed_factor(prof.lut, x, records) if pair is not None else None
+    if paired is not None:  # the pairing reference now against its time at the build
+        factor = paired
     else:  # the LUT's own build subnets, now against at the build
         factor = float(np.median([rec.stat(stat) / r["end_to_end_ms"] for rec, r in zip(ref_records, refs)])) \
             if refs else float("nan")

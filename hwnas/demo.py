@@ -38,7 +38,7 @@ import torch
 
 import hwnas
 from hwnas.export import export, save_arch, to_onnx
-from hwnas.hw import create_session, measure_many, pairing_reference
+from hwnas.hw import create_session, measure_many, paired_speed_factor, pairing_reference
 from hwnas.io import atomic_write_json
 from hwnas.report.plots import plot_pareto
 from hwnas.report.summary import format_number
@@ -274,8 +274,6 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
         # machine's slow phases cancel, and the reference's time now against the build's says how much faster
         # or slower this machine runs than when the LUT was built (a shared host drifts by 10% and more).
         pair = pairing_reference(latency.lut, space, x1)
-        basis = latency.lut.settings.get("reference_ms", {})
-        basis = next((v for tag, v in basis.items() if tag.endswith("@1x1x8x8")), None)
         pair_kw: dict[str, Any] = {}
         if pair is not None:
             pair_kw = {"reference": to_onnx(export(space, pair), x1, out / ".pairing_reference.onnx"),
@@ -285,8 +283,8 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
         if pair is not None:
             pair_kw["reference"].unlink()
         # against the build; a LUT with a stored speed check already scales its costs by lut.speed_factor
-        speed = (float(np.median([r.reference_ms for r in records])) / basis / latency.lut.speed_factor
-                 if pair is not None and basis else 1.0)
+        factor = paired_speed_factor(latency.lut, x1, records) if pair is not None else None
+        speed = factor / latency.lut.speed_factor if factor else 1.0
         rows = []
         for (name, sample), rec in zip(picks.items(), records):
             model = subnets[name].eval()

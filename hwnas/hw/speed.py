@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from hwnas.hw.measure import measure_many
 from hwnas.hw.session import export_onnx
 from hwnas.space.space import collect_choices, validate_sample
 
-__all__ = ["SpeedCheck", "reference_subnets", "pairing_reference", "speed_check"]
+__all__ = ["SpeedCheck", "reference_subnets", "pairing_reference", "paired_speed_factor", "speed_check"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,19 @@ def pairing_reference(lut: LUT, space: Any, dummy_input: torch.Tensor) -> dict[s
         if str(tag).endswith("@" + shape) and _belongs(space, sample):
             return sample
     return None
+
+
+def paired_speed_factor(lut: LUT, dummy_input: torch.Tensor, records: Sequence[Any]) -> float | None:
+    """How much slower (> 1) the machine runs now than at the LUT's build, from measurements paired with the
+    LUT's pairing reference (:func:`pairing_reference`): the median of the records' ``reference_ms`` over the
+    reference's time at the build (``settings["reference_ms"]`` for ``dummy_input``'s shape). ``None`` when the
+    LUT has no such time (built before paired end-to-end passes)."""
+    shape = "x".join(str(d) for d in dummy_input.shape)
+    basis = next((v for tag, v in lut.settings.get("reference_ms", {}).items() if str(tag).endswith("@" + shape)),
+                 None)
+    if not basis:
+        return None
+    return float(np.median([r.reference_ms for r in records])) / float(basis)
 
 
 def reference_subnets(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 8,
