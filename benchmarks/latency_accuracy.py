@@ -7,7 +7,7 @@ latency_accuracy_subnets.csv (every subnet) and latency_accuracy.png (predicted 
 
 A measured latency is a statistic of a subnet's 120 or more timed runs, each between two runs of the LUT's
 reference subnet. Each space gets two rows: ``measured_as`` the LUT's own statistic (``paired``: the median
-ratio of the runs to the reference runs around them, times the reference's lower quartile, which the LUT is
+ratio of the runs to the reference runs around them, times the median of those reference means, which the LUT is
 built to predict and which cancels the slow phases of a shared machine, see ``hwnas.hw.measure``) and
 ``median`` (the median of the same runs, which moves with how much of the run other tenants took).
 

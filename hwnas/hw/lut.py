@@ -21,7 +21,7 @@ adds a fixed overhead). The builder measures those end-to-end times once more at
 interleaved (:func:`hwnas.hw.build.interleave_end_to_end`), so that the whole LUT stands for one state of
 the machine rather than for its drift over the build. ``settings["statistic"]`` names the statistic of those
 runs (``"paired"``: each run between two runs of the space's reference subnet, the median ratio times the
-reference's lower quartile, the most repeatable on a shared machine, see :mod:`hwnas.hw.measure`); the
+reference's level, the median of the reference means around the runs, the most repeatable on a shared machine, see :mod:`hwnas.hw.measure`); the
 refined LUT predicts that statistic of a subnet's end-to-end runs.
 
 ``"speed"`` (optional) records a re-measurement of the machine's speed against the build:

@@ -11,12 +11,15 @@ The method (the experiments behind it are in ``benchmarks/measure_methods.py``):
   median by several percent from one measurement to the next;
 - *paired* with a reference model (``reference=``): every turn of a model (a re-warming run, then
   ``repeats`` timed runs) sits between two runs of the reference, and the model's time is the median over
-  all its timed runs of the run divided by the mean of those two reference runs, times the reference's lower
-  quartile over its runs in that model's turns (``paired_ms``; every one of them follows a run of that model
-  and starts from the cache state it leaves: after a 40 ms model the reference ran 1.7x its time alone,
-  after a 1 ms one 1.2x, so a quartile over all models' turns would put large models too low). A slow phase slows a turn and the reference runs
-  around it alike, so the ratio cancels it; ``benchmarks/measure_methods.py`` (``statistics``) compares the
-  repeatability of the statistics. LUTs are built on it;
+  all its timed runs of the run divided by the mean of the two reference runs around it, times the median
+  of those same means (``paired_ms``, with the level in ``reference_ms``). A slow phase slows a run and the
+  reference runs around it alike, so the ratio cancels it; the level is taken from the very reference runs
+  that make the denominators, so on a steady machine ``paired_ms`` equals the model's own median. (Each of
+  those reference runs follows a run of this model and starts from the cache state it leaves: after a
+  40 ms model the reference ran 1.7x its time alone, after a 1 ms one 1.2x, so a level over every model's
+  turns would put large models too low; and a lower quartile of single reference runs put models up to
+  25% low whenever a small reference's times spread widely.) ``benchmarks/measure_methods.py``
+  (``statistics``) compares the repeatability of the statistics. LUTs are built on it;
 - models under comparison are *interleaved*: every session is created up front and each round runs
   all models in a freshly shuffled order, so machine noise hits them alike.
 
@@ -77,7 +80,12 @@ class LatencyRecord:
         p25_ms: 25th percentile (lower quartile) over all timed runs.
         paired_ms: With a reference model: the median over timed runs of the run over the mean of the two
             reference runs around it, times :attr:`reference_ms` (see the module docstring); NaN without one.
-        reference_ms: The reference's lower quartile over its runs in this model's turns (NaN without one).
+        reference_ms: The median over this model's timed runs of the mean of the two reference runs around
+            each (NaN without one).
+        ratios: With a reference model: each timed run over the mean of the reference runs around it, shape
+            ``(rounds, repeats)``.
+        reference_times_ms: With a reference model: every reference run of this model's turns, shape
+            ``(rounds, repeats + 1)`` (the first of a turn follows its re-warming run).
         p90_ms: 90th percentile over all timed runs.
         cv: Coefficient of variation (std / mean) of the round medians; NaN with one round.
         repeats: Timed runs per round.
@@ -108,6 +116,7 @@ class LatencyRecord:
     paired_ms: float = float("nan")
     reference_ms: float = float("nan")
     ratios: np.ndarray | None = field(default=None, repr=False, compare=False)
+    reference_times_ms: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def stat(self, name: str) -> float:
         """The statistic ``name``: ``"median"`` (:attr:`median_ms`), ``"paired"`` (:attr:`paired_ms`) or
@@ -290,11 +299,12 @@ def measure_many(
         ms = times_ns[m] / 1e6
         ratios, ref_ms = None, float("nan")
         if ref_ns is not None:  # each run over the mean of the reference runs just before and after it
-            ratios = times_ns[m] / ((ref_ns[m, :, :-1] + ref_ns[m, :, 1:]) / 2.0)
-            # the reference's runs in this model's turns (each follows a run of this model, so it starts from
-            # the cache state this model leaves): after a large model it runs up to 1.7x its time alone, so one
-            # quartile over every model's turns would put large models too low
-            ref_ms = float(np.percentile(ref_ns[m] / 1e6, 25))
+            around = (ref_ns[m, :, :-1] + ref_ns[m, :, 1:]) / 2.0
+            ratios = times_ns[m] / around
+            # the level: the median of those same means, so that paired_ms is the run's median when the machine
+            # is steady (the reference runs of this model's turns only: each starts from the cache state this
+            # model leaves, up to 1.7x slower than alone after a large model)
+            ref_ms = float(np.median(around)) / 1e6
         round_medians = np.median(ms, axis=1)
         cv = float(np.std(round_medians, ddof=1) / np.mean(round_medians)) if rounds > 1 else float("nan")
         records.append(
@@ -305,6 +315,7 @@ def measure_many(
                 paired_ms=float(np.median(ratios)) * ref_ms if ratios is not None else float("nan"),
                 reference_ms=ref_ms,
                 ratios=ratios,
+                reference_times_ms=ref_ns[m] / 1e6 if ref_ns is not None else None,
                 p90_ms=float(np.percentile(ms, 90)),
                 cv=cv,
                 repeats=repeats,

@@ -153,7 +153,7 @@ def profile_run(
             removes the machine's slow phases from the profile (see :mod:`hwnas.hw.measure`). The speeds are
             in ``NodeProfile.speeds``.
         reference_ms: the reference's time at the speed the node times should be expressed in (default:
-            the lower quartile of its runs here).
+            the median of the means around the runs here, the level of :attr:`~hwnas.hw.measure.LatencyRecord.paired_ms`).
     """
     check_counts(runs=runs, warmup=warmup)
     dev = get_device(device)
@@ -191,7 +191,7 @@ def profile_run(
     speeds = None
     if ref_ns is not None:
         around = (ref_ns[:-1] + ref_ns[1:]) / 2e6
-        base = float(np.percentile(ref_ns / 1e6, 25)) if reference_ms is None else float(reference_ms)
+        base = float(np.median(around)) if reference_ms is None else float(reference_ms)
         speeds = around / base
     nodes, run_ms = _parse_trace(events, runs, speeds)
     if speeds is not None:

@@ -137,8 +137,8 @@ class Reference:
     A shared machine changes speed by several percent within a second and by 10% and more between sessions.
     Each profiled run and each timed end-to-end run of a training model is paired with a run of the reference
     (:func:`~hwnas.hw.profiling.profile_run`, :func:`~hwnas.hw.measure.measure_many`): a time is the model's
-    ratio to the reference next to it, times the reference's lower quartile in that same measurement (the
-    ``paired`` statistic), so the machine's slow phases cancel. The reference's own time in such a pairing
+    ratio to the reference runs around it, times the median of those reference means in that same measurement
+    (the ``paired`` statistic), so the machine's slow phases cancel. The reference's own time in such a pairing
     depends on its partner (after a large model it runs from colder caches: 1.2x to 1.7x its time alone),
     which is why it is never compared across partners. The speed basis is the reference timed alone (its
     lower quartile, caches warm): ``ms`` when the first session started, ``now`` when this one did, and every
@@ -210,7 +210,7 @@ def measure_module(model: Any, x: Any, device: Device, workdir: str | os.PathLik
     graph = build_graph(model, x)
     act = active_kernels(map_kernels(graph), graph, {})
     path = export_onnx(model, x, Path(workdir) / "model.onnx")
-    # paired: node times at the reference's lower quartile within this profile, then at the first session's speed
+    # paired: node times at the reference's level within this profile, then at the first session's speed
     ref_kw = {"reference": reference.runner} if reference is not None else {}
     prof = profile_run(path, device, x, runs=runs, warmup=warmup, **ref_kw)
     scale = reference.scale if reference is not None else 1.0
