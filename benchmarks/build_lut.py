@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30, help="profiled runs per subnet")
     ap.add_argument("--random-subnets", type=int, default=60,
                     help="uniformly random subnets profiled after coverage, for calibration")
+    ap.add_argument("--e2e-rounds", type=int, default=20,
+                    help="rounds of the final interleaved end-to-end pass over all build subnets")
     ap.add_argument("--max-subnets", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -44,7 +46,7 @@ def main() -> None:
     t0 = time.perf_counter()
     lut = build_lut(space, x, args.device, args.out, repeats_per_kernel=args.repeats, runs=args.runs,
                     max_subnets=args.max_subnets, seed=args.seed, space_name=args.space,
-                    random_subnets=args.random_subnets)
+                    random_subnets=args.random_subnets, end_to_end_rounds=args.e2e_rounds)
     minutes = (time.perf_counter() - t0) / 60
     total_minutes = lut.settings.get("build_seconds", 0.0) / 60
     cal = lut.calibration

@@ -72,18 +72,18 @@ def input_for(space: Any, sample: dict[str, Any], dummy_input: torch.Tensor) -> 
 def measure_subnet_kernels(space: Any, graph: OpGraph, kernels: list[Kernel], sample: dict[str, Any],
                            dummy_input: torch.Tensor, device: Device, runs: int, warmup: int,
                            export_fn: Any, workdir: str | os.PathLike,
-                           end_to_end: bool = True) -> dict[str, Any]:
-    """Export ``sample``, profile it in ORT and attribute node times to kernels.
+                           end_to_end: bool = True, onnx_name: str = "subnet.onnx") -> dict[str, Any]:
+    """Export ``sample`` (to ``workdir / onnx_name``), profile it in ORT and attribute node times to kernels.
 
     Returns a dict with ``kernels`` (list of (kernel, signature, ms, nodes)), ``sum_nodes_ms``, ``nodes``,
-    ``end_to_end_ms`` (unprofiled, when ``end_to_end``) and ``lead_ms``.
+    ``end_to_end_ms`` (unprofiled, when ``end_to_end``: a quick first estimate of 10 runs) and ``lead_ms``.
 
     Raises:
         LUTError: the profile's convolutions/GEMMs could not be matched to the subnet's kernels.
     """
     x = input_for(space, sample, dummy_input)
     subnet = export_fn(space, sample).eval()
-    path = Path(workdir) / "subnet.onnx"
+    path = Path(workdir) / onnx_name
     export_onnx(subnet, x, path)
     prof = profile_run(path, device, x, runs=runs, warmup=warmup)
     nodes = prof.nodes.to_dict("records")
@@ -99,7 +99,7 @@ def measure_subnet_kernels(space: Any, graph: OpGraph, kernels: list[Kernel], sa
            "sum_nodes_ms": float(sum(times) + lead), "nodes": len(nodes), "lead_ms": float(lead)}
     if end_to_end:
         # a first estimate for the calibration until the interleaved pass (interleave_end_to_end) replaces it
-        out["end_to_end_ms"] = measure(path, device, x, warmup=warmup, repeats=max(5, runs // 2), rounds=3).median_ms
+        out["end_to_end_ms"] = measure(path, device, x, warmup=3, repeats=5, rounds=2).median_ms
     return out
 
 
@@ -135,7 +135,7 @@ def _covering_sample(graph: OpGraph, tables: list, counts: Counter, need: int,
 def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu-ort-1t",
               path: str | os.PathLike | None = None, repeats_per_kernel: int = 3, runs: int = 30, warmup: int = 10,
               max_subnets: int | None = None, seed: int = 0, progress: bool = True, space_name: str | None = None,
-              export_fn: Any = None, random_subnets: int = 60) -> LUT:
+              export_fn: Any = None, random_subnets: int = 60, end_to_end_rounds: int = 20) -> LUT:
     """Measure every kernel signature ``space`` can produce on ``device`` (resumable).
 
     Args:
@@ -153,6 +153,7 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
         random_subnets: after every signature is covered, also profile this many uniformly random subnets,
             so that the calibration and refinement see the subnets that search draws, not only the
             covering ones (which lean deep and wide).
+        end_to_end_rounds: rounds of the final interleaved end-to-end pass (:func:`interleave_end_to_end`).
 
     Returns:
         The :class:`~hwnas.hw.lut.LUT` (also saved to ``path`` after every subnet).
@@ -192,6 +193,8 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
         bar = tqdm(total=total, initial=total - missing(), desc=f"LUT {tag}", unit="measurement")
     done_here = 0
     t0 = time.perf_counter()
+    # each profiled subnet's ONNX file stays in ``work`` for the interleaved pass (no second export); a resumed
+    # build exports the subnets of earlier calls again
     with tempfile.TemporaryDirectory(prefix="hwnas-lut-") as work:
         while missing() > 0 and (max_subnets is None or done_here < max_subnets):
             covering = any(counts[s] < repeats_per_kernel for s in needed)
@@ -200,7 +203,7 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
             before = missing()
             try:
                 res = measure_subnet_kernels(space, graph, kernels, sample, dummy_input, dev, runs, warmup,
-                                             export_fn, work)
+                                             export_fn, work, onnx_name=f"subnet-{len(lut.subnets)}.onnx")
             except LUTError as e:
                 log.warning("skipping a subnet: %s", e)
                 done_here += 1
@@ -221,10 +224,11 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
                 bar.set_postfix(subnets=len(lut.subnets))
             if missing() == before:
                 log.warning("a covering subnet added no new measurement; %d still missing", missing())
-    if bar is not None:
-        bar.close()
-    if missing() == 0:
-        interleave_end_to_end(lut, space, dummy_input, dev, tag, path=path, export_fn=export_fn, progress=progress)
+        if bar is not None:
+            bar.close()
+        if missing() == 0:
+            interleave_end_to_end(lut, space, dummy_input, dev, tag, path=path, export_fn=export_fn,
+                                  progress=progress, rounds=end_to_end_rounds, onnx_dir=work)
     lut.settings["build_seconds"] = lut.settings.get("build_seconds", 0.0) + (time.perf_counter() - t0)
     lut.settings["finished"] = now()
     if path is not None:
@@ -233,9 +237,9 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
 
 
 def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, device: str | Device, tag: str,
-                          path: str | os.PathLike | None = None, export_fn: Any = None, rounds: int = 30,
+                          path: str | os.PathLike | None = None, export_fn: Any = None, rounds: int = 20,
                           repeats: int = 3, max_bytes: float = 2e9, seed: int = 0, progress: bool = True,
-                          statistic: str = "paired") -> int:
+                          statistic: str = "paired", onnx_dir: str | os.PathLike | None = None) -> int:
     """Measure the end-to-end times of the build subnets of ``tag`` again, all interleaved, and refit the LUT.
 
     Sessions are created for as many subnets at once as fit in ``max_bytes`` of ONNX files; each group runs
@@ -246,13 +250,15 @@ def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, devic
     times the reference's time in the first such pass, ``settings["reference_ms"][tag]``, so that later passes
     share its speed; the median is kept in ``end_to_end_median_ms``). The LUT's kernel costs are then refined to these times, so the LUT predicts this
     statistic. The first, one-at-a-time time of each subnet stays in ``end_to_end_single_ms``. Resumable: done
-    subnets are marked ``"interleaved": true`` and the file is saved after every group.
+    subnets are marked ``"interleaved": true`` and the file is saved after every group. ``onnx_dir`` holds
+    ONNX files the build already exported (``subnet-<index in lut.subnets>.onnx``); those are not exported again.
 
     Returns:
         How many subnets were measured in this call.
     """
     export_fn = export_fn or export
-    todo = [r for r in lut.subnets if r.get("space") == tag and r.get("end_to_end_ms") and not r.get("interleaved")]
+    todo = [(i, r) for i, r in enumerate(lut.subnets)
+            if r.get("space") == tag and r.get("end_to_end_ms") and not r.get("interleaved")]
     if not todo:
         return 0
     done = 0
@@ -267,9 +273,11 @@ def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, devic
         while start < len(todo):
             group, paths, inputs, size = [], [], [], 0.0
             while start + len(group) < len(todo) and (not group or size < max_bytes):
-                r = todo[start + len(group)]
+                index, r = todo[start + len(group)]
                 x = input_for(space, r["sample"], dummy_input)
-                p = export_onnx(export_fn(space, r["sample"]).eval(), x, Path(work) / f"{start + len(group)}.onnx")
+                p = Path(onnx_dir) / f"subnet-{index}.onnx" if onnx_dir is not None else None
+                if p is None or not p.exists():
+                    p = export_onnx(export_fn(space, r["sample"]).eval(), x, Path(work) / f"{index}.onnx")
                 size += p.stat().st_size
                 group.append(r)
                 paths.append(p)
