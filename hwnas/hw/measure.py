@@ -51,7 +51,7 @@ import onnx
 from tqdm.auto import tqdm
 
 from hwnas.hw.device import OPSET, Device, fingerprint, get_device
-from hwnas.hw.profiling import NodeProfile, optimized_graph, profile_nodes, profile_run
+from hwnas.hw.profiling import NodeProfile, optimized_graph, profile_nodes, profile_run, reference_means
 from hwnas.hw.session import BoundRunner, check_counts, create_session, export_onnx, make_feed
 
 __all__ = [
@@ -299,7 +299,7 @@ def measure_many(
         ms = times_ns[m] / 1e6
         ratios, ref_ms = None, float("nan")
         if ref_ns is not None:  # each run over the mean of the reference runs just before and after it
-            around = (ref_ns[m, :, :-1] + ref_ns[m, :, 1:]) / 2.0
+            around = reference_means(ref_ns[m])
             ratios = times_ns[m] / around
             # the level: the median of those same means, so that paired_ms is the run's median when the machine
             # is steady (the reference runs of this model's turns only: each starts from the cache state this

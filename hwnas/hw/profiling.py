@@ -130,6 +130,16 @@ def _parse_trace(events: list[dict], runs: int, speed: np.ndarray | None = None)
     return pd.DataFrame(rows, columns=columns), (ends - starts) / 1e3
 
 
+def reference_means(ref_ns: np.ndarray) -> np.ndarray:
+    """The mean of the reference runs just before and just after each timed run of a paired measurement.
+
+    ``ref_ns`` holds one more reference run than there are timed runs along its last axis. The paired
+    statistic divides each run by its mean and takes its level as the median of these means
+    (:mod:`hwnas.hw.measure`).
+    """
+    return (ref_ns[..., :-1] + ref_ns[..., 1:]) / 2.0
+
+
 def profile_run(
     onnx_path: str | os.PathLike,
     device: str | Device,
@@ -190,7 +200,7 @@ def profile_run(
         shutil.rmtree(tmp, ignore_errors=True)
     speeds = None
     if ref_ns is not None:
-        around = (ref_ns[:-1] + ref_ns[1:]) / 2e6
+        around = reference_means(ref_ns) / 1e6
         base = float(np.median(around)) if reference_ms is None else float(reference_ms)
         speeds = around / base
     nodes, run_ms = _parse_trace(events, runs, speeds)
