@@ -59,7 +59,7 @@ def accuracy_stats(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
 
 
 def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: int, repeats: int,
-              n_ref: int) -> tuple:
+              n_ref: int, measurements: int) -> tuple:
     shape = DEFAULT_INPUTS.get(name, (1, 3, 224, 224))
     space = hwnas.spaces.create(name).eval()
     x = torch.randn(shape)
@@ -88,31 +88,37 @@ def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: 
             kw["reference_input"] = input_for(space, pair, x)
             kw["reference"] = export_onnx(hwnas.export(space, pair), kw["reference_input"], Path(work) / "pair.onnx")
         t0 = time.perf_counter()
-        records = measure_many(paths, device, dummy_inputs=inputs, rounds=rounds, repeats=repeats, progress=True,
-                               seed=seed, min_turn_ms=2.0, **kw)
+        # separate measurements: two measurements of the same models differ by more than the halves of one
+        # (hwnas.hw.measure), so the figure is their geometric mean and the retest compares them
+        calls = []
+        for c in range(measurements):
+            print(f"{name}: measurement {c + 1} of {measurements}")
+            calls.append(measure_many(paths, device, dummy_inputs=inputs, rounds=rounds // measurements,
+                                      repeats=repeats, progress=True, seed=seed + 1000 * c, min_turn_ms=2.0,
+                                      **kw))
         seconds = time.perf_counter() - t0
-    ref_records, records = records[n:], records[:n]
+    every = [rec for recs in calls for rec in recs[:n]]
     stat = prof.lut.settings.get("statistic", "median")
-    paired = paired_speed_factor(prof.lut, x, records) if pair is not None else None
-    if paired is not None:  # the pairing reference now against its time at the build
-        factor = paired
-    else:  # the LUT's own build subnets, now against at the build
-        factor = float(np.median([rec.stat(stat) / r["end_to_end_ms"] for rec, r in zip(ref_records, refs)])) \
-            if refs else float("nan")
-    check = float(np.median([rec.stat(stat) / r["end_to_end_ms"] for rec, r in zip(ref_records, refs)])) \
+    paired = paired_speed_factor(prof.lut, x, every) if pair is not None else None
+    names = ("paired", "median") if pair is not None else ("p25", "median")
+    # per statistic: (models, measurements)
+    each = {name: np.array([[recs[i].stat(name) for recs in calls] for i in range(len(paths))]) for name in names}
+    mean = {name: np.exp(np.log(v).mean(axis=1)) for name, v in each.items()}
+    check = float(np.median([mean[stat][n + j] / r["end_to_end_ms"] for j, r in enumerate(refs)])) \
         if refs else float("nan")
+    factor = paired if paired is not None else check  # the pairing reference now against at the build, else them
     print(f"{name}: speed factor {factor:.4f} (pairing reference), {check:.4f} (median of {len(refs)} build "
           "subnets measured again)")
-    names = ("paired", "median") if pair is not None else ("p25", "median")
-    meas = {name: np.array([r.stat(name) for r in records]) for name in names}
-    # Split-half repeatability: the same subnets measured in the even and in the odd rounds. How well two
-    # measurements of the same models agree bounds how well any predictor can agree with one of them.
-    quant = {"paired": lambda r, h: np.median(r.ratios[h::2]) * r.reference_ms,
-             "p25": lambda r, h: np.percentile(r.times_ms[h::2], 25),
-             "median": lambda r, h: np.median(r.times_ms[h::2])}
-    halves = {name: np.array([[quant[name](r, 0), quant[name](r, 1)] for r in records]) for name in names}
+    meas = {name: v[:n] for name, v in mean.items()}
+    # Repeatability: the first measurement against the second (with more, the even against the odd ones). How
+    # well two measurements of the same models agree bounds how well any predictor can agree with one of them.
+    halves = {name: np.stack([np.exp(np.log(v[:n, h::2]).mean(axis=1)) for h in (0, 1)], axis=1)
+              for name, v in each.items()} if measurements > 1 else \
+        {name: np.array([[np.median(r.times_ms[h::2]) if name == "median" else np.median(r.ratios[h::2]) *
+                          r.reference_ms for h in (0, 1)] for r in calls[0][:n]]) for name in names}
     pred = np.array([prof.profile(s) for s in samples])
-    return samples, pred, meas, halves, seconds, factor, stat
+    per_call = [json.dumps([round(float(v), 6) for v in each[stat][i]]) for i in range(n)]
+    return samples, pred, meas, halves, seconds, factor, stat, per_call
 
 
 def main() -> None:
@@ -122,10 +128,13 @@ def main() -> None:
     ap.add_argument("--lut-dir", default=str(Path(__file__).resolve().parents[1] / "lut"))
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=40,
-                    help="interleaved rounds (many short rounds; even/odd halves give the retest)")
+                    help="interleaved rounds in all (many short rounds), shared among the measurements")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per subnet per round (each paired)")
     ap.add_argument("--refs", type=int, default=8,
                     help="LUT build subnets measured alongside, for the speed-corrected columns (0: none)")
+    ap.add_argument("--measurements", type=int, default=2,
+                    help="separate measurements (rounds/measurements rounds each, sessions of their own): the "
+                         "time is their geometric mean, the retest compares them")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix for the result files")
     args = ap.parse_args()
@@ -134,8 +143,9 @@ def main() -> None:
     rows, per_subnet, plots = [], [], []
     for name in args.spaces.split(","):
         lut_path = f"{args.lut_dir}/{name}_{args.device}.json"
-        samples, pred, meas, halves, seconds, factor, stat = run_space(name, args.device, lut_path, args.n, args.seed,
-                                                                       args.rounds, args.repeats, args.refs)
+        samples, pred, meas, halves, seconds, factor, stat, per_call = run_space(name, args.device, lut_path, args.n, args.seed,
+                                                                       args.rounds, args.repeats, args.refs,
+                                                                       args.measurements)
         # the LUT's own statistic first (what it is built to predict), then the median for comparison
         for which in dict.fromkeys([stat, "median"]):
             m = meas[which]
@@ -146,8 +156,8 @@ def main() -> None:
                          st["kendall_tau"], st["median_abs_err_pct"], st["mean_err_pct"], factor, sc["within_5pct"],
                          sc["within_10pct"], sc["rmspe"], sc["mean_err_pct"], float(np.median(m)),
                          rt["kendall_tau"], rt["rmspe"], seconds / 60))
-        per_subnet += [(name, args.device, json.dumps(s), p, m_stat, med, p * factor)
-                       for s, p, m_stat, med in zip(samples, pred, meas[stat], meas["median"])]
+        per_subnet += [(name, args.device, json.dumps(s), p, m_stat, med, p * factor, pc)
+                       for s, p, m_stat, med, pc in zip(samples, pred, meas[stat], meas["median"], per_call)]
         plots.append((name, pred, meas[stat], stat))
     header = ["space", "device", "measured_as", "subnets", "within_5pct", "within_10pct", "rmspe", "kendall_tau",
               "median_abs_err_pct", "mean_err_pct", "speed_factor", "corrected_within_5pct",
@@ -159,7 +169,7 @@ def main() -> None:
     with (RESULTS / f"latency_accuracy_subnets{args.tag}.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["space", "device", "sample", "predicted_ms", "measured_ms", "measured_median_ms",
-                    "speed_corrected_ms"])
+                    "speed_corrected_ms", "measurements_ms"])
         w.writerows(per_subnet)
     import matplotlib
 

@@ -17,7 +17,10 @@ On a MobileNetV2-like and a small ResNet-like model (plain torch, written below)
 (f) statistics: how well two measurements of the same 12 random mobilenet_v3 subnets agree, for the
     median, the lower quartile and the paired statistic (each run between two runs of a reference subnet,
     ``measure_many(reference=)``): between the even and the odd rounds of one measurement, and between two
-    measurements a minute apart (shape, after dividing out the common speed change, and that change).
+    measurements a minute apart (shape, after dividing out the common speed change, and that change);
+(g) sessions: 30 random mobilenet_v3 subnets (15 of them entered twice) measured twice, interleaved and
+    paired: how far the even and odd rounds of one measurement agree, the same file's two sessions in one
+    measurement, and the two measurements.
 
 Prints tables and writes ``benchmarks/results/measure_methods.csv`` (experiment, model, metric, value).
 """
@@ -418,11 +421,47 @@ def exp_statistics(tmp, rounds):
                float(np.exp(np.mean(ratio)) - 1))
 
 
+def exp_sessions(tmp, rounds, n=30):
+    from scipy.stats import kendalltau
+
+    import hwnas
+    from hwnas.profile.constraints import centroid_sample
+    from hwnas.space.space import collect_choices
+
+    print(f"\n(g) sessions: {n} random mobilenet_v3 subnets at 224, two measurements [{_load()}]")
+    space = hwnas.spaces.create("mobilenet_v3").eval()
+    x = torch.randn(1, 3, 224, 224)
+    rng = np.random.default_rng(5)
+    paths = [export_onnx(hwnas.export(space, space.random_sample(rng)), x, tmp / f"ses{i}.onnx") for i in range(n)]
+    ref = export_onnx(hwnas.export(space, centroid_sample(space, collect_choices(space))), x, tmp / "ses_ref.onnx")
+    # the first n models entered twice: the same ONNX file, two sessions of one measurement
+    calls = [measure_many(paths + paths[:n // 2], "cpu-ort-1t", x, rounds=rounds, repeats=3, reference=ref,
+                          seed=1 + c, min_turn_ms=2.0) for c in range(2)]
+    first = calls[0]
+    halves = np.log([[np.median(r.ratios[h::2]) for h in (0, 1)] for r in first[:n]])
+    twice = np.log([first[i].paired_ms / first[n + i].paired_ms for i in range(n // 2)])
+    a, b = (np.log([r.paired_ms for r in recs[:n]]) for recs in calls)
+    d = a - b
+    within, same_file, two = float(np.std(halves[:, 0] - halves[:, 1])), float(np.std(twice)), float(np.std(d))
+    tau = float(kendalltau(a, b).statistic)
+    print(f"  even against odd rounds of one measurement: log sd of the ratio {100 * within:4.2f}%")
+    print(f"  the same file entered twice in one measurement: log sd {100 * same_file:4.2f}%")
+    print(f"  two measurements: log sd {100 * two:4.2f}% after the common change {100 * (np.exp(d.mean()) - 1):+.2f}%; "
+          f"Kendall tau {tau:.3f}")
+    note = f"{rounds} rounds x 3 paired runs; {_load()}"
+    record("g_sessions", "mobilenet_v3 subnets", "split_half_log_sd", within, note)
+    record("g_sessions", "mobilenet_v3 subnets", "same_file_twice_log_sd", same_file)
+    record("g_sessions", "mobilenet_v3 subnets", "two_measurements_log_sd", two)
+    record("g_sessions", "mobilenet_v3 subnets", "two_measurements_kendall_tau", tau)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer trials (smoke test)")
     ap.add_argument("--resolution", type=int, default=160)
+    ap.add_argument("--only", default=None, help="run only these experiments, e.g. g or a,f (default: all)")
     args = ap.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else set("abcdefg")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("hwnas.hw.measure").setLevel(logging.ERROR)  # load is printed per section instead
     torch.manual_seed(0)
@@ -439,13 +478,24 @@ def main(argv=None):
         overhead = session_overhead_ms("cpu-ort-1t", repeats=500, rounds=7)
         print(f"session overhead (Identity on 1 float, IOBinding): {1e3 * overhead:.2f} µs")
         record("overhead", "identity", "session_overhead_ms", overhead)
-        paths = exp_stability(models, tmp, trials)
-        exp_profiler(paths, runs=30 if args.quick else 100)
-        exp_decomposition(models, tmp, overhead, rounds=5 if args.quick else 15)
-        exp_fusions(tmp)
-        exp_statistics(tmp, rounds=10 if args.quick else 40)
+        if only & {"a", "b"}:
+            paths = exp_stability(models, tmp, trials)
+            if "b" in only:
+                exp_profiler(paths, runs=30 if args.quick else 100)
+        if only & {"c", "e"}:
+            exp_decomposition(models, tmp, overhead, rounds=5 if args.quick else 15)
+        if "d" in only:
+            exp_fusions(tmp)
+        if "f" in only:
+            exp_statistics(tmp, rounds=10 if args.quick else 40)
+        if "g" in only:
+            exp_sessions(tmp, rounds=8 if args.quick else 24, n=10 if args.quick else 30)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows)
+    if RESULTS.exists() and only != set("abcdefg"):  # keep the other experiments' rows of the last full run
+        old = pd.read_csv(RESULTS)
+        ran = set(df["experiment"])
+        df = pd.concat([old[~old["experiment"].isin(ran)], df], ignore_index=True)
     df["value"] = [f"{v:.6g}" if isinstance(v, (float, np.floating)) else v for v in df["value"]]
     df.to_csv(RESULTS, index=False)
     print(f"\nwrote {RESULTS} ({len(df)} rows) in {time.time() - t0:.0f} s")

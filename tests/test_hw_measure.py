@@ -19,6 +19,7 @@ from hwnas.hw import (
     list_devices,
     measure,
     measure_many,
+    open_reference,
     optimized_graph,
     profile_nodes,
     profile_run,
@@ -242,3 +243,16 @@ def test_export_error_is_wrapped(tmp_path):
 
     with pytest.raises(RuntimeError, match=r"export_onnx: could not export Bad .*bad\.onnx"):
         export_onnx(Bad(), torch.randn(4, 4), tmp_path / "bad.onnx")
+
+
+def test_an_open_reference_is_shared_by_measurements(onnx_files):
+    """A reference session opened once (open_reference) pairs two measurements: the same session runs in both,
+    so their ratios share its speed basis; paired times agree with the models' own medians."""
+    ref = open_reference(onnx_files["small"], "cpu-ort-1t")
+    recs = [measure_many([onnx_files["big"]], "cpu-ort-1t", warmup=3, repeats=3, rounds=6, seed=s, reference=ref)[0]
+            for s in (0, 1)]
+    for rec in recs:
+        assert rec.reference_times_ms.shape == (6, 4)
+        assert rec.paired_ms == pytest.approx(rec.median_ms, rel=0.15)
+    with pytest.raises(TypeError, match="expected a path to an .onnx file"):
+        open_reference(42, "cpu-ort-1t")

@@ -13,7 +13,7 @@ from hwnas.hw.device import (
 from hwnas.hw.kernels import Kernel, KernelSignature, map_kernels
 from hwnas.hw.latency import LatencyProfiler, MissingKernelsError
 from hwnas.hw.lut import LUT, FingerprintWarning, LUTError
-from hwnas.hw.measure import LatencyRecord, measure, measure_many, session_overhead_ms
+from hwnas.hw.measure import LatencyRecord, measure, measure_many, open_reference, session_overhead_ms
 from hwnas.hw.profiling import NodeProfile, optimized_graph, profile_nodes, profile_run
 from hwnas.hw.session import create_session, export_onnx, make_feed
 from hwnas.hw.speed import SpeedCheck, paired_speed_factor, pairing_reference, reference_subnets, speed_check
@@ -33,6 +33,7 @@ __all__ = [
     "NodeProfile",
     "measure",
     "measure_many",
+    "open_reference",
     "profile_run",
     "profile_nodes",
     "session_overhead_ms",

@@ -37,7 +37,7 @@ from hwnas.graph.trace import OpGraph, build_graph
 from hwnas.hw.device import Device, get_device
 from hwnas.hw.kernels import Kernel, active_kernels, attribute_nodes, map_kernels
 from hwnas.hw.lut import LUT, LUTError, now
-from hwnas.hw.measure import measure, measure_many
+from hwnas.hw.measure import measure, measure_many, open_reference
 from hwnas.hw.profiling import profile_run
 from hwnas.hw.session import export_onnx
 from hwnas.profile.constraints import centroid_sample
@@ -162,6 +162,7 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
     dev = get_device(device)
     dev.check_available()
     settings = {"runs": runs, "warmup": warmup, "repeats_per_kernel": repeats_per_kernel,
+                "random_subnets": random_subnets,
                 "harvest": "per-node ORT profile of whole subnets", "input_shape": list(dummy_input.shape)}
     if path is not None and Path(path).exists():
         lut = LUT.load(path)
@@ -252,6 +253,7 @@ def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, devic
     statistic. The first, one-at-a-time time of each subnet stays in ``end_to_end_single_ms``. Resumable: done
     subnets are marked ``"interleaved": true`` and the file is saved after every group. ``onnx_dir`` holds
     ONNX files the build already exported (``subnet-<index in lut.subnets>.onnx``); those are not exported again.
+    All groups are paired with the same open session of the reference, so that they share its speed basis.
 
     Returns:
         How many subnets were measured in this call.
@@ -269,6 +271,9 @@ def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, devic
     with tempfile.TemporaryDirectory(prefix="hwnas-lut-e2e-") as work:
         ref_input = input_for(space, ref_sample, dummy_input)
         ref_path = export_onnx(export_fn(space, ref_sample).eval(), ref_input, Path(work) / "reference.onnx")
+        # the same reference session for every group: a new session would bring its own memory placement,
+        # and with it a speed basis a few percent off the first group's
+        ref_runner = open_reference(ref_path, device, ref_input, seed=seed)
         start = 0
         while start < len(todo):
             group, paths, inputs, size = [], [], [], 0.0
@@ -284,8 +289,8 @@ def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, devic
                 inputs.append(x)
             log.info("%s: measuring %d build subnets end to end, interleaved", tag, len(group))
             records = measure_many(paths, device, dummy_inputs=inputs, rounds=rounds, repeats=repeats,
-                                   seed=seed + start, progress=progress, reference=ref_path,
-                                   reference_input=ref_input, min_turn_ms=2.0)
+                                   seed=seed + start, progress=progress, reference=ref_runner,
+                                   min_turn_ms=2.0)
             # paired times are ratios to the reference: express them all at the reference's speed of the first
             # pass (settings["reference_ms"]), so that passes of a resumed or extended build agree
             basis = lut.settings.setdefault("reference_ms", {}).setdefault(

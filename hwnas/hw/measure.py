@@ -21,7 +21,17 @@ The method (the experiments behind it are in ``benchmarks/measure_methods.py``):
   25% low whenever a small reference's times spread widely.) ``benchmarks/measure_methods.py``
   (``statistics``) compares the repeatability of the statistics. LUTs are built on it;
 - models under comparison are *interleaved*: every session is created up front and each round runs
-  all models in a freshly shuffled order, so machine noise hits them alike.
+  all models in a freshly shuffled order, so machine noise hits them alike;
+- *one measurement is one draw*: two measurements of the same 30 ``mobilenet_v3`` subnets (two calls, in one
+  process or in two) differ model by model by 1.3% to 2.7% (standard deviation of the log ratio after dividing
+  out the common speed change; Kendall tau 0.84 to 0.94 between them), while the two halves of one
+  measurement's rounds agree within 0.4% to 0.6% (``benchmarks/measure_methods.py``, ``sessions``). Not the
+  input values, not denormals (flush-to-zero changed nothing), not the time within a measurement (the first and
+  last halves of a 3-minute one agreed within 0.4%), and not undone by closing and opening every session again
+  within the measurement (in a new order, with the heap shifted): the same ONNX file entered twice in one
+  measurement ran 1.5% (sd) apart, so it is set when a measurement opens its sessions. A figure that must repeat
+  is the mean of separate measurements, and its repeatability is a second measurement, not a split of one
+  (``benchmarks/latency_accuracy.py`` does both).
 
 Per-node times come from ORT's own profiler (:func:`profile_nodes`), and :func:`optimized_graph`
 shows the graph ORT really runs (fusions, NCHWc reorders).
@@ -61,6 +71,7 @@ __all__ = [
     "export_onnx",
     "measure",
     "measure_many",
+    "open_reference",
     "profile_run",
     "profile_nodes",
     "session_overhead_ms",
@@ -192,7 +203,9 @@ def measure_many(
             weights from the caches, and a model's first run after a switch pays for reloading them.
         reference: A reference model (ONNX path or module) run between every two turns, and before each
             round; the records get ``paired_ms`` (see the module docstring). Costs one reference run per
-            turn; pick a model of similar size to the ones measured.
+            turn; pick a model of similar size to the ones measured. Measurements that must share one speed
+            basis (groups of models measured one after another) pass the same open session of it each time
+            (:func:`open_reference`).
         reference_input: The reference's input spec (default: the first model's).
         min_turn_ms: Raise ``repeats`` (for every model, up to 200) so that a model's turn takes at least
             this long at the median model's speed: models of microseconds need many runs per turn to
@@ -229,7 +242,10 @@ def measure_many(
             runners.append(BoundRunner(session, make_feed(session, spec, seed=seed, source=name)))
             names.append(name)
         ref_run = None
-        if reference is not None:
+        if isinstance(reference, BoundRunner):  # kept open by the caller across measurements (open_reference)
+            ref_run = reference.run
+            runners_to_warm = [*runners, reference]
+        elif reference is not None:
             spec = reference_input if reference_input is not None else dummy_inputs[0]
             path, name, spec = _resolve_model(reference, spec, tmp, len(models))
             session = create_session(path, dev)
@@ -330,6 +346,17 @@ def measure_many(
         )
         logger.debug("%s on %s: median %.4f ms, cv %.3f", name, dev.name, records[-1].median_ms, cv)
     return records
+
+
+def open_reference(model: Any, device: str | Device, dummy_input: Any = None, seed: int = 0) -> BoundRunner:
+    """Open a session of a reference model, to pass as ``reference=`` to several :func:`measure_many` calls that
+    must share one speed basis: each paired time is a ratio to the reference's runs, and another session of the
+    reference, opened in another measurement, runs at a speed of its own (see the module docstring)."""
+    dev = get_device(device)
+    with tempfile.TemporaryDirectory(prefix="hwnas_reference_") as tmp:
+        path, name, spec = _resolve_model(model, dummy_input, tmp, 0)
+        session = create_session(path, dev)
+        return BoundRunner(session, make_feed(session, spec, seed=seed, source=f"reference {name}"))
 
 
 def measure(
