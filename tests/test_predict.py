@@ -156,6 +156,32 @@ def test_estimator_contract_and_accuracy_on_unseen_models(shipped):
     assert np.all(est.predict_std(test_sigs[:5]) >= 0)
 
 
+def test_physical_model_blend_saves_loads_and_beats_one_number_per_family(shipped, tmp_path):
+    sigs, ms, groups = _measured(shipped)
+    cut = np.quantile(np.unique(groups), 0.75)
+    train_rows, test = groups <= cut, groups > cut
+    train_sigs = [s for s, t in zip(sigs, train_rows) if t]
+    test_sigs = [s for s, t in zip(sigs, test) if t]
+    kw = dict(candidates={"conv": "forest"}, n_estimators=20, nchwc_block=8)
+    alone = KernelLatencyPredictor(physical_weight=0.0, **kw).fit(train_sigs, ms[train_rows])
+    blend = KernelLatencyPredictor(physical_weight=0.5, **kw).fit(train_sigs, ms[train_rows])
+    only = KernelLatencyPredictor(physical_weight=1.0, **kw).fit(train_sigs, ms[train_rows])
+    assert alone.physical_ == {} and {"conv", "dwconv"} <= set(blend.physical_)
+    assert all(np.all(np.asarray(m["coef"]) >= 0) for m in blend.physical_.values())  # non-negative costs
+    a, b, o = (e.predict(test_sigs) for e in (alone, blend, only))
+    assert np.allclose(b, np.sqrt(a * o), rtol=1e-9)  # a geometric blend of the two
+    rel = o / ms[test] - 1  # the physical model alone, on kernels of models it never saw
+    naive = _one_number_per_family(train_sigs, ms[train_rows], test_sigs) / ms[test] - 1
+    assert np.sqrt(np.sum(ms[test] * rel ** 2)) < 0.7 * np.sqrt(np.sum(ms[test] * naive ** 2))
+    path = LatencyPredictor(blend, shipped.device, dict(shipped.calibration),
+                            {"training": {"kernel_measurements": len(train_sigs)}}).save(tmp_path / "phys.skops")
+    again = LatencyPredictor.load(path, device="cpu-ort-1t")
+    assert np.array_equal(again.predict_signatures(test_sigs), blend.predict(test_sigs))
+    assert clone(shipped.kernels).get_params()["physical_weight"] == 0.0  # files from before the physical model
+    with pytest.raises(ValueError, match="physical_weight must be between 0 and 1"):
+        KernelLatencyPredictor(physical_weight=2.0).fit(train_sigs[:20], ms[:20])
+
+
 def test_save_load_round_trip_gives_identical_predictions(shipped, saved):
     path = saved
     again = LatencyPredictor.load(path, device="cpu-ort-1t")

@@ -1,7 +1,8 @@
 """Learned latency predictors: kernels and whole models never measured.
 
 - :class:`KernelLatencyPredictor`: a scikit-learn regressor from kernel signatures to in-context milliseconds,
-  one regressor per kernel family chosen by grouped cross-validation (:mod:`hwnas.predict.estimator`).
+  one regressor per kernel family chosen by grouped cross-validation (:mod:`hwnas.predict.estimator`), blended
+  with a physical model of non-negative work terms (:mod:`hwnas.predict.physical`).
 - :class:`LatencyPredictor`: a trained kernel predictor for one device with the calibration of whole models,
   saved safely with skops and its metadata (:mod:`hwnas.predict.predictor`); :func:`load_predictor`.
 - :func:`train`: adaptive sampling of random whole models on a device, resumable (:mod:`hwnas.predict.train`).
@@ -14,6 +15,7 @@ as the fallback for kernels a LUT lacks.
 
 from hwnas.predict.estimator import CANDIDATES, KernelLatencyPredictor
 from hwnas.predict.features import FAMILIES, family_of, featurize
+from hwnas.predict.physical import physical_terms
 from hwnas.predict.predictor import (
     TRUSTED_TYPES,
     LatencyPredictor,
@@ -39,6 +41,7 @@ __all__ = [
     "load_predictor",
     "model_signatures",
     "onnx_kernels",
+    "physical_terms",
     "predict_latency",
     "train",
 ]

@@ -20,6 +20,11 @@ find where the predictor is least certain. Families with fewer than ``min_family
 training data, and families it never saw, fall back to a ridge model on family-independent size features
 (reported by :meth:`KernelLatencyPredictor.predict_details`).
 
+With ``physical_weight`` > 0 the chosen regressor's prediction is blended (geometric mean, this weight on the
+physical side) with a physical model of the family, non-negative work terms fitted by least squares
+(:mod:`hwnas.predict.physical`): the trees bring what the training kernels show, the physical model keeps
+kernels unlike most training kernels (MobileNet's depthwise convolutions) at a plausible rate.
+
 The estimator follows scikit-learn's contract: ``__init__`` only stores parameters, ``fit`` learns the
 attributes ending in ``_``, ``predict`` checks its input and raises ``ValueError`` saying what it expected.
 
@@ -48,6 +53,7 @@ from sklearn.preprocessing import StandardScaler
 
 from hwnas.hw.kernels import KernelSignature
 from hwnas.predict.features import FAMILIES, feature_matrix, generic_features, work_log2
+from hwnas.predict.physical import fit_physical, predict_physical
 
 __all__ = ["KernelLatencyPredictor", "CANDIDATES", "weighted_rmspe"]
 
@@ -79,6 +85,8 @@ class KernelLatencyPredictor(RegressorMixin, BaseEstimator):
         random_state: seed of every randomised component.
         nchwc_block: the machine's NCHWc channel block (:func:`~hwnas.predict.features.nchwc_block`), which
             decides the layout regime and channel padding features of convolutions.
+        physical_weight: share (0 to 1) of the physical model in the geometric blend with each family's
+            regressor (:mod:`hwnas.predict.physical`); 0 keeps the regressor alone.
 
     Attributes:
         models_: family -> ``{"kind", "base", "model"}``: the fitted regressor(s) of the family.
@@ -90,12 +98,18 @@ class KernelLatencyPredictor(RegressorMixin, BaseEstimator):
         range_: family -> the range of ``log2(ms / work)`` in training, widened by 1 (a factor 2) each side;
             predictions are clipped to it, so that no regressor extrapolates wildly.
         ops_seen_: the kernel op names in the training data.
+        physical_: family -> ``{"terms", "coef"}`` of the physical model (empty when ``physical_weight`` is 0).
     """
+
+    #: What a predictor saved before ``physical_weight`` existed means (no physical model); ``get_params`` and
+    #: ``clone`` of such a loaded file read this class default.
+    physical_weight = 0.0
 
     def __init__(self, candidates: Sequence[str] = CANDIDATES, cv: int = 5, n_estimators: int = 150,
                  min_family_size: int = 12, work_baseline: bool = True, random_state: int = 0,
-                 nchwc_block: int = 16):
+                 nchwc_block: int = 16, physical_weight: float = 0.5):
         self.candidates = candidates
+        self.physical_weight = physical_weight
         self.nchwc_block = nchwc_block
         self.work_baseline = work_baseline
         self.cv = cv
@@ -181,6 +195,9 @@ class KernelLatencyPredictor(RegressorMixin, BaseEstimator):
         if unknown or (not given and not isinstance(self.candidates, dict)):
             raise ValueError(f"KernelLatencyPredictor: candidates {self.candidates!r} must be a non-empty subset of "
                              f"{list(CANDIDATES)} (or a dict family -> one of them).")
+        if not 0.0 <= float(self.physical_weight) <= 1.0:
+            raise ValueError(f"KernelLatencyPredictor: physical_weight must be between 0 and 1 (the physical model's "
+                             f"share of the blend), got {self.physical_weight!r}.")
         g = None if groups is None else np.asarray(groups)
         if g is not None and len(g) != len(X):
             raise ValueError(f"KernelLatencyPredictor.fit: groups has {len(g)} entries for {len(X)} signatures.")
@@ -222,6 +239,8 @@ class KernelLatencyPredictor(RegressorMixin, BaseEstimator):
                 self._fit_one(self._make("forest"), x, t)
         gx = np.asarray([generic_features(s) for s in X])
         self.fallback_ = self._fit_one(self._make("linear"), gx, t_all - self._work("", gx))
+        self.physical_ = {} if float(self.physical_weight) == 0.0 else \
+            {f: m for f, m in fit_physical([str(s) for s in X], y, self.nchwc_block).items() if f in self.models_}
         return self
 
     def _work(self, family: str, x: np.ndarray) -> np.ndarray:
@@ -270,6 +289,12 @@ class KernelLatencyPredictor(RegressorMixin, BaseEstimator):
                     self._work(fam, feats[fam])
                 std[rows] = self._tree_std(self.spread_[fam], feats[fam])
                 used[rows] = self.choice_[fam]
+        physical = getattr(self, "physical_", {})  # files written before the physical model have none
+        if physical:
+            w = float(self.physical_weight)
+            phys = np.log2(predict_physical(physical, X, self.nchwc_block))
+            both = ~np.isnan(logms) & ~np.isnan(phys)
+            logms[both] = (1.0 - w) * logms[both] + w * phys[both]
         rest = np.flatnonzero(np.isnan(logms))
         if len(rest):
             gx = np.asarray([generic_features(X[i]) for i in rest])

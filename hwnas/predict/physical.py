@@ -1,0 +1,135 @@
+"""A physical (roofline-like) kernel model: time as a non-negative sum of work terms, per kernel family.
+
+The tree regressors of :mod:`hwnas.predict.estimator` learn ``log2(ms / work)`` freely from the features, which
+fits the training kernels closely but transfers poorly to networks whose kernels sit where the random
+training models have few (MobileNet's NCHWc depthwise convolutions of kernel 5 and 7 at stride 2, its late
+stages at 14 and 7 pixels): with 63 training models, the forests learned a stride-2 depthwise convolution
+from a handful of mostly plain-layout ones, 10 times slower per multiply-add, and overpredicted MobileNetV2's
+by 1.5x to 1.7x. This model has few parameters and physical signs instead:
+
+    ms = sum_i coef_i * term_i,    coef_i >= 0
+
+with, for a convolution, its multiply-adds (channel-padded to the NCHWc block, as the kernel computes them)
+at a rate shared by all convolutions of the family plus an extra cost per multiply-add for each *regime*
+(layout blocked or plain, pointwise or spatial, depthwise stride), the elements it reads and writes, its
+weights, a fixed cost per kernel, and the elements of a fused expensive activation or residual add; for the
+other families, their elements (per op for elementwise and pooling kernels) and a fixed cost. A regime never
+seen in training gets the shared rate only. The coefficients are fitted by non-negative least squares on the
+relative error, each kernel weighted by ``sqrt(ms / mean ms)`` (between counting every kernel alike, which
+fits the many tiny kernels of small models and misses the large ones by 10-20%, and weighting by time, which
+does the opposite).
+
+:class:`~hwnas.predict.estimator.KernelLatencyPredictor` blends it with each family's chosen regressor
+(``physical_weight``, a geometric mean), see there.
+
+Example:
+    >>> from hwnas.predict.physical import physical_terms
+    >>> fam, terms = physical_terms("conv|in=1x24x56x56|out=1x72x56x56|k=1x1|s=1x1|g=1|p=0x0|act=relu|add=0", 8)
+    >>> fam, sorted(terms)[:3]
+    ('conv', ['act', 'add', 'in'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.optimize import nnls
+
+from hwnas.hw.kernels import KernelSignature
+from hwnas.predict.features import _dims, _pad, _parse, _prod, family_of, kernel_flops, nchwc_conv
+
+__all__ = ["physical_terms", "fit_physical", "predict_physical", "HEAVY_ACTS", "WEIGHT_POWER"]
+
+#: Fused activations that cost more than a compare (a transcendental or a multiply per element).
+HEAVY_ACTS = ("sigmoid", "hardswish", "hardsigmoid", "tanh")
+#: Each kernel's weight in the fit is ``(ms / mean ms) ** WEIGHT_POWER`` (on top of the relative error).
+WEIGHT_POWER = 0.5
+
+
+def physical_terms(signature: str | KernelSignature, block: int = 16) -> tuple[str, dict[str, float]]:
+    """``(family, {term: value})`` of one kernel signature (``block``: the machine's NCHWc block, see
+    :func:`~hwnas.predict.features.nchwc_block`). Values are counts (multiply-adds, elements, 1)."""
+    sig = _parse(signature)
+    fam = family_of(sig)
+    at = dict(sig.attrs)
+    if sig.op == "conv":
+        x, y = sig.inputs[0], sig.output
+        nd = len(y) - 2
+        k = _dims(at.get("k", 1), nd)
+        s = _dims(at.get("s", 1), nd)[0]
+        g = int(at.get("g", 1))
+        cin, cout = x[1], y[1]
+        blocked, plain_in = nchwc_conv(cin, cout, g, block) if nd == 2 else (False, False)
+        pin = _pad(cin, block) if blocked and not plain_in and g != cin else 1.0
+        pout = _pad(cout, block) if blocked else 1.0
+        layout = "blocked" if blocked else "plain"
+        if fam == "dwconv":
+            regime = f"{layout}_s{s}"
+        elif fam == "gconv":
+            regime = layout
+        else:
+            regime = f"{layout}_{'pointwise' if _prod(k) == 1 else 'spatial'}{'_plain_input' if plain_in else ''}"
+        macs = kernel_flops(sig) * pin * pout
+        out = _prod(y) * pout
+        act = str(at.get("act", "none"))
+        return fam, {"mac": macs, f"mac_{regime}": macs, "in": _prod(x) * pin, "out": out,
+                     "weights": float(cout * (cin // g) * _prod(k)), "one": 1.0,
+                     "act": out * float(act in HEAVY_ACTS), "add": out * float(int(at.get("add", 0)) == 1)}
+    if fam == "linear":
+        x, y = sig.inputs[0], sig.output
+        rows, kin, kout = _prod(x[:-1]), x[-1], y[-1]
+        return fam, {"mac": float(rows * kin * kout), "weights": float(kin * kout), "io": float(rows * (kin + kout)),
+                     "one": 1.0}
+    ins = float(sum(_prod(t) for t in sig.inputs)) if sig.inputs else 1.0
+    out = float(_prod(sig.output))
+    return fam, {f"in_{sig.op}": ins, "in": ins, "out": out, "one": 1.0}
+
+
+def _matrix(term_dicts: Sequence[dict[str, float]], names: list[str]) -> np.ndarray:
+    col = {n: i for i, n in enumerate(names)}
+    x = np.zeros((len(term_dicts), len(names)))
+    for r, terms in enumerate(term_dicts):
+        for name, v in terms.items():
+            if name in col:
+                x[r, col[name]] = v
+    return x
+
+
+def fit_physical(signatures: Sequence[str], ms: np.ndarray, block: int = 16,
+                 min_family_size: int = 3) -> dict[str, dict]:
+    """Fit the coefficients of each family with at least ``min_family_size`` kernels.
+
+    Returns:
+        family -> ``{"terms": [term names], "coef": ndarray of ms per unit of each term}``, plain data (no
+        estimator object), stored as it is in a predictor file.
+    """
+    ms = np.asarray(ms, float)
+    fams, terms = zip(*[physical_terms(s, block) for s in signatures]) if len(signatures) else ((), ())
+    fams = np.asarray(fams)
+    out: dict[str, dict] = {}
+    for fam in sorted(set(fams)):
+        rows = np.flatnonzero(fams == fam)
+        if len(rows) < min_family_size:
+            continue
+        names = sorted({n for r in rows for n in terms[r]})
+        x = _matrix([terms[r] for r in rows], names)
+        scale = x.max(axis=0)
+        scale[scale <= 0] = 1.0
+        t = ms[rows]
+        w = (t / t.mean()) ** WEIGHT_POWER / t  # relative error, larger kernels count more
+        coef, _ = nnls((x / scale) * w[:, None], t * w)
+        out[str(fam)] = {"terms": [str(n) for n in names], "coef": coef / scale}
+    return out
+
+
+def predict_physical(models: dict[str, dict], signatures: Sequence[str], block: int = 16) -> np.ndarray:
+    """Milliseconds of each signature by :func:`fit_physical`'s coefficients; NaN for a family without them
+    (and at least 1 ns, so that logarithms stay finite)."""
+    out = np.full(len(signatures), np.nan)
+    for i, s in enumerate(signatures):
+        fam, terms = physical_terms(s, block)
+        m = models.get(fam)
+        if m is not None:
+            out[i] = max(float((_matrix([terms], list(m["terms"])) @ np.asarray(m["coef"], float))[0]), 1e-6)
+    return out
