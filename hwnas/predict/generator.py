@@ -42,9 +42,16 @@ from hwnas.zoo.misc import Fire
 from hwnas.zoo.resnet import BasicBlock, Bottleneck
 from hwnas.zoo.shufflenet import ShuffleUnit
 
-__all__ = ["STYLES", "random_config", "build_model", "config_input"]
+__all__ = ["STYLES", "STYLE_WEIGHTS", "STYLE_CYCLE", "random_config", "build_model", "config_input"]
 
 STYLES = ("mobile", "resnet", "plain", "grouped", "shuffle", "fire", "wide")
+#: How often ``random_config(style=None)`` draws each style. Inverted residuals count three times: the networks
+#: a NAS predicts are mostly MobileNet-like, and their kernels (NCHWc depthwise convolutions of kernel 5 and 7 at
+#: stride 2, squeeze-excite with hard activations, 14 and 7 pixel stages) were the rarest in 63 training
+#: models drawn uniformly (7 stride-2 depthwise convolutions of kernel 5 or 7 in the blocked layout).
+STYLE_WEIGHTS = {"mobile": 3.0, "resnet": 1.0, "plain": 1.0, "grouped": 1.0, "shuffle": 1.0, "fire": 1.0, "wide": 1.0}
+#: The initial spread of :func:`hwnas.predict.train.train` cycles through this order (the same proportions).
+STYLE_CYCLE = ("mobile", "resnet", "plain", "mobile", "grouped", "shuffle", "mobile", "fire", "wide")
 RES_LADDER = (224, 192, 160, 128, 112, 96, 80, 64, 56, 48, 40, 32, 28, 24, 20, 16, 14, 12, 10, 8, 7, 5)
 ACTS = {"relu": partial(nn.ReLU, inplace=True), "relu6": partial(nn.ReLU6, inplace=True), "hardswish": nn.Hardswish,
         "silu": nn.SiLU, "none": None}
@@ -88,9 +95,10 @@ class _Builder:
 def _mobile(b: _Builder, n: int) -> None:
     act = str(b.rng.choice(["relu", "relu6", "hardswish", "silu"]))
     se_p = float(b.rng.choice([0.0, 0.5, 1.0, 1.0]))
-    gate = "hardsigmoid" if act == "hardswish" else "sigmoid"
+    # MobileNetV3 gates with hardsigmoid after relu blocks too; EfficientNet with sigmoid after silu
+    gate = "hardsigmoid" if act == "hardswish" or (act == "relu" and b.rng.random() < 0.5) else "sigmoid"
     for _ in range(n):
-        s = b.stride()
+        s = b.stride(0.4)  # real networks halve the resolution every 2-4 blocks
         cout = b.width(s, 640) if s == 2 or b.rng.random() < 0.3 else b.c
         e = float(b.rng.choice([1, 3, 4, 6]))
         mid = make_divisible(b.c * e, b.div)
@@ -188,13 +196,16 @@ _STYLE_FNS = {"mobile": _mobile, "resnet": _resnet, "plain": _plain, "grouped": 
               "fire": _fire, "wide": _wide}
 
 
+_STYLE_P = np.array([STYLE_WEIGHTS[s] for s in STYLES]) / sum(STYLE_WEIGHTS.values())
+
+
 def random_config(rng: np.random.Generator, style: str | None = None, max_macs: float = 2.5e9,
                   max_tries: int = 500, min_macs: float = 5e6) -> dict[str, Any]:
     """Draw one training model's config (see the module docstring).
 
     Args:
         rng: the seeded generator to draw from.
-        style: one of :data:`STYLES`, or ``None`` for a random one.
+        style: one of :data:`STYLES`, or ``None`` for a random one (drawn with :data:`STYLE_WEIGHTS`).
         max_macs: redraw models estimated above this many multiply-adds (keeps measuring fast).
         min_macs: redraw models below this many (their kernels are too short to time well).
         max_tries: give up (``RuntimeError``) after this many redraws.
@@ -202,7 +213,7 @@ def random_config(rng: np.random.Generator, style: str | None = None, max_macs: 
     if style is not None and style not in STYLES:
         raise ValueError(f"unknown training-model style {style!r}; expected one of {STYLES}.")
     for _ in range(max_tries):
-        st = style or str(rng.choice(STYLES))
+        st = style or str(rng.choice(STYLES, p=_STYLE_P))
         div = int(rng.choice([8, 8, 8, 8, 8, 2]))  # real widths are not all multiples of the 8-float block
         stem = bool(rng.random() < 0.5) and st != "wide"
         if st == "wide":  # a stage of VGG or ResNet: 16-64 channels at 224 ... 256-512 at 14

@@ -41,7 +41,7 @@ from hwnas.hw.session import export_onnx
 from hwnas.io import atomic_write_json, read_json
 from hwnas.predict.estimator import KernelLatencyPredictor
 from hwnas.predict.features import model_weight_bytes, nchwc_block
-from hwnas.predict.generator import STYLES, build_model, config_input, random_config
+from hwnas.predict.generator import STYLE_CYCLE, build_model, config_input, random_config
 from hwnas.predict.movement import ONNX_MOVEMENT, movement_of_nodes
 from hwnas.predict.predictor import LatencyPredictor, PredictorError
 
@@ -229,6 +229,9 @@ def measure_module(model: Any, x: Any, device: Device, workdir: str | os.PathLik
     else:
         e2e = measure(path, device, x, warmup=warmup, repeats=runs, rounds=5).median_ms
     out_speed = {"profile_speed": float(np.median(prof.speeds))} if prof.speeds is not None else {}
+    # the profiled runs' own end-to-end time (same session and speed as the node times, profiler overhead
+    # included): tells a drift between the profile and the unprofiled end-to-end measurement from a kernel error
+    out_speed["profile_end_to_end_ms"] = float(prof.end_to_end_median_ms) * scale
     return {**out_speed, "kernels": [[str(sig), float(ms), 1] for (_, sig), ms in zip(act, times)],
             "lead_ms": float(lead), "nodes": len(nodes), "sum_nodes_ms": float(sum(n["median_ms"] for n in nodes)),
             "movement": {**movement_of_nodes([(n["op_type"], n["output_shapes"]) for n in moving]),
@@ -395,7 +398,8 @@ def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | o
         while data.n_kernels < budget:
             rng = np.random.default_rng([seed, len(data.models)])
             if len(data.models) < initial:
-                queue = [random_config(rng, STYLES[len(data.models) % len(STYLES)], max_macs, min_macs=min_macs)]
+                queue = [random_config(rng, STYLE_CYCLE[len(data.models) % len(STYLE_CYCLE)], max_macs,
+                                       min_macs=min_macs)]
                 phase = "initial"
             else:
                 phase = "adaptive"
