@@ -9,14 +9,16 @@
     predicted from the PyTorch model (``predict_latency(module, x)``) and from its ONNX file
     (``predict_latency("model.onnx")``, ORT's fused graph).
 
-Every model is exported and measured end to end with the predictor's device settings (warm-up, rounds), in a
-measurement of its own as the training models were (``--interleaved``: all models under 25 ms in one
-interleaved measurement, the longer ones in another, written to predictor_accuracy_interleaved*; see
-``measure_grouped`` for why the two differ), each run between two runs of the predictor's reference model (the paired statistic of
-``hwnas.hw.measure``: a shared machine's slow phases cancel), as the training data were. The training data are
-at the speed of their first measuring session; the reference timed alone now (before and after measuring)
-against then is the machine's speed factor, and the ``corrected_*`` columns compare the predictions times that
-factor; the raw ones compare the predictions as they are. Prints and writes
+Every model is exported and measured end to end with the predictor's device settings the way the training
+models' end-to-end times were measured (``hwnas.predict.train.measure_interleaved``): all models under 25 ms
+interleaved in one measurement, the longer ones in another, each run between two runs of one open session of
+the predictor's reference model (the paired statistic of ``hwnas.hw.measure``: a shared machine's slow phases
+cancel), and all of it twice (``--measurements``), each time with sessions of its own; a model's time is the
+geometric mean of the two, and ``retest_*`` compares them (how far two measurements of the same models agree
+here, a ceiling for any prediction). The training data are at the speed of their first measuring session; the
+reference timed alone now (before and after measuring) against then is the machine's speed factor, and the
+``corrected_*`` columns compare the predictions times that factor; the raw ones compare the predictions as
+they are. Prints and writes
 benchmarks/results/predictor_accuracy.csv (summary), predictor_accuracy_models.csv (every model) and
 predictor_accuracy.png (predicted vs measured).
 
@@ -44,46 +46,14 @@ from latency_accuracy import accuracy_stats
 
 import hwnas
 from hwnas import zoo
-from hwnas.hw import measure_many
 from hwnas.hw.device import get_device
 from hwnas.hw.session import export_onnx
 from hwnas.predict import load_predictor, predict_latency
-from hwnas.predict.train import Reference
+from hwnas.predict.train import Reference, measure_interleaved
 
 ZOO = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0",
        "shufflenet_v2_x1_0", "squeezenet1_0", "vgg11_bn", "vgg16"]
 ONLY_224 = {"vgg11_bn", "vgg16"}
-
-
-SETTINGS = {"short": dict(warmup=10, repeats=3, rounds=30, min_turn_ms=2.0), "long": dict(warmup=3, repeats=2, rounds=6)}
-
-
-def measure_grouped(paths: list[Path], inputs: list[torch.Tensor], device: str, predicted: list[float],
-                    seed: int, reference: tuple[Path, torch.Tensor] | None, alone: bool = True) -> list[float]:
-    """Measure every model in a measurement of its own (``alone``, as its training models were measured), or
-    interleaved (models under 25 ms together, longer ones together), each run paired with the predictor's
-    reference model; fewer runs for models over 25 ms (the median of a 100 ms model is stable sooner).
-
-    Alone is the default because it is how training models are measured. The two differ for small models:
-    interleaved, a model's runs start from the cache state other models leave (MobileNetV3-Small at 160:
-    1.40 ms interleaved with this benchmark's other models, 1.07 ms alone).
-
-    Returns:
-        the paired statistic (see ``hwnas.hw.measure``) per model in ms; the median without a reference.
-    """
-    out = [float("nan")] * len(paths)
-    kw = {"reference": reference[0], "reference_input": reference[1]} if reference is not None else {}
-    groups = {"short": [i for i, p in enumerate(predicted) if p < 25],
-              "long": [i for i, p in enumerate(predicted) if p >= 25]}
-    batches = [(name, [i]) for name, idx in groups.items() for i in idx] if alone else list(groups.items())
-    for n, (name, idx) in enumerate(batches):
-        if not idx:
-            continue
-        recs = measure_many([paths[i] for i in idx], device, dummy_inputs=[inputs[i] for i in idx],
-                            progress=not alone, seed=seed + n, **SETTINGS[name], **kw)
-        for i, r in zip(idx, recs):
-            out[i] = r.paired_ms if reference is not None else r.median_ms
-    return out
 
 
 def subnets(device: str, pred, n: int, seed: int, work: Path) -> list[dict]:
@@ -139,8 +109,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60, help="random subnets per reference space")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--skip-zoo", action="store_true")
-    ap.add_argument("--interleaved", action="store_true",
-                    help="measure the models interleaved (two groups by length) instead of each on its own")
+    ap.add_argument("--measurements", type=int, default=2,
+                    help="separate measurements of all models (the time is their geometric mean; the retest compares "
+                         "the first two)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     pin_threads(1)
@@ -151,17 +122,23 @@ def main() -> None:
         rows = subnets(args.device, pred, args.n, args.seed, work)
         if not args.skip_zoo:
             rows += zoo_models(args.device, pred, work)
-        reference, factor = None, float("nan")
+        ref, factor = None, float("nan")
         ref_meta = pred.metadata.get("reference")
+        dev = get_device(args.device)
         if ref_meta:  # the model every training measurement was paired with, and its time alone then
-            ref = Reference(get_device(args.device), work, config=ref_meta["config"], ms=ref_meta["ms"])
-            reference, factor = (ref.path, ref.input), ref.speed_factor
-        meas = measure_grouped([r["path"] for r in rows], [r["x"] for r in rows], args.device,
-                                [r["predicted_ms"] for r in rows], args.seed, reference, not args.interleaved)
-        if ref_meta:  # the speed alone again after measuring; the factor is the mean of before and after
-            factor = 0.5 * (factor + ref.time_alone(get_device(args.device)) / ref.ms)
+            ref = Reference(dev, work, config=ref_meta["config"], ms=ref_meta["ms"])
+            factor = ref.speed_factor
+        # at the speed basis of the training data (Reference.scale), as the training models' times are
+        meas = measure_interleaved([r["path"] for r in rows], [r["x"] for r in rows], dev,
+                                   [r["predicted_ms"] for r in rows], ref, measurements=args.measurements,
+                                   seed=args.seed, progress=True)
+        if ref is not None:  # the speed alone again after measuring; the factor is the mean of before and after
+            factor = 0.5 * (factor + ref.time_alone(dev) / ref.ms)
     for r, m in zip(rows, meas):
-        r["measured_ms"] = m
+        # back at this session's speed: the predictor predicts at the training data's speed basis, and the
+        # speed factor (corrected columns) accounts for the machine's speed now
+        r["measured_ms"] = m["ms"] / (ref.scale if ref is not None else 1.0)
+        r["measurements_ms"] = [v / (ref.scale if ref is not None else 1.0) for v in m["measurements_ms"]]
         # how much slower (> 1) the machine runs now than when the training data were measured
         r["speed_factor"] = factor
     minutes = (time.perf_counter() - t0) / 60
@@ -179,23 +156,28 @@ def main() -> None:
         st = accuracy_stats(pred_ms, meas_ms)
         sc = accuracy_stats(pred_ms * factor, meas_ms) if np.all(np.isfinite(factor)) else \
             {k: float("nan") for k in st}
+        rt = accuracy_stats(*(np.array([r["measurements_ms"][k] for r in rs]) for k in (0, 1))) \
+            if args.measurements > 1 else {"kendall_tau": float("nan"), "rmspe": float("nan")}
         summary.append((label, args.device, len(rs), st["within_5pct"], st["within_10pct"], st["rmspe"],
                         st["kendall_tau"], st["median_abs_err_pct"], st["mean_err_pct"],
                         float(np.median(factor)), sc["within_5pct"], sc["within_10pct"], sc["rmspe"],
-                        sc["mean_err_pct"], tr["kernel_measurements"], tr["models"], round(tr["minutes"], 2)))
+                        sc["mean_err_pct"], rt["kendall_tau"], rt["rmspe"], tr["kernel_measurements"], tr["models"],
+                        round(tr["minutes"], 2)))
     header = ["set", "device", "models", "within_5pct", "within_10pct", "rmspe", "kendall_tau", "median_abs_err_pct",
               "mean_err_pct", "speed_factor", "corrected_within_5pct", "corrected_within_10pct", "corrected_rmspe",
-              "corrected_mean_err_pct", "kernel_measurements", "training_models", "training_minutes"]
-    tag = "predictor_accuracy" + ("_interleaved" if args.interleaved else "")
+              "corrected_mean_err_pct", "retest_kendall_tau", "retest_rmspe", "kernel_measurements",
+              "training_models", "training_minutes"]
+    tag = "predictor_accuracy"
     write_table(tag, header, summary)
     with (RESULTS / f"{tag}_models.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["set", "model", "resolution", "sample", "predicted_ms", "predicted_onnx_ms", "measured_ms",
-                    "error_pct", "notes"])
+                    "error_pct", "measurements_ms", "notes"])
         for r in rows:
             w.writerow([r["set"], r["model"], r["resolution"], r["sample"], round(r["predicted_ms"], 5),
                         round(r.get("predicted_onnx_ms", float("nan")), 5), round(r["measured_ms"], 5),
-                        round(100 * (r["predicted_ms"] / r["measured_ms"] - 1), 2), r.get("notes", "")])
+                        round(100 * (r["predicted_ms"] / r["measured_ms"] - 1), 2),
+                        json.dumps([round(v, 5) for v in r["measurements_ms"]]), r.get("notes", "")])
     print(f"predictor: {tr['kernel_measurements']} kernel measurements from {tr['models']} random training models, "
           f"{tr['minutes']:.2f} min of building; training data: {tr.get('data', '')}")
     print(f"this benchmark: {minutes:.2f} min; per-model rows: {RESULTS / (tag + '_models.csv')}")

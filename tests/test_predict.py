@@ -384,6 +384,11 @@ def test_training_resumes_without_remeasuring(tmp_path):
     second = train("cpu-ort-1t", budget=260, path=path, **kw)
     data2 = json.loads((tmp_path / "tiny.skops.data.json").read_text())
     assert data2["models"][:n1] == data["models"] and len(data2["models"]) > n1
+    # every model's end-to-end time comes from the interleaved measurements at the end of its training call
+    for m in data2["models"]:
+        assert m["interleaved"] and len(m["end_to_end_measurements_ms"]) == 2 and m["end_to_end_single_ms"] > 0
+        assert m["end_to_end_ms"] == pytest.approx(float(np.exp(np.mean(np.log(m["end_to_end_measurements_ms"])))),
+                                                   rel=1e-4)
     assert second.metadata["training"]["kernel_measurements"] <= 260
     assert LatencyPredictor.load(path).metadata["training"]["models"] == len(data2["models"])
 
