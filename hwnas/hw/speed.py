@@ -38,7 +38,8 @@ from hwnas.hw.measure import measure_many
 from hwnas.hw.session import export_onnx
 from hwnas.space.space import collect_choices, validate_sample
 
-__all__ = ["SpeedCheck", "reference_subnets", "pairing_reference", "paired_speed_factor", "speed_check"]
+__all__ = ["SpeedCheck", "reference_subnets", "pairing_reference", "paired_speed_factor", "speed_check",
+           "measure_subnets", "compare_with_build"]
 
 log = logging.getLogger(__name__)
 
@@ -136,28 +137,48 @@ def speed_check(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 8, rou
         A :class:`SpeedCheck`; ``lut.with_speed(check.factor, **check.record())`` applies it.
     """
     refs = reference_subnets(lut, space, dummy_input, n=n, seed=seed)
-    export_fn = export_fn or export
-    pair = pairing_reference(lut, space, dummy_input)
-    stat = lut.settings.get("statistic", "median")  # what the LUT's end-to-end times are
-    with tempfile.TemporaryDirectory(prefix="hwnas-speed-") as work:
-        paths, inputs = [], []
-        for i, r in enumerate(refs):
-            x = input_for(space, r["sample"], dummy_input)
-            paths.append(export_onnx(export_fn(space, r["sample"]).eval(), x, Path(work) / f"ref{i}.onnx"))
-            inputs.append(x)
-        kw: dict[str, Any] = {}
-        if stat == "paired" and pair is not None:
-            kw["reference_input"] = input_for(space, pair, dummy_input)
-            kw["reference"] = export_onnx(export_fn(space, pair).eval(), kw["reference_input"],
-                                          Path(work) / "pairing.onnx")
-        elif stat == "paired":
-            stat = "p25"
-        records = measure_many(paths, lut.device, dummy_inputs=inputs, rounds=rounds, repeats=repeats, seed=seed,
-                               progress=progress, min_turn_ms=2.0, **kw)
-    ratios = np.array([rec.stat(stat) / r["end_to_end_ms"] for rec, r in zip(records, refs)])
-    q1, q3 = np.percentile(ratios, [25, 75])
-    check = SpeedCheck(float(np.median(ratios)), [float(v) for v in ratios], float((q3 - q1) / 2), now(),
-                       [r["sample"] for r in refs])
+    records = measure_subnets(lut, space, dummy_input, [r["sample"] for r in refs], rounds=rounds, repeats=repeats,
+                              seed=seed, progress=progress, export_fn=export_fn)
+    check = compare_with_build(lut, refs, records)
     log.info("speed check on %s: %.4f x the build's times (spread %.4f over %d subnets)", lut.device.name,
              check.factor, check.spread, len(refs))
     return check
+
+
+def measure_subnets(lut: LUT, space: Any, dummy_input: torch.Tensor, samples: Sequence[dict[str, Any]],
+                    rounds: int = 20, repeats: int = 3, seed: int = 0, progress: bool = False,
+                    export_fn: Any = None) -> list[Any]:
+    """Measure subnets of ``space`` now as the LUT's end-to-end times were measured: with its device, interleaved,
+    each run paired with its pairing reference (:func:`pairing_reference`) when it has one. Returns one
+    :class:`~hwnas.hw.measure.LatencyRecord` per sample."""
+    export_fn = export_fn or export
+    pair = pairing_reference(lut, space, dummy_input)
+    with tempfile.TemporaryDirectory(prefix="hwnas-speed-") as work:
+        paths, inputs = [], []
+        for i, sample in enumerate(samples):
+            x = input_for(space, sample, dummy_input)
+            paths.append(export_onnx(export_fn(space, sample).eval(), x, Path(work) / f"ref{i}.onnx"))
+            inputs.append(x)
+        kw: dict[str, Any] = {}
+        if pair is not None:
+            kw["reference_input"] = input_for(space, pair, dummy_input)
+            kw["reference"] = export_onnx(export_fn(space, pair).eval(), kw["reference_input"],
+                                          Path(work) / "pairing.onnx")
+        return measure_many(paths, lut.device, dummy_inputs=inputs, rounds=rounds, repeats=repeats, seed=seed,
+                            progress=progress, min_turn_ms=2.0, **kw)
+
+
+def compare_with_build(lut: LUT, refs: Sequence[dict[str, Any]], records: Sequence[Any]) -> SpeedCheck:
+    """The :class:`SpeedCheck` of build subnets ``refs`` (:func:`reference_subnets`) measured now (``records``, from
+    :func:`measure_subnets`): the median of their times now over their ``end_to_end_ms`` at the build, in the
+    LUT's statistic (the lower quartile where the LUT is paired but the records are not)."""
+    if len(refs) != len(records) or not refs:
+        raise ValueError(f"compare_with_build: got {len(records)} measurements for {len(refs)} build subnets; pass "
+                         "one record per subnet, in the same order.")
+    stat = lut.settings.get("statistic", "median")  # what the LUT's end-to-end times are
+    if stat == "paired" and not all(np.isfinite(rec.paired_ms) for rec in records):
+        stat = "p25"
+    ratios = np.array([rec.stat(stat) / r["end_to_end_ms"] for rec, r in zip(records, refs)])
+    q1, q3 = np.percentile(ratios, [25, 75])
+    return SpeedCheck(float(np.median(ratios)), [float(v) for v in ratios], float((q3 - q1) / 2), now(),
+                      [r["sample"] for r in refs])
