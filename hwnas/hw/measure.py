@@ -26,10 +26,11 @@ The method (the experiments behind it are in ``benchmarks/measure_methods.py``):
   process or in two) differ model by model by 1.3% to 2.7% (standard deviation of the log ratio after dividing
   out the common speed change; Kendall tau 0.84 to 0.94 between them), while the two halves of one
   measurement's rounds agree within 0.4% to 0.6% (``benchmarks/measure_methods.py``, ``sessions``). Not the
-  input values, not denormals (flush-to-zero changed nothing), not the time within a measurement (the first and
-  last halves of a 3-minute one agreed within 0.4%), and not undone by closing and opening every session again
-  within the measurement (in a new order, with the heap shifted): the same ONNX file entered twice in one
-  measurement ran 1.5% (sd) apart, so it is set when a measurement opens its sessions. A figure that must repeat
+  input values, not denormals (flush-to-zero changed nothing) and not the time within a measurement (the first
+  and last halves of a 3-minute one agreed within 0.4%); the same ONNX file entered twice in one measurement ran
+  1.5% (sd) apart, so it is set when a measurement opens its sessions. (Closing and opening every session again
+  within one measurement, in a new order and with the heap shifted, was tried on 2026-12-02 and did not make
+  the sessions differ like separate measurements do; it was dropped.) A figure that must repeat
   is the mean of separate measurements, and its repeatability is a second measurement, not a split of one
   (``benchmarks/latency_accuracy.py`` does both).
 
