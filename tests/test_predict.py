@@ -182,6 +182,25 @@ def test_physical_model_blend_saves_loads_and_beats_one_number_per_family(shippe
         KernelLatencyPredictor(physical_weight=2.0).fit(train_sigs[:20], ms[:20])
 
 
+def test_physical_activation_pass_is_shared_by_the_convolution_families(shipped):
+    from hwnas.predict.physical import SHARED_TERMS, fit_physical, physical_terms, predict_physical
+
+    sigs, ms, _ = _measured(shipped)
+    dw = "conv|in=1x144x56x56|out=1x144x56x56|k=3x3|s=1x1|g=144|p=1x1|act={}|add=0"
+    fam, relu = physical_terms(dw.format("relu"))
+    _, clip = physical_terms(dw.format("clip"))
+    assert fam == "dwconv" and relu["act_pass"] == 0 and clip["act_pass"] == 144 * 56 * 56  # ReLU6 = Clip: a pass
+    models = fit_physical(sigs, ms)
+    coef = {f: dict(zip(models[f]["terms"], models[f]["coef"])) for f in ("conv", "dwconv")}
+    for name in SHARED_TERMS:  # one coefficient for both families, fitted on both families' kernels
+        assert coef["conv"][name] == coef["dwconv"][name]
+    assert "mac_blocked_s1" in coef["dwconv"] and "mac_blocked_s1" not in coef["conv"]  # the rest stays apart
+    # the other families are fitted alone, as before: eltwise kernels get their own coefficients
+    assert not set(models["eltwise"]["terms"]) & {"act", "act_pass", "mac"}
+    t_relu, t_clip = predict_physical(models, [dw.format("relu"), dw.format("clip")])
+    assert t_clip == pytest.approx(t_relu + coef["dwconv"]["act_pass"] * 144 * 56 * 56)
+
+
 def test_save_load_round_trip_gives_identical_predictions(shipped, saved):
     path = saved
     again = LatencyPredictor.load(path, device="cpu-ort-1t")
@@ -378,7 +397,7 @@ def test_cli_predict(tmp_path, capsys):
 def test_training_resumes_without_remeasuring(tmp_path):
     path = tmp_path / "tiny.skops"
     kw = dict(initial=2, batch=1, pool=3, runs=3, warmup=1, max_macs=3e6, min_macs=1e5, progress=False,
-              params={"n_estimators": 20, "cv": 2, "min_family_size": 4})
+              params={"n_estimators": 20, "cv": 2, "min_family_size": 4}, e2e_measurements=2)
     with pytest.raises(PredictorError, match="no training model fits in the budget"):
         train("cpu-ort-1t", budget=3, path=tmp_path / "none.skops", **kw)
     first = train("cpu-ort-1t", budget=130, path=path, **kw)
@@ -390,7 +409,8 @@ def test_training_resumes_without_remeasuring(tmp_path):
     assert data2["models"][:n1] == data["models"] and len(data2["models"]) > n1
     # every model's end-to-end time comes from the interleaved measurements at the end of its training call
     for m in data2["models"]:
-        assert m["interleaved"] and len(m["end_to_end_measurements_ms"]) == 2 and m["end_to_end_single_ms"] > 0
+        assert m["interleaved"] and len(m["end_to_end_measurements_ms"]) == kw["e2e_measurements"]
+        assert m["end_to_end_single_ms"] > 0
         assert m["end_to_end_ms"] == pytest.approx(float(np.exp(np.mean(np.log(m["end_to_end_measurements_ms"])))),
                                                    rel=1e-4)
     assert second.metadata["training"]["kernel_measurements"] <= 260

@@ -12,8 +12,13 @@ by 1.5x to 1.7x. This model has few parameters and physical signs instead:
 with, for a convolution, its multiply-adds (channel-padded to the NCHWc block, as the kernel computes them)
 at a rate shared by all convolutions of the family plus an extra cost per multiply-add for each *regime*
 (layout blocked or plain, pointwise or spatial, depthwise stride), the elements it reads and writes, its
-weights, a fixed cost per kernel, and the elements of a fused expensive activation or residual add; for the
-other families, their elements (per op for elementwise and pooling kernels) and a fixed cost. A regime never
+weights, a fixed cost per kernel, and the elements of a fused activation pass, an expensive activation or a
+residual add; for the other families, their elements (per op for elementwise and pooling kernels) and a fixed
+cost. The activation pass: ONNX Runtime's convolutions apply a fused ReLU inside the kernel but any other
+activation (ReLU6, exported as Clip, too) in a pass over the output. MobileNetV2 with ReLU6 ran 7-9% slower end
+to end than the same network with ReLU here (three interleaved measurements; its convolutions 14% slower in
+ORT's profile, about 0.09 ns per output element of a depthwise convolution), which a predictor without this
+term put at the same time. A regime never
 seen in training gets the shared rate only. The coefficients are fitted by non-negative least squares on the
 relative error, each kernel weighted by ``sqrt(ms / mean ms)`` (between counting every kernel alike, which
 fits the many tiny kernels of small models and misses the large ones by 10-20%, and weighting by time, which
@@ -39,10 +44,17 @@ from scipy.optimize import nnls
 from hwnas.hw.kernels import KernelSignature
 from hwnas.predict.features import _dims, _pad, _parse, _prod, family_of, kernel_flops, nchwc_conv
 
-__all__ = ["physical_terms", "fit_physical", "predict_physical", "HEAVY_ACTS", "WEIGHT_POWER"]
+__all__ = ["physical_terms", "fit_physical", "predict_physical", "HEAVY_ACTS", "IN_KERNEL_ACTS", "CONV_FAMILIES",
+           "SHARED_TERMS", "WEIGHT_POWER"]
 
 #: Fused activations that cost more than a compare (a transcendental or a multiply per element).
 HEAVY_ACTS = ("sigmoid", "hardswish", "hardsigmoid", "tanh")
+#: Fused activations that ONNX Runtime's convolutions apply in the kernel itself; every other one (Clip, i.e.
+#: ReLU6, included) is a separate pass over the output (``act_pass``).
+IN_KERNEL_ACTS = ("none", "relu")
+#: Families fitted together (:func:`fit_physical`), sharing the coefficients of :data:`SHARED_TERMS`.
+CONV_FAMILIES = ("conv", "dwconv", "gconv")
+SHARED_TERMS = ("act", "act_pass")
 #: Each kernel's weight in the fit is ``(ms / mean ms) ** WEIGHT_POWER`` (on top of the relative error).
 WEIGHT_POWER = 0.5
 
@@ -75,7 +87,7 @@ def physical_terms(signature: str | KernelSignature, block: int = 16) -> tuple[s
         act = str(at.get("act", "none"))
         return fam, {"mac": macs, f"mac_{regime}": macs, "in": _prod(x) * pin, "out": out,
                      "weights": float(cout * (cin // g) * _prod(k)), "one": 1.0,
-                     "act": out * float(act in HEAVY_ACTS), "add": out * float(int(at.get("add", 0)) == 1)}
+                     "act": out * float(act in HEAVY_ACTS), "act_pass": out * float(act not in IN_KERNEL_ACTS), "add": out * float(int(at.get("add", 0)) == 1)}
     if fam == "linear":
         x, y = sig.inputs[0], sig.output
         rows, kin, kout = _prod(x[:-1]), x[-1], y[-1]
@@ -100,6 +112,11 @@ def fit_physical(signatures: Sequence[str], ms: np.ndarray, block: int = 16,
                  min_family_size: int = 3) -> dict[str, dict]:
     """Fit the coefficients of each family with at least ``min_family_size`` kernels.
 
+    The convolution families (:data:`CONV_FAMILIES`) are fitted together, each with its own coefficients except
+    for the :data:`SHARED_TERMS`: a fused activation's pass over the output is the same routine whichever
+    convolution wrote it, and a family with few kernels of one activation (the depthwise convolutions with
+    ReLU6 among random training models) borrows the estimate of the others.
+
     Returns:
         family -> ``{"terms": [term names], "coef": ndarray of ms per unit of each term}``, plain data (no
         estimator object), stored as it is in a predictor file.
@@ -107,19 +124,30 @@ def fit_physical(signatures: Sequence[str], ms: np.ndarray, block: int = 16,
     ms = np.asarray(ms, float)
     fams, terms = zip(*[physical_terms(s, block) for s in signatures]) if len(signatures) else ((), ())
     fams = np.asarray(fams)
+    present = [str(f) for f in sorted(set(fams)) if np.sum(fams == f) >= min_family_size]
+    joint = [f for f in present if f in CONV_FAMILIES]
+    groups = [[f] for f in present if f not in joint] + ([joint] if joint else [])
     out: dict[str, dict] = {}
-    for fam in sorted(set(fams)):
-        rows = np.flatnonzero(fams == fam)
-        if len(rows) < min_family_size:
-            continue
-        names = sorted({n for r in rows for n in terms[r]})
-        x = _matrix([terms[r] for r in rows], names)
+    for group in groups:
+        rows = np.flatnonzero(np.isin(fams, group))
+        shared = len(group) > 1
+
+        # a joint fit names each family's own terms "family:term"
+        keyed = [{(f"{fams[r]}:{n}" if shared and n not in SHARED_TERMS else n): v for n, v in terms[r].items()}
+                 for r in rows]
+        names = sorted({n for k in keyed for n in k})
+        x = _matrix(keyed, names)
         scale = x.max(axis=0)
         scale[scale <= 0] = 1.0
         t = ms[rows]
-        w = (t / t.mean()) ** WEIGHT_POWER / t  # relative error, larger kernels count more
+        # relative error, larger kernels count more (against their own family's mean)
+        mean = {f: t[fams[rows] == f].mean() for f in group}
+        w = (t / np.array([mean[f] for f in fams[rows]])) ** WEIGHT_POWER / t
         coef, _ = nnls((x / scale) * w[:, None], t * w)
-        out[str(fam)] = {"terms": [str(n) for n in names], "coef": coef / scale}
+        coef = coef / scale
+        for fam in group:
+            own = [i for i, n in enumerate(names) if not shared or n.startswith(f"{fam}:") or n in SHARED_TERMS]
+            out[fam] = {"terms": [names[i].split(":", 1)[-1] for i in own], "coef": coef[own]}
     return out
 
 
