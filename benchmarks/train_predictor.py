@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--target-rmspe", type=float, default=0.02,
                     help="stop early at this out-of-fold RMSPE of whole training models")
     ap.add_argument("--max-macs", type=float, default=2.5e9, help="size cap of training models (multiply-adds)")
+    ap.add_argument("--e2e-measurements", type=int, default=4,
+                    help="separate interleaved end-to-end measurements of the training models (calibration target)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -41,7 +43,7 @@ def main() -> None:
     t0 = time.perf_counter()
     pred = train(args.device, budget=args.budget, path=out, initial=args.initial, batch=args.batch, pool=args.pool,
                  runs=args.runs, target_rmspe=args.target_rmspe, seed=args.seed,
-                 max_macs=args.max_macs)
+                 max_macs=args.max_macs, e2e_measurements=args.e2e_measurements)
     minutes_here = (time.perf_counter() - t0) / 60
     tr, val = pred.metadata["training"], pred.metadata["validation"]
     print(f"\ndevice {args.device}: {tr['kernel_measurements']} kernel measurements (budget {args.budget}, "

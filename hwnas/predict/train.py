@@ -13,10 +13,11 @@
    kernels' predicted times), until the out-of-fold error of whole training models is at most
    ``target_rmspe`` or the next model would exceed ``budget`` kernel measurements.
 3. *End to end, all together* (:func:`interleave_training_models`): every training model is measured again,
-   all interleaved in two measurements (models over 25 ms apart from the rest), each run paired with the same
-   open session of the reference. A model measured on its own meets whatever phase the shared machine is in,
-   and the pairing cancels only part of it: the end-to-end times of the models measured one by one ranged
-   from 0.45x to 1.69x their own profiled kernel sums on the Zen 3 host. These times replace the first ones.
+   all interleaved in ``e2e_measurements`` separate measurements (4; models over 25 ms apart from the rest), each
+   run paired with the same open session of the reference. A model measured on its own meets whatever phase the
+   shared machine is in, and the pairing cancels only part of it: the end-to-end times of the models measured one
+   by one ranged from 0.45x to 1.69x their own profiled kernel sums on the Zen 3 host. These times replace the
+   first ones.
 4. Fit the final predictor (per-family regressor chosen by grouped cross-validation), the whole-model
    calibration (:func:`fit_calibration`) on the interleaved times, the validation errors, and save it with its
    metadata.
@@ -53,7 +54,7 @@ from hwnas.predict.predictor import LatencyPredictor, PredictorError
 
 __all__ = ["train", "model_signatures", "fit_predictor", "fit_calibration", "calibrated_ms", "validate",
            "TrainingData", "measure_config", "measure_module", "Reference", "REFERENCE_CONFIG",
-           "interleave_training_models", "measure_interleaved"]
+           "interleave_training_models", "measure_interleaved", "export_training_model"]
 
 log = logging.getLogger(__name__)
 
@@ -283,24 +284,28 @@ def measure_interleaved(paths: list[Path], inputs: list[Any], device: Device, ex
             for v in each]
 
 
+def export_training_model(config: dict[str, Any], path: str | os.PathLike) -> tuple[Path, Any]:
+    """``(onnx path, input)`` of a training model, with the weights :func:`measure_config` measured (seed 0)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = build_model(config)  # in measure_config's order: the weights, then the input
+    x = config_input(config)
+    return export_onnx(model, x, Path(path)), x
+
+
 def interleave_training_models(data: TrainingData, device: Device, reference: Reference, workdir: str | os.PathLike,
                                measurements: int = 2, progress: bool = False) -> int:
     """Measure the end-to-end times of all training models not yet measured so, interleaved
     (:func:`measure_interleaved`), and store them as ``end_to_end_ms`` (the first, one-by-one time stays in
     ``end_to_end_single_ms``). Returns how many models were measured."""
-    import torch
-
     todo = [m for m in data.models if not m.get("interleaved")]
     if not todo:
         return 0
-    paths, inputs = [], []
-    for i, m in enumerate(todo):
-        torch.manual_seed(0)  # the weights measure_config measured
-        x = config_input(m["config"])
-        paths.append(export_onnx(build_model(m["config"]), x, Path(workdir) / f"train-{i}.onnx"))
-        inputs.append(x)
+    paths, inputs = zip(*[export_training_model(m["config"], Path(workdir) / f"train-{i}.onnx")
+                          for i, m in enumerate(todo)])
     log.info("measuring %d training models end to end, interleaved", len(todo))
-    out = measure_interleaved(paths, inputs, device, [m["end_to_end_ms"] for m in todo], reference,
+    out = measure_interleaved(list(paths), list(inputs), device, [m["end_to_end_ms"] for m in todo], reference,
                               measurements=measurements, progress=progress)
     for m, o in zip(todo, out):
         m.setdefault("end_to_end_single_ms", m["end_to_end_ms"])
@@ -423,7 +428,8 @@ def _uncertainty(est: KernelLatencyPredictor, sigs: list[str]) -> float:
 def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | os.PathLike | None = None,
           data_path: str | os.PathLike | None = None, initial: int = 16, batch: int = 4, pool: int = 48,
           target_rmspe: float = 0.02, seed: int = 0, runs: int = 20, warmup: int = 5, max_macs: float = 2.5e9,
-          min_macs: float = 5e6, progress: bool = True, params: dict[str, Any] | None = None) -> LatencyPredictor:
+          min_macs: float = 5e6, progress: bool = True, params: dict[str, Any] | None = None,
+          e2e_measurements: int = 4) -> LatencyPredictor:
     """Measure random whole models adaptively and train a :class:`LatencyPredictor` for ``device``.
 
     Args:
@@ -439,6 +445,9 @@ def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | o
         max_macs, min_macs: size range of training models (multiply-adds).
         progress: show a progress bar over kernel measurements.
         params: keyword arguments of :class:`~hwnas.predict.estimator.KernelLatencyPredictor`.
+        e2e_measurements: separate interleaved measurements of the training models' end-to-end times (their
+            geometric mean is the calibration's target; one measurement of a ~1 ms model is a draw with a few
+            percent of noise of its own on a shared machine).
 
     Returns:
         The trained predictor (also saved to ``path``).
@@ -449,7 +458,8 @@ def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | o
     if data_path is None and path is not None:
         data_path = Path(str(path) + ".data.json")
     settings = {"budget": budget, "initial": initial, "batch": batch, "pool": pool, "seed": seed, "runs": runs,
-                "warmup": warmup, "max_macs": max_macs, "min_macs": min_macs, "target_rmspe": target_rmspe}
+                "warmup": warmup, "max_macs": max_macs, "min_macs": min_macs, "target_rmspe": target_rmspe,
+                "e2e_measurements": e2e_measurements}
     data = TrainingData(data_path, dev, settings)
     bar = None
     if progress:
@@ -520,7 +530,7 @@ def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | o
             bar = None
         if data.models:
             t0 = time.perf_counter()
-            interleave_training_models(data, dev, ref, work, progress=progress)
+            interleave_training_models(data, dev, ref, work, measurements=e2e_measurements, progress=progress)
             data.seconds += time.perf_counter() - t0
             data.wall_seconds = wall_before + time.perf_counter() - t_start
             data.save()
