@@ -15,10 +15,13 @@ interleaved in one measurement, the longer ones in another, each run between two
 the predictor's reference model (the paired statistic of ``hwnas.hw.measure``: a shared machine's slow phases
 cancel), and all of it twice (``--measurements``), each time with sessions of its own; a model's time is the
 geometric mean of the two, and ``retest_*`` compares them (how far two measurements of the same models agree
-here, a ceiling for any prediction). The training data are at the speed of their first measuring session; the
-reference timed alone now (before and after measuring) against then is the machine's speed factor, and the
-``corrected_*`` columns compare the predictions times that factor; the raw ones compare the predictions as
-they are. Prints and writes
+here, a ceiling for any prediction). The predictions are at the speed of the training session. The machine's
+speed now against then (``speed_factor``) is the speed check of the LUT benchmark done with the predictor's own
+training models (``<predictor>.data.json``): all of them are measured again, interleaved with the test models in
+the same measurements, and the factor is the median of their times now over their stored times. The
+``corrected_*`` columns compare the predictions times that factor, the raw ones the predictions as they are.
+(The reference model timed alone, ``reference_alone_factor``, said 15% slower in two runs while the other models
+ran 3% to 11% slower: one model alone does not tell the machine's speed.) Prints and writes
 benchmarks/results/predictor_accuracy.csv (summary), predictor_accuracy_models.csv (every model) and
 predictor_accuracy.png (predicted vs measured).
 
@@ -49,7 +52,7 @@ from hwnas import zoo
 from hwnas.hw.device import get_device
 from hwnas.hw.session import export_onnx
 from hwnas.predict import load_predictor, predict_latency
-from hwnas.predict.train import Reference, measure_interleaved
+from hwnas.predict.train import Reference, export_training_model, measure_interleaved
 
 ZOO = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0",
        "shufflenet_v2_x1_0", "squeezenet1_0", "vgg11_bn", "vgg16"]
@@ -102,6 +105,23 @@ def zoo_models(device: str, pred, work: Path) -> list[dict]:
     return rows
 
 
+def training_models(pred, work: Path) -> list[dict]:
+    """The predictor's own training models (from ``<predictor>.data.json``), for the speed check: their stored
+    end-to-end times are at the training session's speed, as the predictions are."""
+    data = Path(str(pred.path) + ".data.json") if pred.path is not None else None
+    if data is None or not data.exists():
+        print(f"no speed check: the predictor's training data ({data}) are not there")
+        return []
+    models = json.loads(data.read_text())["models"]
+    rows = []
+    for i, m in enumerate(models):
+        path, x = export_training_model(m["config"], work / f"training_{i}.onnx")
+        rows.append({"set": "speed check", "model": f"training model {i} ({m['config']['style']})", "sample": "",
+                     "resolution": m["config"]["input"][2], "predicted_ms": m["end_to_end_ms"], "path": path,
+                     "x": x, "notes": "predicted_ms: its stored time in the training data"})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu-ort-1t")
@@ -109,6 +129,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60, help="random subnets per reference space")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--skip-zoo", action="store_true")
+    ap.add_argument("--no-speed-check", action="store_true",
+                    help="do not measure the training models again (no speed factor, no corrected columns)")
     ap.add_argument("--measurements", type=int, default=2,
                     help="separate measurements of all models (the time is their geometric mean; the retest compares "
                          "the first two)")
@@ -122,25 +144,34 @@ def main() -> None:
         rows = subnets(args.device, pred, args.n, args.seed, work)
         if not args.skip_zoo:
             rows += zoo_models(args.device, pred, work)
-        ref, factor = None, float("nan")
+        checks = [] if args.no_speed_check else training_models(pred, work)
+        ref, alone = None, float("nan")
         ref_meta = pred.metadata.get("reference")
         dev = get_device(args.device)
         if ref_meta:  # the model every training measurement was paired with, and its time alone then
             ref = Reference(dev, work, config=ref_meta["config"], ms=ref_meta["ms"])
-            factor = ref.speed_factor
+            alone = ref.speed_factor
         # at the speed basis of the training data (Reference.scale), as the training models' times are
-        meas = measure_interleaved([r["path"] for r in rows], [r["x"] for r in rows], dev,
-                                   [r["predicted_ms"] for r in rows], ref, measurements=args.measurements,
+        both = rows + checks
+        meas = measure_interleaved([r["path"] for r in both], [r["x"] for r in both], dev,
+                                   [r["predicted_ms"] for r in both], ref, measurements=args.measurements,
                                    seed=args.seed, progress=True)
-        if ref is not None:  # the speed alone again after measuring; the factor is the mean of before and after
-            factor = 0.5 * (factor + ref.time_alone(dev) / ref.ms)
-    for r, m in zip(rows, meas):
-        # back at this session's speed: the predictor predicts at the training data's speed basis, and the
-        # speed factor (corrected columns) accounts for the machine's speed now
+        if ref is not None:  # the speed alone again after measuring: the mean of before and after
+            alone = 0.5 * (alone + ref.time_alone(dev) / ref.ms)
+    for r, m in zip(both, meas):
+        # back at this session's speed: the predictor predicts at the training session's speed
         r["measured_ms"] = m["ms"] / (ref.scale if ref is not None else 1.0)
         r["measurements_ms"] = [v / (ref.scale if ref is not None else 1.0) for v in m["measurements_ms"]]
-        # how much slower (> 1) the machine runs now than when the training data were measured
+    # how much slower (> 1) the machine runs now than when the training models were measured
+    factor = float(np.exp(np.median([np.log(r["measured_ms"] / r["predicted_ms"]) for r in checks]))) \
+        if checks else float("nan")
+    for r in rows:
         r["speed_factor"] = factor
+    if checks:
+        print(f"speed check: {len(checks)} training models measured again run {factor:.3f}x their stored times "
+              f"(quartiles {np.quantile([r['measured_ms'] / r['predicted_ms'] for r in checks], 0.25):.3f} to "
+              f"{np.quantile([r['measured_ms'] / r['predicted_ms'] for r in checks], 0.75):.3f}); the reference "
+              f"alone says {alone:.3f}")
     minutes = (time.perf_counter() - t0) / 60
     tr = pred.metadata["training"]
     summary = []
@@ -160,11 +191,12 @@ def main() -> None:
             if args.measurements > 1 else {"kendall_tau": float("nan"), "rmspe": float("nan")}
         summary.append((label, args.device, len(rs), st["within_5pct"], st["within_10pct"], st["rmspe"],
                         st["kendall_tau"], st["median_abs_err_pct"], st["mean_err_pct"],
-                        float(np.median(factor)), sc["within_5pct"], sc["within_10pct"], sc["rmspe"],
+                        float(np.median(factor)), alone, sc["within_5pct"], sc["within_10pct"], sc["rmspe"],
                         sc["mean_err_pct"], rt["kendall_tau"], rt["rmspe"], tr["kernel_measurements"], tr["models"],
                         round(tr["minutes"], 2)))
     header = ["set", "device", "models", "within_5pct", "within_10pct", "rmspe", "kendall_tau", "median_abs_err_pct",
-              "mean_err_pct", "speed_factor", "corrected_within_5pct", "corrected_within_10pct", "corrected_rmspe",
+              "mean_err_pct", "speed_factor", "reference_alone_factor", "corrected_within_5pct",
+              "corrected_within_10pct", "corrected_rmspe",
               "corrected_mean_err_pct", "retest_kendall_tau", "retest_rmspe", "kernel_measurements",
               "training_models", "training_minutes"]
     tag = "predictor_accuracy"
@@ -173,7 +205,7 @@ def main() -> None:
         w = csv.writer(f)
         w.writerow(["set", "model", "resolution", "sample", "predicted_ms", "predicted_onnx_ms", "measured_ms",
                     "error_pct", "measurements_ms", "notes"])
-        for r in rows:
+        for r in rows + checks:
             w.writerow([r["set"], r["model"], r["resolution"], r["sample"], round(r["predicted_ms"], 5),
                         round(r.get("predicted_onnx_ms", float("nan")), 5), round(r["measured_ms"], 5),
                         round(100 * (r["predicted_ms"] / r["measured_ms"] - 1), 2),
