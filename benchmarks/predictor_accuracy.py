@@ -51,7 +51,8 @@ import hwnas
 from hwnas import zoo
 from hwnas.hw.device import get_device
 from hwnas.hw.session import export_onnx
-from hwnas.predict import load_predictor, predict_latency
+from hwnas.predict import load_predictor, predict_latency, speed
+from hwnas.predict.predictor import PredictorError
 from hwnas.predict.train import Reference, export_training_model, measure_interleaved
 
 ZOO = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0",
@@ -106,19 +107,19 @@ def zoo_models(device: str, pred, work: Path) -> list[dict]:
 
 
 def training_models(pred, work: Path) -> list[dict]:
-    """The predictor's own training models (from ``<predictor>.data.json``), for the speed check: their stored
-    end-to-end times are at the training session's speed, as the predictions are."""
-    data = Path(str(pred.path) + ".data.json") if pred.path is not None else None
-    if data is None or not data.exists():
-        print(f"no speed check: the predictor's training data ({data}) are not there")
+    """The predictor's own training models (:func:`hwnas.predict.speed.training_models`), for the speed check:
+    their stored end-to-end times are at the training session's speed, as the predictions are."""
+    try:
+        models = speed.training_models(pred)
+    except PredictorError as e:
+        print(f"no speed check: {e}")
         return []
-    models = json.loads(data.read_text())["models"]
     rows = []
     for i, m in enumerate(models):
         path, x = export_training_model(m["config"], work / f"training_{i}.onnx")
         rows.append({"set": "speed check", "model": f"training model {i} ({m['config']['style']})", "sample": "",
                      "resolution": m["config"]["input"][2], "predicted_ms": m["end_to_end_ms"], "path": path,
-                     "x": x, "notes": "predicted_ms: its stored time in the training data"})
+                     "x": x, "training_model": m, "notes": "predicted_ms: its stored time in the training data"})
     return rows
 
 
@@ -163,15 +164,14 @@ def main() -> None:
         r["measured_ms"] = m["ms"] / (ref.scale if ref is not None else 1.0)
         r["measurements_ms"] = [v / (ref.scale if ref is not None else 1.0) for v in m["measurements_ms"]]
     # how much slower (> 1) the machine runs now than when the training models were measured
-    factor = float(np.exp(np.median([np.log(r["measured_ms"] / r["predicted_ms"]) for r in checks]))) \
-        if checks else float("nan")
+    factor = float("nan")
+    if checks:
+        check = speed.compare_with_training([r["training_model"] for r in checks], [r["measured_ms"] for r in checks])
+        factor = check.factor
+        print(f"speed check: {len(checks)} training models measured again run {factor:.3f}x their stored times "
+              f"(+-{check.spread:.3f}, half the interquartile range); the reference alone says {alone:.3f}")
     for r in rows:
         r["speed_factor"] = factor
-    if checks:
-        print(f"speed check: {len(checks)} training models measured again run {factor:.3f}x their stored times "
-              f"(quartiles {np.quantile([r['measured_ms'] / r['predicted_ms'] for r in checks], 0.25):.3f} to "
-              f"{np.quantile([r['measured_ms'] / r['predicted_ms'] for r in checks], 0.75):.3f}); the reference "
-              f"alone says {alone:.3f}")
     minutes = (time.perf_counter() - t0) / 60
     tr = pred.metadata["training"]
     summary = []

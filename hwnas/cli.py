@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--input", type=_shape, default=None,
                     help="input shape, e.g. 1,3,224,224 (needed for ONNX files with dynamic shapes; zoo default 224)")
     pp.add_argument("--csv", default=None, help="write the per-layer table here")
+    pp.add_argument("--speed-check", type=int, default=0, metavar="N",
+                    help="first measure N of the predictor's training models again and scale the prediction by the "
+                         "machine's speed now against training (16 take about a minute; default: none)")
 
     _add_search_parsers(sub)
     return p
@@ -205,16 +208,23 @@ def _predict(args) -> int:
     import torch
 
     from hwnas import zoo
-    from hwnas.predict import predict_latency
+    from hwnas.predict import load_predictor, predict_latency, speed_check
 
-    if pathlib.Path(args.model).is_file():
-        x = torch.randn(args.input) if args.input else None
-        rec = predict_latency(args.model, x, device=args.device, predictor=args.predictor)
-    elif args.model in zoo.list():
-        x = torch.randn(args.input or (1, 3, 224, 224))
-        rec = predict_latency(zoo.create(args.model).eval(), x, device=args.device, predictor=args.predictor)
-    else:
+    is_file = pathlib.Path(args.model).is_file()
+    if not is_file and args.model not in zoo.list():
         raise FileNotFoundError(f"{args.model!r} is neither an ONNX file nor a zoo model ({', '.join(zoo.list())}).")
+    predictor = load_predictor(args.predictor, device=args.device)
+    if args.speed_check:
+        check = speed_check(predictor, n=args.speed_check, progress=True)
+        print(f"speed check: the machine runs at {check.factor:.4f} x the training times now (+-{check.spread:.4f} "
+              f"over {len(check.ratios)} training models)")
+        predictor = predictor.with_speed(check.factor, **check.record())
+    if is_file:
+        x = torch.randn(args.input) if args.input else None
+        rec = predict_latency(args.model, x, device=args.device, predictor=predictor)
+    else:
+        x = torch.randn(args.input or (1, 3, 224, 224))
+        rec = predict_latency(zoo.create(args.model).eval(), x, device=args.device, predictor=predictor)
     top = rec.layers.sort_values("predicted_ms", ascending=False).head(5)
     print(f"{args.model}: predicted {rec.total_ms:.3f} ms on {rec.device} ({len(rec.layers)} kernels, overhead "
           f"{rec.overhead_ms * 1000:.1f} us)")

@@ -3,6 +3,7 @@ LatencyProfiler hook, the CLI and resumable training (fast; a few real ONNX Runt
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -31,11 +32,13 @@ from hwnas.predict import (
     model_signatures,
     onnx_kernels,
     predict_latency,
+    speed_check,
     train,
 )
 from hwnas.predict.features import FEATURES, kernel_flops
 from hwnas.predict.generator import build_model, config_input
 from hwnas.predict.predictor import TRUSTED_TYPES
+from hwnas.predict.speed import compare_with_training, training_models
 
 SHIPPED = default_predictor_path("cpu-ort-1t")
 
@@ -382,6 +385,38 @@ def test_latency_profiler_with_a_predictor_alone_and_as_lut_fallback(shipped):
         hwnas.LatencyProfiler(space, x)
 
 
+def test_speed_check_measures_training_models_again_and_scales_every_cost(shipped, saved, tmp_path):
+    shipped = dataclasses.replace(shipped, path=SHIPPED)  # the `saved` fixture moved its path to the copy
+    check = speed_check(shipped, n=3, measurements=1, seed=1)
+    models = training_models(shipped)
+    assert len(check.ratios) == 3 and check.factor == pytest.approx(float(np.median(check.ratios)))
+    assert all(c in [m["config"] for m in models] for c in check.samples)
+    # measured for real: the shared host drifts by 10% to 20% between sessions, another CPU by up to 2x
+    assert 0.3 < check.factor < 3.0
+    if not fingerprint_matches(shipped.metadata["fingerprint"], fingerprint("cpu-ort-1t")):
+        assert 0.6 < check.factor < 1.6
+    # the ratio is now over then: the same times against training times twice as long give exactly half
+    times = [r * m["end_to_end_ms"] for r, m in zip(check.ratios, [m for m in models if m["config"] in check.samples])]
+    doubled = [{**m, "end_to_end_ms": 2 * m["end_to_end_ms"]} for m in models if m["config"] in check.samples]
+    assert compare_with_training(doubled, times).factor == pytest.approx(check.factor / 2)
+    # applied: kernels, data movement and overhead all scale, so whole-model totals scale exactly
+    x = torch.randn(1, 3, 64, 64)
+    model = zoo.create("shufflenet_v2_x1_0").eval()
+    slower = shipped.with_speed(1.25, **check.record())
+    base, scaled = (predict_latency(model, x, predictor=p) for p in (shipped, slower))
+    assert scaled.total_ms == pytest.approx(1.25 * base.total_ms, rel=1e-9)
+    assert scaled.overhead_ms == pytest.approx(1.25 * base.overhead_ms) and "speed factor 1.2500" in scaled.notes[0]
+    space = hwnas.spaces.create("digits").eval()
+    s, xd = space.random_sample(0), torch.randn(1, 1, 8, 8)
+    assert hwnas.LatencyProfiler(space, xd, predictor=slower).profile(s) == \
+        pytest.approx(1.25 * hwnas.LatencyProfiler(space, xd, predictor=shipped).profile(s), rel=1e-9)
+    assert shipped.speed_factor == 1.0  # a copy: the loaded predictor is unchanged
+    with pytest.raises(PredictorError, match="between 0.2 and 5"):
+        shipped.with_speed(0)
+    with pytest.raises(PredictorError, match=r"\.data\.json"):  # a copy of the predictor without its training data
+        speed_check(load_predictor(saved, device="cpu-ort-1t"))
+
+
 def test_cli_predict(tmp_path, capsys):
     from hwnas.cli import main
 
@@ -390,6 +425,9 @@ def test_cli_predict(tmp_path, capsys):
     assert main(["predict", str(path), "--device", "cpu-ort-1t", "--csv", str(tmp_path / "l.csv")]) == 0
     out = capsys.readouterr().out
     assert "predicted" in out and (tmp_path / "l.csv").exists()
+    assert main(["predict", "squeezenet1_0", "--input", "1,3,64,64", "--speed-check", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "speed check: the machine runs at" in out and "over 2 training models" in out
     assert main(["predict", "nope.onnx"]) == 2
     assert "neither an ONNX file nor a zoo model" in capsys.readouterr().err
 

@@ -46,14 +46,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SpeedCheck:
-    """The outcome of :func:`speed_check`.
+    """The outcome of a speed check: :func:`speed_check` for a LUT, :func:`hwnas.predict.speed_check` for a
+    predictor.
 
     Attributes:
-        factor: median over the reference subnets of (end-to-end now) / (end-to-end at build).
-        ratios: that ratio for each reference subnet.
+        factor: median over the models measured again of (end-to-end now) / (end-to-end then: at the LUT's
+            build, or in the predictor's training).
+        ratios: that ratio for each model.
         spread: half the interquartile range of the ratios (how consistently they moved).
         measured: when (ISO time).
-        samples: the reference subnets' samples.
+        samples: the reference subnets' samples (a LUT) or the training models' configs (a predictor).
     """
 
     factor: float
@@ -61,6 +63,15 @@ class SpeedCheck:
     spread: float
     measured: str
     samples: list[dict[str, Any]] = field(repr=False, default_factory=list)
+
+    @classmethod
+    def from_ratios(cls, ratios: Sequence[float], samples: Sequence[Any] = ()) -> SpeedCheck:
+        """The check of these ratios (time now / time then, one per model), measured now."""
+        r = np.asarray(ratios, dtype=float)
+        if r.size == 0 or not np.all(np.isfinite(r) & (r > 0)):
+            raise ValueError(f"a speed check needs positive finite time ratios (now / then), got {list(ratios)!r}.")
+        q1, q3 = np.percentile(r, [25, 75])
+        return cls(float(np.median(r)), [float(v) for v in r], float((q3 - q1) / 2), now(), list(samples))
 
     def record(self) -> dict[str, Any]:
         """The fields stored in a LUT's ``"speed"`` entry."""
@@ -178,7 +189,5 @@ def compare_with_build(lut: LUT, refs: Sequence[dict[str, Any]], records: Sequen
     stat = lut.settings.get("statistic", "median")  # what the LUT's end-to-end times are
     if stat == "paired" and not all(np.isfinite(rec.paired_ms) for rec in records):
         stat = "p25"
-    ratios = np.array([rec.stat(stat) / r["end_to_end_ms"] for rec, r in zip(records, refs)])
-    q1, q3 = np.percentile(ratios, [25, 75])
-    return SpeedCheck(float(np.median(ratios)), [float(v) for v in ratios], float((q3 - q1) / 2), now(),
-                      [r["sample"] for r in refs])
+    return SpeedCheck.from_ratios([rec.stat(stat) / r["end_to_end_ms"] for rec, r in zip(records, refs)],
+                                  [r["sample"] for r in refs])

@@ -8,6 +8,8 @@
 - :func:`train`: adaptive sampling of random whole models on a device, resumable (:mod:`hwnas.predict.train`).
 - :func:`predict_latency`: a PyTorch model or an ONNX file -> total ms and a per-layer table
   (:mod:`hwnas.predict.whole`).
+- :func:`speed_check`: the machine's speed now against the training session, from some training models
+  measured again (:mod:`hwnas.predict.speed`); ``predictor.with_speed(check.factor)`` applies it.
 
 A predictor also plugs into the cost-table engine: ``hwnas.LatencyProfiler(space, x, predictor=p)``, alone or
 as the fallback for kernels a LUT lacks.
@@ -23,6 +25,7 @@ from hwnas.predict.predictor import (
     default_predictor_path,
     load_predictor,
 )
+from hwnas.predict.speed import speed_check
 from hwnas.predict.train import model_signatures, train
 from hwnas.predict.whole import ModelLatency, UnseenKernelWarning, onnx_kernels, predict_latency
 
@@ -43,5 +46,6 @@ __all__ = [
     "onnx_kernels",
     "physical_terms",
     "predict_latency",
+    "speed_check",
     "train",
 ]

@@ -106,6 +106,8 @@ class LatencyPredictor:
         calibration: ``{"scale", "per_kernel_ms", "overhead_ms", ...}`` (see the module docstring).
         metadata: training set, validation errors, versions, fingerprint (written to the file).
         path: the file it was loaded from or saved to.
+        speed: the last speed check applied (:meth:`with_speed`): ``{"factor", ...}``; empty for none. Not
+            saved: the file stays at its training session's speed.
     """
 
     kernels: KernelLatencyPredictor
@@ -114,6 +116,7 @@ class LatencyPredictor:
                                                                    "overhead_ms": 0.0})
     metadata: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    speed: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ predictions
     def predict_signatures(self, signatures: list[str], context: float | None = None) -> np.ndarray:
@@ -128,10 +131,34 @@ class LatencyPredictor:
         return self.kernels.predict(list(signatures), context=context)
 
     def kernel_costs_ms(self, signatures: list[str], context: float | None = None) -> np.ndarray:
-        """Calibrated ms of each kernel: ``scale * prediction + per_kernel_ms``; a model's total is their sum
-        plus its data movement and :attr:`overhead_ms`."""
+        """Calibrated ms of each kernel (:meth:`calibrate` of its prediction); a model's total is their sum plus
+        its data movement and :attr:`overhead_ms`."""
+        return self.calibrate(self.predict_signatures(signatures, context))
+
+    def calibrate(self, predicted_ms: Any) -> np.ndarray:
+        """Kernel predictions (:meth:`predict_signatures`) as calibrated ms: ``speed_factor * max(0, scale *
+        prediction + per_kernel_ms)``."""
         c = self.calibration
-        return np.maximum(0.0, c["scale"] * self.predict_signatures(signatures, context) + c["per_kernel_ms"])
+        return self.speed_factor * np.maximum(0.0, c["scale"] * np.asarray(predicted_ms, dtype=float)
+                                              + c["per_kernel_ms"])
+
+    @property
+    def speed_factor(self) -> float:
+        """How much slower (> 1) or faster the machine ran at the last speed check applied (:meth:`with_speed`)
+        than when the training data were measured; 1 without one."""
+        return float(self.speed.get("factor", 1.0)) if self.speed else 1.0
+
+    def with_speed(self, factor: float, **record: Any) -> LatencyPredictor:
+        """A copy whose calibrated costs (kernels, data movement, overhead) are multiplied by ``factor``, the
+        machine's speed now against the training session's (:func:`hwnas.predict.speed_check`)."""
+        import copy
+
+        if not (isinstance(factor, (int, float)) and 0.2 < float(factor) < 5.0):
+            raise PredictorError(f"speed factor must be a number between 0.2 and 5 (time now / time in training), "
+                                 f"got {factor!r}.")
+        out = copy.copy(self)
+        out.speed = {"factor": float(factor), **record}
+        return out
 
     def space_context(self, graph: Any, kernels: list) -> float:
         """The context of a model space: the mean weight bytes of 16 random subnets (seeded)."""
@@ -147,14 +174,16 @@ class LatencyPredictor:
 
     @property
     def overhead_ms(self) -> float:
-        """The fixed per-model time (session run, input/output handling) of the calibration."""
-        return float(self.calibration.get("overhead_ms", 0.0))
+        """The fixed per-model time (session run, input/output handling) of the calibration, times
+        :attr:`speed_factor`."""
+        return self.speed_factor * float(self.calibration.get("overhead_ms", 0.0))
 
     def movement_ms(self, copy_elements: Any, nodes: Any) -> Any:
         """Calibrated ms of a model's data movement (elements copied by Concat/Transpose/Split/..., and the
         number of movement nodes); works on numbers and on LArrays of them."""
         c = self.calibration
-        return c.get("per_copied_melement_ms", 0.0) * copy_elements / 1e6 + c.get("per_movement_node_ms", 0.0) * nodes
+        return self.speed_factor * (c.get("per_copied_melement_ms", 0.0) * copy_elements / 1e6
+                                    + c.get("per_movement_node_ms", 0.0) * nodes)
 
     def graph_extra_costs(self, graph: Any) -> list[tuple[Any, Any]]:
         """``(op, ms)`` of the data-movement ops of a traced graph (for the cost-table engine)."""

@@ -144,9 +144,12 @@ def predict_latency(model_or_onnx_path: Any, dummy_input: Any = None, device: st
         source = "torch"
     sigs = [r["signature"] for r in rows]
     notes = []
+    if pred.speed:
+        notes.append(f"times scaled by the speed factor {pred.speed_factor:.4f} (the machine now against the "
+                     f"predictor's training session, speed check of {pred.speed.get('measured', '?')})")
     if sigs:
         details = pred.kernels.predict_details(sigs, context=model_weight_bytes(sigs))
-        costs = np.maximum(0.0, pred.calibration["scale"] * details["ms"].to_numpy() + pred.calibration["per_kernel_ms"])
+        costs = pred.calibrate(details["ms"].to_numpy())
         regressor = details["model"].to_list()
     else:
         costs, regressor = np.zeros(0), []

@@ -1,0 +1,108 @@
+"""Speed checks for a predictor: how much faster or slower the machine runs now than when it was trained.
+
+A predictor's milliseconds are at the speed of its training session. A shared machine drifts: on this
+project's host the same models ran 11% slower one evening than in training, and within 10 minutes the host had
+moved by that much (README, "Predicting latency"). :func:`speed_check` measures some of the predictor's own
+training models again (their configs and end-to-end times ship next to it, in ``<predictor>.data.json``), the
+way they were measured in training (interleaved, each run paired with the predictor's reference model), and
+returns the median of their times now over their stored times: a :class:`~hwnas.hw.speed.SpeedCheck`, as for a
+LUT. ``predictor.with_speed(check.factor)`` then scales every calibrated cost. Ranking models does not need it;
+absolute milliseconds on a drifting machine do.
+
+Example:
+    >>> import torch, hwnas
+    >>> from hwnas.predict import load_predictor, speed_check
+    >>> predictor = load_predictor(device="cpu-ort-1t")
+    >>> check = speed_check(predictor, n=4)                      # about 20 seconds
+    >>> 0.5 < check.factor < 2.0
+    True
+    >>> now = predictor.with_speed(check.factor)
+    >>> rec = hwnas.predict_latency(hwnas.zoo.create("resnet18").eval(), torch.randn(1, 3, 160, 160),
+    ...                             predictor=now)
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.hw.speed import SpeedCheck
+from hwnas.io import read_json
+from hwnas.predict.predictor import LatencyPredictor, PredictorError
+from hwnas.predict.train import Reference, export_training_model, measure_interleaved
+
+__all__ = ["speed_check", "training_models", "compare_with_training"]
+
+log = logging.getLogger(__name__)
+
+
+def training_models(predictor: LatencyPredictor) -> list[dict[str, Any]]:
+    """The predictor's training models that were measured interleaved (``config``, ``end_to_end_ms``, ...), from
+    ``<predictor file>.data.json``.
+
+    Raises:
+        PredictorError: the predictor has no file, or its training data are not next to it.
+    """
+    data = Path(str(predictor.path) + ".data.json") if predictor.path is not None else None
+    if data is None or not data.is_file():
+        raise PredictorError(f"a speed check measures the predictor's training models again, which are listed in "
+                             f"its training data, expected at {str(data) if data else '<predictor file>.data.json'!r}; "
+                             "that file is not there. Keep the .data.json that train() wrote next to the .skops file.")
+    models = [m for m in read_json(data, "predictor training data").get("models", [])
+              if m.get("interleaved") and m.get("end_to_end_ms")]
+    if not models:
+        raise PredictorError(f"{str(data)!r} holds no training model with an interleaved end-to-end time; a "
+                             "speed check compares against those. Train the predictor again with this hwnas.")
+    return models
+
+
+def compare_with_training(models: list[dict[str, Any]], measured_ms: list[float]) -> SpeedCheck:
+    """The :class:`~hwnas.hw.speed.SpeedCheck` of training ``models`` measured now (``measured_ms``, at this
+    session's speed, in the same order): the median of now over their stored ``end_to_end_ms``."""
+    if len(models) != len(measured_ms):
+        raise ValueError(f"compare_with_training: {len(measured_ms)} times for {len(models)} training models; "
+                         "pass one time per model, in the same order.")
+    return SpeedCheck.from_ratios([t / m["end_to_end_ms"] for m, t in zip(models, measured_ms)],
+                                  [m["config"] for m in models])
+
+
+def speed_check(predictor: LatencyPredictor, n: int = 16, measurements: int = 2, seed: int = 0,
+                progress: bool = False) -> SpeedCheck:
+    """Measure ``n`` of the predictor's training models now and compare with their times in training.
+
+    Args:
+        predictor: a loaded :class:`LatencyPredictor` (its device, reference model and training data are used).
+        n: how many training models (seeded random choice; all of them if fewer).
+        measurements: separate interleaved measurements, as in training (a model's time is their geometric mean).
+        seed: which models, and the round order.
+        progress: show progress bars.
+
+    Returns:
+        A :class:`~hwnas.hw.speed.SpeedCheck`; ``predictor.with_speed(check.factor, **check.record())`` applies it.
+
+    Raises:
+        PredictorError: no training data next to the predictor (see :func:`training_models`).
+        ValueError: ``n`` or ``measurements`` below 1.
+    """
+    if n < 1 or measurements < 1:
+        raise ValueError(f"speed_check: n and measurements must be at least 1, got n={n}, measurements={measurements}.")
+    models = training_models(predictor)
+    pick = np.random.default_rng(seed).permutation(len(models))[:n]
+    models = [models[i] for i in sorted(pick)]
+    ref_meta = predictor.metadata.get("reference")
+    with tempfile.TemporaryDirectory(prefix="hwnas-predictor-speed-") as work:
+        ref = Reference(predictor.device, work, config=ref_meta["config"], ms=ref_meta["ms"]) if ref_meta else None
+        paths, inputs = zip(*[export_training_model(m["config"], Path(work) / f"training-{i}.onnx")
+                              for i, m in enumerate(models)])
+        out = measure_interleaved(list(paths), list(inputs), predictor.device, [m["end_to_end_ms"] for m in models],
+                                  ref, measurements=measurements, seed=seed, progress=progress)
+    # measure_interleaved returns times at the training session's speed basis (the reference alone); back to now
+    scale = ref.scale if ref is not None else 1.0
+    check = compare_with_training(models, [o["ms"] / scale for o in out])
+    log.info("predictor speed check on %s: %.4f x the training times (spread %.4f over %d models)",
+             predictor.device.name, check.factor, check.spread, len(models))
+    return check
