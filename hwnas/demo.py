@@ -38,7 +38,9 @@ import torch
 
 import hwnas
 from hwnas.export import export, save_arch, to_onnx
-from hwnas.hw import create_session, measure_many, paired_speed_factor, pairing_reference
+from hwnas.hw import create_session, measure_many, paired_speed_factor, pairing_reference, reference_subnets
+from hwnas.hw.lut import LUTError
+from hwnas.hw.speed import compare_with_build
 from hwnas.io import atomic_write_json
 from hwnas.report.plots import plot_pareto
 from hwnas.report.summary import format_number
@@ -159,6 +161,7 @@ class DemoResult:
     phases_s: dict[str, float] = field(default_factory=dict)
     search: Any = field(default=None, repr=False)
     speed_factor: float = 1.0
+    speed_source: str = "the LUT's reference subnet"
 
     def row(self, name: str) -> DemoRow:
         return next(r for r in self.rows if r.name == name)
@@ -175,8 +178,9 @@ class DemoResult:
         lines.append("")
         lines.append("val/test acc: shared supernet weights after BN recalibration; fine-tuned: the exported subnet "
                      "after fine-tuning; ONNX: that model in ONNX Runtime. pred ms: LUT, times the machine's speed "
-                     f"now against the LUT build ({self.speed_factor:.3f}, from the LUT's reference subnet); meas ms: "
-                     f"ONNX Runtime ({DEVICE}), each run paired with that reference.")
+                     f"now against the LUT build ({self.speed_factor:.3f}, from {self.speed_source} measured in the "
+                     f"same rounds); meas ms: ONNX Runtime ({DEVICE}), each run paired with the LUT's reference "
+                     "subnet.")
         cons = ", ".join(f"{k} {v}" for k, v in self.constraints.items())
         lines.append(f"search: {self.num_trials} trials under {cons}; {self.seconds:.0f} s in all "
                      f"({', '.join(f'{k} {v:.0f} s' for k, v in self.phases_s.items())})")
@@ -278,12 +282,24 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
         if pair is not None:
             pair_kw = {"reference": to_onnx(export(space, pair), x1, out / ".pairing_reference.onnx"),
                        "reference_input": x1, "min_turn_ms": 2.0}
-        records = measure_many(list(onnx_paths.values()), DEVICE, x1, seed=seed, progress=progress, **cfg["measure"],
-                               **pair_kw)
-        if pair is not None:
-            pair_kw["reference"].unlink()
+        # a speed check in the same rounds: 8 of the LUT's build subnets, their times now over theirs at the build
+        # (one reference model alone was up to 15% off the others' change on the shared host)
+        try:
+            refs = reference_subnets(latency.lut, space, x1, n=8, seed=seed)
+        except LUTError:  # a LUT built before interleaved end-to-end passes: the pairing reference alone
+            refs = []
+        ref_paths = [to_onnx(export(space, r["sample"]), x1, out / f".speed_check_{i}.onnx") for i, r in enumerate(refs)]
+        records = measure_many(list(onnx_paths.values()) + ref_paths, DEVICE, x1, seed=seed, progress=progress,
+                               **cfg["measure"], **pair_kw)
+        for path in ref_paths + ([pair_kw["reference"]] if pair is not None else []):
+            path.unlink()
+        checked, records = records[len(onnx_paths):], records[:len(onnx_paths)]
         # against the build; a LUT with a stored speed check already scales its costs by lut.speed_factor
-        factor = paired_speed_factor(latency.lut, x1, records) if pair is not None else None
+        if refs:
+            factor, speed_source = compare_with_build(latency.lut, refs, checked).factor, f"{len(refs)} build subnets"
+        else:
+            factor = paired_speed_factor(latency.lut, x1, records) if pair is not None else None
+            speed_source = "the LUT's reference subnet"
         speed = factor / latency.lut.speed_factor if factor else 1.0
         rows = []
         for (name, sample), rec in zip(picks.items(), records):
@@ -319,12 +335,12 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
                           {"latency_ms": f"<= {result.constraints[0].bound:.4f} ms ({LATENCY_BUDGET} of the largest)",
                            "flops": f"in [{format_number(window.low_)}, {format_number(window.high_)}] "
                                     f"({FLOPS_RANGE[0]}-{FLOPS_RANGE[1]} of the largest)"},
-                          len(result.history), time.perf_counter() - t_start, phases, result, speed)
+                          len(result.history), time.perf_counter() - t_start, phases, result, speed, speed_source)
         files["summary"] = out / "summary.json"
         atomic_write_json(files["summary"], {
             "rows": [asdict(r) for r in rows], "constraints": demo.constraints, "trials": demo.num_trials,
             "seconds": demo.seconds, "phases_s": phases, "quick": quick, "seed": seed, "speed_factor": speed,
-            "settings": json.loads(json.dumps(cfg)), "torch_threads": threads})
+            "speed_source": speed_source, "settings": json.loads(json.dumps(cfg)), "torch_threads": threads})
         return demo
     finally:
         torch.set_num_threads(old_threads)

@@ -35,10 +35,10 @@ def test_demo_quick(tmp_path, capsys):
     for r in rows.values():
         assert r["test_acc_onnx"] == r["test_acc_finetuned"] and r["onnx_agreement"] == 1.0
         assert r["measured_ms"] > 0 and r["predicted_ms"] > 0
-        # the table's prediction is the LUT's, scaled by the machine's speed now against the build (measured on
-        # the LUT's pairing reference): a shared host drifts by some 10%, never by a factor of two
+        # the table's prediction is the LUT's, scaled by the machine's speed now against the build (a speed check
+        # of the LUT's build subnets in the same rounds): a shared host drifts by 10% to 40%, not by a factor of two
         assert abs(r["predicted_now_ms"] - summary["speed_factor"] * r["predicted_ms"]) < 1e-12
-    assert 0.5 < summary["speed_factor"] < 2.0
+    assert 0.5 < summary["speed_factor"] < 2.0 and summary["speed_source"] == "8 build subnets"
     # the chosen subnet met the latency budget (predicted) and the FLOPs window, checked independently
     space = hwnas.spaces.create("digits")
     x = torch.zeros(1, 1, 8, 8)
