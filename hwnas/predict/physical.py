@@ -87,7 +87,8 @@ def physical_terms(signature: str | KernelSignature, block: int = 16) -> tuple[s
         act = str(at.get("act", "none"))
         return fam, {"mac": macs, f"mac_{regime}": macs, "in": _prod(x) * pin, "out": out,
                      "weights": float(cout * (cin // g) * _prod(k)), "one": 1.0,
-                     "act": out * float(act in HEAVY_ACTS), "act_pass": out * float(act not in IN_KERNEL_ACTS), "add": out * float(int(at.get("add", 0)) == 1)}
+                     "act": out * float(act in HEAVY_ACTS), "act_pass": out * float(act not in IN_KERNEL_ACTS),
+                     "add": out * float(int(at.get("add", 0)) == 1)}
     if fam == "linear":
         x, y = sig.inputs[0], sig.output
         rows, kin, kout = _prod(x[:-1]), x[-1], y[-1]
