@@ -20,8 +20,8 @@ speed now against then (``speed_factor``) is the speed check of the LUT benchmar
 training models (``<predictor>.data.json``): all of them are measured again, interleaved with the test models in
 the same measurements, and the factor is the median of their times now over their stored times. The
 ``corrected_*`` columns compare the predictions times that factor, the raw ones the predictions as they are.
-(The reference model timed alone, ``reference_alone_factor``, said 15% slower in two runs while the other models
-ran 3% to 11% slower: one model alone does not tell the machine's speed.) Prints and writes
+(The reference model timed alone, ``reference_alone_factor``, was 4% to 12% off the other models' change in three
+runs: one model alone does not tell the machine's speed.) Prints and writes
 benchmarks/results/predictor_accuracy.csv (summary), predictor_accuracy_models.csv (every model) and
 predictor_accuracy.png (predicted vs measured).
 

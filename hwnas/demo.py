@@ -283,7 +283,7 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
             pair_kw = {"reference": to_onnx(export(space, pair), x1, out / ".pairing_reference.onnx"),
                        "reference_input": x1, "min_turn_ms": 2.0}
         # a speed check in the same rounds: 8 of the LUT's build subnets, their times now over theirs at the build
-        # (one reference model alone was up to 15% off the others' change on the shared host)
+        # (one reference model alone was 4% to 12% off the others' change on the shared host)
         try:
             refs = reference_subnets(latency.lut, space, x1, n=8, seed=seed)
         except LUTError:  # a LUT built before interleaved end-to-end passes: the pairing reference alone
