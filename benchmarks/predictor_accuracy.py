@@ -150,19 +150,17 @@ def main() -> None:
         ref_meta = pred.metadata.get("reference")
         dev = get_device(args.device)
         if ref_meta:  # the model every training measurement was paired with, and its time alone then
-            ref = Reference(dev, work, config=ref_meta["config"], ms=ref_meta["ms"])
+            ref = Reference(dev, work, **ref_meta)
             alone = ref.speed_factor
-        # at the speed basis of the training data (Reference.scale), as the training models' times are
+        # at this session's speed: the predictor predicts at the training session's, the speed check tells the two
         both = rows + checks
         meas = measure_interleaved([r["path"] for r in both], [r["x"] for r in both], dev,
                                    [r["predicted_ms"] for r in both], ref, measurements=args.measurements,
-                                   seed=args.seed, progress=True)
+                                   seed=args.seed, progress=True, speed_basis=False)
         if ref is not None:  # the speed alone again after measuring: the mean of before and after
             alone = 0.5 * (alone + ref.time_alone(dev) / ref.ms)
     for r, m in zip(both, meas):
-        # back at this session's speed: the predictor predicts at the training session's speed
-        r["measured_ms"] = m["ms"] / (ref.scale if ref is not None else 1.0)
-        r["measurements_ms"] = [v / (ref.scale if ref is not None else 1.0) for v in m["measurements_ms"]]
+        r["measured_ms"], r["measurements_ms"] = m["ms"], m["measurements_ms"]
     # how much slower (> 1) the machine runs now than when the training models were measured
     factor = float("nan")
     if checks:
@@ -170,8 +168,6 @@ def main() -> None:
         factor = check.factor
         print(f"speed check: {len(checks)} training models measured again run {factor:.3f}x their stored times "
               f"(+-{check.spread:.3f}, half the interquartile range); the reference alone says {alone:.3f}")
-    for r in rows:
-        r["speed_factor"] = factor
     minutes = (time.perf_counter() - t0) / 60
     tr = pred.metadata["training"]
     summary = []
@@ -183,15 +179,14 @@ def main() -> None:
             continue
         pred_ms = np.array([r[key] for r in rs])
         meas_ms = np.array([r["measured_ms"] for r in rs])
-        factor = np.array([r["speed_factor"] for r in rs])
         st = accuracy_stats(pred_ms, meas_ms)
-        sc = accuracy_stats(pred_ms * factor, meas_ms) if np.all(np.isfinite(factor)) else \
+        sc = accuracy_stats(pred_ms * factor, meas_ms) if np.isfinite(factor) else \
             {k: float("nan") for k in st}
         rt = accuracy_stats(*(np.array([r["measurements_ms"][k] for r in rs]) for k in (0, 1))) \
             if args.measurements > 1 else {"kendall_tau": float("nan"), "rmspe": float("nan")}
         summary.append((label, args.device, len(rs), st["within_5pct"], st["within_10pct"], st["rmspe"],
                         st["kendall_tau"], st["median_abs_err_pct"], st["mean_err_pct"],
-                        float(np.median(factor)), alone, sc["within_5pct"], sc["within_10pct"], sc["rmspe"],
+                        factor, alone, sc["within_5pct"], sc["within_10pct"], sc["rmspe"],
                         sc["mean_err_pct"], rt["kendall_tau"], rt["rmspe"], tr["kernel_measurements"], tr["models"],
                         round(tr["minutes"], 2)))
     header = ["set", "device", "models", "within_5pct", "within_10pct", "rmspe", "kendall_tau", "median_abs_err_pct",

@@ -95,14 +95,12 @@ def speed_check(predictor: LatencyPredictor, n: int = 16, measurements: int = 2,
     models = [models[i] for i in sorted(pick)]
     ref_meta = predictor.metadata.get("reference")
     with tempfile.TemporaryDirectory(prefix="hwnas-predictor-speed-") as work:
-        ref = Reference(predictor.device, work, config=ref_meta["config"], ms=ref_meta["ms"]) if ref_meta else None
+        ref = Reference(predictor.device, work, **ref_meta) if ref_meta else None
         paths, inputs = zip(*[export_training_model(m["config"], Path(work) / f"training-{i}.onnx")
                               for i, m in enumerate(models)])
         out = measure_interleaved(list(paths), list(inputs), predictor.device, [m["end_to_end_ms"] for m in models],
-                                  ref, measurements=measurements, seed=seed, progress=progress)
-    # measure_interleaved returns times at the training session's speed basis (the reference alone); back to now
-    scale = ref.scale if ref is not None else 1.0
-    check = compare_with_training(models, [o["ms"] / scale for o in out])
+                                  ref, measurements=measurements, seed=seed, progress=progress, speed_basis=False)
+    check = compare_with_training(models, [o["ms"] for o in out])
     log.info("predictor speed check on %s: %.4f x the training times (spread %.4f over %d models)",
              predictor.device.name, check.factor, check.spread, len(models))
     return check

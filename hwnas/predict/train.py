@@ -258,19 +258,22 @@ GROUP_SETTINGS = {"short": dict(warmup=10, repeats=3, rounds=15, min_turn_ms=2.0
 
 def measure_interleaved(paths: list[Path], inputs: list[Any], device: Device, expected_ms: list[float],
                         reference: Reference | None, measurements: int = 2, seed: int = 0,
-                        progress: bool = False) -> list[dict[str, Any]]:
+                        progress: bool = False, speed_basis: bool = True) -> list[dict[str, Any]]:
     """Measure models end to end, all interleaved: those expected under :data:`LONG_MS` together, the longer ones
     together (fewer runs), each run paired with the reference's one open session (``reference.runner``), in
     ``measurements`` separate measurements (each opens its own sessions; the time is their geometric mean).
 
+    Args:
+        speed_basis: return times at the reference's speed basis (the first training session's, as training
+            stores them); ``False``: at this session's speed (to compare with stored times, a speed check).
+
     Returns:
-        per model ``{"ms": paired ms at the reference's speed basis (the median without a reference),
-        "measurements_ms": [...]}``.
+        per model ``{"ms": paired ms (the median without a reference), "measurements_ms": [...]}``.
     """
     groups = {"short": [i for i, e in enumerate(expected_ms) if e < LONG_MS],
               "long": [i for i, e in enumerate(expected_ms) if e >= LONG_MS]}
     each: list[list[float]] = [[] for _ in paths]
-    scale = reference.scale if reference is not None else 1.0
+    scale = reference.scale if reference is not None and speed_basis else 1.0
     kw = {"reference": reference.runner} if reference is not None else {}
     for c in range(measurements):
         for g, (name, idx) in enumerate(groups.items()):
