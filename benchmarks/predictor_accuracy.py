@@ -18,8 +18,12 @@ geometric mean of the two, and ``retest_*`` compares them (how far two measureme
 here, a ceiling for any prediction). The predictions are at the speed of the training session. The machine's
 speed now against then (``speed_factor``) is the speed check of the LUT benchmark done with the predictor's own
 training models (``<predictor>.data.json``): all of them are measured again, interleaved with the test models in
-the same measurements, and the factor is the median of their times now over their stored times. The
-``corrected_*`` columns compare the predictions times that factor, the raw ones the predictions as they are.
+the same measurements, and the factor is the median of their times now over their stored times. Small models
+drift more than large ones on this host, so the check also fits a size term (``speed_size_slope``: the slope of
+ln(ratio) over ln(time then), kept only when it predicts each training model's ratio from the others' better
+than the median does; see ``hwnas.hw.SpeedCheck``). The ``corrected_*`` columns compare the predictions times
+the check's factor for their size (what ``predictor.with_speed(check)`` gives), ``one_factor_*`` times the
+median factor, the raw ones the predictions as they are.
 (The reference model timed alone, ``reference_alone_factor``, was 4% to 12% off the other models' change in three
 runs: one model alone does not tell the machine's speed.) Prints and writes
 benchmarks/results/predictor_accuracy.csv (summary), predictor_accuracy_models.csv (every model) and
@@ -123,6 +127,60 @@ def training_models(pred, work: Path) -> list[dict]:
     return rows
 
 
+def read_models(path: Path) -> tuple[list[dict], list[dict]]:
+    """The rows of an earlier run's ``predictor_accuracy*_models.csv``: the test models, and the training models
+    of its speed check (their stored time in ``predicted_ms``)."""
+    rows, checks = [], []
+    with path.open(newline="") as f:
+        for r in csv.DictReader(f):
+            row = {**r, "predicted_ms": float(r["predicted_ms"]), "predicted_onnx_ms": float(r["predicted_onnx_ms"]),
+                   "measured_ms": float(r["measured_ms"]), "measurements_ms": json.loads(r["measurements_ms"])}
+            if r["set"] == "speed check":
+                row["training_model"] = {"end_to_end_ms": row["predicted_ms"], "config": r["model"]}
+                checks.append(row)
+            else:
+                rows.append(row)
+    return rows, checks
+
+
+def summarize(rows: list[dict], checks: list[dict], alone: float, tr: dict, device: str, measurements: int,
+              tag: str) -> None:
+    """Score the measured ``rows`` (raw, and corrected by the speed check of the measured ``checks``); print and
+    write ``benchmarks/results/<tag>.csv``."""
+    factor, slope, check = float("nan"), float("nan"), None  # how much slower (> 1) the machine runs now
+    if checks:
+        check = speed.compare_with_training([r["training_model"] for r in checks], [r["measured_ms"] for r in checks])
+        factor, slope = check.factor, check.slope
+        print(f"speed check: {len(checks)} training models measured again run {check.describe()} their stored "
+              f"times (spread: half the interquartile range); the reference alone says {alone:.3f}")
+    summary = []
+    sets = [("a: space subnets", [r for r in rows if r["set"] == "a"], "predicted_ms"),
+            ("b: zoo (from torch)", [r for r in rows if r["set"] == "b"], "predicted_ms"),
+            ("b: zoo (from ONNX)", [r for r in rows if r["set"] == "b"], "predicted_onnx_ms")]
+    for label, rs, key in sets:
+        if not rs:
+            continue
+        pred_ms = np.array([r[key] for r in rs])
+        meas_ms = np.array([r["measured_ms"] for r in rs])
+        st = accuracy_stats(pred_ms, meas_ms)
+        nan = {k: float("nan") for k in st}
+        sc = accuracy_stats(pred_ms * check.factor_at(pred_ms), meas_ms) if check else nan  # what with_speed gives
+        s1 = accuracy_stats(pred_ms * factor, meas_ms) if check else nan  # one factor for every size
+        rt = accuracy_stats(*(np.array([r["measurements_ms"][k] for r in rs]) for k in (0, 1))) \
+            if measurements > 1 else {"kendall_tau": float("nan"), "rmspe": float("nan")}
+        summary.append((label, device, len(rs), st["within_5pct"], st["within_10pct"], st["rmspe"],
+                        st["kendall_tau"], st["median_abs_err_pct"], st["mean_err_pct"], factor, slope, alone,
+                        sc["within_5pct"], sc["within_10pct"], sc["rmspe"], sc["mean_err_pct"], s1["within_5pct"],
+                        s1["within_10pct"], s1["mean_err_pct"], rt["kendall_tau"], rt["rmspe"],
+                        tr["kernel_measurements"], tr["models"], round(tr["minutes"], 2)))
+    header = ["set", "device", "models", "within_5pct", "within_10pct", "rmspe", "kendall_tau", "median_abs_err_pct",
+              "mean_err_pct", "speed_factor", "speed_size_slope", "reference_alone_factor", "corrected_within_5pct",
+              "corrected_within_10pct", "corrected_rmspe", "corrected_mean_err_pct", "one_factor_within_5pct",
+              "one_factor_within_10pct", "one_factor_mean_err_pct", "retest_kendall_tau", "retest_rmspe",
+              "kernel_measurements", "training_models", "training_minutes"]
+    write_table(tag, header, summary)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu-ort-1t")
@@ -135,10 +193,17 @@ def main() -> None:
     ap.add_argument("--measurements", type=int, default=2,
                     help="separate measurements of all models (the time is their geometric mean; the retest compares "
                          "the first two)")
+    ap.add_argument("--rescore", metavar="MODELS_CSV", default=None,
+                    help="measure nothing: score the models of an earlier run (a predictor_accuracy*_models.csv) "
+                         "again with this hwnas's speed check, into the same name with _rescored for _models")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     pin_threads(1)
     pred = load_predictor(args.predictor, device=args.device)
+    if args.rescore:
+        tag = Path(args.rescore).stem.replace("_models", "_rescored")
+        summarize(*read_models(Path(args.rescore)), float("nan"), pred.metadata["training"], args.device, 2, tag)
+        return
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hwnas-pacc-") as tmp:
         work = Path(tmp)
@@ -161,41 +226,10 @@ def main() -> None:
             alone = 0.5 * (alone + ref.time_alone(dev) / ref.ms)
     for r, m in zip(both, meas):
         r["measured_ms"], r["measurements_ms"] = m["ms"], m["measurements_ms"]
-    # how much slower (> 1) the machine runs now than when the training models were measured
-    factor = float("nan")
-    if checks:
-        check = speed.compare_with_training([r["training_model"] for r in checks], [r["measured_ms"] for r in checks])
-        factor = check.factor
-        print(f"speed check: {len(checks)} training models measured again run {factor:.3f}x their stored times "
-              f"(+-{check.spread:.3f}, half the interquartile range); the reference alone says {alone:.3f}")
     minutes = (time.perf_counter() - t0) / 60
     tr = pred.metadata["training"]
-    summary = []
-    sets = [("a: space subnets", [r for r in rows if r["set"] == "a"], "predicted_ms"),
-            ("b: zoo (from torch)", [r for r in rows if r["set"] == "b"], "predicted_ms"),
-            ("b: zoo (from ONNX)", [r for r in rows if r["set"] == "b"], "predicted_onnx_ms")]
-    for label, rs, key in sets:
-        if not rs:
-            continue
-        pred_ms = np.array([r[key] for r in rs])
-        meas_ms = np.array([r["measured_ms"] for r in rs])
-        st = accuracy_stats(pred_ms, meas_ms)
-        sc = accuracy_stats(pred_ms * factor, meas_ms) if np.isfinite(factor) else \
-            {k: float("nan") for k in st}
-        rt = accuracy_stats(*(np.array([r["measurements_ms"][k] for r in rs]) for k in (0, 1))) \
-            if args.measurements > 1 else {"kendall_tau": float("nan"), "rmspe": float("nan")}
-        summary.append((label, args.device, len(rs), st["within_5pct"], st["within_10pct"], st["rmspe"],
-                        st["kendall_tau"], st["median_abs_err_pct"], st["mean_err_pct"],
-                        factor, alone, sc["within_5pct"], sc["within_10pct"], sc["rmspe"],
-                        sc["mean_err_pct"], rt["kendall_tau"], rt["rmspe"], tr["kernel_measurements"], tr["models"],
-                        round(tr["minutes"], 2)))
-    header = ["set", "device", "models", "within_5pct", "within_10pct", "rmspe", "kendall_tau", "median_abs_err_pct",
-              "mean_err_pct", "speed_factor", "reference_alone_factor", "corrected_within_5pct",
-              "corrected_within_10pct", "corrected_rmspe",
-              "corrected_mean_err_pct", "retest_kendall_tau", "retest_rmspe", "kernel_measurements",
-              "training_models", "training_minutes"]
     tag = "predictor_accuracy"
-    write_table(tag, header, summary)
+    summarize(rows, checks, alone, tr, args.device, args.measurements, tag)
     with (RESULTS / f"{tag}_models.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["set", "model", "resolution", "sample", "predicted_ms", "predicted_onnx_ms", "measured_ms",

@@ -417,6 +417,37 @@ def test_speed_check_measures_training_models_again_and_scales_every_cost(shippe
         speed_check(load_predictor(saved, device="cpu-ort-1t"))
 
 
+def test_a_speed_check_with_a_size_term_scales_each_model_by_its_own_factor(shipped):
+    from hwnas.hw import SpeedCheck
+
+    rng = np.random.default_rng(0)  # small models 15% slower, large ones 2%: as on this host overnight
+    t = np.exp(rng.uniform(np.log(0.3), np.log(120), 47))
+    check = SpeedCheck.from_ratios(1.10 * (t / 5) ** -0.025 * np.exp(rng.normal(0, 0.01, 47)), times_ms=t)
+    assert check.slope < 0
+    now = shipped.with_speed(check)
+    assert now.speed_factor == check.factor and now.speed["curve"] == check.curve()
+    assert now.speed["subnets"] == 47  # the check's record is kept
+    for name, res in (("resnet18", 160), ("mobilenet_v3_small", 96)):  # about 19 ms and 1 ms
+        model, x = zoo.create(name).eval(), torch.randn(1, 3, res, res)
+        base, scaled = (predict_latency(model, x, predictor=p) for p in (shipped, now))
+        assert scaled.total_ms == pytest.approx(base.total_ms * check.factor_at(base.total_ms), rel=1e-9)
+        assert scaled.layers["predicted_ms"].sum() + scaled.overhead_ms == pytest.approx(scaled.total_ms, rel=1e-9)
+        assert any("size term" in n for n in scaled.notes)
+    # the profiler scales each sample's total the same way; sums of costs (expectation) take the median factor
+    space = hwnas.spaces.create("digits").eval()
+    xd = torch.randn(1, 1, 8, 8)
+    base, scaled = (hwnas.LatencyProfiler(space, xd, predictor=p) for p in (shipped, now))
+    samples = [space.random_sample(i) for i in range(4)]
+    then = base.profile_batch(samples)
+    assert scaled.profile_batch(samples) == pytest.approx(then * check.factor_at(then), rel=1e-9)
+    assert scaled.profile(samples[0]) == pytest.approx(then[0] * check.factor_at(then[0]), rel=1e-9)
+    uniform = {lab: np.full(n, 1 / n) for lab, n in base.model.sizes.items()}
+    assert float(scaled.expectation(uniform)) == pytest.approx(check.factor * float(base.expectation(uniform)),
+                                                               rel=1e-9)
+    with pytest.raises(ValueError, match=r"n and measurements must be at least 1, got n=0.*n=4 a few seconds"):
+        speed_check(shipped, n=0)
+
+
 def test_cli_predict(tmp_path, capsys):
     from hwnas.cli import main
 
@@ -427,7 +458,7 @@ def test_cli_predict(tmp_path, capsys):
     assert "predicted" in out and (tmp_path / "l.csv").exists()
     assert main(["predict", "squeezenet1_0", "--input", "1,3,64,64", "--speed-check", "2"]) == 0
     out = capsys.readouterr().out
-    assert "speed check: the machine runs at" in out and "over 2 training models" in out
+    assert "speed check: the machine runs at" in out and "over 2 models" in out
     assert main(["predict", "nope.onnx"]) == 2
     assert "neither an ONNX file nor a zoo model" in capsys.readouterr().err
 

@@ -16,7 +16,14 @@ from hwnas.hw.lut import LUT, FingerprintWarning, LUTError
 from hwnas.hw.measure import LatencyRecord, measure, measure_many, open_reference, session_overhead_ms
 from hwnas.hw.profiling import NodeProfile, optimized_graph, profile_nodes, profile_run
 from hwnas.hw.session import create_session, export_onnx, make_feed
-from hwnas.hw.speed import SpeedCheck, paired_speed_factor, pairing_reference, reference_subnets, speed_check
+from hwnas.hw.speed import (
+    SpeedCheck,
+    paired_speed_factor,
+    pairing_reference,
+    reference_subnets,
+    size_factor,
+    speed_check,
+)
 
 __all__ = [
     "OPSET",
@@ -52,5 +59,6 @@ __all__ = [
     "reference_subnets",
     "pairing_reference",
     "paired_speed_factor",
+    "size_factor",
     "speed_check",
 ]

@@ -122,6 +122,22 @@ class LatencyProfiler(Profiler):
                 yield op, cost, op.activity
         yield None, self.overhead_ms, 1
 
+    def profile(self, sample: dict[str, Any]) -> float:
+        """Predicted ms of one sample (see :meth:`_at_speed` for a predictor's size-aware speed)."""
+        return self._at_speed(self.model.profile(sample))
+
+    def profile_batch(self, samples: np.ndarray | Any) -> np.ndarray:
+        """Predicted ms of many samples (as :meth:`profile`)."""
+        return self._at_speed(self.model.profile_batch(samples))
+
+    def _at_speed(self, ms: Any) -> Any:
+        """A LUT (or a predictor alone) with a speed check's size term (``with_speed(check)``) scales each
+        sample's total by the check's factor for its size, as :func:`hwnas.predict_latency` does; costs,
+        :meth:`expectation` and :meth:`kernel_costs` stay at the check's median factor (they are sums of
+        per-kernel costs)."""
+        source = self.lut if self.lut is not None else self.predictor
+        return source.at_model_speed(ms) if hasattr(source, "at_model_speed") else ms
+
     @property
     def overhead_ms(self) -> float:
         """The model's fixed overhead: the LUT's calibrated overhead, or the predictor's without a LUT."""

@@ -3,9 +3,10 @@
 A shared machine (a cloud VM, a laptop on battery, a box with other jobs) changes speed by a few percent
 from hour to hour, all kernels alike. A LUT holds the build's subnets with their end-to-end times
 (measured interleaved at the end of the build); :func:`speed_check` exports a few of them, measures them
-again, and returns the median ratio now / at build. ``lut.with_speed(check.factor)`` then gives a LUT
-whose every kernel cost and overhead is scaled by it, and ``hwnas lut speed-check --write`` stores the
-factor in the LUT file (it loads with it from then on). The relative accuracy of the LUT does not depend
+again, and returns the median ratio now / at build (and a size term when models of different sizes moved
+differently, see :class:`SpeedCheck`). ``lut.with_speed(check)`` then gives a LUT whose every kernel cost and
+overhead is scaled by it (whole-model totals by the factor for their size), and ``hwnas lut speed-check
+--write`` stores it in the LUT file (it loads with it from then on). The relative accuracy of the LUT does not depend
 on this; absolute milliseconds on a drifting machine do.
 
 Example:
@@ -16,7 +17,7 @@ Example:
     >>> check = speed_check(lut, space, torch.randn(1, 1, 8, 8), n=4)   # a few seconds
     >>> 0.5 < check.factor < 2.0
     True
-    >>> profiler = hwnas.LatencyProfiler(space, torch.randn(1, 1, 8, 8), lut=lut.with_speed(check.factor))
+    >>> profiler = hwnas.LatencyProfiler(space, torch.randn(1, 1, 8, 8), lut=lut.with_speed(check))
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from hwnas.hw.measure import measure_many
 from hwnas.hw.session import export_onnx
 from hwnas.space.space import collect_choices, validate_sample
 
-__all__ = ["SpeedCheck", "reference_subnets", "pairing_reference", "paired_speed_factor", "speed_check",
+__all__ = ["SpeedCheck", "size_factor", "at_model_speed", "speed_record", "reference_subnets", "pairing_reference", "paired_speed_factor", "speed_check",
            "measure_subnets", "compare_with_build"]
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,12 @@ class SpeedCheck:
     """The outcome of a speed check: :func:`speed_check` for a LUT, :func:`hwnas.predict.speed_check` for a
     predictor.
 
+    Drift need not be uniform: on this project's host, models of a few ms slowed by 10-15% while models of 70-120
+    ms kept their speed, in two runs a day apart (README, "Predicting latency"). When the models' times then are
+    given, the check also fits a size term, ``ln(ratio) = intercept + slope * ln(time then)`` (Theil-Sen: the
+    median of pairwise slopes, robust to a few odd models), and keeps it only if it predicts each model's ratio
+    from the others' (leave-one-out) better than their median does; :meth:`factor_at` applies it.
+
     Attributes:
         factor: median over the models measured again of (end-to-end now) / (end-to-end then: at the LUT's
             build, or in the predictor's training).
@@ -56,6 +63,12 @@ class SpeedCheck:
         spread: half the interquartile range of the ratios (how consistently they moved).
         measured: when (ISO time).
         samples: the reference subnets' samples (a LUT) or the training models' configs (a predictor).
+        times_ms: each model's time then (empty when not given).
+        slope: the size term's slope (0: no size term, the factor is the same for every model).
+        intercept: the size term's intercept (``ln(factor)`` without one).
+        range_ms: the shortest and longest time then; :meth:`factor_at` holds the factor flat outside it.
+        loo_rmse: leave-one-out RMS error of ``ln(ratio)``: ``{"median": ..., "size": ...}`` (empty when no size
+            term was tried: fewer than :attr:`MIN_MODELS_FOR_SIZE` models or times within a factor of 2).
     """
 
     factor: float
@@ -63,19 +76,123 @@ class SpeedCheck:
     spread: float
     measured: str
     samples: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    times_ms: list[float] = field(repr=False, default_factory=list)
+    slope: float = 0.0
+    intercept: float = float("nan")
+    range_ms: tuple[float, float] = (0.0, float("inf"))
+    loo_rmse: dict[str, float] = field(default_factory=dict)
+
+    MIN_MODELS_FOR_SIZE = 8
 
     @classmethod
-    def from_ratios(cls, ratios: Sequence[float], samples: Sequence[Any] = ()) -> SpeedCheck:
-        """The check of these ratios (time now / time then, one per model), measured now."""
+    def from_ratios(cls, ratios: Sequence[float], samples: Sequence[Any] = (),
+                    times_ms: Sequence[float] | None = None) -> SpeedCheck:
+        """The check of these ratios (time now / time then, one per model), measured now; with ``times_ms`` (each
+        model's time then) it may also keep a size term (see the class docstring)."""
         r = np.asarray(ratios, dtype=float)
         if r.size == 0 or not np.all(np.isfinite(r) & (r > 0)):
             raise ValueError(f"a speed check needs positive finite time ratios (now / then), got {list(ratios)!r}.")
         q1, q3 = np.percentile(r, [25, 75])
-        return cls(float(np.median(r)), [float(v) for v in r], float((q3 - q1) / 2), now(), list(samples))
+        factor = float(np.median(r))
+        out = cls(factor, [float(v) for v in r], float((q3 - q1) / 2), now(), list(samples),
+                  intercept=float(np.log(factor)))
+        if times_ms is None:
+            return out
+        t = np.asarray(times_ms, dtype=float)
+        if t.shape != r.shape or not np.all(np.isfinite(t) & (t > 0)):
+            raise ValueError(f"a speed check's times then must be one positive time per ratio: got {t.size} times "
+                             f"for {r.size} ratios ({list(times_ms)[:5]!r}...).")
+        out.times_ms = [float(v) for v in t]
+        out.range_ms = (float(t.min()), float(t.max()))
+        if r.size < cls.MIN_MODELS_FOR_SIZE or t.max() < 2 * t.min():
+            return out
+        x, y = np.log(t), np.log(r)
+        keep = np.ones(r.size, dtype=bool)
+        err_med, err_size = [], []
+        for i in range(r.size):
+            keep[i] = False
+            err_med.append(y[i] - np.median(y[keep]))
+            b, a = _theil_sen(x[keep], y[keep])
+            err_size.append(y[i] - (a + b * x[i]))
+            keep[i] = True
+        out.loo_rmse = {"median": float(np.sqrt(np.mean(np.square(err_med)))),
+                        "size": float(np.sqrt(np.mean(np.square(err_size))))}
+        slope, intercept = _theil_sen(x, y)
+        if out.loo_rmse["size"] < out.loo_rmse["median"] and slope > -1:  # > -1: times now grow with times then
+            out.slope, out.intercept = slope, intercept
+        return out
+
+    def factor_at(self, ms: Any) -> Any:
+        """The factor for a model whose time then (at the LUT's build or in training) is ``ms`` (a number or an
+        array): :attr:`factor` without a size term, else the size term at ``ms`` held within :attr:`range_ms`."""
+        return size_factor(self.curve(), ms, self.factor)
+
+    def curve(self) -> dict[str, float]:
+        """The size term as stored with a predictor (:meth:`~hwnas.predict.LatencyPredictor.with_speed`): empty
+        without one."""
+        if not self.slope:
+            return {}
+        return {"slope": self.slope, "intercept": self.intercept, "min_ms": self.range_ms[0],
+                "max_ms": self.range_ms[1]}
+
+    def describe(self) -> str:
+        """One line for people: the factor, its spread and the size term if any."""
+        text = f"{self.factor:.4f} x (+-{self.spread:.4f} over {len(self.ratios)} models)"
+        if self.slope:
+            lo, hi = self.range_ms
+            text += (f"; by size {self.factor_at(lo):.4f} x at {lo:.3g} ms to {self.factor_at(hi):.4f} x at "
+                     f"{hi:.3g} ms (leave-one-out error {self.loo_rmse['size']:.4f} against "
+                     f"{self.loo_rmse['median']:.4f} for one factor)")
+        return text
 
     def record(self) -> dict[str, Any]:
         """The fields stored in a LUT's ``"speed"`` entry."""
         return {"measured": self.measured, "subnets": len(self.ratios), "spread": round(self.spread, 5)}
+
+
+def size_factor(curve: dict[str, float], ms: Any, factor: float) -> Any:
+    """A speed check's factor for models whose time then is ``ms`` (a number or an array): its size term
+    (:meth:`SpeedCheck.curve`) at ``ms`` held within ``[min_ms, max_ms]``, or ``factor`` when ``curve`` is empty."""
+    if not curve:
+        return factor if np.ndim(ms) == 0 else np.full(np.shape(ms), factor)
+    at = np.clip(np.asarray(ms, dtype=float), curve["min_ms"], curve["max_ms"])
+    f = np.exp(curve["intercept"] + curve["slope"] * np.log(at))
+    return float(f) if np.ndim(ms) == 0 else f
+
+
+def at_model_speed(total_ms: Any, speed: dict[str, Any] | None) -> Any:
+    """Whole-model totals computed with ``speed["factor"]`` (a number or an array), at the factor of the speed
+    check's size term for their size instead (``speed["curve"]``, see :meth:`SpeedCheck.curve`); unchanged
+    without one. ``speed`` is a LUT's or a predictor's speed record."""
+    curve = (speed or {}).get("curve")
+    if not curve:
+        return total_ms
+    factor = float(speed["factor"])
+    then = np.asarray(total_ms, dtype=float) / factor
+    out = then * size_factor(curve, then, factor)
+    return float(out) if np.ndim(total_ms) == 0 else out
+
+
+def speed_record(factor: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """The speed record that ``with_speed(factor, **record)`` of a LUT or a predictor stores: ``factor`` is a
+    :class:`SpeedCheck` (its record and size term are kept) or a number (time now / time then, 0.2 to 5)."""
+    if isinstance(factor, SpeedCheck):
+        record = {**factor.record(), **({"curve": factor.curve()} if factor.slope else {}), **record}
+        factor = factor.factor
+    if not (isinstance(factor, (int, float)) and 0.2 < float(factor) < 5.0):
+        raise ValueError(f"speed factor must be a number between 0.2 and 5 (time now / time then) or a "
+                         f"SpeedCheck, got {factor!r}.")
+    return {"factor": float(factor), **record}
+
+
+def _theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Slope and intercept of the Theil-Sen line through ``(x, y)``: the median of the slopes between all pairs
+    of points with different ``x``, and the median of ``y - slope * x``."""
+    i, j = np.triu_indices(x.size, k=1)
+    dx = x[j] - x[i]
+    ok = dx != 0
+    slope = float(np.median((y[j] - y[i])[ok] / dx[ok])) if ok.any() else 0.0
+    return slope, float(np.median(y - slope * x))
 
 
 def _belongs(space: Any, sample: dict[str, Any]) -> bool:
@@ -145,14 +262,13 @@ def speed_check(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 8, rou
         export_fn: ``(space, sample) -> nn.Module`` (default :func:`hwnas.export`).
 
     Returns:
-        A :class:`SpeedCheck`; ``lut.with_speed(check.factor, **check.record())`` applies it.
+        A :class:`SpeedCheck`; ``lut.with_speed(check)`` applies it.
     """
     refs = reference_subnets(lut, space, dummy_input, n=n, seed=seed)
     records = measure_subnets(lut, space, dummy_input, [r["sample"] for r in refs], rounds=rounds, repeats=repeats,
                               seed=seed, progress=progress, export_fn=export_fn)
     check = compare_with_build(lut, refs, records)
-    log.info("speed check on %s: %.4f x the build's times (spread %.4f over %d subnets)", lut.device.name,
-             check.factor, check.spread, len(refs))
+    log.info("speed check on %s: %s the build's times", lut.device.name, check.describe())
     return check
 
 
@@ -190,4 +306,4 @@ def compare_with_build(lut: LUT, refs: Sequence[dict[str, Any]], records: Sequen
     if stat == "paired" and not all(np.isfinite(rec.paired_ms) for rec in records):
         stat = "p25"
     return SpeedCheck.from_ratios([rec.stat(stat) / r["end_to_end_ms"] for rec, r in zip(records, refs)],
-                                  [r["sample"] for r in refs])
+                                  [r["sample"] for r in refs], times_ms=[r["end_to_end_ms"] for r in refs])

@@ -9,7 +9,7 @@
 - :func:`predict_latency`: a PyTorch model or an ONNX file -> total ms and a per-layer table
   (:mod:`hwnas.predict.whole`).
 - :func:`speed_check`: the machine's speed now against the training session, from some training models
-  measured again (:mod:`hwnas.predict.speed`); ``predictor.with_speed(check.factor)`` applies it.
+  measured again (:mod:`hwnas.predict.speed`); ``predictor.with_speed(check)`` applies it.
 
 A predictor also plugs into the cost-table engine: ``hwnas.LatencyProfiler(space, x, predictor=p)``, alone or
 as the fallback for kernels a LUT lacks.

@@ -36,6 +36,7 @@ import numpy as np
 
 from hwnas.hw.device import Device, fingerprint, fingerprint_matches, get_device
 from hwnas.hw.lut import FingerprintWarning
+from hwnas.hw.speed import at_model_speed, speed_record
 from hwnas.predict.estimator import KernelLatencyPredictor
 
 __all__ = ["LatencyPredictor", "PredictorError", "load_predictor", "TRUSTED_TYPES", "default_predictor_path"]
@@ -148,17 +149,26 @@ class LatencyPredictor:
         than when the training data were measured; 1 without one."""
         return float(self.speed.get("factor", 1.0)) if self.speed else 1.0
 
-    def with_speed(self, factor: float, **record: Any) -> LatencyPredictor:
-        """A copy whose calibrated costs (kernels, data movement, overhead) are multiplied by ``factor``, the
-        machine's speed now against the training session's (:func:`hwnas.predict.speed_check`)."""
+    def with_speed(self, factor: Any, **record: Any) -> LatencyPredictor:
+        """A copy at the machine's speed now: ``factor`` is a :class:`~hwnas.hw.speed.SpeedCheck` from
+        :func:`hwnas.predict.speed_check` (its record is kept, and its size term if it has one) or a number, the
+        time now / time in training. Calibrated costs (kernels, data movement, overhead) are multiplied by the
+        factor; whole-model predictions (:func:`hwnas.predict_latency`) by the size term's factor at the model's
+        predicted time instead, when the check kept one (:meth:`at_model_speed`)."""
         import copy
 
-        if not (isinstance(factor, (int, float)) and 0.2 < float(factor) < 5.0):
-            raise PredictorError(f"speed factor must be a number between 0.2 and 5 (time now / time in training), "
-                                 f"got {factor!r}.")
+        try:
+            speed = speed_record(factor, record)
+        except ValueError as e:
+            raise PredictorError(str(e)) from None
         out = copy.copy(self)
-        out.speed = {"factor": float(factor), **record}
+        out.speed = speed
         return out
+
+    def at_model_speed(self, total_ms: Any) -> Any:
+        """Whole-model totals computed with :attr:`speed_factor` (a number or an array), at the speed check's
+        factor for their size instead (:func:`hwnas.hw.speed.at_model_speed`); unchanged without a size term."""
+        return at_model_speed(total_ms, self.speed)
 
     def space_context(self, graph: Any, kernels: list) -> float:
         """The context of a model space: the mean weight bytes of 16 random subnets (seeded)."""

@@ -6,8 +6,10 @@ moved by that much (README, "Predicting latency"). :func:`speed_check` measures 
 training models again (their configs and end-to-end times ship next to it, in ``<predictor>.data.json``), the
 way they were measured in training (interleaved, each run paired with the predictor's reference model), and
 returns the median of their times now over their stored times: a :class:`~hwnas.hw.speed.SpeedCheck`, as for a
-LUT. ``predictor.with_speed(check.factor)`` then scales every calibrated cost. Ranking models does not need it;
-absolute milliseconds on a drifting machine do.
+LUT. The training models span 0.3 to 120 ms, and small ones drift more than large ones here, so the check also
+fits a size term when it predicts the models better (leave-one-out). ``predictor.with_speed(check)`` then scales
+every calibrated cost by the median factor, and whole-model predictions by the factor for their size. Ranking
+models does not need it; absolute milliseconds on a drifting machine do.
 
 Example:
     >>> import torch, hwnas
@@ -16,7 +18,7 @@ Example:
     >>> check = speed_check(predictor, n=4)                      # about 20 seconds
     >>> 0.5 < check.factor < 2.0
     True
-    >>> now = predictor.with_speed(check.factor)
+    >>> now = predictor.with_speed(check)
     >>> rec = hwnas.predict_latency(hwnas.zoo.create("resnet18").eval(), torch.randn(1, 3, 160, 160),
     ...                             predictor=now)
 """
@@ -62,12 +64,13 @@ def training_models(predictor: LatencyPredictor) -> list[dict[str, Any]]:
 
 def compare_with_training(models: list[dict[str, Any]], measured_ms: list[float]) -> SpeedCheck:
     """The :class:`~hwnas.hw.speed.SpeedCheck` of training ``models`` measured now (``measured_ms``, at this
-    session's speed, in the same order): the median of now over their stored ``end_to_end_ms``."""
+    session's speed, in the same order): the median of now over their stored ``end_to_end_ms``, and the size term
+    over those times when it predicts better (see the class)."""
     if len(models) != len(measured_ms):
         raise ValueError(f"compare_with_training: {len(measured_ms)} times for {len(models)} training models; "
                          "pass one time per model, in the same order.")
     return SpeedCheck.from_ratios([t / m["end_to_end_ms"] for m, t in zip(models, measured_ms)],
-                                  [m["config"] for m in models])
+                                  [m["config"] for m in models], times_ms=[m["end_to_end_ms"] for m in models])
 
 
 def speed_check(predictor: LatencyPredictor, n: int = 16, measurements: int = 2, seed: int = 0,
@@ -82,14 +85,15 @@ def speed_check(predictor: LatencyPredictor, n: int = 16, measurements: int = 2,
         progress: show progress bars.
 
     Returns:
-        A :class:`~hwnas.hw.speed.SpeedCheck`; ``predictor.with_speed(check.factor, **check.record())`` applies it.
+        A :class:`~hwnas.hw.speed.SpeedCheck`; ``predictor.with_speed(check)`` applies it.
 
     Raises:
         PredictorError: no training data next to the predictor (see :func:`training_models`).
         ValueError: ``n`` or ``measurements`` below 1.
     """
     if n < 1 or measurements < 1:
-        raise ValueError(f"speed_check: n and measurements must be at least 1, got n={n}, measurements={measurements}.")
+        raise ValueError(f"speed_check: n and measurements must be at least 1, got n={n}, measurements={measurements}; "
+                         "the defaults (n=16, measurements=2) take about a minute, n=4 a few seconds.")
     models = training_models(predictor)
     pick = np.random.default_rng(seed).permutation(len(models))[:n]
     models = [models[i] for i in sorted(pick)]
@@ -101,6 +105,5 @@ def speed_check(predictor: LatencyPredictor, n: int = 16, measurements: int = 2,
         out = measure_interleaved(list(paths), list(inputs), predictor.device, [m["end_to_end_ms"] for m in models],
                                   ref, measurements=measurements, seed=seed, progress=progress, speed_basis=False)
     check = compare_with_training(models, [o["ms"] for o in out])
-    log.info("predictor speed check on %s: %.4f x the training times (spread %.4f over %d models)",
-             predictor.device.name, check.factor, check.spread, len(models))
+    log.info("predictor speed check on %s: %s the training times", predictor.device.name, check.describe())
     return check

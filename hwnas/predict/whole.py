@@ -162,7 +162,13 @@ def predict_latency(model_or_onnx_path: Any, dummy_input: Any = None, device: st
                            "signature": f"nodes={int(movement['nodes'])}|copied={int(movement['copy_elements'])}",
                            "predicted_ms": move_ms}
         regressor = [*regressor, "calibration"]
-    total = float(df["predicted_ms"].sum()) + pred.overhead_ms
+    total, overhead = float(df["predicted_ms"].sum()) + pred.overhead_ms, pred.overhead_ms
+    if pred.speed.get("curve"):  # the check's factor for a model of this size instead of its median factor
+        adjust = pred.at_model_speed(total) / total
+        df["predicted_ms"] *= adjust
+        notes.append(f"the speed check's size term gives {pred.speed_factor * adjust:.4f} for a model of "
+                     f"{total / pred.speed_factor:.3g} ms at training speed")
+        total, overhead = total * adjust, overhead * adjust
     df["share"] = df["predicted_ms"] / total
     df["regressor"] = regressor
     fallback = sorted({s.split("|", 1)[0] for s, r in zip(sigs, regressor) if r == "fallback"})
@@ -172,7 +178,7 @@ def predict_latency(model_or_onnx_path: Any, dummy_input: Any = None, device: st
                "predictor whose training models include them for accurate figures.")
         notes.append(msg)
         warnings.warn(msg, UnseenKernelWarning, stacklevel=2)
-    return ModelLatency(total, pred.overhead_ms, df, pred.device.name, source, notes)
+    return ModelLatency(total, overhead, df, pred.device.name, source, notes)
 
 
 # ------------------------------------------------------------------------------------------ ONNX files
