@@ -28,7 +28,11 @@ The ``corrected_*`` columns scale the predictions by the machine's speed now aga
 ``hwnas.hw.speed_check`` measures it: the median over ``--refs`` (16) of the build's own subnets, measured in the
 same rounds, of their time now over their time at the build (the pairing reference's time now over its time at
 the build gives a second estimate, printed). A shared machine drifts by several percent between a build and a
-check, all models alike. Both are reported; the raw columns are the LUT as it ships.
+check, and not always all models alike: when the build subnets' ratios follow their size, the check keeps a
+size term (``speed_size_slope``, see ``hwnas.hw.SpeedCheck``) and ``corrected_*`` applies the factor for each
+subnet's size, what ``lut.with_speed(check)`` predicts; ``one_factor_*`` apply the median factor to all. The raw
+columns are the LUT as it ships. ``--rescore`` predicts the subnets of an earlier run again with other LUTs
+(e.g. after ``hwnas lut refit``), keeping that run's measurements and corrections.
 
 Targets at 1 thread (issue 4): >= 95% within +-5%, 100% within +-10%, Kendall tau >= 0.95.
 """
@@ -49,7 +53,7 @@ from _common import RESULTS, pin_threads, write_table
 from scipy.stats import kendalltau
 
 import hwnas
-from hwnas.hw import measure_many, paired_speed_factor, pairing_reference, reference_subnets
+from hwnas.hw import SpeedCheck, measure_many, paired_speed_factor, pairing_reference, reference_subnets
 from hwnas.hw.build import input_for
 from hwnas.hw.latency import LatencyProfiler
 from hwnas.hw.session import export_onnx
@@ -111,13 +115,15 @@ def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: 
     # per statistic: (models, measurements)
     each = {name: np.array([[recs[i].stat(name) for recs in calls] for i in range(len(paths))]) for name in names}
     mean = {name: np.exp(np.log(v).mean(axis=1)) for name, v in each.items()}
-    check = float(np.median([mean[stat][n + j] / r["end_to_end_ms"] for j, r in enumerate(refs)])) \
-        if refs else float("nan")
     # the correction: the build subnets now against at the build, as hwnas.hw.speed_check measures it (the pairing
     # reference alone is one model, with a time of its own in each measurement; printed for comparison)
-    factor = check if refs else (paired if paired is not None else float("nan"))
-    print(f"{name}: speed factor {check:.4f} (median of {len(refs)} build subnets measured again), "
-          f"{paired if paired is not None else float('nan'):.4f} (pairing reference)")
+    check = SpeedCheck.from_ratios([mean[stat][n + j] / r["end_to_end_ms"] for j, r in enumerate(refs)],
+                                   times_ms=[r["end_to_end_ms"] for r in refs]) if refs else None
+    if check is None:
+        factor = paired if paired is not None else float("nan")
+        check = SpeedCheck.from_ratios([factor]) if math.isfinite(factor) else None
+    print(f"{name}: speed factor {check.describe() if check else 'none'} ({len(refs)} build subnets measured "
+          f"again), {paired if paired is not None else float('nan'):.4f} (pairing reference)")
     meas = {name: v[:n] for name, v in mean.items()}
     # Repeatability: the even against the odd measurements (the first against the second with two). How
     # well two measurements of the same models agree bounds how well any predictor can agree with one of them.
@@ -127,7 +133,36 @@ def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: 
                           r.reference_ms for h in (0, 1)] for r in calls[0][:n]]) for name in names}
     pred = np.array([prof.profile(s) for s in samples])
     per_call = [json.dumps([round(float(v), 6) for v in each[stat][i]]) for i in range(n)]
-    return samples, pred, meas, halves, seconds, factor, stat, per_call
+    return samples, pred, meas, halves, seconds, check, stat, per_call
+
+
+def rescore(subnets_csv: Path, lut_dir: str, tag: str) -> None:
+    """Score an earlier run's measured subnets against the LUTs in ``lut_dir`` (e.g. refitted ones)."""
+    import pandas as pd
+
+    runs = pd.read_csv(subnets_csv)
+    rows = []
+    for (name, device), d in runs.groupby(["space", "device"], sort=False):
+        space = hwnas.spaces.create(name).eval()
+        prof = LatencyProfiler(space, torch.randn(DEFAULT_INPUTS.get(name, (1, 3, 224, 224))),
+                               lut=f"{lut_dir}/{name}_{device}.json")
+        pred = prof.profile_batch([json.loads(s) for s in d["sample"]])
+        meas = d["measured_ms"].to_numpy()
+        factor = (d["speed_corrected_ms"] / d["predicted_ms"]).to_numpy()  # that run's speed factor for each subnet
+        each = np.array([json.loads(v) for v in d["measurements_ms"]])
+        halves = [np.exp(np.log(each[:, h::2]).mean(axis=1)) for h in (0, 1)]
+        st, sc, rt = accuracy_stats(pred, meas), accuracy_stats(pred * factor, meas), accuracy_stats(*halves)
+        noise = float(np.var(np.log(halves[0] / halves[1])) / 4)
+        own = math.sqrt(max(0.0, float(np.var(np.log(pred / meas))) - noise))
+        sel = prof.lut.calibration.get("selected") or {}
+        rows.append((name, device, len(d), st["within_5pct"], st["within_10pct"], st["kendall_tau"],
+                     float(np.median(factor)),
+                     sc["within_5pct"], sc["within_10pct"], sc["rmspe"], sc["mean_err_pct"], rt["kendall_tau"], own,
+                     sel.get("per_node", True), prof.lut.calibration.get("refined", {}).get("ridge")))
+    header = ["space", "device", "subnets", "within_5pct", "within_10pct", "kendall_tau", "speed_factor",
+              "corrected_within_5pct", "corrected_within_10pct", "corrected_rmspe", "corrected_mean_err_pct",
+              "retest_kendall_tau", "lut_error_sd", "per_node_term", "ridge"]
+    write_table(f"latency_accuracy_rescored{tag}", header, rows)
 
 
 def main() -> None:
@@ -146,20 +181,30 @@ def main() -> None:
                          "time is their geometric mean, the retest compares them")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix for the result files")
+    ap.add_argument("--rescore", metavar="SUBNETS_CSV", default=None,
+                    help="measure nothing: predict the subnets of an earlier run (a latency_accuracy_subnets*.csv) "
+                         "with the LUTs in --lut-dir, keep that run's measurements and speed factor, and write "
+                         "latency_accuracy_rescored<tag>.csv")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     pin_threads(1)
+    if args.rescore:
+        rescore(Path(args.rescore), args.lut_dir, args.tag)
+        return
     rows, per_subnet, plots = [], [], []
     for name in args.spaces.split(","):
         lut_path = f"{args.lut_dir}/{name}_{args.device}.json"
-        samples, pred, meas, halves, seconds, factor, stat, per_call = run_space(name, args.device, lut_path, args.n, args.seed,
-                                                                       args.rounds, args.repeats, args.refs,
-                                                                       args.measurements)
+        samples, pred, meas, halves, seconds, check, stat, per_call = run_space(
+            name, args.device, lut_path, args.n, args.seed, args.rounds, args.repeats, args.refs, args.measurements)
+        factor = check.factor if check else float("nan")
+        now = pred * check.factor_at(pred) if check else pred * factor  # what lut.with_speed(check) predicts
         # the LUT's own statistic first (what it is built to predict), then the median for comparison
         for which in dict.fromkeys([stat, "median"]):
             m = meas[which]
             st = accuracy_stats(pred, m)
-            sc = accuracy_stats(pred * factor, m) if math.isfinite(factor) else {k: float("nan") for k in st}
+            nan = {k: float("nan") for k in st}
+            sc = accuracy_stats(now, m) if check else nan
+            s1 = accuracy_stats(pred * factor, m) if check else nan  # one factor for every size
             rt = accuracy_stats(halves[which][:, 0], halves[which][:, 1])
             # how much of the disagreement the measurement's own noise explains: the two halves' log difference
             # has four times the variance of the noise of their mean (all up to a common factor)
@@ -167,15 +212,17 @@ def main() -> None:
             total = float(np.var(np.log(pred / m)))
             own = math.sqrt(max(0.0, total - noise))
             rows.append((name, args.device, which, len(samples), st["within_5pct"], st["within_10pct"], st["rmspe"],
-                         st["kendall_tau"], st["median_abs_err_pct"], st["mean_err_pct"], factor, sc["within_5pct"],
-                         sc["within_10pct"], sc["rmspe"], sc["mean_err_pct"], float(np.median(m)),
+                         st["kendall_tau"], st["median_abs_err_pct"], st["mean_err_pct"], factor,
+                         check.slope if check else float("nan"), sc["within_5pct"], sc["within_10pct"], sc["rmspe"],
+                         sc["mean_err_pct"], s1["within_5pct"], s1["within_10pct"], float(np.median(m)),
                          rt["kendall_tau"], rt["rmspe"], math.sqrt(total), math.sqrt(noise), own, seconds / 60))
-        per_subnet += [(name, args.device, json.dumps(s), p, m_stat, med, p * factor, pc)
-                       for s, p, m_stat, med, pc in zip(samples, pred, meas[stat], meas["median"], per_call)]
+        per_subnet += [(name, args.device, json.dumps(s), p, m_stat, med, c, pc)
+                       for s, p, m_stat, med, c, pc in zip(samples, pred, meas[stat], meas["median"], now, per_call)]
         plots.append((name, pred, meas[stat], stat))
     header = ["space", "device", "measured_as", "subnets", "within_5pct", "within_10pct", "rmspe", "kendall_tau",
-              "median_abs_err_pct", "mean_err_pct", "speed_factor", "corrected_within_5pct",
-              "corrected_within_10pct", "corrected_rmspe", "corrected_mean_err_pct", "median_measured_ms",
+              "median_abs_err_pct", "mean_err_pct", "speed_factor", "speed_size_slope", "corrected_within_5pct",
+              "corrected_within_10pct", "corrected_rmspe", "corrected_mean_err_pct", "one_factor_within_5pct",
+              "one_factor_within_10pct", "median_measured_ms",
               "retest_kendall_tau", "retest_rmspe", "shape_error_sd", "measurement_noise_sd", "lut_error_sd",
               "measure_minutes"]
     write_table(f"latency_accuracy{args.tag}", header, rows)

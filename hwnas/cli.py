@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
     li = lut.add_parser("info", help="summarise a LUT file")
     li.add_argument("path")
+    lr = lut.add_parser("refit", help="fit a LUT's calibration and refinement again from its stored measurements "
+                        "(no measuring), as this hwnas fits them; written atomically")
+    lr.add_argument("path")
+    lr.add_argument("--out", default=None, help="write here instead of over PATH")
     ls = lut.add_parser("speed-check", help="measure a few of the LUT's build subnets again: how much faster or "
                         "slower the machine runs now than at the build")
     ls.add_argument("--space", required=True)
@@ -170,16 +174,28 @@ def _lut(args) -> int:
     if args.lut_command == "info":
         print(LUT.load(args.path).summary())
         return 0
+    if args.lut_command == "refit":
+        lut = LUT.load(args.path)
+        before = dict(lut.calibration)
+        lut.fit()
+        lut.save(args.out or args.path)
+        sel = lut.calibration.get("selected") or {}
+        print(f"refitted {args.path}: per-node term {'kept' if sel.get('per_node', True) else 'dropped'}, ridge "
+              f"{lut.calibration.get('refined', {}).get('ridge')} (was {before.get('refined', {}).get('ridge')}); "
+              f"cross-validated error {100 * sel.get('cv_rms', float('nan')):.2f}% against "
+              f"{100 * sel.get('cv_rms_default', float('nan')):.2f}% with the old defaults; "
+              f"written: {args.out or args.path}")
+        return 0
     if args.lut_command == "speed-check":
         from hwnas.hw import speed_check
 
         space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
         lut = LUT.load(args.lut)
         check = speed_check(lut, space, _input(args), n=args.subnets, progress=True)
-        print(f"{args.lut}: the machine runs at {check.factor:.4f} x the build's times now (+-{check.spread:.4f} "
-              f"over {len(check.ratios)} build subnets); LUT speed factor was {lut.speed_factor:.4f}")
+        print(f"{args.lut}: the machine runs at {check.describe()} the build's times now (build subnets); LUT "
+              f"speed factor was {lut.speed_factor:.4f}")
         if args.write:
-            lut.with_speed(check.factor, **check.record()).save(args.lut)
+            lut.with_speed(check).save(args.lut)
             print(f"written: {args.lut} (its costs are multiplied by {check.factor:.4f} from now on)")
         return 0
     space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
@@ -216,9 +232,8 @@ def _predict(args) -> int:
     predictor = load_predictor(args.predictor, device=args.device)
     if args.speed_check:
         check = speed_check(predictor, n=args.speed_check, progress=True)
-        print(f"speed check: the machine runs at {check.factor:.4f} x the training times now (+-{check.spread:.4f} "
-              f"over {len(check.ratios)} training models)")
-        predictor = predictor.with_speed(check.factor, **check.record())
+        print(f"speed check: the machine runs at {check.describe()} the training times now")
+        predictor = predictor.with_speed(check)
     if is_file:
         x = torch.randn(args.input) if args.input else None
         rec = predict_latency(args.model, x, device=args.device, predictor=predictor)

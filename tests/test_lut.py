@@ -4,6 +4,7 @@ with real ONNX Runtime measurements)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import textwrap
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,6 +201,71 @@ def test_speed_factor_scales_every_cost_and_round_trips(space, small_lut, tmp_pa
         LUT.load(tmp_path / "bad.json")
 
 
+def test_a_lut_speed_check_with_a_size_term_scales_each_total_by_its_own_factor(space, small_lut, tmp_path):
+    from hwnas.hw import SpeedCheck
+
+    base = LatencyProfiler(space, X, lut=small_lut)
+    samples = [space.random_sample(i) for i in range(6)]
+    then = base.profile_batch(samples)
+    t, r = _drift(0, slope=-0.1, n=16)  # small models slowed more (as digits overnight), at the LUT's sizes
+    check = SpeedCheck.from_ratios(r, times_ms=t * then.mean() / 5)
+    assert check.slope < 0
+    lut = small_lut.with_speed(check)
+    prof = LatencyProfiler(space, X, lut=lut)
+    assert prof.profile_batch(samples) == pytest.approx(then * check.factor_at(then), rel=1e-9)
+    assert prof.profile(samples[0]) == pytest.approx(then[0] * check.factor_at(then[0]), rel=1e-9)
+    again = LUT.load(lut.save(tmp_path / "sized.json"))
+    assert again.speed["curve"] == check.curve() and again.speed["subnets"] == 16
+    assert LatencyProfiler(space, X, lut=again).profile_batch(samples) == pytest.approx(prof.profile_batch(samples),
+                                                                                      rel=1e-5)  # rounded in the file
+    data = json.loads((tmp_path / "sized.json").read_text())
+    data["speed"]["curve"]["min_ms"] = -1
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(LUTError, match="speed size term"):
+        LUT.load(tmp_path / "bad.json")
+
+
+def _held_out_error(lut: LUT, per_node: bool, ridge: float) -> float:
+    """RMS of ln(predicted / measured end-to-end) of every fifth build subnet, fitted on the others by hand."""
+    import copy
+
+    rows = [r for r in lut.subnets if r.get("kernels") and r.get("end_to_end_ms") and r.get("sum_nodes_ms")]
+    work = copy.deepcopy(lut)
+    work.subnets = [r for i, r in enumerate(rows) if i % 5]
+    work.fit_calibration(per_node=per_node)
+    work.refine(ridge)
+    err = [math.log((sum(n * work.cost_ms(k) for k, n in r["kernels"].items()) + work.overhead_ms)
+                    / r["end_to_end_ms"]) for i, r in enumerate(rows) if i % 5 == 0]
+    return math.sqrt(sum(e * e for e in err) / len(err))
+
+
+def test_fit_chooses_its_ridge_and_per_node_term_by_cross_validation(tmp_path, capsys):
+    from hwnas.cli import main
+
+    shipped = Path(__file__).resolve().parents[1] / "lut" / "digits_cpu-ort-1t.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FingerprintWarning)
+        lut = LUT.load(shipped)
+    sel = lut.calibration["selected"]  # the shipped LUTs are fitted with the selection
+    assert sel["ridge"] in LUT.RIDGES and sel["cv_rms"] <= sel["cv_rms_default"] and sel["subnets"] >= 20
+    assert (lut.calibration["per_node_ms"] == 0.0) == (not sel["per_node"])
+    # on build subnets held out by hand (real end-to-end measurements), the choice beats the old fixed defaults
+    assert _held_out_error(lut, sel["per_node"], sel["ridge"]) < _held_out_error(lut, True, 0.1)
+    # `hwnas lut refit` fits again from the stored measurements: the same choice and the same costs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FingerprintWarning)
+        assert main(["lut", "refit", str(shipped), "--out", str(tmp_path / "refit.json")]) == 0
+        again = LUT.load(tmp_path / "refit.json")
+    assert "refitted" in capsys.readouterr().out
+    assert again.calibration["selected"] == sel
+    some = sorted(lut.entries)[:20]
+    assert [again.cost_ms(k) for k in some] == pytest.approx([lut.cost_ms(k) for k in some], rel=1e-6)
+    assert LUT.load(shipped, check_fingerprint=False).calibration == lut.calibration  # --out left it alone
+    # too few subnets to cross-validate: the old defaults
+    few = LUT.new("cpu-ort-1t")
+    assert few.select_fit() is None
+
+
 def test_speed_check_compares_real_runs_with_the_build(space, small_lut):
     from hwnas.hw import reference_subnets, speed_check
     from hwnas.hw.speed import compare_with_build, measure_subnets
@@ -226,6 +293,45 @@ def test_speed_check_compares_real_runs_with_the_build(space, small_lut):
         compare_with_build(small_lut, refs, records[:2])
     with pytest.raises(LUTError, match="no build subnet of this space at input 1x1x16x16"):
         reference_subnets(small_lut, space, torch.randn(1, 1, 16, 16))
+
+
+def _drift(seed: int, slope: float, n: int = 47) -> tuple[np.ndarray, np.ndarray]:
+    """Times then (0.3 to 120 ms, log-uniform) and ratios now / then drifting by ``(t / 5 ms) ** slope`` around
+    1.10, with 3% noise: what the predictor's 47 training models look like on a drifting host."""
+    rng = np.random.default_rng(seed)
+    t = np.exp(rng.uniform(np.log(0.3), np.log(120), n))
+    return t, 1.10 * (t / 5) ** slope * np.exp(rng.normal(0, 0.03, n))
+
+
+def test_speed_check_size_term_is_kept_only_when_it_predicts_better():
+    from hwnas.hw import SpeedCheck
+
+    t, r = _drift(0, slope=-0.02)
+    check = SpeedCheck.from_ratios(r, times_ms=t)
+    assert check.factor == pytest.approx(float(np.median(r)))  # the median stays the factor of every cost
+    assert check.loo_rmse["size"] < check.loo_rmse["median"] and check.slope == pytest.approx(-0.02, abs=0.01)
+    for ms in (0.5, 5.0, 100.0):  # the true drift at three sizes, within the noise of 47 models
+        assert check.factor_at(ms) == pytest.approx(1.10 * (ms / 5) ** -0.02, rel=0.03)
+    assert check.factor_at(np.array([0.3, 5.0])) == pytest.approx([check.factor_at(0.3), check.factor_at(5.0)])
+    lo, hi = check.range_ms
+    assert (lo, hi) == (t.min(), t.max())
+    assert check.factor_at(1e4) == check.factor_at(hi) and check.factor_at(1e-3) == check.factor_at(lo)  # held flat
+    assert check.curve()["slope"] == check.slope and "by size" in check.describe()
+    # no drift by size: whether kept or not, the factor is the true one everywhere within the noise
+    t, r = _drift(1, slope=0.0)
+    flat = SpeedCheck.from_ratios(r, times_ms=t)
+    assert all(flat.factor_at(ms) == pytest.approx(1.10, rel=0.03) for ms in (0.3, 5.0, 120.0))
+    # too few models, or all of one size, or no times: one factor, as before
+    few = SpeedCheck.from_ratios(r[:7], times_ms=t[:7])
+    assert few.slope == 0 and few.loo_rmse == {} and few.factor_at(100.0) == few.factor
+    same = SpeedCheck.from_ratios(r, times_ms=np.full(r.size, 3.0) * np.linspace(1, 1.5, r.size))
+    assert same.slope == 0 and same.curve() == {}
+    plain = SpeedCheck.from_ratios(r)
+    assert plain.slope == 0 and plain.times_ms == [] and plain.factor_at(7.0) == plain.factor
+    with pytest.raises(ValueError, match="one positive time per ratio: got 46 times for 47 ratios"):
+        SpeedCheck.from_ratios(r, times_ms=t[:-1])
+    with pytest.raises(ValueError, match="positive finite time ratios"):
+        SpeedCheck.from_ratios([1.0, -1.0])
 
 
 def test_profile_speeds_are_separated_from_kernel_times(small_lut):

@@ -216,7 +216,7 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
                                 "sum_nodes_ms": res["sum_nodes_ms"], "nodes": res["nodes"],
                                 "kernels": dict(Counter(sig for _, sig, _, _ in res["kernels"])),
                                 "random": not covering})
-            lut.fit()
+            lut.fit(select=False)  # the cross-validated choice at the end, over the interleaved times
             if path is not None:
                 lut.save(path)
             done_here += 1
