@@ -237,17 +237,9 @@ class LUT:
         (:func:`hwnas.hw.speed_check`; its record and size term are kept) or a number, measured now / at build.
         Every cost is multiplied by the factor; whole-model totals (``LatencyProfiler.profile``) by the size
         term's factor for their size, when the check kept one (:meth:`at_model_speed`)."""
-        import copy
+        from hwnas.hw.speed import copy_at_speed  # hwnas.hw.speed builds on this module
 
-        from hwnas.hw.speed import speed_record  # hwnas.hw.speed builds on this module
-
-        try:
-            speed = speed_record(factor, record)
-        except ValueError as e:
-            raise LUTError(str(e)) from None
-        out = copy.copy(self)
-        out.speed = speed
-        return out
+        return copy_at_speed(self, factor, record, LUTError)
 
     def at_model_speed(self, total_ms: Any) -> Any:
         """Whole-model totals at the speed check's factor for their size (:func:`hwnas.hw.speed.at_model_speed`);

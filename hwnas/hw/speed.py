@@ -39,7 +39,7 @@ from hwnas.hw.measure import measure_many
 from hwnas.hw.session import export_onnx
 from hwnas.space.space import collect_choices, validate_sample
 
-__all__ = ["SpeedCheck", "size_factor", "at_model_speed", "speed_record", "reference_subnets", "pairing_reference", "paired_speed_factor", "speed_check",
+__all__ = ["SpeedCheck", "size_factor", "at_model_speed", "copy_at_speed", "reference_subnets", "pairing_reference", "paired_speed_factor", "speed_check",
            "measure_subnets", "compare_with_build"]
 
 log = logging.getLogger(__name__)
@@ -173,16 +173,21 @@ def at_model_speed(total_ms: Any, speed: dict[str, Any] | None) -> Any:
     return float(out) if np.ndim(total_ms) == 0 else out
 
 
-def speed_record(factor: Any, record: dict[str, Any]) -> dict[str, Any]:
-    """The speed record that ``with_speed(factor, **record)`` of a LUT or a predictor stores: ``factor`` is a
-    :class:`SpeedCheck` (its record and size term are kept) or a number (time now / time then, 0.2 to 5)."""
+def copy_at_speed(obj: Any, factor: Any, record: dict[str, Any], error: type[Exception]) -> Any:
+    """What ``with_speed(factor, **record)`` of a LUT or a predictor returns: a shallow copy of ``obj`` whose
+    ``speed`` record holds ``factor``, a :class:`SpeedCheck` (its record and size term are kept) or a number (time
+    now / time then, 0.2 to 5); anything else raises ``error``."""
+    import copy
+
     if isinstance(factor, SpeedCheck):
         record = {**factor.record(), **({"curve": factor.curve()} if factor.slope else {}), **record}
         factor = factor.factor
     if not (isinstance(factor, (int, float)) and 0.2 < float(factor) < 5.0):
-        raise ValueError(f"speed factor must be a number between 0.2 and 5 (time now / time then) or a "
-                         f"SpeedCheck, got {factor!r}.")
-    return {"factor": float(factor), **record}
+        raise error(f"speed factor must be a number between 0.2 and 5 (time now / time then) or a SpeedCheck, "
+                    f"got {factor!r}.")
+    out = copy.copy(obj)
+    out.speed = {"factor": float(factor), **record}
+    return out
 
 
 def _theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -36,7 +36,7 @@ import numpy as np
 
 from hwnas.hw.device import Device, fingerprint, fingerprint_matches, get_device
 from hwnas.hw.lut import FingerprintWarning
-from hwnas.hw.speed import at_model_speed, speed_record
+from hwnas.hw.speed import at_model_speed, copy_at_speed
 from hwnas.predict.estimator import KernelLatencyPredictor
 
 __all__ = ["LatencyPredictor", "PredictorError", "load_predictor", "TRUSTED_TYPES", "default_predictor_path"]
@@ -155,15 +155,7 @@ class LatencyPredictor:
         time now / time in training. Calibrated costs (kernels, data movement, overhead) are multiplied by the
         factor; whole-model predictions (:func:`hwnas.predict_latency`) by the size term's factor at the model's
         predicted time instead, when the check kept one (:meth:`at_model_speed`)."""
-        import copy
-
-        try:
-            speed = speed_record(factor, record)
-        except ValueError as e:
-            raise PredictorError(str(e)) from None
-        out = copy.copy(self)
-        out.speed = speed
-        return out
+        return copy_at_speed(self, factor, record, PredictorError)
 
     def at_model_speed(self, total_ms: Any) -> Any:
         """Whole-model totals computed with :attr:`speed_factor` (a number or an array), at the speed check's
