@@ -343,7 +343,7 @@ class LUT:
         end-to-end). ``None`` (the defaults apply) with fewer than 20 subnets with kernels and end-to-end times.
 
         A LUT of small models wants little ridge and no per-node term (digits: CV error 0.8% against 2.1% for
-        the old fixed 0.1 with the term); one of MobileNets is indifferent to both (README, "Latency").
+        the old fixed 0.1 with the term); one of MobileNets is indifferent to both (README, "Latency on a device").
         """
         import copy
 
