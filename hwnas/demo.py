@@ -40,7 +40,7 @@ import hwnas
 from hwnas.export import export, save_arch, to_onnx
 from hwnas.hw import create_session, measure_many, paired_speed_factor, pairing_reference, reference_subnets
 from hwnas.hw.lut import LUTError
-from hwnas.hw.speed import compare_with_build
+from hwnas.hw.speed import at_model_speed, compare_with_build
 from hwnas.io import atomic_write_json
 from hwnas.report.plots import plot_pareto
 from hwnas.report.summary import format_number
@@ -180,7 +180,8 @@ class DemoResult:
         lines.append("val/test acc: shared supernet weights after BN recalibration; fine-tuned: the exported subnet "
                      "after fine-tuning; ONNX: that model in ONNX Runtime. pred ms: LUT, times the machine's speed "
                      f"now against the LUT build ({self.speed_factor:.3f}, from {self.speed_source} measured in the "
-                     f"same rounds{'; for each size, as they moved' if self.speed_curve else ''}); meas ms: ONNX Runtime ({DEVICE}), each run paired with the LUT's reference "
+                     f"same rounds{'; for each size, as they moved' if self.speed_curve else ''}); meas ms: ONNX "
+                     f"Runtime ({DEVICE}), each run paired with the LUT's reference "
                      "subnet.")
         cons = ", ".join(f"{k} {v}" for k, v in self.constraints.items())
         lines.append(f"search: {self.num_trials} trials under {cons}; {self.seconds:.0f} s in all "
@@ -304,10 +305,7 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
             speed_source = "the LUT's reference subnet"
         speed = factor / latency.lut.speed_factor if factor else 1.0
         curve = check.curve() if check is not None else {}
-
-        def now_ms(ms: float) -> float:  # the check's factor for a subnet of this size, if it kept a size term
-            then = ms / latency.lut.speed_factor
-            return then * check.factor_at(then) if curve else speed * ms
+        now = {"factor": factor or 1.0, "curve": curve}  # with a size term: the check's factor for each size
         rows = []
         for (name, sample), rec in zip(picks.items(), records):
             model = subnets[name].eval()
@@ -318,7 +316,7 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
             predicted = latency.profile(sample)
             rows.append(DemoRow(name, sample, flops.profile(sample), params.profile(sample), predicted,
                                 rec.paired_ms if pair is not None else rec.median_ms,
-                                shared[name][0], shared[name][1], acc_torch, acc_onnx, agree, now_ms(predicted)))
+                                shared[name][0], shared[name][1], acc_torch, acc_onnx, agree, at_model_speed(speed * predicted, now)))
         files["arch"] = save_arch(result.best_sample, out / "chosen_arch.json")
         files["weights"] = _save_state_dict(subnets["chosen"], out / "chosen_finetuned.pt")
         try:
@@ -348,7 +346,8 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
         atomic_write_json(files["summary"], {
             "rows": [asdict(r) for r in rows], "constraints": demo.constraints, "trials": demo.num_trials,
             "seconds": demo.seconds, "phases_s": phases, "quick": quick, "seed": seed, "speed_factor": speed,
-            "speed_source": speed_source, "speed_curve": curve, "settings": json.loads(json.dumps(cfg)), "torch_threads": threads})
+            "speed_source": speed_source, "speed_curve": curve, "settings": json.loads(json.dumps(cfg)),
+            "torch_threads": threads})
         return demo
     finally:
         torch.set_num_threads(old_threads)

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any
@@ -123,20 +124,24 @@ class LatencyProfiler(Profiler):
         yield None, self.overhead_ms, 1
 
     def profile(self, sample: dict[str, Any]) -> float:
-        """Predicted ms of one sample (see :meth:`_at_speed` for a predictor's size-aware speed)."""
-        return self._at_speed(self.model.profile(sample))
+        """Predicted ms of one sample (see :attr:`_size_speed` for a speed check's size term)."""
+        ms = self.model.profile(sample)
+        return self._size_speed(ms) if self._size_speed else ms
 
     def profile_batch(self, samples: np.ndarray | Any) -> np.ndarray:
         """Predicted ms of many samples (as :meth:`profile`)."""
-        return self._at_speed(self.model.profile_batch(samples))
+        ms = self.model.profile_batch(samples)
+        return self._size_speed(ms) if self._size_speed else ms
 
-    def _at_speed(self, ms: Any) -> Any:
-        """A LUT (or a predictor alone) with a speed check's size term (``with_speed(check)``) scales each
-        sample's total by the check's factor for its size, as :func:`hwnas.predict_latency` does; costs,
-        :meth:`expectation` and :meth:`kernel_costs` stay at the check's median factor (they are sums of
-        per-kernel costs)."""
+    @functools.cached_property
+    def _size_speed(self) -> Any:
+        """With a speed check's size term on the LUT (or on a predictor alone; ``with_speed(check)``), the
+        function that scales each sample's total by the check's factor for its size, as
+        :func:`hwnas.predict_latency` does; else ``None``. Costs, :meth:`expectation` and :meth:`kernel_costs`
+        stay at the check's median factor (they are sums of per-kernel costs). Decided once, off the hot path:
+        the profiler's LUT and predictor do not change (``with_speed`` returns copies)."""
         source = self.lut if self.lut is not None else self.predictor
-        return source.at_model_speed(ms) if hasattr(source, "at_model_speed") else ms
+        return source.at_model_speed if (getattr(source, "speed", None) or {}).get("curve") else None
 
     @property
     def overhead_ms(self) -> float:
