@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,18 @@ def fvcore_flops(model: nn.Module, x) -> int:
 
 def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def assert_paired(rec, within: float = 2.0) -> None:
+    """A paired measurement record (hwnas.hw.measure) is what its docstring says: each timed run over the mean of
+    the reference runs around it, its paired time the median ratio times the median of those means. Paired and
+    plain medians only roughly agree on a shared host (another job slows a model and its reference unalike: a
+    tiny subnet's were 38% apart in one CI run), so that is a sanity bound of ``within`` times."""
+    around = (rec.reference_times_ms[:, :-1] + rec.reference_times_ms[:, 1:]) / 2
+    np.testing.assert_allclose(rec.ratios * around, rec.times_ms, rtol=1e-9)
+    assert rec.reference_ms == pytest.approx(float(np.median(around)))
+    assert rec.paired_ms == pytest.approx(float(np.median(rec.ratios)) * rec.reference_ms)
+    assert 1 / within < rec.paired_ms / rec.median_ms < within
 
 
 class UserCNN(hnn.Space):
