@@ -149,10 +149,13 @@ def rescore(subnets_csv: Path, lut_dir: str, tag: str) -> None:
         pred = prof.profile_batch([json.loads(s) for s in d["sample"]])
         meas = d["measured_ms"].to_numpy()
         factor = (d["speed_corrected_ms"] / d["predicted_ms"]).to_numpy()  # that run's speed factor for each subnet
-        each = np.array([json.loads(v) for v in d["measurements_ms"]])
-        halves = [np.exp(np.log(each[:, h::2]).mean(axis=1)) for h in (0, 1)]
-        st, sc, rt = accuracy_stats(pred, meas), accuracy_stats(pred * factor, meas), accuracy_stats(*halves)
-        noise = float(np.var(np.log(halves[0] / halves[1])) / 4)
+        st, sc = accuracy_stats(pred, meas), accuracy_stats(pred * factor, meas)
+        if "measurements_ms" in d:
+            each = np.array([json.loads(v) for v in d["measurements_ms"]])
+            halves = [np.exp(np.log(each[:, h::2]).mean(axis=1)) for h in (0, 1)]
+            rt, noise = accuracy_stats(*halves), float(np.var(np.log(halves[0] / halves[1])) / 4)
+        else:  # runs before the separate measurements were saved: no retest, noise unknown (taken as none)
+            rt, noise = {"kendall_tau": float("nan")}, 0.0
         own = math.sqrt(max(0.0, float(np.var(np.log(pred / meas))) - noise))
         sel = prof.lut.calibration.get("selected") or {}
         rows.append((name, device, len(d), st["within_5pct"], st["within_10pct"], st["kendall_tau"],
