@@ -19,8 +19,6 @@ from _common import append_row, pin_threads
 import hwnas
 from hwnas.hw.build import build_lut, space_signatures
 
-DEFAULT_INPUTS = {"digits": (1, 1, 8, 8)}
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -39,7 +37,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     pin_threads(1)
-    shape = tuple(int(d) for d in args.input.split(",")) if args.input else DEFAULT_INPUTS.get(args.space, (1, 3, 224, 224))
+    shape = tuple(int(d) for d in args.input.split(",")) if args.input else hwnas.spaces.input_shape(args.space)
     space = hwnas.spaces.create(args.space).eval()
     x = torch.randn(shape)
     n_sigs = len(space_signatures(space, x))

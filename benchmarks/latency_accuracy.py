@@ -58,8 +58,6 @@ from hwnas.hw.build import input_for
 from hwnas.hw.latency import LatencyProfiler
 from hwnas.hw.session import export_onnx
 
-DEFAULT_INPUTS = {"digits": (1, 1, 8, 8)}
-
 
 def accuracy_stats(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
     rel = (pred - meas) / meas
@@ -71,7 +69,7 @@ def accuracy_stats(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
 
 def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: int, repeats: int,
               n_ref: int, measurements: int) -> tuple:
-    shape = DEFAULT_INPUTS.get(name, (1, 3, 224, 224))
+    shape = hwnas.spaces.input_shape(name)
     space = hwnas.spaces.create(name).eval()
     x = torch.randn(shape)
     prof = LatencyProfiler(space, x, lut=lut_path)
@@ -144,7 +142,7 @@ def rescore(subnets_csv: Path, lut_dir: str, tag: str) -> None:
     rows = []
     for (name, device), d in runs.groupby(["space", "device"], sort=False):
         space = hwnas.spaces.create(name).eval()
-        prof = LatencyProfiler(space, torch.randn(DEFAULT_INPUTS.get(name, (1, 3, 224, 224))),
+        prof = LatencyProfiler(space, torch.randn(hwnas.spaces.input_shape(name)),
                                lut=f"{lut_dir}/{name}_{device}.json")
         pred = prof.profile_batch([json.loads(s) for s in d["sample"]])
         meas = d["measured_ms"].to_numpy()

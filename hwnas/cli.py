@@ -122,9 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-DEFAULT_INPUTS = {"digits": (1, 1, 8, 8)}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
@@ -138,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "profile":
         try:
             space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg))
-            shape = args.input or DEFAULT_INPUTS.get(args.space, (1, 3, 224, 224))
+            shape = args.input or hwnas.spaces.input_shape(args.space)
             hwnas.profile(space, torch.zeros(shape), constraints=dict(args.constraint) or None)
         except (ValueError, TypeError) as e:
             print(f"hwnas profile: error: {e}", file=sys.stderr)
@@ -164,7 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _input(args) -> object:
     import torch
 
-    return torch.randn(args.input or DEFAULT_INPUTS.get(args.space, (1, 3, 224, 224)))
+    import hwnas
+
+    return torch.randn(args.input or hwnas.spaces.input_shape(args.space))
 
 
 def _lut(args) -> int:

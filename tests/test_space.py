@@ -118,6 +118,18 @@ def test_registry():
     assert space.choices()["resolution"] == (160, 224) and space.classifier.out_features == 10
 
 
+def test_registered_input_shapes_fit_their_spaces():
+    """Each space runs on the input shape it was registered with (what the CLI and benchmarks feed it)."""
+    assert hwnas.spaces.input_shape("digits") == (1, 1, 8, 8)
+    for name in hwnas.spaces.list():
+        space = hwnas.spaces.create(name).eval()
+        with torch.no_grad():
+            assert space(torch.zeros(hwnas.spaces.input_shape(name))).shape[0] == 1
+    assert hwnas.spaces.input_shape("mypkg.spaces:Mine") == (1, 3, 224, 224)
+    with pytest.raises(ValueError, match="no space named 'nope'; available"):
+        hwnas.spaces.input_shape("nope")
+
+
 def test_arch_json_round_trip(tmp_path):
     space = hwnas.spaces.create("digits").eval()
     s = space.random_sample(5)

@@ -7,9 +7,9 @@ Example:
     >>> space = hwnas.spaces.create("digits")
 """
 
-from hwnas.spaces.registry import create, list, register_space
+from hwnas.spaces.registry import create, input_shape, list, register_space
 
 # Importing the modules registers their spaces.
 from hwnas.spaces import digits, mobilenet, resnet  # noqa: E402,F401  isort: skip
 
-__all__ = ["create", "list", "register_space"]
+__all__ = ["create", "list", "register_space", "input_shape"]

@@ -47,7 +47,7 @@ class DigitsSpace(Space):
         return self.classifier(self.pool(self.stages(self.stem(x))).flatten(1))
 
 
-@register_space("digits")
+@register_space("digits", input_shape=(1, 1, 8, 8))
 def digits(num_classes: int = 10) -> DigitsSpace:
     """The demo's space for 8x8 digits."""
     return DigitsSpace(num_classes)

@@ -8,19 +8,27 @@ from collections.abc import Callable
 
 from hwnas.space.space import Space
 
-__all__ = ["register_space", "create", "list"]
+__all__ = ["register_space", "create", "list", "input_shape"]
 
 _SPACES: dict[str, Callable[..., Space]] = {}
+_INPUTS: dict[str, tuple[int, ...]] = {}
+
+#: the input shape of a space that names none (an ImageNet-sized RGB image, batch 1)
+DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
 
 
-def register_space(name: str) -> Callable[[Callable[..., Space]], Callable[..., Space]]:
-    """Register a space constructor under ``name``; a second registration of a name raises ``ValueError``."""
+def register_space(name: str, input_shape: tuple[int, ...] = DEFAULT_INPUT_SHAPE
+                   ) -> Callable[[Callable[..., Space]], Callable[..., Space]]:
+    """Register a space constructor under ``name``, with the input shape it is built for (what the command
+    line and the benchmarks feed it unless told otherwise, :func:`input_shape`); a second registration of a
+    name raises ``ValueError``."""
 
     def deco(fn: Callable[..., Space]) -> Callable[..., Space]:
         if name in _SPACES:
             raise ValueError(f"a space named {name!r} is already registered ({_SPACES[name].__module__}); "
                              "choose another name.")
         _SPACES[name] = fn
+        _INPUTS[name] = tuple(int(d) for d in input_shape)
         return fn
 
     return deco
@@ -79,6 +87,22 @@ def _import_space(spec: str) -> Callable[..., Space]:
     if not callable(fn):
         raise ValueError(f"space {spec!r}: {target!r} has no class or function {attr!r}.")
     return fn
+
+
+def input_shape(name: str) -> tuple[int, ...]:
+    """The input shape (batch first) that the space ``name`` was registered with; :data:`DEFAULT_INPUT_SHAPE`
+    for a space given as ``"module:attr"``.
+
+    Example:
+        >>> import hwnas
+        >>> hwnas.spaces.input_shape("digits")
+        (1, 1, 8, 8)
+    """
+    if name in _INPUTS:
+        return _INPUTS[name]
+    if ":" in name:
+        return DEFAULT_INPUT_SHAPE
+    raise ValueError(f"no space named {name!r}; available: {sorted(_SPACES)}.")
 
 
 def list() -> builtins.list[str]:  # noqa: A001 - mirrors timm.list_models
