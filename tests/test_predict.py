@@ -51,7 +51,11 @@ def shipped():
 @pytest.fixture(scope="module")
 def saved(shipped, tmp_path_factory):
     """The shipped predictor written anew by LatencyPredictor.save (once per module: the file is megabytes)."""
-    return shipped.save(tmp_path_factory.mktemp("pred") / "copy.skops")
+    data = open(str(shipped.path) + ".data.json", "rb").read()
+    path = shipped.save(tmp_path_factory.mktemp("pred") / "copy.skops")
+    # its training data go with it (speed checks read them), byte for byte
+    assert open(str(path) + ".data.json", "rb").read() == data
+    return path
 
 
 # ------------------------------------------------------------------------------------------ features
@@ -415,8 +419,10 @@ def test_speed_check_measures_training_models_again_and_scales_every_cost(shippe
     assert shipped.speed_factor == 1.0  # a copy: the loaded predictor is unchanged
     with pytest.raises(PredictorError, match="between 0.2 and 5"):
         shipped.with_speed(0)
-    with pytest.raises(PredictorError, match=r"\.data\.json"):  # a copy of the predictor without its training data
-        speed_check(load_predictor(saved, device="cpu-ort-1t"))
+    bare = tmp_path / "bare.skops"  # a copy of the predictor file alone, without its training data
+    bare.write_bytes(open(saved, "rb").read())
+    with pytest.raises(PredictorError, match=r"bare\.skops\.data\.json"):
+        speed_check(load_predictor(bare, device="cpu-ort-1t"))
 
 
 def test_a_speed_check_with_a_size_term_scales_each_model_by_its_own_factor(shipped):

@@ -209,10 +209,12 @@ class LatencyPredictor:
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the predictor (skops payload + ``hwnas.json``) atomically."""
+        """Write the predictor (skops payload + ``hwnas.json``) atomically, and its training data
+        (``<file>.data.json``, which speed checks and resumed training read) next to it when it has some."""
         import skops.io as sio
 
         path = Path(path)
+        training_data = Path(str(self.path) + ".data.json") if self.path is not None else None
         payload = sio.dumps(self.kernels)
         with zipfile.ZipFile(io.BytesIO(payload)) as z:
             members = {n: z.read(n) for n in z.namelist()}
@@ -236,6 +238,11 @@ class LatencyPredictor:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(buf.getvalue())
         os.replace(tmp, path)
+        if (training_data is not None and training_data.is_file()
+                and training_data.resolve() != Path(str(path) + ".data.json").resolve()):
+            tmp = path.with_name(f".{path.name}.data.json.tmp")
+            tmp.write_bytes(training_data.read_bytes())
+            os.replace(tmp, Path(str(path) + ".data.json"))
         self.metadata, self.path = meta, path
         return path
 
