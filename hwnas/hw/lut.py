@@ -342,8 +342,10 @@ class LUT:
         predict each held-out subnet from its kernels, and keep the setting with the least RMS of ln(predicted /
         end-to-end). ``None`` (the defaults apply) with fewer than 20 subnets with kernels and end-to-end times.
 
-        A LUT of small models wants little ridge and no per-node term (digits: CV error 0.8% against 2.1% for
-        the old fixed 0.1 with the term); one of MobileNets is indifferent to both (README, "Latency on a device").
+        The choice differs between LUTs and builds: the `digits` LUT of the morning of 2026-12-03 chose ridge 0.001
+        without the per-node term (CV error 0.8% against 2.1% for the old fixed 0.1 with the term), its rebuild
+        that afternoon 0.01 with the term (1.5% against 1.8%); `mobilenet_v3`'s is nearly indifferent (README,
+        "Latency on a device").
         """
         import copy
 
