@@ -37,6 +37,7 @@ import numpy as np
 from hwnas.hw.device import Device, fingerprint, fingerprint_matches, get_device
 from hwnas.hw.lut import FingerprintWarning
 from hwnas.hw.speed import at_model_speed, copy_at_speed
+from hwnas.io import atomic_write_text
 from hwnas.predict.estimator import KernelLatencyPredictor
 
 __all__ = ["LatencyPredictor", "PredictorError", "load_predictor", "TRUSTED_TYPES", "default_predictor_path"]
@@ -95,6 +96,12 @@ def _versions() -> dict[str, str]:
 
     return {"scikit-learn": sklearn.__version__, "skops": skops.__version__, "numpy": np.__version__,
             "onnxruntime": onnxruntime.__version__, "hwnas": hwnas_version()}
+
+
+def training_data_path(predictor_path: str | os.PathLike) -> Path:
+    """Where a predictor file's training data live: ``<file>.data.json`` next to it (written by
+    :func:`hwnas.predict.train`, read by speed checks and resumed training, copied by :meth:`LatencyPredictor.save`)."""
+    return Path(str(predictor_path) + ".data.json")
 
 
 @dataclass
@@ -214,7 +221,7 @@ class LatencyPredictor:
         import skops.io as sio
 
         path = Path(path)
-        training_data = Path(str(self.path) + ".data.json") if self.path is not None else None
+        training_data = training_data_path(self.path) if self.path is not None else None
         payload = sio.dumps(self.kernels)
         with zipfile.ZipFile(io.BytesIO(payload)) as z:
             members = {n: z.read(n) for n in z.namelist()}
@@ -239,10 +246,8 @@ class LatencyPredictor:
         tmp.write_bytes(buf.getvalue())
         os.replace(tmp, path)
         if (training_data is not None and training_data.is_file()
-                and training_data.resolve() != Path(str(path) + ".data.json").resolve()):
-            tmp = path.with_name(f".{path.name}.data.json.tmp")
-            tmp.write_bytes(training_data.read_bytes())
-            os.replace(tmp, Path(str(path) + ".data.json"))
+                and training_data.resolve() != training_data_path(path).resolve()):
+            atomic_write_text(training_data_path(path), training_data.read_text(encoding="utf-8"))
         self.metadata, self.path = meta, path
         return path
 

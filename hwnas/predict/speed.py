@@ -34,7 +34,7 @@ import numpy as np
 
 from hwnas.hw.speed import SpeedCheck
 from hwnas.io import read_json
-from hwnas.predict.predictor import LatencyPredictor, PredictorError
+from hwnas.predict.predictor import LatencyPredictor, PredictorError, training_data_path
 from hwnas.predict.train import Reference, export_training_model, measure_interleaved
 
 __all__ = ["speed_check", "training_models", "compare_with_training"]
@@ -49,7 +49,7 @@ def training_models(predictor: LatencyPredictor) -> list[dict[str, Any]]:
     Raises:
         PredictorError: the predictor has no file, or its training data are not next to it.
     """
-    data = Path(str(predictor.path) + ".data.json") if predictor.path is not None else None
+    data = training_data_path(predictor.path) if predictor.path is not None else None
     if data is None or not data.is_file():
         raise PredictorError(f"a speed check measures the predictor's training models again, which are listed in "
                              f"its training data, expected at {str(data) if data else '<predictor file>.data.json'!r}; "

@@ -50,7 +50,7 @@ from hwnas.predict.estimator import KernelLatencyPredictor
 from hwnas.predict.features import model_weight_bytes, nchwc_block
 from hwnas.predict.generator import STYLE_CYCLE, build_model, config_input, random_config
 from hwnas.predict.movement import ONNX_MOVEMENT, movement_of_nodes
-from hwnas.predict.predictor import LatencyPredictor, PredictorError
+from hwnas.predict.predictor import LatencyPredictor, PredictorError, training_data_path
 
 __all__ = ["train", "model_signatures", "fit_predictor", "fit_calibration", "calibrated_ms", "validate",
            "TrainingData", "measure_config", "measure_module", "Reference", "REFERENCE_CONFIG",
@@ -459,7 +459,7 @@ def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | o
     dev.check_available()
     params = dict(params or {})
     if data_path is None and path is not None:
-        data_path = Path(str(path) + ".data.json")
+        data_path = training_data_path(path)
     settings = {"budget": budget, "initial": initial, "batch": batch, "pool": pool, "seed": seed, "runs": runs,
                 "warmup": warmup, "max_macs": max_macs, "min_macs": min_macs, "target_rmspe": target_rmspe,
                 "e2e_measurements": e2e_measurements}

@@ -50,9 +50,7 @@ def create(name: str, **kwargs) -> Space:
     elif ":" in name:
         fn = _import_space(name)
     else:
-        raise ValueError(f"no space named {name!r}; available: {sorted(_SPACES)}. "
-                         "Register your own with @hwnas.spaces.register_space(name), or name a class or factory "
-                         "as 'package.module:attr' or 'path/to/file.py:attr'.")
+        raise _unknown(name)
     params = inspect.signature(fn).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         accepted = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
@@ -102,7 +100,14 @@ def input_shape(name: str) -> tuple[int, ...]:
         return _INPUTS[name]
     if ":" in name:
         return DEFAULT_INPUT_SHAPE
-    raise ValueError(f"no space named {name!r}; available: {sorted(_SPACES)}.")
+    raise _unknown(name)
+
+
+def _unknown(name: str) -> ValueError:
+    """The error for a space name that is neither registered nor ``module:attr``."""
+    return ValueError(f"no space named {name!r}; available: {sorted(_SPACES)}. "
+                      "Register your own with @hwnas.spaces.register_space(name), or name a class or factory "
+                      "as 'package.module:attr' or 'path/to/file.py:attr'.")
 
 
 def list() -> builtins.list[str]:  # noqa: A001 - mirrors timm.list_models
