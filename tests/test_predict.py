@@ -363,7 +363,7 @@ def test_latency_profiler_with_a_predictor_alone_and_as_lut_fallback(shipped):
     space = hwnas.spaces.create("mobilenet_v3").eval()
     x = torch.randn(1, 3, 224, 224)
     alone = hwnas.LatencyProfiler(space, x, predictor=shipped)
-    lut = hwnas.LatencyProfiler(space, x, lut="lut/mobilenet_v3_cpu-ort-1t.json", graph=alone.graph)
+    lut = hwnas.LatencyProfiler(space, x, lut="mobilenet_v3", graph=alone.graph)
     kernels = map_kernels(alone.graph)
     for seed in range(3):
         s = space.random_sample(seed)
@@ -379,7 +379,7 @@ def test_latency_profiler_with_a_predictor_alone_and_as_lut_fallback(shipped):
         assert alone.profile(s) == pytest.approx(lut.profile(s), rel=0.12)
     from hwnas.hw.lut import LUT
 
-    partial = LUT.load("lut/mobilenet_v3_cpu-ort-1t.json")
+    partial = LUT.load("mobilenet_v3")
     dropped = sorted(partial.entries)[:5]
     for d in dropped:
         del partial.entries[d]
