@@ -132,8 +132,14 @@ def test_fingerprint_keys_and_matches():
     assert len(diffs) == 1 and "onnxruntime" in diffs[0] and "0.0.1" in diffs[0]
     threads = fingerprint_matches(fp, fingerprint("cpu-ort-2t"))
     assert any("intra-op threads" in d for d in threads)
-    flags = fingerprint_matches(fp, dict(fp, cpu_flags=[*fp["cpu_flags"], "amx_tile"]))
-    assert flags and "amx_tile" in flags[0]
+    # flags: two fingerprints built here, so the host's own flags (AMX or not) do not matter
+    zen4 = dict(fp, cpu_flags=["avx2", "avx512f", "fma"])
+    spr = dict(fp, cpu_flags=["amx_tile", "avx2", "avx512f", "fma"])
+    assert fingerprint_matches(zen4, dict(zen4, cpu_flags=["fma", "avx512f", "avx2"])) == []  # order does not matter
+    flags = fingerprint_matches(zen4, spr)
+    assert len(flags) == 1 and "CPU kernel flags" in flags[0] and "only in second: ['amx_tile']" in flags[0]
+    back = fingerprint_matches(spr, dict(zen4, cpu_flags=["avx2", "fma"]))
+    assert len(back) == 1 and "only in first: ['amx_tile', 'avx512f']" in back[0] and "second" not in back[0]
 
 
 # ------------------------------------------------------------------------------------------- measure
