@@ -234,7 +234,8 @@ def test_metadata_mismatch_is_refused_with_a_clear_message(saved, tmp_path):
              redigest=True)
     from hwnas.hw.lut import FingerprintWarning
 
-    with pytest.warns(FingerprintWarning, match="Other CPU"):
+    with pytest.warns(FingerprintWarning, match=r"Other CPU.*hwnas adapt .*other\.skops --measurements 40 --out "
+                                                r"other\.adapted\.skops"):
         load_predictor(tmp_path / "other.skops")
     _rewrite(path, tmp_path / "old.skops", meta=lambda m: m.update(version=99), redigest=True)
     with pytest.raises(PredictorError, match="format version 99"):
