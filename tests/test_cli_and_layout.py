@@ -167,6 +167,8 @@ def test_cli_takes_lut_names_and_never_writes_a_shipped_one(tmp_path, capsys):
     assert "--out FILE" in capsys.readouterr().err
     assert main(["lut", "speed-check", "--space", "digits", "--lut", "digits", "--write"]) == 2  # before measuring
     assert "--out FILE" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"write over the shipped LUT 'digits_cpu-ort-1t'.*lut\.save\('my_lut"):
+        LUT.load("digits", check_fingerprint=False).save()  # the API neither, unless given the path
     assert hashlib.sha256(lut_path("digits").read_bytes()).hexdigest() == before
     # profile --lut NAME adds the latency row: the LUT's own range of the space
     from hwnas.profile.constraints import metric_range

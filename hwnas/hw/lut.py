@@ -189,6 +189,9 @@ class LUT:
         target = Path(path) if path is not None else self.path
         if target is None:
             raise LUTError("LUT.save needs a path (this LUT was not loaded from a file).")
+        if path is None and shipped_name(target) is not None:
+            raise LUTError(f"LUT.save() would write over the shipped LUT {shipped_name(target)!r} inside the installed "
+                           "package; save it to a file of yours: lut.save('my_lut.json').")
         atomic_write_json(target, self.to_dict())
         self.path = target
         return target
