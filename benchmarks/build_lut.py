@@ -1,6 +1,8 @@
 """Build (or resume) a latency LUT for a reference space on a device, and print how long it took.
 
-    python benchmarks/build_lut.py --space mobilenet_v3 --device cpu-ort-1t --out lut/mobilenet_v3_cpu-ort-1t.json
+    python benchmarks/build_lut.py --space mobilenet_v3 --device cpu-ort-1t --out mobilenet_v3_cpu-ort-1t.json
+
+(To ship a LUT, build it into hwnas/data/lut/<space>_<device>.json of the checkout; hwnas.artifacts finds it by name.)
 
 Resumable: killed and started again with the same --out, it continues with what is missing. Prints the
 number of kernel signatures, subnets profiled, build minutes and the calibration fit, and appends a row

@@ -53,6 +53,7 @@ from _common import RESULTS, pin_threads, write_table
 from scipy.stats import kendalltau
 
 import hwnas
+from hwnas.artifacts import lut_path as shipped_lut
 from hwnas.hw import SpeedCheck, measure_many, paired_speed_factor, pairing_reference, reference_subnets
 from hwnas.hw.build import input_for
 from hwnas.hw.latency import LatencyProfiler
@@ -170,7 +171,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spaces", default="digits,mobilenet_v2,mobilenet_v3")
     ap.add_argument("--device", default="cpu-ort-1t")
-    ap.add_argument("--lut-dir", default=str(Path(__file__).resolve().parents[1] / "lut"))
+    ap.add_argument("--lut-dir", default=str(shipped_lut("digits").parent),
+                    help="folder of <space>_<device>.json LUTs (default: the shipped ones, hwnas/data/lut)")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=40,
                     help="interleaved rounds in all (many short rounds), shared among the measurements")

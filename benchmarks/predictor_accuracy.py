@@ -184,7 +184,7 @@ def summarize(rows: list[dict], checks: list[dict], alone: float, tr: dict, devi
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu-ort-1t")
-    ap.add_argument("--predictor", default=None, help="predictor file (default predictors/<device>.skops)")
+    ap.add_argument("--predictor", default=None, help="predictor file or shipped name (default: the shipped one of --device)")
     ap.add_argument("--n", type=int, default=60, help="random subnets per reference space")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--skip-zoo", action="store_true")

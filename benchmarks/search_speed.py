@@ -22,17 +22,17 @@ import logging
 import statistics
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 from _common import fvcore_count, median_time, pin_threads, write_table
 
 import hwnas
+from hwnas.artifacts import lut_path
 from hwnas.profile.constraints import parse_constraints
 from hwnas.search import ConstraintFilter, RegularizedEvolution
 
-LUT = Path(__file__).resolve().parents[1] / "lut" / "mobilenet_v3_cpu-ort-1t.json"
+LUT = lut_path("mobilenet_v3")  # the shipped mobilenet_v3 LUT (cpu-ort-1t)
 
 
 

@@ -1,6 +1,8 @@
 """Train (or resume) the learned latency predictor of a device, and print what it cost.
 
-    python benchmarks/train_predictor.py --device cpu-ort-1t --budget 1500 --out predictors/cpu-ort-1t.skops
+    python benchmarks/train_predictor.py --device cpu-ort-1t --budget 1500 --out cpu-ort-1t.skops
+
+(To ship a predictor, train it into hwnas/data/predictors/<device>.skops of the checkout, with its .data.json.)
 
 Measures random whole training models (hwnas.predict.generator) adaptively: an initial spread, then the
 models whose latency the current predictor is least sure of, until the budget of kernel measurements or the
@@ -24,7 +26,7 @@ from hwnas.predict import train
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu-ort-1t")
-    ap.add_argument("--out", default=None, help="predictor file (default predictors/<device>.skops)")
+    ap.add_argument("--out", default=None, help="predictor file (default ./<device>.skops, never the shipped one)")
     ap.add_argument("--budget", type=int, default=1500, help="kernel measurements at most")
     ap.add_argument("--initial", type=int, default=18, help="models of the initial spread")
     ap.add_argument("--batch", type=int, default=4, help="models measured per adaptive round")
@@ -39,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     pin_threads(1)
-    out = args.out or f"predictors/{args.device}.skops"
+    out = args.out or f"{args.device}.skops"
     t0 = time.perf_counter()
     pred = train(args.device, budget=args.budget, path=out, initial=args.initial, batch=args.batch, pool=args.pool,
                  runs=args.runs, target_rmspe=args.target_rmspe, seed=args.seed,

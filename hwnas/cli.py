@@ -5,19 +5,30 @@ Examples::
     hwnas demo --out hwnas-demo
     hwnas search --space digits --score params --constraint flops=40% --trials 200
     hwnas profile --space mobilenet_v3 --input 1,3,224,224 --constraint flops=60% --constraint params=6e6
-    hwnas profile --space digits --input 1,1,8,8
+    hwnas profile --space digits --input 1,1,8,8 --lut digits
     hwnas predict model.onnx --device cpu-ort-1t --csv layers.csv
+
+A LUT (``--lut``) or predictor (``--predictor``) is a file or the name of one that ships with hwnas:
+``--lut mobilenet_v3`` (on ``--device``, default cpu-ort-1t), ``--lut mobilenet_v3_cpu-ort-2t``,
+``--predictor cpu-ort-1t`` (see :mod:`hwnas.artifacts`). A shipped one is never written over.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 __all__ = ["main", "build_parser"]
+
+LUT_HELP = ("latency LUT: a file, or the name of a shipped one (its space, e.g. digits, on --device; or space_device, "
+            "e.g. mobilenet_v3_cpu-ort-2t; `hwnas lut list` lists them)")
+DEVICE_HELP = "device of a LUT given by space name (default cpu-ort-1t)"
+_warned: set[str] = set()  # fingerprint warnings this process has printed (each is shown once)
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -68,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="metric=bound, repeatable: flops=60%% params=3e6")
     pr.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON",
                     help="keyword argument for the space constructor, e.g. resolutions=[160,192,224]")
+    pr.add_argument("--lut", default=None, help=LUT_HELP + "; adds the latency_ms metric")
+    pr.add_argument("--device", default=None, help=DEVICE_HELP)
 
     sub.add_parser("spaces", help="list the registered spaces")
 
@@ -76,32 +89,40 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--space", required=True)
     lb.add_argument("--input", type=_shape, default=None)
     lb.add_argument("--device", default="cpu-ort-1t")
-    lb.add_argument("--out", required=True, help="LUT file (resumed if it exists)")
+    lb.add_argument("--out", required=True, help="LUT file of yours (resumed if it exists)")
     lb.add_argument("--repeats", type=int, default=3, help="measurements per kernel signature")
     lb.add_argument("--runs", type=int, default=30)
     lb.add_argument("--random-subnets", type=int, default=60, help="random subnets profiled for calibration")
     lb.add_argument("--max-subnets", type=int, default=None)
     lb.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
-    li = lut.add_parser("info", help="summarise a LUT file")
-    li.add_argument("path")
+    lut.add_parser("list", help="list the LUTs and predictors that ship with hwnas")
+    li = lut.add_parser("info", help="summarise a LUT (file or shipped name)")
+    li.add_argument("path", help=LUT_HELP)
+    li.add_argument("--device", default=None, help=DEVICE_HELP)
     lr = lut.add_parser("refit", help="fit a LUT's calibration and refinement again from its stored measurements "
                         "(no measuring), as this hwnas fits them; written atomically")
-    lr.add_argument("path")
-    lr.add_argument("--out", default=None, help="write here instead of over PATH")
+    lr.add_argument("path", help=LUT_HELP)
+    lr.add_argument("--device", default=None, help=DEVICE_HELP)
+    lr.add_argument("--out", default=None, help="write here instead of over PATH (required for a shipped LUT)")
     ls = lut.add_parser("speed-check", help="measure a few of the LUT's build subnets again: how much faster or "
                         "slower the machine runs now than at the build")
     ls.add_argument("--space", required=True)
-    ls.add_argument("--lut", required=True)
+    ls.add_argument("--lut", required=True, help=LUT_HELP)
+    ls.add_argument("--device", default=None, help=DEVICE_HELP)
     ls.add_argument("--input", type=_shape, default=None)
     ls.add_argument("--subnets", type=int, default=8, help="reference subnets to measure")
     ls.add_argument("--write", action="store_true", help="store the factor in the LUT file (atomically)")
+    ls.add_argument("--out", default=None,
+                    help="with --write: write the LUT with the factor here instead of over --lut (required for a "
+                         "shipped LUT)")
     ls.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
 
     rep = sub.add_parser("report", help="reports").add_subparsers(dest="report_command", required=True)
     rl = rep.add_parser("latency", help="per-layer latency of an architecture as CSV")
     rl.add_argument("--space", required=True)
     rl.add_argument("--arch", required=True, help="architecture JSON (hwnas.save_arch)")
-    rl.add_argument("--lut", required=True)
+    rl.add_argument("--lut", required=True, help=LUT_HELP)
+    rl.add_argument("--device", default=None, help=DEVICE_HELP)
     rl.add_argument("--csv", required=True)
     rl.add_argument("--input", type=_shape, default=None)
     rl.add_argument("--measure", action="store_true", help="also measure each kernel with ONNX Runtime")
@@ -110,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("predict", help="predict the latency of an ONNX file (or a zoo model) with a learned predictor")
     pp.add_argument("model", help="an .onnx file, or the name of a hwnas.zoo model (e.g. resnet18)")
     pp.add_argument("--device", default="cpu-ort-1t")
-    pp.add_argument("--predictor", default=None, help="predictor file (default: the shipped predictors/<device>.skops)")
+    pp.add_argument("--predictor", default=None,
+                    help="predictor file, or the name (device) of a shipped one (default: the shipped one of --device)")
     pp.add_argument("--input", type=_shape, default=None,
                     help="input shape, e.g. 1,3,224,224 (needed for ONNX files with dynamic shapes; zoo default 224)")
     pp.add_argument("--csv", default=None, help="write the per-layer table here")
@@ -125,6 +147,53 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    with _fingerprint_warnings_once():
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _fingerprint_warnings_once():
+    """Show each fingerprint warning (an artefact from another machine, with its ``hwnas adapt`` command) once
+    per process, as ``hwnas: warning: ...`` on stderr; other warnings as usual."""
+    from hwnas.hw.lut import FingerprintWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", FingerprintWarning)
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, FingerprintWarning):
+                return default(message, category, filename, lineno, file, line)
+            if str(message) not in _warned:
+                _warned.add(str(message))
+                print(f"hwnas: warning: {message}", file=sys.stderr)
+
+        warnings.showwarning = show
+        yield
+
+
+def _lut_path(args, value: str | None = None):
+    """The LUT file of ``--lut`` (or ``value``): a path as given, a name resolved among the shipped LUTs."""
+    from hwnas.artifacts import resolve_lut
+
+    value = args.lut if value is None else value
+    return None if value is None else resolve_lut(value, getattr(args, "device", None))
+
+
+def _user_target(args, given: str, out: str | None, flag: str):
+    """Where a changed LUT goes: ``out``, else the file given, but never over a shipped LUT unasked."""
+    from hwnas.artifacts import shipped_name
+
+    if out:
+        return out
+    name = shipped_name(_lut_path(args, given))
+    if name is not None:
+        raise ValueError(f"{given!r} is the shipped LUT {name!r} (inside the installed package); it is not written "
+                         f"over. Write the result to a file of yours with {flag} FILE, e.g. {flag} {name}.json.")
+    return given
+
+
+def _run(args) -> int:
     import torch
 
     import hwnas
@@ -136,8 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg))
             shape = args.input or hwnas.spaces.input_shape(args.space)
-            hwnas.profile(space, torch.zeros(shape), constraints=dict(args.constraint) or None)
-        except (ValueError, TypeError) as e:
+            x = torch.zeros(shape)
+            extra = {"latency_ms": hwnas.LatencyProfiler(space, x, lut=_lut_path(args))} if args.lut else None
+            hwnas.profile(space, x, constraints=dict(args.constraint) or None, profilers=extra)
+        except (ValueError, TypeError, FileNotFoundError) as e:
             print(f"hwnas profile: error: {e}", file=sys.stderr)
             return 2
         return 0
@@ -170,32 +241,41 @@ def _lut(args) -> int:
     import hwnas
     from hwnas.hw import LUT, build_lut
 
+    if args.lut_command == "list":
+        from hwnas.artifacts import list_artifacts
+
+        for art in list_artifacts():
+            detail = f"space {art.space}, device {art.device}" if art.kind == "lut" else f"device {art.device}"
+            print(f"{art.kind:9s}  {art.name:28s}  {detail}  ({art.path})")
+        return 0
     if args.lut_command == "info":
-        print(LUT.load(args.path).summary())
+        print(LUT.load(_lut_path(args, args.path)).summary())
         return 0
     if args.lut_command == "refit":
-        lut = LUT.load(args.path)
+        target = _user_target(args, args.path, args.out, "--out")
+        lut = LUT.load(_lut_path(args, args.path))
         before = dict(lut.calibration)
         lut.fit()
-        lut.save(args.out or args.path)
+        lut.save(target)
         sel = lut.calibration.get("selected") or {}
         print(f"refitted {args.path}: per-node term {'kept' if sel.get('per_node', True) else 'dropped'}, ridge "
               f"{lut.calibration.get('refined', {}).get('ridge')} (was {before.get('refined', {}).get('ridge')}); "
               f"cross-validated error {100 * sel.get('cv_rms', float('nan')):.2f}% against "
               f"{100 * sel.get('cv_rms_default', float('nan')):.2f}% with the old defaults; "
-              f"written: {args.out or args.path}")
+              f"written: {target}")
         return 0
     if args.lut_command == "speed-check":
         from hwnas.hw import speed_check
 
+        target = _user_target(args, args.lut, args.out, "--out") if args.write else None
         space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
-        lut = LUT.load(args.lut)
+        lut = LUT.load(_lut_path(args))
         check = speed_check(lut, space, _input(args), n=args.subnets, progress=True)
         print(f"{args.lut}: the machine runs at {check.describe()} the build's times now (build subnets); LUT "
               f"speed factor was {lut.speed_factor:.4f}")
         if args.write:
-            lut.with_speed(check).save(args.lut)
-            print(f"written: {args.lut} (its costs are multiplied by {check.factor:.4f} from now on)")
+            lut.with_speed(check).save(target)
+            print(f"written: {target} (its costs are multiplied by {check.factor:.4f} from now on)")
         return 0
     space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
     lut = build_lut(space, _input(args), args.device, args.out, repeats_per_kernel=args.repeats, runs=args.runs,
@@ -209,7 +289,7 @@ def _report(args) -> int:
     from hwnas.report import latency_report
 
     space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
-    df = latency_report(space, hwnas.load_arch(args.arch), _input(args), lut=args.lut, measure=args.measure)
+    df = latency_report(space, hwnas.load_arch(args.arch), _input(args), lut=_lut_path(args), measure=args.measure)
     df.to_csv(args.csv, index=False)
     total = df.iloc[-1]
     print(f"{len(df) - 2} kernels, predicted {total['predicted_ms']:.4f} ms"
@@ -256,7 +336,7 @@ def _add_search_parsers(sub) -> None:
     d.add_argument("--out", default="hwnas-demo", help="output folder (default ./hwnas-demo)")
     d.add_argument("--quick", action="store_true", help="a tiny budget (seconds), e.g. to check an install")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--lut", default=None, help="latency LUT (default: the shipped lut/digits_cpu-ort-1t.json)")
+    d.add_argument("--lut", default=None, help="latency LUT, a file or a shipped name (default: the shipped digits)")
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     s = sub.add_parser("search", help="multi-trial search of a space under constraints with your score function")
@@ -266,7 +346,8 @@ def _add_search_parsers(sub) -> None:
                         "or a metric name (flops, params, latency_ms) to find the largest subnet that fits")
     s.add_argument("--constraint", type=_constraint, action="append", default=[],
                    help="metric=bound, repeatable: flops=60%% params=3e6 latency_ms=4")
-    s.add_argument("--lut", default=None, help="latency LUT: adds the latency_ms metric")
+    s.add_argument("--lut", default=None, help=LUT_HELP + "; adds the latency_ms metric")
+    s.add_argument("--device", default=None, help=DEVICE_HELP)
     s.add_argument("--strategy", choices=("evolution", "random", "grid"), default="evolution")
     s.add_argument("--trials", type=int, default=100)
     s.add_argument("--population", type=int, default=50)
@@ -289,7 +370,7 @@ def _demo(args) -> int:
     from hwnas.demo import run_demo
 
     logging.getLogger("hwnas.demo").setLevel(logging.INFO)
-    result = run_demo(args.out, quick=args.quick, seed=args.seed, lut=args.lut, progress=not args.no_progress)
+    result = run_demo(args.out, quick=args.quick, seed=args.seed, lut=_lut_path(args), progress=not args.no_progress)
     print(result.table())
     return 0
 
@@ -349,11 +430,11 @@ def _search(args) -> int:
     x = _input(args)
     profilers = hwnas.search.build_profilers(space, x)
     if args.lut:
-        profilers["latency_ms"] = hwnas.LatencyProfiler(space, x, lut=args.lut, graph=profilers["flops"].graph)
+        profilers["latency_ms"] = hwnas.LatencyProfiler(space, x, lut=_lut_path(args), graph=profilers["flops"].graph)
     for metric, _ in args.constraint:
         if metric not in profilers:
             raise ValueError(f"--constraint {metric}=...: no metric {metric!r}; available: {sorted(profilers)}"
-                             + (" (latency_ms needs --lut, e.g. --lut lut/digits_cpu-ort-1t.json)."
+                             + (f" (latency_ms needs --lut, e.g. --lut {args.space})."
                                 if "latency_ms" not in profilers else "."))
     if args.score in profilers:
         score = profilers[args.score].profile

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 import hwnas
+from hwnas.artifacts import resolve_lut
 from hwnas.export import export, save_arch, to_onnx
 from hwnas.hw import create_session, measure_many, paired_speed_factor, pairing_reference, reference_subnets
 from hwnas.hw.lut import LUTError
@@ -61,7 +62,8 @@ __all__ = ["DigitsData", "DemoRow", "DemoResult", "load_digits_data", "demo_late
 logger = logging.getLogger(__name__)
 
 DEVICE = "cpu-ort-1t"
-DEFAULT_LUT = Path(__file__).resolve().parents[1] / "lut" / "digits_cpu-ort-1t.json"
+#: The demo's LUT: the shipped digits LUT of :data:`DEVICE`, by name (see :mod:`hwnas.artifacts`).
+DEFAULT_LUT = f"digits_{DEVICE}"
 
 #: Budgets of the full demo and of ``--quick`` (the test suite's).
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -122,11 +124,11 @@ def demo_latency_profiler(space: Any, dummy_input: torch.Tensor, graph: Any, lut
     This is the one place the demo builds its latency model; swap it here to use another device's LUT
     or a learned predictor.
     """
-    path = Path(lut)
+    path = resolve_lut(lut)  # a shipped name, or a file
     if not path.exists():
-        raise FileNotFoundError(f"the demo's latency LUT {str(path)!r} does not exist; it ships in the repository's "
-                                "lut/ folder, or build one with python benchmarks/build_lut.py --space digits "
-                                f"--input 1x1x8x8 --device {DEVICE} --out {path} and pass it with --lut.")
+        raise FileNotFoundError(f"the demo's latency LUT {str(path)!r} does not exist; give a shipped LUT by name "
+                                f"(--lut {DEFAULT_LUT}) or build one with hwnas lut build --space digits "
+                                f"--input 1,1,8,8 --device {DEVICE} --out {path} and pass it with --lut.")
     return hwnas.LatencyProfiler(space, dummy_input, lut=path, graph=graph)
 
 
@@ -215,7 +217,7 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
         quick: the tiny budget of :data:`SETTINGS` ``["quick"]`` (for tests: well under a minute).
         seed: seeds torch, the data order, the supernet's sampling and the search.
         progress: show progress bars.
-        lut: the latency LUT (default: the shipped ``lut/digits_cpu-ort-1t.json``).
+        lut: the latency LUT, a file or a shipped name (default: :data:`DEFAULT_LUT`, the shipped digits LUT).
         threads: torch threads during the demo.
 
     Returns:

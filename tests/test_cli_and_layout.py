@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import pathlib
 import subprocess
 import sys
+import warnings
 
 import pytest
 
+import hwnas.hw.lut as lut_module
+from hwnas.artifacts import (
+    ArtifactNotFoundError,
+    adapt_command,
+    find_artifact,
+    list_artifacts,
+    lut_path,
+    predictor_path,
+    resolve_lut,
+    resolve_predictor,
+)
 from hwnas.cli import main
+from hwnas.hw.lut import LUT, FingerprintWarning
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "hwnas"
 
 # space -> graph -> profile -> hw/predict -> search -> export/report -> cli (lower may not import higher)
-LAYERS = {"space": 0, "spaces": 0, "io": 0, "zoo": 0, "nn": 0, "graph": 1, "profile": 2, "hw": 3, "predict": 3,
+LAYERS = {"space": 0, "spaces": 0, "io": 0, "artifacts": 0, "zoo": 0, "nn": 0, "graph": 1, "profile": 2, "hw": 3, "predict": 3,
           "search": 4, "export": 5, "report": 5, "convert": 5, "cli": 6, "demo": 6, "__init__": 7}
 
 
@@ -85,3 +100,108 @@ def test_cli_errors(capsys):
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "hwnas.cli", "spaces"], capture_output=True, text=True, check=True)
     assert "mobilenet_v3" in out.stdout
+
+
+# ------------------------------------------------------------------------------ shipped artefacts, by name
+DATA = ROOT / "data"
+
+
+def test_shipped_artifacts_are_found_by_name():
+    files = sorted((DATA / "lut").glob("*.json")) + sorted((DATA / "predictors").glob("*.skops"))
+    assert len(files) >= 6 and sorted(a.path for a in list_artifacts()) == sorted(files)
+    assert lut_path("mobilenet_v3") == lut_path("mobilenet_v3_cpu-ort-1t") == lut_path("mobilenet_v3", "cpu-ort-1t") \
+        == DATA / "lut" / "mobilenet_v3_cpu-ort-1t.json"
+    assert lut_path("mobilenet_v3", "cpu-ort-2t") == DATA / "lut" / "mobilenet_v3_cpu-ort-2t.json"
+    assert predictor_path("cpu-ort-1t") == DATA / "predictors" / "cpu-ort-1t.skops"
+    assert (DATA / "predictors" / "cpu-ort-1t.skops.data.json").is_file()  # the training data ship with it
+    assert find_artifact("digits").path == lut_path("digits") and find_artifact("cpu-ort-1t").kind == "predictor"
+    # a path is taken as given, a name is looked up
+    assert resolve_lut("some/dir/my.json") == pathlib.Path("some/dir/my.json")
+    assert resolve_lut("digits", "cpu-ort-2t") == DATA / "lut" / "digits_cpu-ort-2t.json"
+    assert resolve_predictor("cpu-ort-1t") == predictor_path("cpu-ort-1t")
+    # loaded by name: the file's own content says which device and space it is
+    two = json.loads(lut_path("mobilenet_v3", "cpu-ort-2t").read_text())
+    lut = LUT.load("mobilenet_v3", device="cpu-ort-2t", check_fingerprint=False)
+    assert lut.device.name == two["device"]["name"] == "cpu-ort-2t" and lut.spaces == two["spaces"]
+    assert sorted(LUT.load("digits", check_fingerprint=False).entries) == sorted(
+        json.loads((DATA / "lut" / "digits_cpu-ort-1t.json").read_text())["entries"])
+
+
+def test_unknown_artifact_names_list_the_shipped_ones_and_how_to_build():
+    with pytest.raises(ArtifactNotFoundError) as info:
+        lut_path("resnet", "cpu-ort-2t")
+    text = str(info.value)
+    assert "'resnet_cpu-ort-2t'" in text and "mobilenet_v3_cpu-ort-1t" in text and "digits_cpu-ort-2t" in text
+    assert "hwnas lut build --space resnet --device cpu-ort-2t --out resnet_cpu-ort-2t.json" in text
+    with pytest.raises(ValueError, match="names device 'cpu-ort-2t', but device 'cpu-ort-1t'"):
+        lut_path("digits_cpu-ort-2t", "cpu-ort-1t")
+    with pytest.raises(ArtifactNotFoundError, match=r"cpu-ort-9t.*Shipped predictors: cpu-ort-1t.*train_predictor"):
+        predictor_path("cpu-ort-9t")
+    with pytest.raises(ArtifactNotFoundError, match="no shipped LUT named 'nope_cpu-ort-1t'"):
+        hwnas_latency("nope")
+
+
+def hwnas_latency(lut):
+    import torch
+
+    import hwnas
+
+    return hwnas.LatencyProfiler(hwnas.spaces.create("digits"), torch.zeros(1, 1, 8, 8), lut=lut)
+
+
+def test_cli_takes_lut_names_and_never_writes_a_shipped_one(tmp_path, capsys):
+    assert main(["lut", "info", "mobilenet_v3", "--device", "cpu-ort-2t"]) == 0
+    assert capsys.readouterr().out.startswith("LUT for cpu-ort-2t:")
+    assert main(["lut", "info", str(lut_path("digits"))]) == 0  # a path still works
+    assert capsys.readouterr().out.startswith("LUT for cpu-ort-1t:")
+    assert main(["lut", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(a.name in listed for a in list_artifacts())
+    assert main(["lut", "info", "resnet"]) == 2
+    err = capsys.readouterr().err
+    assert "no shipped LUT named 'resnet_cpu-ort-1t'" in err and "hwnas lut build --space resnet" in err
+    before = hashlib.sha256(lut_path("digits").read_bytes()).hexdigest()
+    assert main(["lut", "refit", "digits"]) == 2
+    assert "shipped LUT 'digits_cpu-ort-1t'" in capsys.readouterr().err
+    assert main(["lut", "refit", str(lut_path("digits"))]) == 2  # its path too: only --out writes it
+    assert "--out FILE" in capsys.readouterr().err
+    assert main(["lut", "speed-check", "--space", "digits", "--lut", "digits", "--write"]) == 2  # before measuring
+    assert "--out FILE" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"write over the shipped LUT 'digits_cpu-ort-1t'.*lut\.save\('my_lut"):
+        LUT.load("digits", check_fingerprint=False).save()  # the API neither, unless given the path
+    assert hashlib.sha256(lut_path("digits").read_bytes()).hexdigest() == before
+    # profile --lut NAME adds the latency row: the LUT's own range of the space
+    from hwnas.profile.constraints import metric_range
+
+    assert main(["profile", "--space", "digits", "--lut", "digits", "--constraint", "latency_ms=50%"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("latency_ms")).split()
+    lo, _, hi = metric_range(hwnas_latency(str(lut_path("digits"))))
+    assert float(row[1]) == pytest.approx(lo, rel=1e-3) and float(row[3]) == pytest.approx(hi, rel=1e-3)
+    assert main(["profile", "--space", "digits", "--lut", "nope"]) == 2
+    assert "Shipped LUTs: digits_cpu-ort-1t" in capsys.readouterr().err
+
+
+def test_fingerprint_warning_names_the_adapt_command_and_the_cli_shows_it_once(tmp_path, capsys, monkeypatch):
+    data = json.loads(lut_path("digits").read_text())
+    data["fingerprint"]["cpu_model"] = "Another CPU"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data))
+    cmd = f"hwnas adapt {other} --measurements 40 --out other.adapted.json"
+    assert adapt_command(other) == cmd
+    with pytest.warns(FingerprintWarning) as caught:
+        LUT.load(other)
+    assert "CPU model: 'Another CPU'" in str(caught[0].message) and cmd in str(caught[0].message)
+    for _ in range(3):  # the CLI: once per process
+        assert main(["lut", "info", str(other)]) == 0
+    err = capsys.readouterr().err
+    assert err.count(cmd) == 1 and err.startswith("hwnas: warning: LUT")
+    # a shipped LUT is named by its name (here the host's fingerprint is the one that differs)
+    host = lut_module.fingerprint("cpu-ort-1t")
+    monkeypatch.setattr(lut_module, "fingerprint", lambda dev: dict(host, cpu_model="Another CPU"))
+    with pytest.warns(FingerprintWarning, match=r"LUT 'digits_cpu-ort-1t' .*hwnas adapt digits_cpu-ort-1t "
+                                                r"--measurements 40 --out digits_cpu-ort-1t\.adapted\.json"):
+        LUT.load("digits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FingerprintWarning)
+        monkeypatch.undo()
+        LUT.load(other, check_fingerprint=False)  # asked not to check: silent

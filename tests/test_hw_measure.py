@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import assert_paired
+from conftest import assert_paired, rel_spread, retry_once
 from torch import nn
 
 from hwnas.hw import (
@@ -132,8 +132,14 @@ def test_fingerprint_keys_and_matches():
     assert len(diffs) == 1 and "onnxruntime" in diffs[0] and "0.0.1" in diffs[0]
     threads = fingerprint_matches(fp, fingerprint("cpu-ort-2t"))
     assert any("intra-op threads" in d for d in threads)
-    flags = fingerprint_matches(fp, dict(fp, cpu_flags=[*fp["cpu_flags"], "amx_tile"]))
-    assert flags and "amx_tile" in flags[0]
+    # flags: two fingerprints built here, so the host's own flags (AMX or not) do not matter
+    zen4 = dict(fp, cpu_flags=["avx2", "avx512f", "fma"])
+    spr = dict(fp, cpu_flags=["amx_tile", "avx2", "avx512f", "fma"])
+    assert fingerprint_matches(zen4, dict(zen4, cpu_flags=["fma", "avx512f", "avx2"])) == []  # order does not matter
+    flags = fingerprint_matches(zen4, spr)
+    assert len(flags) == 1 and "CPU kernel flags" in flags[0] and "only in second: ['amx_tile']" in flags[0]
+    back = fingerprint_matches(spr, dict(zen4, cpu_flags=["avx2", "fma"]))
+    assert len(back) == 1 and "only in first: ['amx_tile', 'avx512f']" in back[0] and "second" not in back[0]
 
 
 # ------------------------------------------------------------------------------------------- measure
@@ -148,14 +154,18 @@ def test_measure_tiny_conv_module():
     assert rec.fingerprint["device"] == "cpu-ort-1t"
 
 
+@retry_once
 def test_interleaved_medians_are_ordered(onnx_files):
     small, big = measure_many(
         [onnx_files["small"], onnx_files["big"]], "cpu-ort-1t", warmup=5, repeats=30, rounds=5, seed=0
     )
     assert small.model.endswith("small.onnx") and big.model.endswith("big.onnx")
-    assert big.median_ms > 2 * small.median_ms, (small.median_ms, big.median_ms)
+    # 10 conv layers against 1: at least twice the time, less what the two measurements' own spread allows
+    noise = 1 + rel_spread(small) + rel_spread(big)
+    assert big.median_ms > 2 / noise * small.median_ms, (small.median_ms, big.median_ms, noise)
 
 
+@retry_once
 def test_paired_measurement_against_the_unpaired_one(onnx_files):
     """Paired with the small model itself, the small model's ratios are about 1; paired with it, the big model's
     paired time agrees with the median of its own runs in the same measurement (the pairing only cancels the
@@ -166,8 +176,10 @@ def test_paired_measurement_against_the_unpaired_one(onnx_files):
                               reference=onnx_files["small"])
     assert small.ratios.shape == (10, 3) and np.isfinite(small.paired_ms)
     assert big.reference_times_ms.shape == (10, 4)
-    assert small.paired_ms == pytest.approx(small.reference_ms, rel=0.15)
-    assert_paired(big, within=1.2)  # 1.2x: a 10% bound was once hit with another test run alongside
+    # tolerances: at least 15% and 1.2x (a 10% bound was once hit with another test run alongside), wider by the
+    # measurements' own spread on a busy host
+    assert small.paired_ms == pytest.approx(small.reference_ms, rel=max(0.15, 2 * rel_spread(small)))
+    assert_paired(big, within=max(1.2, 1 + 2 * rel_spread(big)))
     plain = measure_many([onnx_files["big"]], "cpu-ort-1t", warmup=5, repeats=10, rounds=5)[0]
     assert big.stat("paired") == big.paired_ms and plain.stat("p25") == plain.p25_ms
     assert np.isnan(plain.paired_ms) and plain.reference_times_ms is None
@@ -175,6 +187,7 @@ def test_paired_measurement_against_the_unpaired_one(onnx_files):
         plain.stat("mean")
 
 
+@retry_once
 def test_session_overhead_is_small_and_positive():
     overhead = session_overhead_ms("cpu-ort-1t", repeats=100, rounds=3)
     assert 0 < overhead < 1.0  # an empty run costs microseconds, not milliseconds
@@ -183,6 +196,7 @@ def test_session_overhead_is_small_and_positive():
 # -------------------------------------------------------------------------------------------- profile
 
 
+@retry_once
 def test_profile_nodes_one_row_per_node_and_sum(onnx_files):
     path = onnx_files["big"]
     prof = profile_run(path, "cpu-ort-1t", runs=20, warmup=5)
@@ -196,8 +210,8 @@ def test_profile_nodes_one_row_per_node_and_sum(onnx_files):
     total = df["median_ms"].sum()
     assert total > 0
     assert total <= 1.05 * prof.end_to_end_median_ms  # profiled runs contain their nodes
-    e2e = measure(path, "cpu-ort-1t", warmup=5, repeats=30, rounds=3).median_ms
-    assert total <= 1.5 * e2e, (total, e2e)
+    e2e = measure(path, "cpu-ort-1t", warmup=5, repeats=30, rounds=3)
+    assert total <= 1.5 * (1 + rel_spread(e2e)) * e2e.median_ms, (total, e2e.median_ms, rel_spread(e2e))
     plain = profile_nodes(path, "cpu-ort-1t", runs=5, warmup=1)
     assert list(plain["node"]) == list(df["node"]) and plain.attrs["end_to_end_median_ms"] > 0
 
@@ -242,6 +256,7 @@ def test_export_error_is_wrapped(tmp_path):
         export_onnx(Bad(), torch.randn(4, 4), tmp_path / "bad.onnx")
 
 
+@retry_once
 def test_an_open_reference_is_shared_by_measurements(onnx_files):
     """A reference session opened once (open_reference) pairs two measurements: the same session runs in both,
     so their ratios share its speed basis; paired times agree with the models' own medians."""

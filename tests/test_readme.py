@@ -10,8 +10,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "lut").symlink_to(ROOT / "lut")  # the README's paths are relative to the repository
+    monkeypatch.chdir(tmp_path)  # the README names shipped LUTs, so its examples run from any folder
     blocks = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert len(blocks) >= 3
     for i, code in enumerate(blocks):

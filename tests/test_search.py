@@ -19,6 +19,7 @@ from conftest import fvcore_flops, num_params
 
 import hwnas
 import hwnas.nn as hnn
+from hwnas.artifacts import lut_path
 from hwnas.profile.constraints import ConstraintError, metric_range
 from hwnas.search import (
     Chain,
@@ -35,7 +36,7 @@ from hwnas.search import (
 )
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-LUT = ROOT / "lut" / "digits_cpu-ort-1t.json"
+LUT = lut_path("digits")  # the shipped digits LUT (cpu-ort-1t)
 X = torch.zeros(1, 1, 8, 8)
 
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import itertools
 import math
-import pathlib
 
 import numpy as np
 import pytest
 import torch
 
 import hwnas
+from hwnas.artifacts import lut_path
 from hwnas.profile.constraints import metric_range
 from hwnas.search import ExpectationProfilerPenalty, SampleProfilerPenalty
 
 X = torch.zeros(1, 1, 8, 8)
-LUT = pathlib.Path(__file__).resolve().parents[1] / "lut" / "digits_cpu-ort-1t.json"
+LUT = lut_path("digits")  # the shipped digits LUT (cpu-ort-1t)
 
 
 @pytest.fixture(scope="module")

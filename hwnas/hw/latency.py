@@ -4,7 +4,7 @@ cost-table engine.
 Example:
     >>> import torch, hwnas
     >>> space = hwnas.spaces.create("digits")
-    >>> lat = hwnas.LatencyProfiler(space, torch.randn(1, 1, 8, 8), lut="lut/digits_cpu-ort-1t.json")
+    >>> lat = hwnas.LatencyProfiler(space, torch.randn(1, 1, 8, 8), lut="digits")
     >>> lat.profile(space.random_sample(0)) > 0
     True
 """
@@ -68,9 +68,9 @@ class LatencyProfiler(Profiler):
     def __init__(self, space: Any, dummy_input: Any = None, lut: LUT | str | os.PathLike | None = None,
                  graph: OpGraph | None = None, predictor: Any = None):
         if lut is None and predictor is None:
-            raise ValueError("LatencyProfiler needs lut= (a LUT file such as lut/digits_cpu-ort-1t.json, or a "
+            raise ValueError("LatencyProfiler needs lut= (a LUT file, or a shipped LUT's name such as 'digits', or a "
                              "hwnas.hw.LUT; build one with benchmarks/build_lut.py) and/or predictor= (a learned "
-                             "predictor such as predictors/cpu-ort-1t.skops, see hwnas.predict).")
+                             "predictor such as hwnas.predict.load_predictor('cpu-ort-1t'), see hwnas.predict).")
         self.lut = lut if isinstance(lut, LUT) or lut is None else LUT.load(lut)
         if isinstance(predictor, (str, os.PathLike)):
             from hwnas.predict import load_predictor  # lazy: hwnas.predict builds on hwnas.hw

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.artifacts import adapt_command, resolve_lut, shipped_name
 from hwnas.hw.device import Device, fingerprint, fingerprint_matches, get_device
 from hwnas.io import atomic_write_json, read_json
 
@@ -118,8 +119,16 @@ class LUT:
         return cls(dev, fingerprint(dev), dict(settings or {}))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, check_fingerprint: bool = True) -> LUT:
-        """Read a LUT file; warns (:class:`FingerprintWarning`) when it was measured on another machine."""
+    def load(cls, path: str | os.PathLike, check_fingerprint: bool = True, device: str | None = None) -> LUT:
+        """Read a LUT by name or file; warns (:class:`FingerprintWarning`) when it was measured on another machine.
+
+        Args:
+            path: a file, or the name of a shipped LUT: its space (``"mobilenet_v3"``, on ``device``) or space
+                and device (``"mobilenet_v3_cpu-ort-2t"``), see :mod:`hwnas.artifacts`.
+            check_fingerprint: warn when the LUT's machine fingerprint differs from this machine's.
+            device: the device of a LUT given by space name (default ``cpu-ort-1t``).
+        """
+        path = resolve_lut(path, device)
         data = read_json(path, "LUT file")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise LUTError(f"{str(path)!r} is not an hwnas LUT (expected \"format\": \"{FORMAT}\"); build one with "
@@ -157,9 +166,9 @@ class LUT:
         if check_fingerprint:
             diffs = fingerprint_matches(lut.fingerprint, fingerprint(device))
             if diffs:
-                warnings.warn(f"LUT {str(path)!r} was measured on another machine or runtime: {'; '.join(diffs)}. "
-                              "Its latencies may not hold here; rebuild it on this machine for accurate figures.",
-                              FingerprintWarning, stacklevel=2)
+                warnings.warn(f"LUT {shipped_name(path) or str(path)!r} was measured on another machine or runtime: "
+                              f"{'; '.join(diffs)}. Its latencies may not hold here; adapt it to this machine "
+                              f"(about 2 minutes): {adapt_command(path)}", FingerprintWarning, stacklevel=2)
         return lut
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,6 +189,9 @@ class LUT:
         target = Path(path) if path is not None else self.path
         if target is None:
             raise LUTError("LUT.save needs a path (this LUT was not loaded from a file).")
+        if path is None and shipped_name(target) is not None:
+            raise LUTError(f"LUT.save() would write over the shipped LUT {shipped_name(target)!r} inside the installed "
+                           "package; save it to a file of yours: lut.save('my_lut.json').")
         atomic_write_json(target, self.to_dict())
         self.path = target
         return target

@@ -13,7 +13,7 @@ Example:
     >>> import torch, hwnas
     >>> from hwnas.hw import LUT, speed_check
     >>> space = hwnas.spaces.create("digits")
-    >>> lut = LUT.load("lut/digits_cpu-ort-1t.json")
+    >>> lut = LUT.load("digits")  # the shipped digits LUT (cpu-ort-1t)
     >>> check = speed_check(lut, space, torch.randn(1, 1, 8, 8), n=4)   # a few seconds
     >>> 0.5 < check.factor < 2.0
     True

@@ -1,6 +1,6 @@
 """``LatencyPredictor``: a trained kernel predictor, its calibration and metadata, in a safe file.
 
-A predictor file (``predictors/cpu-ort-1t.skops``) is a zip written by `skops <https://skops.readthedocs.io>`_
+A predictor file (the shipped ``hwnas/data/predictors/cpu-ort-1t.skops``, named ``"cpu-ort-1t"``) is a zip written by `skops <https://skops.readthedocs.io>`_
 (no pickle) holding the fitted :class:`~hwnas.predict.estimator.KernelLatencyPredictor`, plus a member
 ``hwnas.json`` with the metadata: format and version, the device and its machine fingerprint, the training
 set (kernel measurements, models, minutes), the validation errors, the calibration of whole models and the
@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.artifacts import adapt_command, predictor_path, resolve_predictor, shipped_name
 from hwnas.hw.device import Device, fingerprint, fingerprint_matches, get_device
 from hwnas.hw.lut import FingerprintWarning
 from hwnas.hw.speed import at_model_speed, copy_at_speed
@@ -74,8 +75,8 @@ class PredictorError(ValueError):
 
 
 def default_predictor_path(device: str | Device) -> Path:
-    """The shipped predictor of a device: ``predictors/<device>.skops`` next to the package."""
-    return Path(__file__).resolve().parents[2] / "predictors" / f"{get_device(device).name}.skops"
+    """The shipped predictor of a device (``hwnas/data/predictors/<device>.skops``, see :mod:`hwnas.artifacts`)."""
+    return predictor_path(get_device(device).name)
 
 
 def _digest(members: dict[str, bytes], meta: dict[str, Any]) -> str:
@@ -257,7 +258,7 @@ class LatencyPredictor:
         """Read and check a predictor file (see the module docstring for what is checked).
 
         Args:
-            path: the ``.skops`` file.
+            path: the ``.skops`` file, or the name of a shipped predictor (its device, ``"cpu-ort-1t"``).
             device: if given, the predictor must be for this device (same name and settings).
             check_fingerprint: warn when the file was trained on another machine or runtime.
 
@@ -268,7 +269,7 @@ class LatencyPredictor:
         """
         import skops.io as sio
 
-        path = Path(path)
+        path = resolve_predictor(path)
         if not path.is_file():
             raise FileNotFoundError(f"latency predictor {str(path)!r} does not exist; train one with "
                                     "`python benchmarks/train_predictor.py --device <name>` or "
@@ -312,14 +313,14 @@ class LatencyPredictor:
                 diff = sorted(k for k in want.__dict__ if want.__dict__[k] != dev.__dict__.get(k))
                 raise PredictorError(
                     f"{str(path)!r} predicts latency on device {dev.name!r}, not on {want.name!r} (they differ in "
-                    f"{diff}). Use the predictor of {want.name!r} (predictors/{want.name}.skops) or train one: "
+                    f"{diff}). Use the predictor of {want.name!r} (name {want.name!r}) or train one: "
                     f"python benchmarks/train_predictor.py --device {want.name}")
         if check_fingerprint:
             diffs = fingerprint_matches(meta["fingerprint"], fingerprint(dev))
             if diffs:
-                warnings.warn(f"latency predictor {str(path)!r} was trained on another machine or runtime: "
-                              f"{'; '.join(diffs)}. Its predictions may not hold here; train one on this machine "
-                              "for accurate figures.", FingerprintWarning, stacklevel=2)
+                warnings.warn(f"latency predictor {shipped_name(path) or str(path)!r} was trained on another machine "
+                              f"or runtime: {'; '.join(diffs)}. Its predictions may not hold here; adapt it to this "
+                              f"machine (about 2 minutes): {adapt_command(path)}", FingerprintWarning, stacklevel=2)
         import sklearn
 
         trained_with = meta["libraries"].get("scikit-learn")
@@ -395,10 +396,10 @@ def _check_trees(est: KernelLatencyPredictor, path: Path) -> None:
 
 def load_predictor(path: str | os.PathLike | None = None, device: str | Device | None = None,
                    check_fingerprint: bool = True) -> LatencyPredictor:
-    """Load a predictor file, by default the shipped one of ``device`` (``predictors/<device>.skops``)."""
+    """Load a predictor by file or name (its device: ``"cpu-ort-1t"``), by default the shipped one of ``device``."""
     if path is None:
         if device is None:
             raise ValueError("load_predictor needs a path or a device (e.g. device='cpu-ort-1t' for the shipped "
-                             "predictors/cpu-ort-1t.skops).")
+                             "predictor of that device).")
         path = default_predictor_path(device)
     return LatencyPredictor.load(path, device=device, check_fingerprint=check_fingerprint)

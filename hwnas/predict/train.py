@@ -1,6 +1,6 @@
 """Train a latency predictor for a device by adaptive sampling of whole random models.
 
-``train(device, budget=1500, path="predictors/cpu-ort-1t.skops")``:
+``train(device, budget=1500, path="my-cpu-ort-1t.skops")``:
 
 1. *Initial spread*: ``initial`` random training models (:mod:`hwnas.predict.generator`), cycling through the
    block styles. Each is exported to ONNX, profiled by ONNX Runtime, and its node times are charged to its

@@ -113,7 +113,7 @@ def predict_latency(model_or_onnx_path: Any, dummy_input: Any = None, device: st
             not static).
         device: the device to predict for.
         predictor: a :class:`LatencyPredictor`, the path of a predictor file, or ``None`` for the shipped
-            ``predictors/<device>.skops``.
+            predictor of ``device`` (named by it, see :mod:`hwnas.artifacts`).
 
     Returns:
         A :class:`ModelLatency` (total, overhead, per-layer DataFrame).

@@ -5,7 +5,7 @@ Example:
     >>> from hwnas.report import latency_report
     >>> space = hwnas.spaces.create("digits")
     >>> df = latency_report(space, space.random_sample(0), torch.randn(1, 1, 8, 8),
-    ...                     lut="lut/digits_cpu-ort-1t.json")
+    ...                     lut="digits")
     >>> list(df.columns)
     ['layer', 'kind', 'signature', 'predicted_ms', 'measured_ms', 'share']
 """
