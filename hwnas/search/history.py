@@ -41,6 +41,9 @@ class Trial:
         batch: which batch of parallel evaluations it belonged to (the strategy proposes a whole batch
             before it hears any of its scores).
         extra: further numbers the score function returned next to ``"score"``.
+        repeat_of: ``-1``, or the index of an earlier trial of the same subnet (same canonical sample) whose
+            score and extra values this trial reuses: a search never calls the score function twice for a
+            subnet (``eval_s`` is then 0).
     """
 
     index: int
@@ -50,6 +53,7 @@ class Trial:
     eval_s: float = 0.0
     batch: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    repeat_of: int = -1
 
     def value(self, name: str) -> float:
         """``"score"``, a metric, an extra value, ``"eval_s"`` or ``"trial"`` by name."""
@@ -66,13 +70,18 @@ class Trial:
         raise KeyError(name)
 
     def to_json(self) -> dict[str, Any]:
-        return {"trial": self.index, "batch": self.batch, "sample": self.sample, "score": self.score,
-                "metrics": self.metrics, "extra": self.extra, "eval_s": self.eval_s}
+        out = {"trial": self.index, "batch": self.batch, "sample": self.sample, "score": self.score,
+               "metrics": self.metrics, "extra": self.extra, "eval_s": self.eval_s}
+        if self.repeat_of >= 0:
+            out["repeat_of"] = self.repeat_of
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Trial:
+        """A trial from :meth:`to_json` (unchecked: the search checks checkpoints field by field)."""
         return cls(int(d["trial"]), dict(d["sample"]), float(d["score"]), dict(d.get("metrics", {})),
-                   float(d.get("eval_s", 0.0)), int(d.get("batch", 0)), dict(d.get("extra", {})))
+                   float(d.get("eval_s", 0.0)), int(d.get("batch", 0)), dict(d.get("extra", {})),
+                   int(d.get("repeat_of", -1)))
 
 
 class History(Sequence):

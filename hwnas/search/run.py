@@ -36,7 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hwnas.graph.trace import build_graph
-from hwnas.io import atomic_write_json, read_json
+from hwnas.io import FileInUseError, atomic_write_json, lock_file, read_json, remove_stale_temps
 from hwnas.profile.constraints import Constraint, parse_constraints
 from hwnas.profile.profilers import FlopsProfiler, NumParamsProfiler
 from hwnas.search.errors import CheckpointError, RejectionError, SearchError
@@ -50,7 +50,7 @@ from hwnas.search.strategies import (
     has_cost_model,
     profiler_range,
 )
-from hwnas.space.space import canonicalizer, collect_choices
+from hwnas.space.space import as_rng, canonicalizer, collect_choices
 
 __all__ = ["SearchResult", "run", "build_profilers"]
 
@@ -258,6 +258,7 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
     """
     strategy = RegularizedEvolution() if strategy is None else strategy
     _checks(strategy, max_trials, mode, score_func, checkpoint_every_s)
+    rng = as_rng(seed, "seed")
     choice_objs = collect_choices(space)
     choices = {label: tuple(c.values) for label, c in choice_objs.items()}
     profs = build_profilers(space, dummy_input, profilers)
@@ -266,100 +267,272 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
     guard = ConstraintFilter(parsed, profs)
     chain = Chain(strategy, guard) if not isinstance(strategy, Chain) else \
         Chain(strategy, guard, max_rejects=strategy.max_rejects)
-    chain.bind(choices, np.random.default_rng(seed), canonical=_canonical_of(space))
+    canonical = _canonical_of(space)
+    chain.bind(choices, rng, canonical=canonical)
     sign = 1.0 if mode == "max" else -1.0
     config = {"space": type(space).__name__, "choices": _jsonable({k: list(v) for k, v in choices.items()}),
-              "seed": seed, "mode": mode, "strategy": repr(chain), "metrics": sorted(profs)}
-
-    history = History()
+              "seed": int(seed) if isinstance(seed, (int, np.integer)) else None, "mode": mode, "strategy": repr(chain), "metrics": sorted(profs)}
     path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
-        _replay(path, config, chain, choices, history, sign)
-    resumed = len(history)
-
-    def save() -> None:
-        if path is not None:
-            atomic_write_json(path, {"hwnas_search": CHECKPOINT_VERSION, "config": config,
-                                     "num_proposed": chain.num_proposed_, "num_rejected": chain.num_rejected_,
-                                     "trials": [t.to_json() for t in history]})
-        if history_csv is not None:
-            history.to_csv(history_csv)
-
-    ex = make_executor(executor, address)
-    owned = ex is not executor
-    work = functools.partial(timed_call, score_func)
-    batch_size = max(1, int(ex.max_workers))
-    metrics = list(profs.items())
-    stopped = "max_trials"
-    best = history.best(mode)
-    bar = tqdm(total=max_trials, initial=min(resumed, max_trials), desc="search", unit="trial", disable=not progress,
-               dynamic_ncols=True)
-    last_save = time.monotonic()
+    lock = _lock(path) if path is not None else None
     try:
-        batch_no = history[-1].batch + 1 if len(history) else 0
-        while len(history) < max_trials:
-            n = min(batch_size, max_trials - len(history))
-            proposals = []
-            for _ in range(n):
-                try:
-                    s = chain.propose()
-                except RejectionError as e:
-                    if not len(history):
-                        raise
-                    where = f"; they are saved in the checkpoint {str(path)!r}" if path is not None else ""
-                    raise RejectionError(f"{e} This happened after {len(history)} evaluated trials{where}.") from None
-                if s is None:
-                    break
-                proposals.append(s)
-            if not proposals:
-                stopped = "exhausted"
-                break
-            outputs = ex.map(work, proposals)
-            # parse the whole batch before recording any of it: a checkpoint only ever holds whole batches
-            parsed_scores = [_parse_score(out, len(history) + i, s)
-                             for i, (s, (out, _)) in enumerate(zip(proposals, outputs))]
-            for s, (_, secs), (score, extra) in zip(proposals, outputs, parsed_scores):
-                trial = Trial(len(history), s, score, {m: float(p.profile(s)) for m, p in metrics}, secs, batch_no,
-                              extra)
-                history._append(trial)
-                chain.tell(s, sign * score)
-                if math.isfinite(score) and (best is None or sign * score > sign * best.score):
-                    best = trial
-            batch_no += 1
-            bar.update(len(proposals))
-            if best is not None:
-                bar.set_postfix(best=f"{best.score:.4g}", rejected=chain.num_rejected_, refresh=False)
-            if time.monotonic() - last_save >= checkpoint_every_s:
-                save()
-                last_save = time.monotonic()
-            if len(proposals) < n:
-                stopped = "exhausted"
-                break
+        if path is not None:
+            for stale in remove_stale_temps(path):
+                logger.info("removed %s, left by a write to %s that was killed", stale, path)
+        if history_csv is not None:
+            remove_stale_temps(history_csv, min_age_s=60.0)
+        history = History()
+        truncated = False
+        if path is not None and path.exists():
+            truncated = _replay(path, config, chain, choices, history, sign, profs, max_trials)
+        loop = _Loop(chain, profs, score_func, canonical, sign, mode, history, executor, address, progress)
+        saver = _Saver(None if truncated else path, history_csv, config, chain, history)
+        stopped = loop.run(max_trials, saver, checkpoint_every_s, path)
     finally:
-        bar.close()
-        if owned:
-            ex.close()
-        save()  # also when stopped by an error or Ctrl-C: no finished trial is lost
-    return _finish(space, history, parsed, guard, chain, mode, stopped, resumed, export_fn)
+        if lock is not None:
+            lock.release()
+    return _finish(space, history, parsed, guard, chain, mode, stopped, loop.resumed, export_fn)
 
 
-def _replay(path: Path, config: dict, chain: Chain, choices: dict[str, tuple], history: History, sign: float) -> None:
-    data = read_json(path, "search checkpoint")
+def _lock(path: Path) -> Any:
+    try:
+        return lock_file(path, "search checkpoint")
+    except FileInUseError as e:
+        raise CheckpointError(f"{e} Two searches on one checkpoint would overwrite each other's progress.") from None
+
+
+class _Saver:
+    """Writes the checkpoint and the history CSV (atomically)."""
+
+    def __init__(self, path: Path | None, history_csv: Any, config: dict, chain: Chain, history: History):
+        self.path, self.history_csv, self.config, self.chain, self.history = path, history_csv, config, chain, history
+
+    def __call__(self) -> None:
+        if self.path is not None:
+            atomic_write_json(self.path, {"hwnas_search": CHECKPOINT_VERSION, "config": self.config,
+                                          "num_proposed": self.chain.num_proposed_,
+                                          "num_rejected": self.chain.num_rejected_,
+                                          "trials": [t.to_json() for t in self.history]})
+        if self.history_csv is not None:
+            self.history.to_csv(self.history_csv)
+
+
+def _sample_key(sample: dict[str, Any]) -> str:
+    return json.dumps(sample, sort_keys=True, default=repr)
+
+
+class _Loop:
+    """The propose / evaluate / tell loop, with a score cache so that no subnet is scored twice."""
+
+    def __init__(self, chain: Chain, profs: dict[str, Any], score_func: Callable, canonical: Callable | None,
+                 sign: float, mode: str, history: History, executor: Any, address: str | None, progress: bool):
+        self.chain, self.profs, self.score_func, self.sign, self.mode = chain, profs, score_func, sign, mode
+        self.canonical = canonical or (lambda s: s)
+        self.history, self.executor, self.address, self.progress = history, executor, address, progress
+        self.resumed = len(history)
+        self.cache: dict[str, Trial] = {}
+        for t in history:
+            self.cache.setdefault(self.key(t.sample), t if t.repeat_of < 0 else history[t.repeat_of])
+
+    def key(self, sample: dict[str, Any]) -> str:
+        return _sample_key(self.canonical(sample))
+
+    def run(self, max_trials: int, save: Callable[[], None], checkpoint_every_s: float, path: Path | None) -> str:
+        chain, history, sign = self.chain, self.history, self.sign
+        ex = make_executor(self.executor, self.address)
+        owned = ex is not self.executor
+        work = functools.partial(timed_call, self.score_func)
+        batch_size = max(1, int(ex.max_workers))
+        metrics = list(self.profs.items())
+        stopped = "max_trials"
+        best = history.best(self.mode)
+        bar = tqdm(total=max_trials, initial=min(self.resumed, max_trials), desc="search", unit="trial",
+                   disable=not self.progress, dynamic_ncols=True)
+        last_save = time.monotonic()
+        try:
+            batch_no = history[-1].batch + 1 if len(history) else 0
+            while len(history) < max_trials:
+                n = min(batch_size, max_trials - len(history))
+                proposals = []
+                for _ in range(n):
+                    try:
+                        s = chain.propose()
+                    except RejectionError as e:
+                        if not len(history):
+                            raise
+                        where = f"; they are saved in the checkpoint {str(path)!r}" if path is not None else ""
+                        raise RejectionError(f"{e} This happened after {len(history)} evaluated trials{where}.") \
+                            from None
+                    if s is None:
+                        break
+                    proposals.append(s)
+                if not proposals:
+                    stopped = "exhausted"
+                    break
+                keys = [self.key(s) for s in proposals]
+                fresh: dict[str, dict[str, Any]] = {}  # first proposal of each subnet not scored before
+                for k, s in zip(keys, proposals):
+                    if k not in self.cache and k not in fresh:
+                        fresh[k] = s
+                outputs = dict(zip(fresh, ex.map(work, list(fresh.values()))))
+                # parse the whole batch before recording any of it: a checkpoint only ever holds whole batches
+                parsed = {k: _parse_score(outputs[k][0], len(history) + keys.index(k), fresh[k]) for k in fresh}
+                for k, s in zip(keys, proposals):
+                    first = self.cache.get(k)
+                    if first is not None:  # this subnet was scored before: reuse its score, do not call score_func
+                        trial = Trial(len(history), s, first.score, {m: float(p.profile(s)) for m, p in metrics},
+                                      0.0, batch_no, dict(first.extra), repeat_of=first.index)
+                    else:
+                        score, extra = parsed[k]
+                        trial = Trial(len(history), s, score, {m: float(p.profile(s)) for m, p in metrics},
+                                      outputs[k][1], batch_no, extra)
+                        self.cache[k] = trial
+                    history._append(trial)
+                    chain.tell(s, sign * trial.score)
+                    if math.isfinite(trial.score) and (best is None or sign * trial.score > sign * best.score):
+                        best = trial
+                batch_no += 1
+                bar.update(len(proposals))
+                if best is not None:
+                    bar.set_postfix(best=f"{best.score:.4g}", rejected=chain.num_rejected_, refresh=False)
+                if time.monotonic() - last_save >= checkpoint_every_s:
+                    save()
+                    last_save = time.monotonic()
+                if len(proposals) < n:
+                    stopped = "exhausted"
+                    break
+        finally:
+            bar.close()
+            if owned:
+                ex.close()
+            save()  # also when stopped by an error or Ctrl-C: no finished trial is lost
+        return stopped
+
+
+def _number(value: Any, where: str, field: str, *, allow_nan: bool = False, min_value: float | None = None) -> float:
+    """A number read from a checkpoint, or :class:`CheckpointError` naming the file, the field and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CheckpointError(f"{where}: field {field!r} is {value!r} ({type(value).__name__}), not a number; the file "
+                              "was edited or damaged. Delete it (or pass another checkpoint path) to start over.")
+    value = float(value)
+    if math.isnan(value) and allow_nan:
+        return value
+    if not math.isfinite(value) or (min_value is not None and value < min_value):
+        want = "a finite number" + (f" >= {min_value:g}" if min_value is not None else "")
+        raise CheckpointError(f"{where}: field {field!r} is {value!r}, expected {want}; the file was edited or "
+                              "damaged. Delete it (or pass another checkpoint path) to start over.")
+    return value
+
+
+def _count(value: Any, where: str, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CheckpointError(f"{where}: field {field!r} is {value!r}, expected an int >= 0; the file was edited or "
+                              "damaged. Delete it (or pass another checkpoint path) to start over.")
+    return value
+
+
+def _trial_from_json(raw: Any, position: int, where: str) -> Trial:
+    """One recorded trial, every field checked (scores may be NaN: a non-finite score is recorded as NaN)."""
+    here = f"{where}, trials[{position}]"
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{here} is {type(raw).__name__}, not a JSON object; the file was edited or damaged.")
+    for name in ("trial", "sample", "score"):
+        if name not in raw:
+            raise CheckpointError(f"{here} has no field {name!r}; the file was edited or damaged. Delete it (or pass "
+                                  "another checkpoint path) to start over.")
+    index = _count(raw["trial"], here, "trial")
+    if index != position:
+        raise CheckpointError(f"{here}: field 'trial' is {index}, expected {position} (trials are numbered in "
+                              "order); the file was edited or damaged.")
+    if not isinstance(raw["sample"], dict):
+        raise CheckpointError(f"{here}: field 'sample' is {type(raw['sample']).__name__}, not a JSON object.")
+    metrics, extra = raw.get("metrics", {}), raw.get("extra", {})
+    for name, d in (("metrics", metrics), ("extra", extra)):
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{here}: field {name!r} is {type(d).__name__}, not a JSON object.")
+    repeat_of = raw.get("repeat_of", -1)
+    if repeat_of != -1 and _count(repeat_of, here, "repeat_of") >= index:
+        raise CheckpointError(f"{here}: field 'repeat_of' is {repeat_of}, not an earlier trial.")
+    return Trial(index, dict(raw["sample"]), _number(raw["score"], here, "score", allow_nan=True),
+                 {k: _number(v, here, f"metrics.{k}", allow_nan=True) for k, v in metrics.items()},
+                 _number(raw.get("eval_s", 0.0), here, "eval_s", min_value=0.0),
+                 _count(raw.get("batch", 0), here, "batch"),
+                 {k: _number(v, here, f"extra.{k}", allow_nan=True) for k, v in extra.items()}, repeat_of=repeat_of)
+
+
+def _check_metrics(t: Trial, profs: dict[str, Any], where: str) -> None:
+    """The recorded metrics must equal the profilers' values now (a tampered checkpoint is refused)."""
+    here = f"{where}, trial {t.index}"
+    if set(t.metrics) != set(profs):
+        raise CheckpointError(f"{here} records metrics {sorted(t.metrics)}, but this search profiles {sorted(profs)}; "
+                              "the file was edited or belongs to another search.")
+    for metric, prof in profs.items():
+        now, then = float(prof.profile(t.sample)), t.metrics[metric]
+        same = (math.isnan(now) and math.isnan(then)) or math.isclose(now, then, rel_tol=1e-9, abs_tol=1e-12)
+        if not same:
+            raise CheckpointError(
+                f"{here}: recorded {metric} = {then!r}, but {type(prof).__name__} gives {now!r} for its sample "
+                f"{json.dumps(t.sample)}. The checkpoint was edited, or the profiler (its LUT or predictor) changed "
+                "since it was written; resume with the same profilers, or start over with another path.")
+
+
+def _replay(path: Path, config: dict, chain: Chain, choices: dict[str, tuple], history: History, sign: float,
+            profs: dict[str, Any], max_trials: int) -> bool:
+    """Replay a checkpoint's trials through ``chain`` into ``history``; True when it holds more than ``max_trials``.
+
+    Every number read is checked (scores are numbers or NaN, metrics, ``eval_s`` and counts finite and
+    non-negative, trials numbered in order), and each trial's profiled metrics are recomputed by the
+    profilers (microseconds each) and must equal the recorded ones, so a checkpoint whose metrics were
+    edited is refused. The scores cannot be recomputed (that would mean running ``score_func`` again):
+    a checkpoint with an edited *score* but true metrics is accepted, as the file is the only record of it.
+
+    A checkpoint with more trials than ``max_trials`` replays only the first ``max_trials`` (the same trials
+    an uninterrupted run with that ``max_trials`` would have made) and the file is left as it is: the later
+    trials stay on disk for a resume with a larger ``max_trials``.
+    """
+    where = f"checkpoint {str(path)!r}"
+    try:
+        data = read_json(path, "search checkpoint")
+    except ValueError as e:
+        raise CheckpointError(f"{e} Delete it (or pass another checkpoint path) to start over.") from None
     if not isinstance(data, dict) or data.get("hwnas_search") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{str(path)!r} is not a hwnas search checkpoint (version {CHECKPOINT_VERSION}); "
                               "pass another checkpoint path or delete the file.")
     old = data.get("config", {})
+    if not isinstance(old, dict):
+        raise CheckpointError(f"{where}: field 'config' is {type(old).__name__}, not a JSON object.")
     diff = [k for k in config if old.get(k) != config[k]]
     if diff:
         details = "; ".join(f"{k}: checkpoint has {old.get(k)!r}, this search has {config[k]!r}" for k in diff)
         raise CheckpointError(f"checkpoint {str(path)!r} belongs to another search ({details}). Resume with the "
                               "same settings, or pass another checkpoint path / delete the file to start over.")
-    trials = [Trial.from_json(t) for t in data.get("trials", [])]
+    for name in ("num_proposed", "num_rejected"):
+        if name in data:
+            _count(data[name], where, name)
+    raw_trials = data.get("trials", [])
+    if not isinstance(raw_trials, list):
+        raise CheckpointError(f"{where}: field 'trials' is {raw_trials!r} ({type(raw_trials).__name__}), expected a "
+                              "list of trials; the file was edited or damaged. Delete it to start over.")
+    trials = [_trial_from_json(t, i, where) for i, t in enumerate(raw_trials)]
+    for a, b in zip(trials, trials[1:]):
+        if b.batch < a.batch:
+            raise CheckpointError(f"{where}, trial {b.index}: field 'batch' is {b.batch}, below the previous trial's "
+                                  f"{a.batch}; the file was edited or damaged.")
+    truncated = len(trials) > max_trials
+    if truncated:
+        logger.warning("%s holds %d trials, more than max_trials=%d: returning the first %d; the file is left "
+                       "unchanged (resume with a larger max_trials to use the rest).", where, len(trials), max_trials,
+                       max_trials)
+        trials = trials[:max_trials]
     i = 0
     while i < len(trials):
         batch = [t for t in trials[i:] if t.batch == trials[i].batch]
         for t in batch:
-            t.sample = _restore_sample(t.sample, choices, f"checkpoint {str(path)!r}, trial {t.index}")
+            t.sample = _restore_sample(t.sample, choices, f"{where}, trial {t.index}")
+            _check_metrics(t, profs, where)
+            first = trials[t.repeat_of] if t.repeat_of >= 0 else None
+            if first is not None and first.score != t.score and not (math.isnan(t.score) and math.isnan(first.score)):
+                raise CheckpointError(f"{where}, trial {t.index}: a repeat of trial {t.repeat_of} with another score "
+                                      f"({t.score!r} against {first.score!r}); the file was edited.")
             proposed = chain.propose()
             if proposed != t.sample:
                 raise CheckpointError(
@@ -371,6 +544,7 @@ def _replay(path: Path, config: dict, chain: Chain, choices: dict[str, tuple], h
             chain.tell(t.sample, sign * t.score if math.isfinite(t.score) else float("nan"))
         i += len(batch)
     logger.info("resumed %d trials from %s", len(history), path)
+    return truncated
 
 
 def _finish(space: Any, history: History, parsed: list[Constraint], guard: ConstraintFilter, chain: Chain,
