@@ -16,7 +16,15 @@ constraint *before* evaluating them (a profiler lookup of a few microseconds), s
   ``checkpoint_every_s`` seconds, at the end, and when the loop stops on an error or Ctrl-C). Running
   the same call again replays the recorded trials through the strategy (checking that it proposes
   exactly the recorded samples) and carries on: no trial is lost or repeated, and the final history
-  equals that of an uninterrupted run.
+  equals that of an uninterrupted run. A checkpoint is read with care: every number is checked and every
+  trial's profiled metrics are recomputed and must match (see :func:`_replay`); an advisory lock
+  (``<checkpoint>.lock``, the ``filelock`` package) refuses a second search on the same file while the
+  first runs; temporary files left by a killed write are removed on the next start.
+- **No subnet is scored twice.** A proposal whose canonical sample (the same subnet, see
+  :func:`~hwnas.space.space.canonical_sample`) was scored before is recorded as a trial that reuses that
+  score (:attr:`Trial.repeat_of`), without calling ``score_func``.
+- **Non-finite metrics break constraints.** A profiler returning NaN or infinity for a sample rejects it
+  (logged once, naming the profiler and the sample, and counted in rejection messages).
 """
 
 from __future__ import annotations
@@ -219,8 +227,9 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
             malformed value or a bound below the smallest subnet raises ``ConstraintError``.
         score_func: ``sample -> score`` (a number, or a dict with ``"score"`` and other numbers to record).
         strategy: default ``RegularizedEvolution()``; filters compose with :class:`Chain`.
-        max_trials: evaluations to run (a resumed search counts the recorded ones).
-        seed: seeds the one ``numpy.random.Generator`` everything draws from.
+        max_trials: trials to run (a resumed search counts the recorded ones; a checkpoint holding more than
+            ``max_trials`` returns its first ``max_trials`` trials and is left unchanged on disk).
+        seed: an int >= 0 that seeds the one ``numpy.random.Generator`` everything draws from.
         profilers: extra profilers by metric name (``{"latency_ms": LatencyProfiler(...)}``); every
             profiler's metric is recorded for each trial. Any object with ``profile(sample) -> float``
             works; without a hwnas cost model its range (for percentages and the feasibility check) is
@@ -243,7 +252,10 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
         ConstraintError: a malformed or impossible constraint (before any evaluation).
         RejectionError: filters/constraints rejected ``max_rejects`` candidates in a row.
         SearchError: no candidate met the constraints.
-        CheckpointError: ``checkpoint`` holds another search's state.
+        CheckpointError: ``checkpoint`` holds another search's state, was edited or damaged (a field that is
+            missing or not a valid number, metrics that the profilers do not reproduce), or another process
+            is using it.
+        ValueError: ``seed`` is not an int >= 0, or another argument is malformed.
 
     Example:
         >>> import torch, hwnas
@@ -271,7 +283,8 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
     chain.bind(choices, rng, canonical=canonical)
     sign = 1.0 if mode == "max" else -1.0
     config = {"space": type(space).__name__, "choices": _jsonable({k: list(v) for k, v in choices.items()}),
-              "seed": int(seed) if isinstance(seed, (int, np.integer)) else None, "mode": mode, "strategy": repr(chain), "metrics": sorted(profs)}
+              "seed": int(seed) if isinstance(seed, (int, np.integer)) else None, "mode": mode,
+              "strategy": repr(chain), "metrics": sorted(profs)}
     path = Path(checkpoint) if checkpoint is not None else None
     lock = _lock(path) if path is not None else None
     try:

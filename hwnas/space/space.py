@@ -25,7 +25,7 @@ from torch import nn
 from hwnas.space.choice import Choice, ChoiceError, evaluate, leaf_choices
 from hwnas.space.modules import HwnasModule, LayerChoice, Repeat
 
-__all__ = ["Space", "SampleError", "collect_choices", "validate_sample", "as_rng", "apply_arch",
+__all__ = ["Space", "SampleError", "collect_choices", "validate_sample", "sample_from_json", "as_rng", "apply_arch",
            "rank_order", "count_subnets", "canonical_sample", "canonicalizer"]
 
 
@@ -142,6 +142,29 @@ def validate_sample(choices: dict[str, Choice], sample: Any) -> dict[str, Any]:
         if coerced is not value:
             sample[label] = coerced
     return sample
+
+
+def sample_from_json(data: Any, where: str) -> dict[str, Any]:
+    """Check that ``data`` read from a file is a sample: a JSON object of label -> number, string, bool or null.
+
+    Numbers must be finite. This checks the types only (the file does not name its space); the space's
+    :func:`validate_sample` checks the labels and values.
+
+    Raises:
+        SampleError: naming ``where`` (the file), the label and the value.
+    """
+    if not isinstance(data, dict):
+        raise SampleError(f"{where} should hold a JSON object of label -> value (as written by hwnas.save_arch), got "
+                          f"{type(data).__name__}.")
+    for label, value in data.items():
+        if not isinstance(label, str) or not label:
+            raise SampleError(f"{where}: label {label!r} is not a non-empty string.")
+        if value is not None and not isinstance(value, (bool, int, float, str)):
+            raise SampleError(f"{where}: label {label!r} has the value {value!r} ({type(value).__name__}); a choice's "
+                              "value is a number, a string or a bool, not a list or an object.")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SampleError(f"{where}: label {label!r} has the value {value!r}; a choice's value is finite.")
+    return data
 
 
 def rank_order(root: nn.Module, choices: dict[str, Choice]) -> dict[str, list[Any]]:
