@@ -7,7 +7,8 @@ Example:
     >>> import hwnas
     >>> space = hwnas.spaces.create("digits")
     >>> sample = space.random_sample(0)
-    >>> space.validate(sample)
+    >>> space.validate(sample) is sample      # checked (and coerced in place: 16.0 -> 16)
+    True
     >>> space.num_subnets() > 1
     True
 """
@@ -41,6 +42,8 @@ def as_rng(rng: np.random.Generator | int | None, name: str = "seed") -> np.rand
     """
     if rng is None or isinstance(rng, np.random.Generator):
         return np.random.default_rng() if rng is None else rng
+    if isinstance(rng, (np.random.SeedSequence, np.random.BitGenerator)):
+        return np.random.default_rng(rng)
     if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)) or rng < 0:
         raise ValueError(f"{name} must be an int >= 0 (or a numpy.random.Generator, or None for fresh entropy), got "
                          f"{rng!r} ({type(rng).__name__}); e.g. {name}=0.")
