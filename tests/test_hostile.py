@@ -491,3 +491,54 @@ def test_io_reads_say_what_is_wrong(tmp_path):
         read_json(tmp_path / "deep.json")
     with pytest.raises(FileNotFoundError, match=r"'.*nope\.json' does not exist"):
         read_json(tmp_path / "nope.json")
+
+
+def _leaf_paths(data, prefix=()):
+    if isinstance(data, dict):
+        for k, v in data.items():
+            yield prefix + (k,)
+            yield from _leaf_paths(v, prefix + (k,))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            yield prefix + (i,)
+            yield from _leaf_paths(v, prefix + (i,))
+
+
+def _fuzz_checkpoint():
+    if "ckpt" not in _CACHE:
+        space = _fuzz_space()[0]
+        profs, _ = _fuzz_profilers()
+        score = lambda s: profs["params"].profile(s) / 1e4 - profs["flops"].profile(s) / 1e7  # noqa: E731
+        kw = dict(profilers=profs, strategy=RegularizedEvolution(4, 2), max_trials=8, seed=5, progress=False)
+        path = _FUZZ_DIR / "base.json"
+        hwnas.search.run(space, None, {"flops": "70%"}, score, checkpoint=path, **kw)
+        data = json.loads(path.read_text())
+        _CACHE["ckpt"] = (space, score, kw, data, list(_leaf_paths(data)))
+    return _CACHE["ckpt"]
+
+
+@settings(max_examples=200, deadline=5000, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzz_checkpoint_edits_end_in_a_checkpoint_error_or_an_honest_resume(data):
+    space, score, kw, base, paths = _fuzz_checkpoint()
+    edited = json.loads(json.dumps(base))
+    where = data.draw(st.sampled_from(paths))
+    parent = edited
+    for key in where[:-1]:
+        parent = parent[key]
+    if data.draw(st.booleans()) and isinstance(parent, dict):
+        del parent[where[-1]]
+    else:
+        parent[where[-1]] = data.draw(_JSON)
+    path = _FUZZ_DIR / "edited.json"
+    path.write_text(json.dumps(edited))
+    try:
+        result = hwnas.search.run(space, None, {"flops": "70%"}, score, checkpoint=path, **kw)
+    except CheckpointError as e:
+        assert "edited.json" in str(e)
+        return
+    flops, params = kw["profilers"]["flops"], kw["profilers"]["params"]
+    assert len(result.history) == 8
+    for t in result.history:  # whatever was accepted: the metrics are the profilers' and meet the constraint
+        assert t.metrics == {"flops": flops.profile(t.sample), "params": params.profile(t.sample)}
+        assert t.metrics["flops"] <= 0.7 * metric_range(flops)[2] * (1 + 1e-12)
