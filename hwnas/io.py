@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_json", "read_json", "lock_file", "remove_stale_temps", "glob_escape",
+__all__ = ["atomic_write_text", "atomic_write_json", "read_json", "lock_file", "remove_stale_temps",
            "FileInUseError"]
 
 
@@ -121,7 +121,7 @@ def remove_stale_temps(path: str | os.PathLike, min_age_s: float = 0.0) -> list[
         return []
     removed = []
     now = time.time()
-    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+    for tmp in path.parent.glob(f".{_glob_escape(path.name)}.*.tmp"):
         try:
             if now - tmp.stat().st_mtime >= min_age_s:
                 tmp.unlink()
@@ -131,7 +131,7 @@ def remove_stale_temps(path: str | os.PathLike, min_age_s: float = 0.0) -> list[
     return removed
 
 
-def glob_escape(name: str) -> str:
+def _glob_escape(name: str) -> str:
     """``name`` with glob's special characters escaped."""
     import glob
 

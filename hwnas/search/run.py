@@ -174,7 +174,15 @@ def _parse_score(out: Any, index: int, sample: dict[str, Any]) -> tuple[float, d
         if "score" not in out:
             raise TypeError(f"score_func returned a dict without a 'score' key for trial {index} (keys "
                             f"{sorted(out)}); return a number, or a dict with 'score' and other numbers.")
-        extra = {k: float(v) for k, v in out.items() if k != "score"}
+        extra = {}
+        for k, v in out.items():
+            if k == "score":
+                continue
+            try:
+                extra[str(k)] = float(v)
+            except (TypeError, ValueError):
+                raise TypeError(f"score_func returned {k!r}: {v!r} ({type(v).__name__}) next to 'score' for trial "
+                                f"{index}; every value of the dict must be a number.") from None
         out = out["score"]
     try:
         score = float(out)
@@ -206,8 +214,9 @@ def _checks(strategy: Any, max_trials: Any, mode: str, score_func: Any, checkpoi
         raise ValueError(f"max_trials must be an int >= 1, got {max_trials!r}.")
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' (higher score is better) or 'min', got {mode!r}.")
-    if checkpoint_every_s < 0:
-        raise ValueError(f"checkpoint_every_s must be >= 0, got {checkpoint_every_s!r}.")
+    if isinstance(checkpoint_every_s, bool) or not isinstance(checkpoint_every_s, (int, float)) or \
+            not checkpoint_every_s >= 0:
+        raise ValueError(f"checkpoint_every_s must be a number >= 0, got {checkpoint_every_s!r}.")
 
 
 def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_func: Callable[[dict], Any], *,
