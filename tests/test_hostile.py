@@ -37,6 +37,7 @@ from hwnas.search import (
     RegularizedEvolution,
     RejectionError,
     SampleProfilerPenalty,
+    read_history_csv,
 )
 from hwnas.space import Choice, SampleError, validate_sample
 
@@ -542,3 +543,32 @@ def test_fuzz_checkpoint_edits_end_in_a_checkpoint_error_or_an_honest_resume(dat
     for t in result.history:  # whatever was accepted: the metrics are the profilers' and meet the constraint
         assert t.metrics == {"flops": flops.profile(t.sample), "params": params.profile(t.sample)}
         assert t.metrics["flops"] <= 0.7 * metric_range(flops)[2] * (1 + 1e-12)
+
+
+def test_a_damaged_history_csv_names_line_and_column(digits, tmp_path):
+    space, *_ = digits
+    result = hwnas.search.run(space, X, None, lambda s: 1.0, max_trials=3, progress=False,
+                              history_csv=tmp_path / "h.csv")
+    lines = (tmp_path / "h.csv").read_text().splitlines()
+    assert len(read_history_csv(tmp_path / "h.csv")) == len(result.history) == 3
+    for bad, message in [(lines[2].replace(",1.0,", ",high,", 1), r"line 3: column 'score' holds 'high'"),
+                         (lines[2].rsplit(",", 1)[0] + ",[1]", r"line 3: column 'sample' holds")]:
+        (tmp_path / "bad.csv").write_text("\n".join([lines[0], lines[1], bad]) + "\n")
+        with pytest.raises(ValueError, match=r"history CSV '.*bad\.csv', " + message):
+            read_history_csv(tmp_path / "bad.csv")
+
+
+def test_parallel_batches_score_each_subnet_once(digits):
+    from concurrent.futures import ThreadPoolExecutor
+
+    space, *_ = digits
+    calls = []
+    with ThreadPoolExecutor(4) as pool:
+        result = hwnas.search.run(space, X, None, lambda s: calls.append(dict(s)) or float(s["s2.width"]),
+                                  strategy=Chain(Random(), lambda s: s["s1.depth"] == 1 and s["s2.depth"] == 1
+                                                 and s["s1.b1.op"] == "conv" and s["s2.b1.op"] == "conv"),
+                                  max_trials=40, executor=pool, seed=0, progress=False)
+    keys = [json.dumps(space.canonical(dict(c)), sort_keys=True) for c in calls]
+    assert len(keys) == len(set(keys)) and len(result.history) == 40
+    assert {t.batch for t in result.history} == set(range(10))
+    assert sum(t.repeat_of >= 0 for t in result.history) == 40 - len(calls) > 0

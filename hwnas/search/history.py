@@ -175,7 +175,13 @@ class History(Sequence):
 
 
 def read_history_csv(path: str | os.PathLike) -> History:
-    """Read a CSV written by :meth:`History.to_csv` back into a :class:`History`."""
+    """Read a CSV written by :meth:`History.to_csv` back into a :class:`History`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: missing columns, or a cell that is not a number (or, for ``sample``, a JSON object),
+            naming the file, the line and the column.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"history CSV {str(path)!r} does not exist; check the path.")
@@ -187,8 +193,27 @@ def read_history_csv(path: str | os.PathLike) -> History:
                              f"(and metrics), got {reader.fieldnames}.")
         fixed = {"trial", "batch", "score", "eval_s", "sample"}
         trials = []
-        for row in reader:
-            values = {k: float(v) for k, v in row.items() if k not in fixed and v not in ("", None)}
-            trials.append(Trial(int(row["trial"]), json.loads(row["sample"]), float(row["score"]), values,
-                                float(row.get("eval_s") or 0.0), int(row.get("batch") or 0)))
+        for line, row in enumerate(reader, start=2):
+            where = f"history CSV {str(path)!r}, line {line}"
+
+            def num(column: str, cast: Any = float, default: str | None = None, where: str = where,
+                    row: dict = row) -> Any:
+                text = row.get(column)
+                text = default if text in ("", None) and default is not None else text
+                try:
+                    return cast(text)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{where}: column {column!r} holds {text!r}, not a number; was the file "
+                                     "edited?") from None
+
+            try:
+                sample = json.loads(row["sample"] or "")
+            except json.JSONDecodeError:
+                sample = None
+            if not isinstance(sample, dict):
+                raise ValueError(f"{where}: column 'sample' holds {row['sample']!r}, not a JSON object of "
+                                 "label -> value; was the file edited?")
+            values = {k: num(k) for k, v in row.items() if k not in fixed and k is not None and v not in ("", None)}
+            trials.append(Trial(num("trial", int), sample, num("score"), values, num("eval_s", default="0"),
+                                num("batch", int, default="0")))
     return History(trials)
