@@ -138,29 +138,21 @@ def _run(args) -> int:
     if args.command == "spaces":
         print("\n".join(hwnas.spaces.list()))
         return 0
-    if args.command == "profile":
-        try:
-            space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg))
-            shape = args.input or hwnas.spaces.input_shape(args.space)
-            hwnas.profile(space, torch.zeros(shape), constraints=dict(args.constraint) or None)
-        except (ValueError, TypeError) as e:
-            print(f"hwnas profile: error: {e}", file=sys.stderr)
-            return 2
+    if args.command == "profile":  # errors: see _guarded
+        space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg))
+        shape = args.input or hwnas.spaces.input_shape(args.space)
+        hwnas.profile(space, torch.zeros(shape), constraints=dict(args.constraint) or None)
         return 0
-    try:
-        if args.command == "lut":
-            return _lut(args)
-        if args.command == "report":
-            return _report(args)
-        if args.command == "demo":
-            return _demo(args)
-        if args.command == "search":
-            return _search(args)
-        if args.command == "predict":
-            return _predict(args)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        print(f"hwnas {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    if args.command == "lut":
+        return _lut(args)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "search":
+        return _search(args)
+    if args.command == "predict":
+        return _predict(args)
     return 1  # pragma: no cover
 
 
