@@ -572,3 +572,20 @@ def test_parallel_batches_score_each_subnet_once(digits):
     assert len(keys) == len(set(keys)) and len(result.history) == 40
     assert {t.batch for t in result.history} == set(range(10))
     assert sum(t.repeat_of >= 0 for t in result.history) == 40 - len(calls) > 0
+
+
+def test_the_feasible_sampler_only_trusts_profilers_that_are_their_tables(digits):
+    from hwnas.search import FeasibleSampler
+
+    space, flops, _ = digits
+
+    class Scaled:  # a latency with a size term, say: profile is not the sum of the model's tables
+        model, space = flops.model, flops.space
+
+        def profile(self, s):
+            return 1.5 * flops.profile(s)
+
+    assert FeasibleSampler.build([(Scaled(), 1e6)], space.choices()) is None
+    sampler = FeasibleSampler.build([(flops, 1e6)], space.choices())
+    rng = np.random.default_rng(1)
+    assert all(flops.profile(sampler.sample(rng)) <= 1e6 for _ in range(200))

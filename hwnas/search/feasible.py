@@ -100,6 +100,20 @@ class _Eliminated:
         self.minimum = const + sum(float(a) for _, a in factors)
 
 
+def _additive(prof: Any, model: Any, choices: dict[str, tuple]) -> bool:
+    """Whether ``prof.profile`` is its cost model's sum of tables (not, e.g., a latency scaled by a size term)."""
+    probes = [{lab: v[0] for lab, v in choices.items()}, {lab: v[-1] for lab, v in choices.items()},
+              {lab: v[i % len(v)] for i, (lab, v) in enumerate(choices.items())}]
+    for sample in probes:
+        try:
+            a, b = float(prof.profile(sample)), float(model.profile(sample))
+        except (TypeError, ValueError, KeyError):
+            return False
+        if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+            return False
+    return True
+
+
 class FeasibleSampler:
     """Samples that meet upper bounds on cost-model metrics (see the module docs).
 
@@ -121,8 +135,8 @@ class FeasibleSampler:
               max_cells: int = 2_000_000) -> FeasibleSampler | None:
         """A sampler for ``[(profiler, upper bound), ...]``, or ``None`` when it cannot be built.
 
-        Only profilers with a hwnas cost model over exactly these labels and values, and with finite
-        tables, take part; others are left to rejection. ``None`` when none takes part, or when the labels
+        Only profilers whose ``profile`` is their cost model's sum of tables, over exactly these labels and
+        values, with finite tables, take part; others are left to rejection. ``None`` when none takes part, or when the labels
         interact too widely (an elimination table above ``max_cells``).
         """
         labels = tuple(choices)
@@ -135,6 +149,8 @@ class FeasibleSampler:
                                                     for lab in labels):
                 continue
             if not all(np.isfinite(a).all() for _, a in model.tables) or not math.isfinite(model.const):
+                continue
+            if not _additive(prof, model, choices):
                 continue
             usable.append((prof, model, float(bound)))
         if not usable:
