@@ -70,6 +70,7 @@ def _space_kwargs(items: Sequence[str]) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hwnas", description="Hardware-aware neural architecture search.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     pr = sub.add_parser("profile", help="FLOPs / params (min, centroid, max) of a space and constraint feasibility")
@@ -145,10 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code (see :func:`_guarded`)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     with _fingerprint_warnings_once():
-        return _run(args)
+        return _guarded(args, _run)
 
 
 @contextlib.contextmanager
@@ -201,31 +203,23 @@ def _run(args) -> int:
     if args.command == "spaces":
         print("\n".join(hwnas.spaces.list()))
         return 0
-    if args.command == "profile":
-        try:
-            space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg))
-            shape = args.input or hwnas.spaces.input_shape(args.space)
-            x = torch.zeros(shape)
-            extra = {"latency_ms": hwnas.LatencyProfiler(space, x, lut=_lut_path(args))} if args.lut else None
-            hwnas.profile(space, x, constraints=dict(args.constraint) or None, profilers=extra)
-        except (ValueError, TypeError, FileNotFoundError) as e:
-            print(f"hwnas profile: error: {e}", file=sys.stderr)
-            return 2
+    if args.command == "profile":  # errors: see _guarded
+        space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg))
+        shape = args.input or hwnas.spaces.input_shape(args.space)
+        x = torch.zeros(shape)
+        extra = {"latency_ms": hwnas.LatencyProfiler(space, x, lut=_lut_path(args))} if args.lut else None
+        hwnas.profile(space, x, constraints=dict(args.constraint) or None, profilers=extra)
         return 0
-    try:
-        if args.command == "lut":
-            return _lut(args)
-        if args.command == "report":
-            return _report(args)
-        if args.command == "demo":
-            return _demo(args)
-        if args.command == "search":
-            return _search(args)
-        if args.command == "predict":
-            return _predict(args)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        print(f"hwnas {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    if args.command == "lut":
+        return _lut(args)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "search":
+        return _search(args)
+    if args.command == "predict":
+        return _predict(args)
     return 1  # pragma: no cover
 
 
@@ -472,6 +466,57 @@ def _search(args) -> int:
     print("best sample: " + json.dumps(result.best_sample))
     print(f"written: {out / 'history.csv'}, {out / 'best_arch.json'}, {out / 'pareto.png'}")
     return 0
+
+
+# ------------------------------------------------------------------------------------- errors and exit codes
+def _guarded(args, run) -> int:
+    """``run(args)`` with errors turned into exit codes, as argparse and Unix tools use them.
+
+    0 done; 2 a usage error or any error the command hit (one line on stderr, ``hwnas <command>: error: ...``,
+    no traceback; ``--debug`` shows the traceback); 130 interrupted by Ctrl-C; 141 (128 + SIGPIPE) when the
+    reader of the output went away, e.g. ``hwnas spaces | head -1``, which ends quietly.
+    """
+    try:
+        code = run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"hwnas {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        print(f"hwnas {args.command}: error: {_describe(e)}", file=sys.stderr)
+        return 2
+
+
+_PLAIN_ERRORS = (ValueError, TypeError, KeyError, OSError, NotImplementedError)
+
+
+def _describe(e: BaseException) -> str:
+    """One line for an error: hwnas's own messages as they are, other libraries' with their type."""
+    text = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+    text = text.strip() or "(no message)"
+    if type(e).__module__.startswith("hwnas") or type(e) in _PLAIN_ERRORS or (
+            isinstance(e, _PLAIN_ERRORS) and type(e).__module__ == "builtins"):
+        return text
+    return f"{type(e).__name__}: {text} (run with --debug for the traceback)"
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not fail on the closed pipe again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout without a file descriptor
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

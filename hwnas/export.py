@@ -24,7 +24,7 @@ from hwnas.graph.subnet import export
 from hwnas.hw.device import OPSET
 from hwnas.hw.session import export_onnx
 from hwnas.io import atomic_write_json, read_json
-from hwnas.space.space import apply_arch
+from hwnas.space.space import apply_arch, sample_from_json
 
 __all__ = ["export", "to_onnx", "save_arch", "load_arch", "apply_arch", "ONNX_OPSET"]
 
@@ -73,11 +73,15 @@ def save_arch(sample: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def load_arch(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a sample written by :func:`save_arch` (a bare JSON object of label -> value is accepted too)."""
+    """Read a sample written by :func:`save_arch` (a bare JSON object of label -> value is accepted too).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a folder, a binary file, invalid JSON, or (:class:`~hwnas.space.SampleError`) JSON that is
+            not a label -> scalar object; each names the file. Validate the sample against its space with
+            ``space.validate(sample)``.
+    """
     data = read_json(path, "architecture file")
     if isinstance(data, dict) and "hwnas_arch" in data:
         data = data.get("sample")
-    if not isinstance(data, dict):
-        raise ValueError(f"architecture file {str(path)!r} should hold a JSON object of label -> value (as written "
-                         f"by hwnas.save_arch), got {type(data).__name__}.")
-    return data
+    return sample_from_json(data, f"architecture file {str(path)!r}")

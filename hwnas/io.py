@@ -1,14 +1,30 @@
-"""Small file helpers shared across hwnas: atomic writes, so that nothing a user had is lost mid-write."""
+"""Small file helpers shared across hwnas: atomic writes, advisory locks and careful reads.
+
+- :func:`atomic_write_text` / :func:`atomic_write_json`: a temporary file in the same folder, fsync, rename;
+  the temporary is removed on any exception. Only a kill (SIGKILL, power loss) can leave one behind, named
+  ``.<name>.<random>.tmp``; :func:`remove_stale_temps` removes those of a path (callers run it on start).
+- :func:`lock_file`: an advisory lock (the ``filelock`` package) on ``<path>.lock``, so that two processes
+  do not both write one file; the second gets :class:`FileInUseError` at once. The ``.lock`` file stays
+  (removing it would race with another process taking the lock); it is empty and harmless.
+- :func:`read_json`: errors that name the file for a missing path, a folder, a binary or non-UTF-8 file,
+  and invalid JSON.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_json", "read_json"]
+__all__ = ["atomic_write_text", "atomic_write_json", "read_json", "lock_file", "remove_stale_temps",
+           "FileInUseError"]
+
+
+class FileInUseError(RuntimeError):
+    """Another process holds the advisory lock on a file."""
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -45,11 +61,78 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
-    """Read JSON with an error that names the file and what was expected."""
+    """Read JSON with an error that names the file and what was expected.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: ``path`` is a folder, is not UTF-8 text (a binary file), or is not valid JSON. JSON's
+            ``NaN`` and ``Infinity`` are read as floats; callers check the numbers they use.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} {str(path)!r} does not exist; check the path.")
+    if path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a folder, not a JSON file; give the path of the file.")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"{what} {str(path)!r} cannot be read ({e.strerror or e}); check the path and permissions.") \
+            from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what} {str(path)!r} is not a JSON text file (byte {e.start} is not UTF-8; a binary "
+                         "file?); give the JSON file hwnas wrote.") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{what} {str(path)!r} is not valid JSON ({e}); was it written by hwnas?") from e
+        raise ValueError(f"{what} {str(path)!r} is not valid JSON ({e}); was it written by hwnas?") from None
+    except RecursionError:
+        raise ValueError(f"{what} {str(path)!r} nests JSON too deeply to read; was it written by hwnas?") from None
+
+
+def lock_file(path: str | os.PathLike, what: str = "file") -> Any:
+    """Take the advisory lock ``<path>.lock`` now, or raise :class:`FileInUseError`; returns the held lock.
+
+    Release it with ``.release()`` (or use it as a context manager). The lock is per process and
+    advisory: it keeps two hwnas processes from writing one file, not other programs.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise FileInUseError(f"{what} {str(path)!r} is in use by another process (it holds {str(path)}.lock); wait "
+                             "for it to finish, or use another path.") from None
+    return lock
+
+
+def remove_stale_temps(path: str | os.PathLike, min_age_s: float = 0.0) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write_text` left for ``path`` when killed mid-write.
+
+    Call it while holding :func:`lock_file` on ``path`` (then no other writer can be mid-write), or with a
+    ``min_age_s`` longer than any write takes. Returns the removed paths.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for tmp in path.parent.glob(f".{_glob_escape(path.name)}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime >= min_age_s:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # removed by someone else meanwhile
+            continue
+    return removed
+
+
+def _glob_escape(name: str) -> str:
+    """``name`` with glob's special characters escaped."""
+    import glob
+
+    return glob.escape(name)

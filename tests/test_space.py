@@ -54,7 +54,7 @@ def test_validate_errors_name_the_label():
     missing.pop("stem.width")
     with pytest.raises(SampleError, match=r"misses label\(s\) \['stem.width'\]"):
         space.validate(missing)
-    with pytest.raises(SampleError, match=r"label 'stem.width' got value 7, which is not one of its choices \[8, 16, 24\]"):
+    with pytest.raises(SampleError, match=r"label 'stem.width' got value 7 \(int\), which is not one of its choices \[8, 16, 24\]"):
         space.validate({**s, "stem.width": 7})
     with pytest.raises(SampleError, match="must be a dict"):
         space.validate([1, 2])

@@ -5,10 +5,23 @@ value over all subnets of the space, found exactly from the cost tables (see :fu
 operator or depth choices the "max sample" need not be the largest in every metric). Every constraint is
 checked before any work starts: an unknown metric, a malformed value, or a bound below the smallest subnet
 raises :class:`ConstraintError` naming the constraint.
+
+Decisions on careless input:
+
+- A percentage above 100% is refused: no subnet exceeds the largest one, so ``"150%"`` constrains
+  nothing and is almost always a typo (``"15%"``) or a mix-up with an absolute bound.
+- A plain number is an *absolute* bound in the metric's unit (``flops=60`` means 60 FLOPs, not 60%);
+  when it lies below the smallest subnet, the message says so and gives the space's range.
+- A metric that is NaN or infinite never meets a bound (``value <= bound`` is the test, which NaN
+  fails): see :meth:`Constraint.satisfied`. When the space's range itself is not finite (a profiler or
+  LUT that yields NaN for some subnets), a percentage cannot be resolved and is refused, naming the
+  profiler; an absolute bound is kept and non-finite subnets are rejected during search.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +31,9 @@ import numpy as np
 from hwnas.space.space import as_rng, rank_order
 
 __all__ = ["Constraint", "ConstraintError", "parse_constraints", "metric_range", "centroid_sample"]
+
+
+logger = logging.getLogger(__name__)
 
 
 class ConstraintError(ValueError):
@@ -33,7 +49,12 @@ class Constraint:
     spec: Any
 
     def satisfied(self, value: float) -> bool:
-        return value <= self.bound * (1 + 1e-12)
+        """Whether ``value`` meets the bound; NaN and infinities never do."""
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return False
+        return math.isfinite(value) and value <= self.bound * (1 + 1e-12)
 
 
 def centroid_sample(space: Any, choices: dict) -> dict[str, Any]:
@@ -93,21 +114,61 @@ def parse_constraints(constraints: dict[str, Any] | None, profilers: dict[str, A
         if metric not in ranges:
             ranges[metric] = metric_range(profilers[metric])
         lo, _, hi = ranges[metric]
-        if isinstance(spec, str):
-            m = _PERCENT.match(spec)
-            if not m:
-                raise ConstraintError(f"constraint {metric}={spec!r} is malformed; use a number in the metric's unit "
-                                      "or a percentage of the largest subnet such as '60%'.")
-            bound = float(m.group(1)) / 100.0 * hi
-        elif isinstance(spec, (int, float, np.integer, np.floating)) and not isinstance(spec, bool):
-            bound = float(spec)
-        else:
-            raise ConstraintError(f"constraint {metric}={spec!r} is malformed ({type(spec).__name__}); use a number or "
-                                  "a string like '60%'.")
-        if not np.isfinite(bound) or bound <= 0:
-            raise ConstraintError(f"constraint {metric}={spec!r} must be a positive bound, got {bound}.")
-        if check_feasible and bound < lo * (1 - 1e-12):
-            raise ConstraintError(f"constraint {metric}={spec!r} (= {bound:.6g}) is below the smallest subnet's "
-                                  f"{metric} ({lo:.6g}); no subnet can meet it. Loosen it to at least {lo:.6g}.")
+        bound = _parse_bound(metric, spec, hi, profilers[metric])
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            logger.warning("constraint %s=%r: %s's range over the space is not finite (%s to %s): some subnets give "
+                           "NaN or infinite %s and will be rejected as violating the bound.", metric, spec,
+                           _name(profilers[metric]), lo, hi, metric)
+        elif bound < lo * (1 - 1e-12):
+            what = (f"{spec!r} is {bound:.6g}" if isinstance(spec, str) else
+                    f"{spec!r} is an absolute bound ({bound:.6g} {_unit(metric)}, not a percentage)")
+            text = (f"constraint {metric}={what}, below the smallest subnet's {metric} ({lo:.6g}); no subnet can meet "
+                    f"it. Loosen it to at least {lo:.6g}: this space's {metric} spans {lo:.6g} to {hi:.6g} (as a "
+                    f"percentage of the largest subnet, e.g. '{_pct_hint(lo, hi)}').")
+            if check_feasible:
+                raise ConstraintError(text)
+            logger.warning("%s", text)
         out.append(Constraint(metric, bound, spec))
     return out
+
+
+def _name(profiler: Any) -> str:
+    return f"{type(profiler).__name__}({getattr(profiler, 'metric', '?')})"
+
+
+def _unit(metric: str) -> str:
+    return {"flops": "FLOPs", "params": "parameters", "latency_ms": "ms"}.get(metric, f"in {metric}'s unit")
+
+
+def _pct_hint(lo: float, hi: float) -> str:
+    if not hi > 0:
+        return "60%"
+    return f"{min(100, max(1, math.ceil(100 * lo / hi) + 10))}%"
+
+
+def _parse_bound(metric: str, spec: Any, hi: float, profiler: Any) -> float:
+    """One constraint value as an absolute bound (``hi``: the metric's largest value over the space)."""
+    if isinstance(spec, str):
+        m = _PERCENT.match(spec)
+        if not m:
+            raise ConstraintError(f"constraint {metric}={spec!r} is malformed; use a number in the metric's unit "
+                                  "or a percentage of the largest subnet such as '60%'.")
+        pct = float(m.group(1))
+        if not math.isfinite(pct) or pct <= 0 or pct > 100:
+            raise ConstraintError(f"constraint {metric}={spec!r}: a percentage of the largest subnet must be in "
+                                  "(0%, 100%]; above 100% it constrains nothing (no subnet is larger than the "
+                                  "largest). Did you mean a smaller percentage, or an absolute bound without '%'?")
+        if not math.isfinite(hi):
+            raise ConstraintError(f"constraint {metric}={spec!r}: the largest {metric} over the space is {hi} because "
+                                  f"{_name(profiler)} gives NaN or infinite values for some subnets, so a "
+                                  "percentage cannot be resolved. Fix the profiler (or its LUT), or give an "
+                                  "absolute bound in the metric's unit.")
+        bound = pct / 100.0 * hi
+    elif isinstance(spec, (int, float, np.integer, np.floating)) and not isinstance(spec, (bool, np.bool_)):
+        bound = float(spec)
+    else:
+        raise ConstraintError(f"constraint {metric}={spec!r} is malformed ({type(spec).__name__}); use a number or "
+                              "a string like '60%'.")
+    if not math.isfinite(bound) or bound <= 0:
+        raise ConstraintError(f"constraint {metric}={spec!r} must be a positive finite bound, got {bound}.")
+    return bound

@@ -26,6 +26,7 @@ from hwnas.profile.constraints import Constraint, ConstraintError
 from hwnas.search.differentiable import DifferentiableTrainer
 from hwnas.search.errors import CheckpointError, RejectionError, SearchError
 from hwnas.search.executor import FuturesExecutor, InProcessExecutor, RayExecutor, make_executor
+from hwnas.search.feasible import FeasibleSampler
 from hwnas.search.history import History, Trial, read_history_csv
 from hwnas.search.oneshot import SubnetEvaluator, SupernetTrainer, distill_loss
 from hwnas.search.penalty import ExpectationProfilerPenalty, SampleProfilerPenalty
@@ -44,7 +45,7 @@ from hwnas.search.training import TensorBatches, evaluate_accuracy, finetune, re
 
 __all__ = [
     "Chain", "CheckpointError", "Constraint", "ConstraintError", "ConstraintFilter", "DifferentiableTrainer",
-    "ExpectationProfilerPenalty", "Filter", "FuturesExecutor", "Grid", "History", "InProcessExecutor", "Random",
+    "ExpectationProfilerPenalty", "FeasibleSampler", "Filter", "FuturesExecutor", "Grid", "History", "InProcessExecutor", "Random",
     "RangeProfilerFilter", "RayExecutor", "RegularizedEvolution", "RejectionError", "SampleProfilerPenalty",
     "SearchError", "SearchResult", "Strategy", "SubnetEvaluator", "SupernetTrainer", "TensorBatches", "Trial",
     "build_profilers", "distill_loss", "evaluate_accuracy", "finetune", "make_executor", "read_history_csv",

@@ -41,6 +41,9 @@ class Trial:
         batch: which batch of parallel evaluations it belonged to (the strategy proposes a whole batch
             before it hears any of its scores).
         extra: further numbers the score function returned next to ``"score"``.
+        repeat_of: ``-1``, or the index of an earlier trial of the same subnet (same canonical sample) whose
+            score and extra values this trial reuses: a search never calls the score function twice for a
+            subnet (``eval_s`` is then 0).
     """
 
     index: int
@@ -50,6 +53,7 @@ class Trial:
     eval_s: float = 0.0
     batch: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    repeat_of: int = -1
 
     def value(self, name: str) -> float:
         """``"score"``, a metric, an extra value, ``"eval_s"`` or ``"trial"`` by name."""
@@ -66,13 +70,18 @@ class Trial:
         raise KeyError(name)
 
     def to_json(self) -> dict[str, Any]:
-        return {"trial": self.index, "batch": self.batch, "sample": self.sample, "score": self.score,
-                "metrics": self.metrics, "extra": self.extra, "eval_s": self.eval_s}
+        out = {"trial": self.index, "batch": self.batch, "sample": self.sample, "score": self.score,
+               "metrics": self.metrics, "extra": self.extra, "eval_s": self.eval_s}
+        if self.repeat_of >= 0:
+            out["repeat_of"] = self.repeat_of
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Trial:
+        """A trial from :meth:`to_json` (unchecked: the search checks checkpoints field by field)."""
         return cls(int(d["trial"]), dict(d["sample"]), float(d["score"]), dict(d.get("metrics", {})),
-                   float(d.get("eval_s", 0.0)), int(d.get("batch", 0)), dict(d.get("extra", {})))
+                   float(d.get("eval_s", 0.0)), int(d.get("batch", 0)), dict(d.get("extra", {})),
+                   int(d.get("repeat_of", -1)))
 
 
 class History(Sequence):
@@ -166,7 +175,13 @@ class History(Sequence):
 
 
 def read_history_csv(path: str | os.PathLike) -> History:
-    """Read a CSV written by :meth:`History.to_csv` back into a :class:`History`."""
+    """Read a CSV written by :meth:`History.to_csv` back into a :class:`History`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: missing columns, or a cell that is not a number (or, for ``sample``, a JSON object),
+            naming the file, the line and the column.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"history CSV {str(path)!r} does not exist; check the path.")
@@ -178,8 +193,27 @@ def read_history_csv(path: str | os.PathLike) -> History:
                              f"(and metrics), got {reader.fieldnames}.")
         fixed = {"trial", "batch", "score", "eval_s", "sample"}
         trials = []
-        for row in reader:
-            values = {k: float(v) for k, v in row.items() if k not in fixed and v not in ("", None)}
-            trials.append(Trial(int(row["trial"]), json.loads(row["sample"]), float(row["score"]), values,
-                                float(row.get("eval_s") or 0.0), int(row.get("batch") or 0)))
+        for line, row in enumerate(reader, start=2):
+            where = f"history CSV {str(path)!r}, line {line}"
+
+            def num(column: str, cast: Any = float, default: str | None = None, where: str = where,
+                    row: dict = row) -> Any:
+                text = row.get(column)
+                text = default if text in ("", None) and default is not None else text
+                try:
+                    return cast(text)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{where}: column {column!r} holds {text!r}, not a number; was the file "
+                                     "edited?") from None
+
+            try:
+                sample = json.loads(row["sample"] or "")
+            except json.JSONDecodeError:
+                sample = None
+            if not isinstance(sample, dict):
+                raise ValueError(f"{where}: column 'sample' holds {row['sample']!r}, not a JSON object of "
+                                 "label -> value; was the file edited?")
+            values = {k: num(k) for k, v in row.items() if k not in fixed and k is not None and v not in ("", None)}
+            trials.append(Trial(num("trial", int), sample, num("score"), values, num("eval_s", default="0"),
+                                num("batch", int, default="0")))
     return History(trials)

@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hwnas.search.strategies import profiler_range, resolve_bound
@@ -60,13 +61,17 @@ class _ProfilerPenalty:
             raise ValueError(f"{name}: nonlinear must be one of {NONLINEAR}, got {nonlinear!r}.")
         if aggregate not in AGGREGATE:
             raise ValueError(f"{name}: aggregate must be one of {AGGREGATE}, got {aggregate!r}.")
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-            raise ValueError(f"{name}: scale must be a number, got {scale!r}.")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            raise ValueError(f"{name}: scale must be a finite number, got {scale!r}.")
         self.profiler, self.baseline, self.scale = profiler, baseline, float(scale)
         self.nonlinear, self.aggregate = nonlinear, aggregate
         largest = profiler_range(profiler)[2] if isinstance(baseline, str) else 1.0
+        if not math.isfinite(largest):
+            raise ValueError(f"{name}: baseline={baseline!r} is a percentage of the largest subnet, but "
+                             f"{type(profiler).__name__} gives {largest} as the largest (NaN or infinite costs in "
+                             "its tables); fix the profiler or its LUT, or give the baseline as a number.")
         b = resolve_bound(baseline, largest, f"{name}.baseline")
-        if b is None or not b > 0:
+        if b is None or not b > 0 or not math.isfinite(b):
             raise ValueError(f"{name}: baseline must be a positive cost (a number in the metric's unit or a "
                              f"percentage of the largest subnet such as '50%'), got {baseline!r}.")
         self.baseline_ = b
@@ -79,8 +84,19 @@ class _ProfilerPenalty:
             return d.clamp(min=0) if _is_torch(d) else max(0.0, d)
         return abs(d)
 
+    def _check_cost(self, cost: float, what: Any) -> None:
+        if not math.isfinite(cost):
+            raise ValueError(f"{self!r}: {type(self.profiler).__name__} gave the cost {cost} for {what}; a penalty "
+                             "needs a finite cost (a NaN would silently poison the loss). Check the profiler and "
+                             "its LUT or predictor.")
+
     def apply(self, loss: Any, cost: Any) -> Any:
-        """The penalised loss for a given cost (a float or a torch scalar)."""
+        """The penalised loss for a given cost (a float or a torch scalar).
+
+        Raises:
+            ValueError: the cost is NaN or infinite.
+        """
+        self._check_cost(float(cost.detach()) if _is_torch(cost) else float(cost), "this input")
         f = self._f(cost / self.baseline_ - 1.0)
         if self.aggregate == "add":
             return loss + self.scale * f
@@ -119,6 +135,7 @@ class SampleProfilerPenalty(_ProfilerPenalty):
     def __call__(self, loss: Any, sample: dict[str, Any]) -> Any:
         """``loss`` penalised by ``sample``'s cost (the cost is kept in ``last_cost_``)."""
         cost = self.cost(sample)
+        self._check_cost(cost, f"sample {sample}")
         self.last_cost_ = cost
         return self.apply(loss, cost)
 
@@ -143,5 +160,7 @@ class ExpectationProfilerPenalty(_ProfilerPenalty):
     def __call__(self, loss: Any, probs: dict[str, Any]) -> Any:
         """``loss`` penalised by the expected cost under ``probs`` (label -> probability vector)."""
         cost = self.cost(probs)
-        self.last_cost_ = float(cost.detach()) if _is_torch(cost) else float(cost)
+        value = float(cost.detach()) if _is_torch(cost) else float(cost)
+        self._check_cost(value, "these probabilities (their expectation)")
+        self.last_cost_ = value
         return self.apply(loss, cost)

@@ -16,7 +16,15 @@ constraint *before* evaluating them (a profiler lookup of a few microseconds), s
   ``checkpoint_every_s`` seconds, at the end, and when the loop stops on an error or Ctrl-C). Running
   the same call again replays the recorded trials through the strategy (checking that it proposes
   exactly the recorded samples) and carries on: no trial is lost or repeated, and the final history
-  equals that of an uninterrupted run.
+  equals that of an uninterrupted run. A checkpoint is read with care: every number is checked and every
+  trial's profiled metrics are recomputed and must match (see :func:`~hwnas.search.checkpoint.replay`); an advisory lock
+  (``<checkpoint>.lock``, the ``filelock`` package) refuses a second search on the same file while the
+  first runs; temporary files left by a killed write are removed on the next start.
+- **No subnet is scored twice.** A proposal whose canonical sample (the same subnet, see
+  :func:`~hwnas.space.space.canonical_sample`) was scored before is recorded as a trial that reuses that
+  score (:attr:`Trial.repeat_of`), without calling ``score_func``.
+- **Non-finite metrics break constraints.** A profiler returning NaN or infinity for a sample rejects it
+  (logged once, naming the profiler and the sample, and counted in rejection messages).
 """
 
 from __future__ import annotations
@@ -36,10 +44,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hwnas.graph.trace import build_graph
-from hwnas.io import atomic_write_json, read_json
+from hwnas.io import remove_stale_temps
 from hwnas.profile.constraints import Constraint, parse_constraints
 from hwnas.profile.profilers import FlopsProfiler, NumParamsProfiler
-from hwnas.search.errors import CheckpointError, RejectionError, SearchError
+from hwnas.search.checkpoint import Saver, jsonable, lock, replay
+from hwnas.search.errors import RejectionError, SearchError
 from hwnas.search.executor import make_executor, timed_call
 from hwnas.search.history import History, Trial
 from hwnas.search.strategies import (
@@ -50,14 +59,11 @@ from hwnas.search.strategies import (
     has_cost_model,
     profiler_range,
 )
-from hwnas.space.space import canonicalizer, collect_choices
+from hwnas.space.space import as_rng, canonicalizer, collect_choices
 
 __all__ = ["SearchResult", "run", "build_profilers"]
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_VERSION = 1
-
 
 @dataclass
 class SearchResult:
@@ -142,31 +148,21 @@ def _parse_constraints(constraints: Any, profs: dict[str, Any], choices: dict[st
     return out
 
 
-def _jsonable(v: Any) -> Any:
-    return json.loads(json.dumps(v))
-
-
-def _restore_sample(raw: dict[str, Any], choices: dict[str, tuple], where: str) -> dict[str, Any]:
-    out = {}
-    for label, values in choices.items():
-        if label not in raw:
-            raise CheckpointError(f"{where}: the recorded sample has no label {label!r}; the checkpoint belongs to "
-                                  "another space. Use another checkpoint path or delete the file.")
-        match = [v for v in values if _jsonable(v) == raw[label]]
-        if not match:
-            raise CheckpointError(f"{where}: label {label!r} was recorded as {raw[label]!r}, which is not one of "
-                                  f"its choices {list(values)!r}; the checkpoint belongs to another space.")
-        out[label] = match[0]
-    return out
-
-
 def _parse_score(out: Any, index: int, sample: dict[str, Any]) -> tuple[float, dict[str, float]]:
     extra: dict[str, float] = {}
     if isinstance(out, dict):
         if "score" not in out:
             raise TypeError(f"score_func returned a dict without a 'score' key for trial {index} (keys "
                             f"{sorted(out)}); return a number, or a dict with 'score' and other numbers.")
-        extra = {k: float(v) for k, v in out.items() if k != "score"}
+        extra = {}
+        for k, v in out.items():
+            if k == "score":
+                continue
+            try:
+                extra[str(k)] = float(v)
+            except (TypeError, ValueError):
+                raise TypeError(f"score_func returned {k!r}: {v!r} ({type(v).__name__}) next to 'score' for trial "
+                                f"{index}; every value of the dict must be a number.") from None
         out = out["score"]
     try:
         score = float(out)
@@ -198,8 +194,9 @@ def _checks(strategy: Any, max_trials: Any, mode: str, score_func: Any, checkpoi
         raise ValueError(f"max_trials must be an int >= 1, got {max_trials!r}.")
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' (higher score is better) or 'min', got {mode!r}.")
-    if checkpoint_every_s < 0:
-        raise ValueError(f"checkpoint_every_s must be >= 0, got {checkpoint_every_s!r}.")
+    if isinstance(checkpoint_every_s, bool) or not isinstance(checkpoint_every_s, (int, float)) or \
+            not checkpoint_every_s >= 0:
+        raise ValueError(f"checkpoint_every_s must be a number >= 0, got {checkpoint_every_s!r}.")
 
 
 def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_func: Callable[[dict], Any], *,
@@ -219,8 +216,9 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
             malformed value or a bound below the smallest subnet raises ``ConstraintError``.
         score_func: ``sample -> score`` (a number, or a dict with ``"score"`` and other numbers to record).
         strategy: default ``RegularizedEvolution()``; filters compose with :class:`Chain`.
-        max_trials: evaluations to run (a resumed search counts the recorded ones).
-        seed: seeds the one ``numpy.random.Generator`` everything draws from.
+        max_trials: trials to run (a resumed search counts the recorded ones; a checkpoint holding more than
+            ``max_trials`` returns its first ``max_trials`` trials and is left unchanged on disk).
+        seed: an int >= 0 that seeds the one ``numpy.random.Generator`` everything draws from.
         profilers: extra profilers by metric name (``{"latency_ms": LatencyProfiler(...)}``); every
             profiler's metric is recorded for each trial. Any object with ``profile(sample) -> float``
             works; without a hwnas cost model its range (for percentages and the feasibility check) is
@@ -243,7 +241,10 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
         ConstraintError: a malformed or impossible constraint (before any evaluation).
         RejectionError: filters/constraints rejected ``max_rejects`` candidates in a row.
         SearchError: no candidate met the constraints.
-        CheckpointError: ``checkpoint`` holds another search's state.
+        CheckpointError: ``checkpoint`` holds another search's state, was edited or damaged (a field that is
+            missing or not a valid number, metrics that the profilers do not reproduce), or another process
+            is using it.
+        ValueError: ``seed`` is not an int >= 0, or another argument is malformed.
 
     Example:
         >>> import torch, hwnas
@@ -258,6 +259,7 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
     """
     strategy = RegularizedEvolution() if strategy is None else strategy
     _checks(strategy, max_trials, mode, score_func, checkpoint_every_s)
+    rng = as_rng(seed, "seed")
     choice_objs = collect_choices(space)
     choices = {label: tuple(c.values) for label, c in choice_objs.items()}
     profs = build_profilers(space, dummy_input, profilers)
@@ -266,111 +268,123 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
     guard = ConstraintFilter(parsed, profs)
     chain = Chain(strategy, guard) if not isinstance(strategy, Chain) else \
         Chain(strategy, guard, max_rejects=strategy.max_rejects)
-    chain.bind(choices, np.random.default_rng(seed), canonical=_canonical_of(space))
+    canonical = _canonical_of(space)
+    chain.bind(choices, rng, canonical=canonical)
     sign = 1.0 if mode == "max" else -1.0
-    config = {"space": type(space).__name__, "choices": _jsonable({k: list(v) for k, v in choices.items()}),
-              "seed": seed, "mode": mode, "strategy": repr(chain), "metrics": sorted(profs)}
-
-    history = History()
+    config = {"space": type(space).__name__, "choices": jsonable({k: list(v) for k, v in choices.items()}),
+              "seed": int(seed) if isinstance(seed, (int, np.integer)) else None, "mode": mode,
+              "strategy": repr(chain), "metrics": sorted(profs)}
     path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
-        _replay(path, config, chain, choices, history, sign)
-    resumed = len(history)
-
-    def save() -> None:
-        if path is not None:
-            atomic_write_json(path, {"hwnas_search": CHECKPOINT_VERSION, "config": config,
-                                     "num_proposed": chain.num_proposed_, "num_rejected": chain.num_rejected_,
-                                     "trials": [t.to_json() for t in history]})
-        if history_csv is not None:
-            history.to_csv(history_csv)
-
-    ex = make_executor(executor, address)
-    owned = ex is not executor
-    work = functools.partial(timed_call, score_func)
-    batch_size = max(1, int(ex.max_workers))
-    metrics = list(profs.items())
-    stopped = "max_trials"
-    best = history.best(mode)
-    bar = tqdm(total=max_trials, initial=min(resumed, max_trials), desc="search", unit="trial", disable=not progress,
-               dynamic_ncols=True)
-    last_save = time.monotonic()
+    held = lock(path) if path is not None else None
     try:
-        batch_no = history[-1].batch + 1 if len(history) else 0
-        while len(history) < max_trials:
-            n = min(batch_size, max_trials - len(history))
-            proposals = []
-            for _ in range(n):
-                try:
-                    s = chain.propose()
-                except RejectionError as e:
-                    if not len(history):
-                        raise
-                    where = f"; they are saved in the checkpoint {str(path)!r}" if path is not None else ""
-                    raise RejectionError(f"{e} This happened after {len(history)} evaluated trials{where}.") from None
-                if s is None:
-                    break
-                proposals.append(s)
-            if not proposals:
-                stopped = "exhausted"
-                break
-            outputs = ex.map(work, proposals)
-            # parse the whole batch before recording any of it: a checkpoint only ever holds whole batches
-            parsed_scores = [_parse_score(out, len(history) + i, s)
-                             for i, (s, (out, _)) in enumerate(zip(proposals, outputs))]
-            for s, (_, secs), (score, extra) in zip(proposals, outputs, parsed_scores):
-                trial = Trial(len(history), s, score, {m: float(p.profile(s)) for m, p in metrics}, secs, batch_no,
-                              extra)
-                history._append(trial)
-                chain.tell(s, sign * score)
-                if math.isfinite(score) and (best is None or sign * score > sign * best.score):
-                    best = trial
-            batch_no += 1
-            bar.update(len(proposals))
-            if best is not None:
-                bar.set_postfix(best=f"{best.score:.4g}", rejected=chain.num_rejected_, refresh=False)
-            if time.monotonic() - last_save >= checkpoint_every_s:
-                save()
-                last_save = time.monotonic()
-            if len(proposals) < n:
-                stopped = "exhausted"
-                break
+        if path is not None:
+            for stale in remove_stale_temps(path):
+                logger.info("removed %s, left by a write to %s that was killed", stale, path)
+        if history_csv is not None:
+            remove_stale_temps(history_csv, min_age_s=60.0)
+        history = History()
+        truncated = False
+        if path is not None and path.exists():
+            truncated = replay(path, config, chain, choices, history, sign, profs, max_trials)
+        loop = _Loop(chain, profs, score_func, canonical, sign, mode, history, executor, address, progress)
+        saver = Saver(None if truncated else path, history_csv, config, chain, history)
+        stopped = loop.run(max_trials, saver, checkpoint_every_s, path)
     finally:
-        bar.close()
-        if owned:
-            ex.close()
-        save()  # also when stopped by an error or Ctrl-C: no finished trial is lost
-    return _finish(space, history, parsed, guard, chain, mode, stopped, resumed, export_fn)
+        if held is not None:
+            held.release()
+    return _finish(space, history, parsed, guard, chain, mode, stopped, loop.resumed, export_fn)
 
 
-def _replay(path: Path, config: dict, chain: Chain, choices: dict[str, tuple], history: History, sign: float) -> None:
-    data = read_json(path, "search checkpoint")
-    if not isinstance(data, dict) or data.get("hwnas_search") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{str(path)!r} is not a hwnas search checkpoint (version {CHECKPOINT_VERSION}); "
-                              "pass another checkpoint path or delete the file.")
-    old = data.get("config", {})
-    diff = [k for k in config if old.get(k) != config[k]]
-    if diff:
-        details = "; ".join(f"{k}: checkpoint has {old.get(k)!r}, this search has {config[k]!r}" for k in diff)
-        raise CheckpointError(f"checkpoint {str(path)!r} belongs to another search ({details}). Resume with the "
-                              "same settings, or pass another checkpoint path / delete the file to start over.")
-    trials = [Trial.from_json(t) for t in data.get("trials", [])]
-    i = 0
-    while i < len(trials):
-        batch = [t for t in trials[i:] if t.batch == trials[i].batch]
-        for t in batch:
-            t.sample = _restore_sample(t.sample, choices, f"checkpoint {str(path)!r}, trial {t.index}")
-            proposed = chain.propose()
-            if proposed != t.sample:
-                raise CheckpointError(
-                    f"checkpoint {str(path)!r}: replaying trial {t.index}, the strategy proposed {proposed} but the "
-                    f"checkpoint recorded {t.sample}. The strategy, its filters or profilers, or the seed changed "
-                    "since it was written; resume with the same settings, or start over with another path.")
-        for t in batch:
-            history._append(t)
-            chain.tell(t.sample, sign * t.score if math.isfinite(t.score) else float("nan"))
-        i += len(batch)
-    logger.info("resumed %d trials from %s", len(history), path)
+def _sample_key(sample: dict[str, Any]) -> str:
+    return json.dumps(sample, sort_keys=True, default=repr)
+
+
+class _Loop:
+    """The propose / evaluate / tell loop, with a score cache so that no subnet is scored twice."""
+
+    def __init__(self, chain: Chain, profs: dict[str, Any], score_func: Callable, canonical: Callable | None,
+                 sign: float, mode: str, history: History, executor: Any, address: str | None, progress: bool):
+        self.chain, self.profs, self.score_func, self.sign, self.mode = chain, profs, score_func, sign, mode
+        self.canonical = canonical or (lambda s: s)
+        self.history, self.executor, self.address, self.progress = history, executor, address, progress
+        self.resumed = len(history)
+        self.cache: dict[str, Trial] = {}
+        for t in history:
+            self.cache.setdefault(self.key(t.sample), t if t.repeat_of < 0 else history[t.repeat_of])
+
+    def key(self, sample: dict[str, Any]) -> str:
+        return _sample_key(self.canonical(sample))
+
+    def run(self, max_trials: int, save: Callable[[], None], checkpoint_every_s: float, path: Path | None) -> str:
+        chain, history, sign = self.chain, self.history, self.sign
+        ex = make_executor(self.executor, self.address)
+        owned = ex is not self.executor
+        work = functools.partial(timed_call, self.score_func)
+        batch_size = max(1, int(ex.max_workers))
+        metrics = list(self.profs.items())
+        stopped = "max_trials"
+        best = history.best(self.mode)
+        bar = tqdm(total=max_trials, initial=min(self.resumed, max_trials), desc="search", unit="trial",
+                   disable=not self.progress, dynamic_ncols=True)
+        last_save = time.monotonic()
+        try:
+            batch_no = history[-1].batch + 1 if len(history) else 0
+            while len(history) < max_trials:
+                n = min(batch_size, max_trials - len(history))
+                proposals = []
+                for _ in range(n):
+                    try:
+                        s = chain.propose()
+                    except RejectionError as e:
+                        if not len(history):
+                            raise
+                        where = f"; they are saved in the checkpoint {str(path)!r}" if path is not None else ""
+                        raise RejectionError(f"{e} This happened after {len(history)} evaluated trials{where}.") \
+                            from None
+                    if s is None:
+                        break
+                    proposals.append(s)
+                if not proposals:
+                    stopped = "exhausted"
+                    break
+                keys = [self.key(s) for s in proposals]
+                fresh: dict[str, dict[str, Any]] = {}  # first proposal of each subnet not scored before
+                for k, s in zip(keys, proposals):
+                    if k not in self.cache and k not in fresh:
+                        fresh[k] = s
+                outputs = dict(zip(fresh, ex.map(work, list(fresh.values()))))
+                # parse the whole batch before recording any of it: a checkpoint only ever holds whole batches
+                parsed = {k: _parse_score(outputs[k][0], len(history) + keys.index(k), fresh[k]) for k in fresh}
+                for k, s in zip(keys, proposals):
+                    first = self.cache.get(k)
+                    if first is not None:  # this subnet was scored before: reuse its score, do not call score_func
+                        trial = Trial(len(history), s, first.score, {m: float(p.profile(s)) for m, p in metrics},
+                                      0.0, batch_no, dict(first.extra), repeat_of=first.index)
+                    else:
+                        score, extra = parsed[k]
+                        trial = Trial(len(history), s, score, {m: float(p.profile(s)) for m, p in metrics},
+                                      outputs[k][1], batch_no, extra)
+                        self.cache[k] = trial
+                    history._append(trial)
+                    chain.tell(s, sign * trial.score)
+                    if math.isfinite(trial.score) and (best is None or sign * trial.score > sign * best.score):
+                        best = trial
+                batch_no += 1
+                bar.update(len(proposals))
+                if best is not None:
+                    bar.set_postfix(best=f"{best.score:.4g}", rejected=chain.num_rejected_, refresh=False)
+                if time.monotonic() - last_save >= checkpoint_every_s:
+                    save()
+                    last_save = time.monotonic()
+                if len(proposals) < n:
+                    stopped = "exhausted"
+                    break
+        finally:
+            bar.close()
+            if owned:
+                ex.close()
+            save()  # also when stopped by an error or Ctrl-C: no finished trial is lost
+        return stopped
 
 
 def _finish(space: Any, history: History, parsed: list[Constraint], guard: ConstraintFilter, chain: Chain,

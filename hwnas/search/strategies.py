@@ -13,6 +13,12 @@ better (the search loop negates scores for ``mode="min"``). Every strategy draws
   rejects it before any evaluation; rejection sampling is bounded by ``max_rejects`` and ends with a
   :class:`RejectionError` that says how many candidates were tried and what each filter wanted.
 
+Random draws under tight constraints: when a chain holds upper bounds on cost-model metrics (its
+:class:`ConstraintFilter`, the ``max`` of a :class:`RangeProfilerFilter`), the random draws of
+:class:`Random` and of the evolution's first population that break them are replaced by a draw from the
+feasible region (:class:`~hwnas.search.feasible.FeasibleSampler`), so a feasible region of one subnet in
+millions is still found without rejection. A metric that is NaN or infinite breaks every bound.
+
 Example:
     >>> import torch, hwnas
     >>> from hwnas.search import Chain, RangeProfilerFilter, RegularizedEvolution
@@ -39,6 +45,7 @@ import numpy as np
 
 from hwnas.profile.constraints import Constraint, metric_range
 from hwnas.search.errors import RejectionError
+from hwnas.search.feasible import FeasibleSampler
 from hwnas.space.space import as_rng
 
 __all__ = ["Strategy", "Random", "Grid", "RegularizedEvolution", "Chain", "Filter", "RangeProfilerFilter",
@@ -68,7 +75,10 @@ class Strategy:
         self.labels_ = tuple(self.choices_)
         self.sizes_ = np.array([len(v) for v in self.choices_.values()], dtype=np.int64)
         self.rng_ = as_rng(seed)
+        self.feasible_ = None
         self._start()
+
+    feasible_: FeasibleSampler | None = None
 
     def _start(self) -> None:
         """Reset learned state (called by :meth:`bind`)."""
@@ -84,8 +94,13 @@ class Strategy:
         """A proposed sample was rejected by a filter and will not be evaluated."""
 
     def _random_sample(self) -> dict[str, Any]:
+        """A uniform draw; when it breaks the bounds of a bound :attr:`feasible_` sampler, a feasible draw."""
         idx = self.rng_.integers(0, self.sizes_)
-        return {lab: self.choices_[lab][int(i)] for lab, i in zip(self.labels_, idx)}
+        sample = {lab: self.choices_[lab][int(i)] for lab, i in zip(self.labels_, idx)}
+        feasible = self.feasible_
+        if feasible is not None and not feasible.meets(sample):
+            return feasible.sample(self.rng_)
+        return sample
 
     def _check_bound(self) -> None:
         if not hasattr(self, "rng_"):
@@ -321,7 +336,17 @@ def profiler_range(profiler: Any, choices: dict[str, tuple] | None = None, n_ran
         except (TypeError, ValueError):
             raise TypeError(f"{type(profiler).__name__}.profile(sample) returned {v!r} ({type(v).__name__}); a "
                             "profiler must return a number.") from None
-    return min(values), values[1], max(values)
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < len(values):
+        bad = next(s for s, v in zip(probes, values) if not math.isfinite(v))
+        if not finite:
+            raise ValueError(f"{type(profiler).__name__}.profile returned NaN or infinity for every one of the "
+                             f"{len(values)} samples probed (e.g. {bad}); a profiler must return finite numbers.")
+        logger.warning("%s.profile returned NaN or infinity for %d of %d probed samples (e.g. %s); such samples "
+                       "break every bound on this metric.", type(profiler).__name__, len(values) - len(finite),
+                       len(values), bad)
+    mid = values[1] if math.isfinite(values[1]) else sorted(finite)[len(finite) // 2]
+    return min(finite), mid, max(finite)
 
 
 class RangeProfilerFilter(Filter):
@@ -376,6 +401,9 @@ class RangeProfilerFilter(Filter):
         if self.low_ <= value <= self.high_:
             return True
         self.num_rejected_ += 1
+        if not math.isfinite(value):
+            _warn_non_finite(self, self.metric, self.profiler, value, sample)
+            return False
         seen = self.seen_
         if value < seen[0]:
             seen[0] = value
@@ -393,6 +421,16 @@ class RangeProfilerFilter(Filter):
 
     def __repr__(self) -> str:
         return f"RangeProfilerFilter({self.metric}, min={self.min!r}, max={self.max!r})"
+
+
+def _warn_non_finite(owner: Any, metric: str, profiler: Any, value: float, sample: dict[str, Any]) -> None:
+    """Log (once per filter and metric) that a profiler returned a non-finite value: it counts as a violation."""
+    warned = owner.__dict__.setdefault("_warned_non_finite", set())
+    if metric not in warned:
+        warned.add(metric)
+        logger.warning("%s for %s returned %s for sample %s; a non-finite metric breaks the bound, so the sample "
+                       "is rejected (later ones are counted in the rejection summary).", type(profiler).__name__,
+                       metric, value, sample)
 
 
 class ConstraintFilter(Filter):
@@ -415,14 +453,19 @@ class ConstraintFilter(Filter):
     def bind(self, choices: dict[str, tuple]) -> None:
         super().bind(choices)
         self.rejected_by_ = {c.metric: 0 for c in self.constraints}
+        self.non_finite_ = {c.metric: 0 for c in self.constraints}
         self.seen_ = {c.metric: [math.inf, -math.inf] for c in self.constraints}
 
     def __call__(self, sample: dict[str, Any]) -> bool:
         for metric, profile, bound in self._checks:
             value = profile(sample)
-            if value > bound:
+            if not value <= bound:  # NaN fails too: a non-finite metric breaks the constraint
                 self.num_rejected_ += 1
                 self.rejected_by_[metric] += 1
+                if not math.isfinite(value):
+                    self.non_finite_[metric] += 1
+                    _warn_non_finite(self, metric, self.profilers[metric], value, sample)
+                    return False
                 seen = self.seen_[metric]
                 seen[0], seen[1] = min(seen[0], value), max(seen[1], value)
                 return False
@@ -432,9 +475,12 @@ class ConstraintFilter(Filter):
         """Every constraint ``sample`` breaks, as text (empty when it meets them all)."""
         out = []
         for c in self.constraints:
-            value = self.profilers[c.metric].profile(sample)
+            prof = self.profilers[c.metric]
+            value = prof.profile(sample)
             if not c.satisfied(value):
-                out.append(f"{c.metric} = {value:.6g} > {c.bound:.6g} (from {c.spec!r})")
+                why = f"not a finite number, from {type(prof).__name__}" if not math.isfinite(value) else \
+                    f"> {c.bound:.6g}"
+                out.append(f"{c.metric} = {value:.6g} {why} (from {c.spec!r})")
         return out
 
     def describe(self) -> str:
@@ -442,9 +488,13 @@ class ConstraintFilter(Filter):
         for c in self.constraints:
             n = self.rejected_by_.get(c.metric, 0)
             text = f"constraint {c.metric} <= {c.bound:.6g} (from {c.spec!r}): rejected {n:,}"
-            if n:
+            bad = self.non_finite_.get(c.metric, 0)
+            if n > bad:
                 lo, hi = self.seen_[c.metric]
                 text += f" (their {c.metric} ran from {lo:.6g} to {hi:.6g})"
+            if bad:
+                text += (f", {bad:,} of them because {type(self.profilers[c.metric]).__name__} returned NaN or "
+                         "infinity")
             parts.append(text)
         return "; ".join(parts)
 
@@ -488,6 +538,13 @@ class Chain(Strategy):
             f.bind(self.choices_)
         self.num_rejected_ = 0
         self.num_proposed_ = 0
+        bounds = []
+        for f in self.filters:
+            if isinstance(f, ConstraintFilter):
+                bounds += [(f.profilers[c.metric], c.bound) for c in f.constraints]
+            elif isinstance(f, RangeProfilerFilter) and f.max_ is not None:
+                bounds.append((f.profiler, f.max_))
+        self.strategy.feasible_ = FeasibleSampler.build(bounds, self.choices_) if bounds else None
 
     def propose(self) -> dict[str, Any] | None:
         self._check_bound()

@@ -7,7 +7,8 @@ Example:
     >>> import hwnas
     >>> space = hwnas.spaces.create("digits")
     >>> sample = space.random_sample(0)
-    >>> space.validate(sample)
+    >>> space.validate(sample) is sample      # checked (and coerced in place: 16.0 -> 16)
+    True
     >>> space.num_subnets() > 1
     True
 """
@@ -25,7 +26,7 @@ from torch import nn
 from hwnas.space.choice import Choice, ChoiceError, evaluate, leaf_choices
 from hwnas.space.modules import HwnasModule, LayerChoice, Repeat
 
-__all__ = ["Space", "SampleError", "collect_choices", "validate_sample", "as_rng", "apply_arch",
+__all__ = ["Space", "SampleError", "collect_choices", "validate_sample", "sample_from_json", "as_rng", "apply_arch",
            "rank_order", "count_subnets", "canonical_sample", "canonicalizer"]
 
 
@@ -33,9 +34,20 @@ class SampleError(ChoiceError):
     """A sample does not fit its space."""
 
 
-def as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
-    """A ``numpy.random.Generator`` from a generator, a seed or ``None`` (fresh entropy)."""
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+def as_rng(rng: np.random.Generator | int | None, name: str = "seed") -> np.random.Generator:
+    """A ``numpy.random.Generator`` from a generator, a seed (an int >= 0) or ``None`` (fresh entropy).
+
+    Raises:
+        ValueError: ``rng`` is a negative int, a bool, a string or anything else; the message names ``name``.
+    """
+    if rng is None or isinstance(rng, np.random.Generator):
+        return np.random.default_rng() if rng is None else rng
+    if isinstance(rng, (np.random.SeedSequence, np.random.BitGenerator)):
+        return np.random.default_rng(rng)
+    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)) or rng < 0:
+        raise ValueError(f"{name} must be an int >= 0 (or a numpy.random.Generator, or None for fresh entropy), got "
+                         f"{rng!r} ({type(rng).__name__}); e.g. {name}=0.")
+    return np.random.default_rng(int(rng))
 
 
 def _module_choices(root: nn.Module) -> list[tuple[str, Choice]]:
@@ -71,8 +83,48 @@ def collect_choices(root: nn.Module) -> dict[str, Choice]:
     return out
 
 
-def validate_sample(choices: dict[str, Choice], sample: Any) -> None:
-    """Raise :class:`SampleError` unless ``sample`` has exactly the labels of ``choices`` with valid values."""
+def _same_kind(value: Any, choice_value: Any) -> bool:
+    """Whether ``value`` may stand for ``choice_value`` (they are equal): never a bool for a number or back."""
+    is_bool = isinstance(value, (bool, np.bool_))
+    return is_bool == isinstance(choice_value, (bool, np.bool_))
+
+
+def _coerce(label: str, value: Any, values: tuple) -> Any:
+    """``value`` as the choice's own value object, or :class:`SampleError`."""
+    for v in values:
+        if type(v) is type(value) and v == value:
+            return v
+    try:
+        hash(value)
+        match = [v for v in values if _same_kind(value, v) and v == value]
+    except TypeError:
+        match = []
+    if match and not isinstance(value, str):
+        return match[0]
+    kinds = sorted({type(v).__name__ for v in values})
+    hint = "pick one of those"
+    if isinstance(value, (bool, np.bool_)) and match == [] and any(v == value for v in values):
+        hint = f"a bool is not a number here: write {values[[v == value for v in values].index(True)]!r}"
+    elif isinstance(value, str) and any(str(v) == value.strip() for v in values):
+        hint = f"the choices are {'/'.join(kinds)}, not strings: write {value.strip()} without quotes"
+    elif isinstance(value, (float, np.floating)) and any(isinstance(v, int) for v in values):
+        hint = "an int choice takes an integral value, e.g. 16 or 16.0 but not 16.5"
+    raise SampleError(f"label {label!r} got value {value!r} ({type(value).__name__}), which is not one of its choices "
+                      f"{list(values)!r} ({'/'.join(kinds)}); {hint}.")
+
+
+def validate_sample(choices: dict[str, Choice], sample: Any) -> dict[str, Any]:
+    """Raise :class:`SampleError` unless ``sample`` has exactly the labels of ``choices`` with valid values.
+
+    Values equal to a choice but of another type are coerced *in place* to the choice's own value:
+    ``16.0``, ``np.float64(16)`` or ``np.int64(16)`` for the int choice ``16`` become the plain int ``16``
+    (so a validated sample is plain JSON and exports as integers). A bool never stands for a number
+    (``True`` is refused for the choice ``1``), a string never for a number (``"16"`` is refused), and a
+    non-integral float never matches an int. The message names the label, the value and the choices.
+
+    Returns:
+        ``sample`` itself, with its values coerced.
+    """
     if not isinstance(sample, dict):
         raise SampleError(f"a sample must be a dict of label -> value, got {type(sample).__name__}.")
     unknown = [k for k in sample if k not in choices]
@@ -88,11 +140,34 @@ def validate_sample(choices: dict[str, Choice], sample: Any) -> None:
             "e.g. start from space.max_sample() and change what you need."
         )
     for label, c in choices.items():
-        if sample[label] not in c.values:
-            raise SampleError(
-                f"label {label!r} got value {sample[label]!r}, which is not one of its choices "
-                f"{list(c.values)!r}; pick one of those."
-            )
+        value = sample[label]
+        coerced = _coerce(label, value, tuple(c.values))
+        if coerced is not value:
+            sample[label] = coerced
+    return sample
+
+
+def sample_from_json(data: Any, where: str) -> dict[str, Any]:
+    """Check that ``data`` read from a file is a sample: a JSON object of label -> number, string, bool or null.
+
+    Numbers must be finite. This checks the types only (the file does not name its space); the space's
+    :func:`validate_sample` checks the labels and values.
+
+    Raises:
+        SampleError: naming ``where`` (the file), the label and the value.
+    """
+    if not isinstance(data, dict):
+        raise SampleError(f"{where} should hold a JSON object of label -> value (as written by hwnas.save_arch), got "
+                          f"{type(data).__name__}.")
+    for label, value in data.items():
+        if not isinstance(label, str) or not label:
+            raise SampleError(f"{where}: label {label!r} is not a non-empty string.")
+        if value is not None and not isinstance(value, (bool, int, float, str)):
+            raise SampleError(f"{where}: label {label!r} has the value {value!r} ({type(value).__name__}); a choice's "
+                              "value is a number, a string or a bool, not a list or an object.")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SampleError(f"{where}: label {label!r} has the value {value!r}; a choice's value is finite.")
+    return data
 
 
 def rank_order(root: nn.Module, choices: dict[str, Choice]) -> dict[str, list[Any]]:
@@ -257,13 +332,18 @@ class Space(nn.Module):
         """Every label and its candidate values, in order of first appearance."""
         return {label: tuple(c.values) for label, c in collect_choices(self).items()}
 
-    def validate(self, sample: dict[str, Any]) -> None:
-        """Raise :class:`SampleError` naming the label unless ``sample`` is a valid sample of this space."""
-        validate_sample(collect_choices(self), sample)
+    def validate(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """Raise :class:`SampleError` naming the label unless ``sample`` is a valid sample of this space.
+
+        Values equal to a choice but of another type (``16.0``, ``np.int64(16)``) are coerced in place to the
+        choice's own value; bools and strings never stand for numbers (see :func:`validate_sample`).
+        Returns ``sample``.
+        """
+        return validate_sample(collect_choices(self), sample)
 
     def random_sample(self, rng: np.random.Generator | int | None = None) -> dict[str, Any]:
         """A uniformly random sample (each label independently), from a seeded ``numpy`` generator."""
-        rng = as_rng(rng)
+        rng = as_rng(rng, "rng")
         return {label: c.values[int(rng.integers(len(c.values)))] for label, c in collect_choices(self).items()}
 
     def max_sample(self) -> dict[str, Any]:
