@@ -28,7 +28,7 @@ from typing import Any
 from hwnas.graph.registry import numel
 from hwnas.graph.trace import Op
 
-__all__ = ["FlopRule", "register_cost_rule", "flop_rule", "param_count", "MOVEMENT_OPS"]
+__all__ = ["FlopRule", "register_cost_rule", "flop_rule", "param_count", "is_builtin", "MOVEMENT_OPS"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class FlopRule:
 
 MOVEMENT_OPS = frozenset({"flatten", "reshape", "permute", "transpose", "unsqueeze", "squeeze", "expand", "cat",
                           "stack", "split", "getitem", "size", "getattr", "identity", "dropout", "parameter",
-                          "param_slice"})
+                          "param_slice", "unbind", "pad", "tile"})
 
 _FLOPS: dict[str, FlopRule] = {}
 _PARAMS: dict[str, Callable[[Op], Any]] = {}
@@ -89,6 +89,14 @@ def param_count(op_type: str) -> Callable[[Op], Any] | None:
     return _PARAMS.get(op_type)
 
 
+_BUILTIN: set[str] = set()  # op types of hwnas's own FLOP rules (filled when the rule modules are imported)
+
+
+def is_builtin(op_type: str) -> bool:
+    """Whether ``op_type`` names one of hwnas's own FLOP rules (not one a user registered)."""
+    return op_type in _BUILTIN
+
+
 def _prod(values) -> Any:
     out: Any = 1
     for v in values:
@@ -114,6 +122,8 @@ def _linear_flops(op: Op) -> Any:
 
 @register_cost_rule("flops", "batch_norm", by_default=True)
 def _bn_flops(op: Op) -> Any:
+    if op.attrs.get("training"):  # batch statistics: fvcore counts it as the other normalisations
+        return _norm_flops(op)
     return numel(op.inputs[0]) * (2 if op.attrs["affine"] else 1)
 
 
@@ -131,14 +141,17 @@ def _adaptive_avg_flops(op: Op) -> Any:
 
 
 @register_cost_rule("flops", "upsample",
-                    by_default=lambda op: op.out.ndim == 4 and op.attrs["mode"] in ("nearest", "bilinear"))
+                    by_default=lambda op: op.out.ndim == 4 and op.attrs["mode"] in ("nearest", "bilinear", "area"))
 def _upsample_flops(op: Op) -> Any:
+    if op.attrs["mode"] == "area":  # F.interpolate runs adaptive average pooling
+        return numel(op.inputs[0])
     return numel(op.out) * (4 if op.attrs["mode"] in ("bilinear", "bicubic") else 1)
 
 
 @register_cost_rule("flops", "matmul", by_default=True)
 def _matmul_flops(op: Op) -> Any:
-    return numel(op.attrs["a"]) * op.attrs["b"].shape[-1]
+    b = op.attrs["b"]
+    return numel(op.attrs["a"]) * (b.shape[-1] if b.ndim > 1 else 1)
 
 
 def _mha_flops(op: Op) -> Any:
@@ -197,3 +210,6 @@ def _linear_params(op: Op) -> Any:
 @register_cost_rule("params", "batch_norm")
 def _bn_params(op: Op) -> Any:
     return 2 * op.attrs["channels"] if op.attrs["affine"] else 0
+
+
+_BUILTIN.update(_FLOPS)
