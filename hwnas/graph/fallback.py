@@ -12,10 +12,13 @@ Three kinds of ops take this path (:func:`fallback_rule`):
   They cost 0 FLOPs and are listed in ``FlopsProfiler.uncounted_ops``, exactly as fvcore leaves them out:
   every op that fvcore counts has a hand-written rule (:data:`FVCORE_COUNTED` is the safety net);
 - plain Python functions (``math.ceil`` on sizes, ``operator.lt``): evaluated at each grid point;
-- *fixed blocks*: leaf modules without a rule (``nn.LSTM``, a module torch.fx cannot trace, a timm
-  not-traceable module) and functions from outside torch (timm's or torchvision's wrapped helpers).
-  Their shapes come from fake tensors (or, for data-dependent code, one real run on random inputs);
-  their FLOPs from a one-off fvcore count (:mod:`hwnas.profile.blocks`).
+- *fixed blocks*: leaf modules without a rule (a module torch.fx cannot trace, a timm not-traceable
+  module, ``nn.TransformerEncoderLayer``) and functions from outside torch (timm's or torchvision's wrapped
+  helpers). Their shapes come from meta tensors (meta copies of the parameters) or, for data-dependent
+  code, from real runs on random inputs; their FLOPs from a one-off fvcore count (:mod:`hwnas.profile.blocks`).
+
+Fake tensors (``FakeTensorMode``) are used only when meta tensors fail, to tell a data-dependent op (a clear
+error) from one that merely lacks a meta kernel.
 """
 
 from __future__ import annotations
@@ -237,7 +240,7 @@ def fallback_rule(kind: str, target: Any):
     """``(op type, shape rule)`` for an op that has no rule of its own (see the module docstring)."""
     name = op_label(kind, target)
     if kind == "call_module":
-        fn = target
+        fn = _on_meta(target)
         block = not isinstance(target, _UNCOUNTED_MODULES)
     elif kind == "call_method":
         def fn(self, *a, **k):
@@ -254,13 +257,27 @@ def fallback_rule(kind: str, target: Any):
                 f"{where} is counted by fvcore but has no shape rule; restore its rule "
                 f"(@hwnas.graph.register_shape_rule({name}, op=...)) with a FLOP rule to match.")
         if block:
-            out = _run_block(fn, call, where)
-            call.attrs.update(fallback="block", callable=fn, args=call.args, kwargs=call.kwargs)
+            real = target if kind == "call_module" else fn
+            out = _run_block(fn, real, call, where)
+            call.attrs.update(fallback="block", callable=real, args=call.args, kwargs=call.kwargs)
             return out
         call.attrs["fallback"] = "meta"
         return _run_meta(fn, call, where, name)
 
     return name, rule
+
+
+def _on_meta(module: nn.Module):
+    """``module`` as a function that runs with meta copies of its parameters and buffers (no data copied)."""
+    from torch.func import functional_call
+
+    def run(*args, **kwargs):
+        state = {n: torch.empty_like(t, device="meta") for n, t in
+                 [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]}
+        return functional_call(module, state, args, kwargs, tie_weights=False, strict=False)
+
+    run.__name__ = type(module).__name__
+    return run
 
 
 def _run_meta(fn, call: Call, where: str, name: str) -> Any:
@@ -294,25 +311,39 @@ def _explain(error: Exception, meta_error: Exception, where: str, name: str) -> 
                               f"{type(error).__name__}: {error}). {fix}")
 
 
-def _run_block(fn, call: Call, where: str) -> Any:
-    """Output of a fixed block: fake tensors first, one real run on random inputs for data-dependent code."""
-    make, mode = _fake_tensor_maker()
+def _run_block(fn, real_fn, call: Call, where: str) -> Any:
+    """Output of a fixed block: meta tensors first; for data-dependent code, real runs on two different random
+    inputs, which must give the same shapes (the block's shapes must not depend on tensor values)."""
     try:
-        with torch.no_grad():
-            return evaluate(fn, call.args, call.kwargs, where, make=make, context=lambda: mode,
-                            max_points=MAX_BLOCK_POINTS)
+        with torch.device("meta"), torch.no_grad():
+            return evaluate(fn, call.args, call.kwargs, where, max_points=MAX_BLOCK_POINTS)
     except UnsupportedOpError:
         raise
-    except Exception as fake_error:
+    except Exception as meta_error:
         try:
             with torch.no_grad():
-                return evaluate(fn, call.args, call.kwargs, where, make=real_tensor, max_points=MAX_BLOCK_POINTS)
+                runs = [evaluate(real_fn, call.args, call.kwargs, where, make=_seeded(seed),
+                                 max_points=MAX_BLOCK_POINTS) for seed in (0, 1)]
         except UnsupportedOpError:
             raise
         except Exception as e:
-            key = type(fn).__name__ if isinstance(fn, nn.Module) else getattr(fn, "__name__", repr(fn))
+            key = type(real_fn).__name__ if isinstance(real_fn, nn.Module) else getattr(real_fn, "__name__", "fn")
             raise UnsupportedOpError(
                 f"{where} is profiled as a fixed block but fails on inputs of its shapes ({type(e).__name__}: {e}; "
-                f"with fake tensors: {type(fake_error).__name__}: {fake_error}). Check the input shapes, or register a "
-                f"shape rule with @hwnas.graph.register_shape_rule({key}, op='my_op').") from e
+                f"with meta tensors: {type(meta_error).__name__}: {meta_error}). Check the input shapes, or register "
+                f"a shape rule with @hwnas.graph.register_shape_rule({key}, op='my_op').") from e
+        if repr(runs[0]) != repr(runs[1]):
+            raise DataDependentOpError(
+                f"{where} is profiled as a fixed block, but its output shapes depend on tensor values ({runs[0]!r} on "
+                f"one random input, {runs[1]!r} on another), so hwnas cannot infer them. Register a shape rule for it "
+                "(@hwnas.graph.register_shape_rule).") from meta_error
+        return runs[0]
 
+
+def _seeded(seed: int):
+    def make(shape, dtype):
+        if dtype.is_floating_point or dtype.is_complex:
+            return torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+        return torch.zeros(shape, dtype=dtype)
+
+    return make

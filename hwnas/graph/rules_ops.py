@@ -137,6 +137,12 @@ def _tile(call: Call) -> TensorMeta:
     return TensorMeta(tuple(s * r for s, r in zip(shape, reps)), x.dtype)
 
 
+@register_shape_rule(torch.t, "t", op="transpose")
+def _t(call: Call) -> TensorMeta:
+    x = call.tensor(0)
+    return TensorMeta(tuple(reversed(x.shape)), x.dtype)
+
+
 @register_shape_rule("reshape_as", "view_as", op="reshape")
 def _reshape_as(call: Call) -> TensorMeta:
     return TensorMeta(call.tensor(1, "other").shape, call.tensor(0).dtype)
