@@ -440,3 +440,14 @@ def test_too_many_choices_for_one_op_is_a_clear_error():
                                                  r"depend on labels \['w0', .*'w9'\] \(8,192 combinations, more than "
                                                  r"4,096.*register_shape_rule"):
         hwnas.FlopsProfiler(Wide(), torch.randn(1, 3, 4, 4))
+
+
+def test_without_fvcore_a_fixed_block_counts_zero_and_is_listed(monkeypatch):
+    model = Gated().eval()
+    x = torch.randn(2, 3, 10, 10)
+    counted = hwnas.FlopsProfiler(model, x)
+    monkeypatch.setattr("hwnas.profile.profilers.block_flops", lambda op: None)  # as when fvcore is missing
+    bare = hwnas.FlopsProfiler(model, x)
+    assert bare.uncounted_ops["Gate"] == 1 and "Gate" not in counted.uncounted_ops
+    gate_conv = 2 * 8 * 8 * 8 * 8  # N * Cout * Cin * H * W of the 1x1 convolution inside the block
+    assert counted.profile({}) - bare.profile({}) == gate_conv
