@@ -284,6 +284,7 @@ CASES = {
     "Unfold": (lambda s, xw, x8: s.ops.m(xw), {"m": nn.Unfold(2, stride=2)}, None),
     "F.unfold": (lambda s, xw, x8: F.unfold(xw, 3, padding=1), {}, None),
     "Tensor.flip": (lambda s, xw, x8: xw.flip(-1), {}, None),
+    "Tensor.max(dim).values": (lambda s, xw, x8: xw.max(dim=1).values + xw.max(1)[1], {}, ACT),
     "torch.roll": (lambda s, xw, x8: torch.roll(xw, 1, 2), {}, None),
     "index with a list": (lambda s, xw, x8: xw[:, [0, 2, 3]], {}, None),
     "index with a tensor": (lambda s, xw, x8: xw[:, torch.arange(xw.shape[1] // 2)], {}, None),
@@ -296,7 +297,8 @@ CASES = {
 
 # ops whose shapes come from PyTorch: listed in uncounted_ops even with elementwise=True
 FALLBACK = {"F.normalize": {"normalize"}, "F.pixel_shuffle": {"pixel_shuffle"}, "PixelShuffle": {"PixelShuffle"},
-            "Unfold": {"Unfold"}, "F.unfold": {"unfold"}, "Tensor.flip": {"flip"}, "torch.roll": {"roll"}}
+            "Unfold": {"Unfold"}, "F.unfold": {"unfold"}, "Tensor.flip": {"flip"}, "torch.roll": {"roll"},
+            "Tensor.max(dim).values": {"max"}}
 
 
 def _space(name):

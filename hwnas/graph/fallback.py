@@ -145,10 +145,14 @@ def _assemble(outs: list, labels: tuple[str, ...], shape: tuple[int, ...]) -> An
         if not all(isinstance(o, (bool, int, float, np.integer, np.floating)) for o in outs):
             raise _Mismatch("an output is a number for some samples only")
         return _numbers(outs, labels, shape)
-    if isinstance(first, (tuple, list)) and not hasattr(first, "_fields"):
+    if isinstance(first, (tuple, list)):
         if not all(type(o) is type(first) and len(o) == len(first) for o in outs):
             raise _Mismatch("an output sequence changes length between samples")
         items = [_assemble([o[i] for o in outs], labels, shape) for i in range(len(first))]
+        if hasattr(first, "_fields"):  # a namedtuple
+            return type(first)(*items)
+        if hasattr(type(first), "n_fields"):  # torch.return_types (values, indices)
+            return type(first)(items)
         return tuple(items) if isinstance(first, tuple) else items
     if isinstance(first, dict):
         if not all(isinstance(o, dict) and o.keys() == first.keys() for o in outs):

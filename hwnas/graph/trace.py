@@ -359,7 +359,7 @@ def _with_dtype(value: Any, dtype: torch.dtype) -> Any:
     if isinstance(value, TensorMeta):
         return value if value.dtype != torch.float32 else TensorMeta(value.shape, dtype)
     if isinstance(value, (tuple, list)):
-        return type(value)(_with_dtype(v, dtype) for v in value)
+        return _same_kind(value, [_with_dtype(v, dtype) for v in value])
     return value
 
 
@@ -369,7 +369,8 @@ def _rule_failed(op_type: str, path: str, tensors: tuple, e: Exception) -> str:
     if "unpack" in str(e):
         hint = (" Is an input missing its batch dimension? hwnas profiles batched inputs: give the model e.g. "
                 "x.unsqueeze(0) for one sample.")
-    return f"shape rule of op {op_type!r} at {path or '<root>'!r} failed on inputs of shapes [{shapes}]: {e}.{hint}"
+    msg = str(e).rstrip(".")
+    return f"shape rule of op {op_type!r} at {path or '<root>'!r} failed on inputs of shapes [{shapes}]: {msg}.{hint}"
 
 
 def _tensor_leaves(value: Any) -> list[TensorMeta]:
@@ -384,11 +385,18 @@ def _fresh(value: Any, input_ids: set[int]) -> Any:
     """``value`` with every tensor that is one of the inputs replaced by a copy (each op output is its own)."""
     if isinstance(value, TensorMeta):
         return TensorMeta(value.shape, value.dtype) if id(value) in input_ids else value
-    if isinstance(value, tuple):
-        return tuple(_fresh(v, input_ids) for v in value)
-    if isinstance(value, list):
-        return [_fresh(v, input_ids) for v in value]
+    if isinstance(value, (tuple, list)):
+        return _same_kind(value, [_fresh(v, input_ids) for v in value])
     return value
+
+
+def _same_kind(seq: Any, items: list) -> Any:
+    """``items`` as a sequence of ``seq``'s type (a tuple, list, namedtuple or ``torch.return_types`` record)."""
+    if hasattr(seq, "_fields"):
+        return type(seq)(*items)
+    if hasattr(type(seq), "n_fields"):
+        return type(seq)(items)
+    return tuple(items) if isinstance(seq, tuple) else items
 
 
 def build_graph(space: nn.Module, dummy_input: Any) -> OpGraph:
