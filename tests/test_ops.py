@@ -283,6 +283,12 @@ CASES = {
     "PixelShuffle": (lambda s, xw, x8: s.ops.m(xw), {"m": nn.PixelShuffle(2)}, None),
     "Unfold": (lambda s, xw, x8: s.ops.m(xw), {"m": nn.Unfold(2, stride=2)}, None),
     "F.unfold": (lambda s, xw, x8: F.unfold(xw, 3, padding=1), {}, None),
+    "ZeroPad2d": (lambda s, xw, x8: s.ops.m(xw), {"m": nn.ZeroPad2d((1, 0, 2, 1))}, None),
+    "ReflectionPad2d": (lambda s, xw, x8: s.ops.m(xw), {"m": nn.ReflectionPad2d(1)}, None),
+    "PReLU": (lambda s, xw, x8: s.ops.m(x8), {"m": nn.PReLU(8)}, None),
+    "Softplus": (lambda s, xw, x8: s.ops.m(xw), {"m": nn.Softplus()}, None),
+    "GLU": (lambda s, xw, x8: s.ops.m(xw), {"m": nn.GLU(1)}, None),
+    "Unflatten": (lambda s, xw, x8: s.ops.m(x8.flatten(1)), {"m": nn.Unflatten(1, (8, -1))}, None),
     "Tensor.flip": (lambda s, xw, x8: xw.flip(-1), {}, None),
     "Tensor.max(dim).values": (lambda s, xw, x8: xw.max(dim=1).values + xw.max(1)[1], {}, ACT),
     "torch.roll": (lambda s, xw, x8: torch.roll(xw, 1, 2), {}, None),
@@ -298,7 +304,8 @@ CASES = {
 # ops whose shapes come from PyTorch: listed in uncounted_ops even with elementwise=True
 FALLBACK = {"F.normalize": {"normalize"}, "F.pixel_shuffle": {"pixel_shuffle"}, "PixelShuffle": {"PixelShuffle"},
             "Unfold": {"Unfold"}, "F.unfold": {"unfold"}, "Tensor.flip": {"flip"}, "torch.roll": {"roll"},
-            "Tensor.max(dim).values": {"max"}}
+            "Tensor.max(dim).values": {"max"}, "ZeroPad2d": {"ZeroPad2d"}, "ReflectionPad2d": {"ReflectionPad2d"},
+            "PReLU": {"PReLU"}, "Softplus": {"Softplus"}, "GLU": {"GLU"}, "Unflatten": {"Unflatten"}}
 
 
 def _space(name):
