@@ -5,6 +5,11 @@ The interpreter runs each node's shape rule in order (like torch.fx's ``ShapePro
 :class:`~hwnas.space.modules.Repeat` and each candidate of a :class:`~hwnas.space.modules.LayerChoice`
 is traced once, its ops carry an *activity* (1 where the block runs, 0 elsewhere, over the depth or
 candidate label), and the structure's output shape is selected by that label.
+
+An op without a shape rule gets its shapes from PyTorch (:mod:`hwnas.graph.fallback`), and so does a call
+whose rule defers by raising ``NotImplementedError``. A submodule that torch.fx cannot trace and that holds
+no choice becomes a leaf (a *fixed block*, listed in :attr:`OpGraph.blocks`); so does the whole model when
+its own code cannot be traced and it has no choices.
 """
 
 from __future__ import annotations
