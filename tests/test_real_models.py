@@ -296,6 +296,35 @@ def test_wrapped_function_is_a_fixed_block_counted_by_fvcore():
     assert [b[1] for b in flops.graph.blocks] == ["window_attention"]
 
 
+def stochastic_depth(input, p: float, mode: str, training: bool = True):
+    """Stands in for torchvision.ops.stochastic_depth (same name, module and signature; torchvision wraps it with
+    torch.fx.wrap), which torchvision's EfficientNet and ConvNeXt call in every block."""
+    if not training or p == 0.0:
+        return input
+    noise = torch.empty([input.shape[0]] + [1] * (input.ndim - 1)).bernoulli_(1 - p)
+    return input * noise.div_(1 - p)
+
+
+stochastic_depth.__module__ = "torchvision.ops.stochastic_depth"
+torch.fx.wrap("stochastic_depth")
+
+
+class CNBlock(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.pw = nn.Conv2d(dim, dim, 1)
+
+    def forward(self, x):
+        return x + stochastic_depth(self.pw(self.dw(x)), 0.1, "row", self.training)
+
+
+def test_torchvision_stochastic_depth_has_a_rule():
+    flops = _check(CNBlock(8), torch.randn(2, 8, 9, 9))
+    assert not flops.graph.blocks
+    assert [op.op_type for op in flops.graph.ops if op.target is stochastic_depth] == ["dropout"]
+
+
 def test_timm_not_traceable_registrations_are_honoured(monkeypatch):
     """timm's registry (timm.layers._fx: get_notrace_modules / get_notrace_functions) is read when timm is
     imported; a stand-in module plays timm here (timm itself does not install with this torch)."""
