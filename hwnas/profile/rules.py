@@ -3,9 +3,12 @@
 FLOPs follow fvcore's convention (one multiply-add is one FLOP) and its per-op formulas, for the ops
 fvcore counts (``by_default=True``): convolution ``N * Cout * Cin/groups * prod(kernel) * prod(out spatial)``
 (bias not counted); linear ``numel(input) * out_features``; batch norm in inference ``numel * 2`` (``* 1``
-without affine); layer/group/instance norm ``numel * 5`` (``* 4`` without affine); 2-D adaptive average
-pooling ``numel(input)``; 2-D nearest / bilinear upsampling ``numel(output) * 1 / * 4``; matmul
-``numel(a) * b.shape[-1]``; multi-head attention: its input and output projections, plus the two
+without affine; with batch statistics, i.e. ``training=True`` passed to ``F.batch_norm`` or a layer without
+running statistics, ``* 5`` / ``* 4`` like the other norms: FLOPs are those of inference whatever a layer's
+training flag); layer/group/instance norm ``numel * 5`` (``* 4`` without affine); 2-D adaptive average
+pooling ``numel(input)``; 2-D nearest / bilinear upsampling ``numel(output) * 1 / * 4`` (``mode="area"``
+runs adaptive average pooling: ``numel(input)``); matmul ``numel(a) * b.shape[-1]`` (mm, bmm, ``@``; einsum,
+addmm, grid_sample and scaled-dot-product attention are in :mod:`hwnas.profile.rules_ops`); multi-head attention: its input and output projections, plus the two
 attention matmuls ``2 * N * L * S * E`` (``S`` key positions, one more each for ``bias_k`` and
 ``add_zero_attn``) when it returns weights (fvcore sees those as ``bmm``; with
 ``need_weights=False`` PyTorch runs scaled-dot-product attention, which fvcore does not count).
@@ -15,7 +18,9 @@ in ``FlopsProfiler.uncounted_ops``: activations ``numel(output)`` (softmax and l
 numel``); add/sub/mul/div ``numel(output)``; max/average pooling ``numel(output) * prod(kernel)``;
 other adaptive pooling, mean, sum and amax ``numel(input)``; the attention matmuls of scaled-dot-product
 attention ``2 * N * L * S * E``. Data movement (reshape, flatten, permute, cat, split, indexing, dropout
-at inference, identity) is zero by definition.
+at inference, identity, unbind, pad, tile) is zero by definition. Ops without a shape rule of their own
+(:mod:`hwnas.graph.fallback`) cost 0 and are listed in ``uncounted_ops``; fixed blocks cost what fvcore
+counts for them (:mod:`hwnas.profile.blocks`).
 """
 
 from __future__ import annotations
