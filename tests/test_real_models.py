@@ -480,3 +480,17 @@ def test_without_fvcore_a_fixed_block_counts_zero_and_is_listed(monkeypatch):
     assert bare.uncounted_ops["Gate"] == 1 and "Gate" not in counted.uncounted_ops
     gate_conv = 2 * 8 * 8 * 8 * 8  # N * Cout * Cin * H * W of the 1x1 convolution inside the block
     assert counted.profile({}) - bare.profile({}) == gate_conv
+
+
+def test_an_op_fvcore_counts_never_falls_back_to_zero():
+    class Conv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(4, 3, 3, 3))
+
+        def forward(self, x):  # torch.convolution: counted by fvcore, no hand-written rule
+            return torch.convolution(x, self.w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)
+
+    with pytest.raises(UnsupportedOpError, match=r"function torch.convolution at '<root>' has no shape rule, and "
+                                                 r"fvcore counts its FLOPs.*register_shape_rule\(convolution"):
+        hwnas.FlopsProfiler(Conv(), torch.randn(1, 3, 6, 6))

@@ -258,8 +258,10 @@ def fallback_rule(kind: str, target: Any):
         where = f"{_qualified(kind, target)} at {call.path or '<root>'!r}"
         if _counted_by_fvcore(target):
             raise UnsupportedOpError(
-                f"{where} is counted by fvcore but has no shape rule; restore its rule "
-                f"(@hwnas.graph.register_shape_rule({name}, op=...)) with a FLOP rule to match.")
+                f"{where} has no shape rule, and fvcore counts its FLOPs, so taking its shapes from PyTorch and "
+                f"counting 0 would be a silent wrong number. Register a shape rule "
+                f"(@hwnas.graph.register_shape_rule({name}, op='my_op')) and a FLOP rule that matches fvcore "
+                "(@hwnas.profile.register_cost_rule('flops', 'my_op')).")
         if block:
             real = target if kind == "call_module" else fn
             out = _run_block(fn, real, call, where)
