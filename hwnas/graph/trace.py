@@ -339,7 +339,7 @@ class _Interpreter:
             except UnsupportedOpError as e2:
                 raise type(e2)(f"{e2} (its shape rule: {e})") from e
         except (ValueError, TypeError, IndexError) as e:
-            if type(e) not in (ValueError, TypeError, IndexError):  # hwnas's own errors say where already
+            if type(e) not in (ValueError, TypeError, IndexError) or not _bare(e):  # rules' own errors say where
                 raise
             raise type(e)(_rule_failed(op_type, path, tensors, e)) from e
         if found is not None and tensors and tensors[0].dtype != torch.float32 and op_type in _KEEPS_DTYPE:
@@ -366,6 +366,14 @@ def _with_dtype(value: Any, dtype: torch.dtype) -> Any:
     if isinstance(value, (tuple, list)):
         return _same_kind(value, [_with_dtype(v, dtype) for v in value])
     return value
+
+
+_BARE = ("unpack", "not subscriptable", "not iterable", "unsupported operand", "positional argument", "out of range")
+
+
+def _bare(e: Exception) -> bool:
+    """A Python error from inside a rule (such as a shape of the wrong rank), not one a rule raised on purpose."""
+    return isinstance(e, IndexError) or any(phrase in str(e) for phrase in _BARE)
 
 
 def _rule_failed(op_type: str, path: str, tensors: tuple, e: Exception) -> str:
