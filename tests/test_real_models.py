@@ -494,3 +494,30 @@ def test_an_op_fvcore_counts_never_falls_back_to_zero():
     with pytest.raises(UnsupportedOpError, match=r"function torch.convolution at '<root>' has no shape rule, and "
                                                  r"fvcore counts its FLOPs.*register_shape_rule\(convolution"):
         hwnas.FlopsProfiler(Conv(), torch.randn(1, 3, 6, 6))
+
+
+def test_a_rule_that_unpacks_a_missing_batch_dim_says_where_and_why():
+    """The registry's own example rule unpacks ``n, c, h, w = x.shape``: given an unbatched input, the error
+    names the op, its path and the input shapes, and asks about the batch dimension."""
+    from hwnas.graph import TensorMeta, register_shape_rule
+    from hwnas.graph.registry import _LEAVES, _MODULE_RULES
+
+    class Up(nn.Module):
+        def forward(self, x):
+            return F.interpolate(x.unsqueeze(0), scale_factor=2)[0]
+
+    @register_shape_rule(Up, op="my_upsample")
+    def _up(call):
+        n, c, h, w = call.tensor(0).shape
+        return TensorMeta((n, c, 2 * h, 2 * w))
+
+    try:
+        model = nn.Sequential(nn.Conv2d(3, 4, 1), Up())
+        with pytest.raises(ValueError, match=r"shape rule of op 'my_upsample' at '0' failed on inputs of shapes "
+                                             r"\[\(4, 6, 6\)\]: not enough values to unpack.*missing its batch "
+                                             r"dimension\? .*x.unsqueeze\(0\)"):
+            hwnas.FlopsProfiler(nn.Sequential(Up()), torch.randn(4, 6, 6))
+        hwnas.FlopsProfiler(model, torch.randn(1, 3, 6, 6), on_missing="skip")  # batched: fine
+    finally:
+        _MODULE_RULES.pop(Up, None)
+        _LEAVES.discard(Up)
