@@ -12,7 +12,7 @@ from torch import nn
 from hwnas.graph.larray import LArray, dims_equal
 from hwnas.graph.registry import Call, TensorMeta, numel, register_shape_rule
 
-__all__ = ["broadcast_shapes", "normalize_dim"]
+__all__ = ["broadcast_shapes", "normalize_dim", "result_dtype"]
 
 
 def normalize_dim(d: int, ndim: int) -> int:
@@ -48,13 +48,28 @@ _PY_OPS = {
 _PY_FN = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv}
 
 
+def result_dtype(call: Call) -> torch.dtype:
+    """The dtype of an elementwise op's result, by PyTorch's promotion (a Python float makes integers float)."""
+    dtype = None
+    for a in list(call.args) + list(call.kwargs.values()):
+        if isinstance(a, TensorMeta):
+            dtype = a.dtype if dtype is None else torch.promote_types(dtype, a.dtype)
+    if dtype is not None and not dtype.is_floating_point and not dtype.is_complex and \
+            any(isinstance(a, float) for a in call.args):
+        dtype = torch.get_default_dtype()
+    return dtype if dtype is not None else torch.get_default_dtype()
+
+
 def _elementwise(op: str):
     def rule(call: Call) -> Any:
         tensors = call.tensors()
         if not tensors:  # arithmetic on sizes: compute it
             return _PY_FN[op](call.args[0], call.args[1])
         call.attrs["operands"] = builtins.len(tensors)
-        return TensorMeta(broadcast_shapes([t.shape for t in tensors], call))
+        dtype = result_dtype(call)
+        if op == "div" and not dtype.is_floating_point:
+            dtype = torch.get_default_dtype()  # true division
+        return TensorMeta(broadcast_shapes([t.shape for t in tensors], call), dtype)
 
     rule.__name__ = op
     return rule
@@ -77,7 +92,7 @@ def _arith(name: str, fn):
         if not tensors:
             return fn(*call.args)
         call.attrs["operands"] = builtins.len(tensors)
-        return TensorMeta(broadcast_shapes([t.shape for t in tensors], call))
+        return TensorMeta(broadcast_shapes([t.shape for t in tensors], call), result_dtype(call))
 
     rule.__name__ = name
     return rule

@@ -354,10 +354,9 @@ class _Interpreter:
         return out
 
 
-# hand-written rules build new TensorMetas of the default dtype; these ops keep their first input's
+# hand-written rules may build new TensorMetas of the default dtype; these ops move data: they keep their input's
 _KEEPS_DTYPE = frozenset({"reshape", "permute", "transpose", "flatten", "unsqueeze", "squeeze", "expand", "cat",
-                          "stack", "split", "getitem", "identity", "tile", "pad", "unbind", "dropout", "add", "sub",
-                          "mul", "neg", "abs", "floordiv", "mod", "clamp", "relu", "amax", "sum"})
+                          "stack", "split", "getitem", "tile", "pad", "unbind", "dropout"})
 
 
 def _with_dtype(value: Any, dtype: torch.dtype) -> Any:
