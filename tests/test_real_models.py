@@ -521,3 +521,18 @@ def test_a_rule_that_unpacks_a_missing_batch_dim_says_where_and_why():
     finally:
         _MODULE_RULES.pop(Up, None)
         _LEAVES.discard(Up)
+
+
+def test_dtypes_follow_pytorch():
+    """Index tensors made from sizes, integer arithmetic and promotion: the graph's output dtypes and shapes are
+    those of the model's own outputs."""
+    class Indexing(nn.Module):
+        def forward(self, x):
+            i = torch.arange(x.shape[1])
+            return (x[:, i % 3], i * 2, i * 0.5, i / 2, i.type_as(x), (i + x[0, :, 0].long()).view(-1), x > 0,
+                    x.max(-1).indices)
+
+    model, x = Indexing(), torch.randn(2, 4, 3)
+    graph = hwnas.graph.build_graph(model, x)
+    want = model(x)
+    assert [(tuple(t.shape), t.dtype) for t in graph.output] == [(tuple(t.shape), t.dtype) for t in want]
