@@ -270,6 +270,7 @@ CASES = {
     "torch.pow": (lambda s, xw, x8: torch.pow(xw, 3), {}, ACT),
     "abs": (lambda s, xw, x8: torch.abs(xw), {}, ACT),
     "neg": (lambda s, xw, x8: -xw, {}, ACT),
+    "comparison and cast": (lambda s, xw, x8: (xw > 0).float() * xw, {}, lambda xw, x8, out: 2 * out.numel()),
     # data movement with hand-written rules (zero by definition)
     "F.pad": (lambda s, xw, x8: F.pad(xw, (1, 2, 0, 1)), {}, None),
     "F.pad(reflect)": (lambda s, xw, x8: F.pad(xw, (1, 1, 2, 2), mode="reflect"), {}, None),

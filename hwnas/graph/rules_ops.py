@@ -9,6 +9,7 @@ through them symbolically instead of through a grid of meta-tensor runs (:mod:`h
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from hwnas.graph.larray import LArray
 from hwnas.graph.registry import Call, TensorMeta, register_shape_rule
 from hwnas.graph.rules_nn import _layer_norm_f, upsample
-from hwnas.graph.rules_tensor import normalize_dim
+from hwnas.graph.rules_tensor import broadcast_shapes, normalize_dim
 
 __all__ = ["einsum_output"]
 
@@ -156,6 +157,35 @@ def _expand_as(call: Call) -> TensorMeta:
 @register_shape_rule("type_as", op="identity")
 def _type_as(call: Call) -> TensorMeta:
     return TensorMeta(call.tensor(0).shape, call.tensor(1, "other").dtype)
+
+
+def _compare(name: str):
+    def rule(call: Call) -> Any:
+        tensors = call.tensors()
+        if not tensors:  # sizes compared: compute it
+            return getattr(operator, name)(*call.args)
+        return TensorMeta(broadcast_shapes([t.shape for t in tensors], call), torch.bool)
+
+    return rule
+
+
+for _name in ("lt", "le", "gt", "ge"):
+    register_shape_rule(getattr(operator, _name), getattr(torch, _name), _name, f"__{_name}__", op=_name)(
+        _compare(_name))
+
+_CASTS = {"float": torch.float32, "double": torch.float64, "half": torch.float16, "bfloat16": torch.bfloat16,
+          "long": torch.int64, "int": torch.int32, "bool": torch.bool}
+
+
+def _cast(dtype: torch.dtype):
+    def rule(call: Call) -> TensorMeta:
+        return TensorMeta(call.tensor(0).shape, dtype)
+
+    return rule
+
+
+for _name, _dtype in _CASTS.items():
+    register_shape_rule(_name, op="identity", overwrite=True)(_cast(_dtype))
 
 
 @register_shape_rule("torchvision.ops.stochastic_depth.stochastic_depth", op="dropout")

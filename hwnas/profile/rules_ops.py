@@ -11,7 +11,8 @@
 ``FlopsProfiler.uncounted_ops``; with ``elementwise=True`` its two matmuls count
 ``prod(batch dims) * L * S * (E + Ev)`` (query ``(..., L, E)``, key ``(..., S, E)``, value ``(..., S, Ev)``),
 as for multi-head attention without weights. ``pow``, ``abs``, ``neg``, floor division and remainder on
-tensors count ``numel(output)`` with ``elementwise=True``, like the other elementwise ops.
+tensors, and the comparisons ``< <= > >=``, count ``numel(output)`` with ``elementwise=True``, like the other
+elementwise ops.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def _out_numel(op: Op) -> Any:
     return numel(op.out)
 
 
-for _name in ("pow", "abs", "neg", "floordiv", "mod"):
+for _name in ("pow", "abs", "neg", "floordiv", "mod", "lt", "le", "gt", "ge"):
     register_cost_rule("flops", _name, by_default=False)(_out_numel)
 
 _BUILTIN.update(_FLOPS)
