@@ -20,34 +20,44 @@ from hwnas.profile import register_cost_rule
 from hwnas.profile.constraints import ConstraintError, metric_range, parse_constraints
 
 
-class UsesMystery(hnn.Space):
-    def __init__(self):
-        super().__init__()
-        self.conv = hnn.Conv2d(3, hnn.Choice([4, 8], label="w"), 3)
-
+class Masked(nn.Module):
     def forward(self, x):
-        return torch.nn.functional.pixel_shuffle(self.conv(x), 2)
+        return x[x > 0]  # how many elements survive depends on the values
 
 
-def test_unknown_op_names_op_path_and_fix():
-    with pytest.raises(UnsupportedOpError, match=r"no shape rule for function .*pixel_shuffle in '<root>'.*"
-                                                 r"register_shape_rule\(pixel_shuffle"):
-        hwnas.FlopsProfiler(UsesMystery(), torch.randn(1, 3, 8, 8))
-
-
-def test_unknown_module_names_class_path_and_fix():
+def test_data_dependent_op_names_op_path_and_fix():
+    """An op without a rule gets its shapes from PyTorch, unless they depend on tensor values: then the error
+    names the op, the module path of the code that calls it (not '<root>') and the fix."""
     class Net(hnn.Space):
         def __init__(self):
             super().__init__()
-            self.body = nn.Sequential(hnn.Conv2d(3, hnn.Choice([4, 8], label="w"), 3), nn.PixelShuffle(2))
+            self.body = nn.Sequential(hnn.Conv2d(3, hnn.Choice([4, 8], label="w"), 3), Masked())
 
         def forward(self, x):
             return self.body(x)
 
-    with pytest.raises(UnsupportedOpError, match=r"no shape rule for module torch.nn.modules.pixelshuffle.PixelShuffle "
-                                                 r"at 'body.1'. Register one: @hwnas.graph.register_shape_rule"
-                                                 r"\(PixelShuffle, op='my_op'\).*register_cost_rule"):
+    with pytest.raises(UnsupportedOpError, match=r"function _operator.getitem at 'body.1' depends on tensor values.*"
+                                                 r"register_shape_rule\(getitem"):
         hwnas.FlopsProfiler(Net(), torch.randn(1, 3, 8, 8))
+
+
+def test_fixed_block_with_data_dependent_shapes_names_class_path_and_fix():
+    class Net(hnn.Space):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(hnn.Conv2d(3, hnn.Choice([4, 8], label="w"), 3), Masked())
+
+        def forward(self, x):
+            return self.body(x)
+
+    hwnas.graph.register_leaf(Masked)  # a leaf without a shape rule: a fixed block, whose shapes are not fixed
+    try:
+        with pytest.raises(UnsupportedOpError, match=r"module .*Masked at 'body.1' is profiled as a fixed block, but "
+                                                     r"its output shapes depend on tensor values.*register_shape_rule"):
+            hwnas.FlopsProfiler(Net(), torch.randn(1, 3, 8, 8))
+    finally:
+        from hwnas.graph.registry import _LEAVES
+        _LEAVES.discard(Masked)
 
 
 def test_untraceable_space_names_the_line():
@@ -67,16 +77,21 @@ def test_untraceable_space_names_the_line():
 
 
 def test_untraceable_submodule_is_named_with_its_path():
+    """An untraceable submodule becomes a fixed block (tests/test_real_models.py), unless it holds choices."""
     class Flip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = hnn.Conv2d(4, hnn.Choice([4, 8], label="v"), 1)
+
         def forward(self, x):
             if x.mean() > 0:
-                return -x
-            return x
+                return self.conv(-x)
+            return self.conv(x)
 
     class Net(hnn.Space):
         def __init__(self):
             super().__init__()
-            self.body = nn.Sequential(hnn.Conv2d(3, hnn.Choice([4, 8], label="w"), 3), Flip())
+            self.body = nn.Sequential(hnn.Conv2d(3, 4, 3), Flip())
 
         def forward(self, x):
             return self.body(x)

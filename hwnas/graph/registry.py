@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from hwnas.graph.larray import Dim
@@ -37,16 +38,18 @@ class UnsupportedOpError(NotImplementedError):
 
 @dataclass(frozen=True)
 class TensorMeta:
-    """A tensor during symbolic shape inference: its shape, each dim an int or an :class:`LArray`."""
+    """A tensor during symbolic shape inference: its shape (each dim an int or an :class:`LArray`) and dtype."""
 
     shape: tuple[Dim, ...]
+    dtype: torch.dtype = torch.float32
 
     @property
     def ndim(self) -> int:
         return len(self.shape)
 
     def __repr__(self) -> str:
-        return "TensorMeta(" + ", ".join(d if isinstance(d, str) else repr(d) for d in self.shape) + ")"
+        dims = ", ".join(repr(d) for d in self.shape)
+        return f"TensorMeta({dims})" if self.dtype == torch.float32 else f"TensorMeta({dims}; {self.dtype})"
 
 
 def numel(t: TensorMeta) -> Dim:
@@ -98,6 +101,7 @@ class _Entry:
 _MODULE_RULES: dict[type, _Entry] = {}
 _FUNCTION_RULES: dict[Any, _Entry] = {}
 _METHOD_RULES: dict[str, _Entry] = {}
+_NAMED_RULES: dict[str, _Entry] = {}  # "package.module.function" -> rule
 _LEAVES: set[type] = set()
 
 
@@ -105,7 +109,8 @@ def register_shape_rule(*targets: Any, op: str | None = None, overwrite: bool = 
     """Register a shape rule for module classes, functions or method names (strings).
 
     Args:
-        *targets: module classes (which also become torch.fx leaves), functions, or tensor method names.
+        *targets: module classes (which also become torch.fx leaves), functions, tensor method names, or the
+            qualified names of functions from packages hwnas does not import (``"pkg.module.function"``).
         op: the canonical op name that cost rules use; defaults to the rule function's name without a
             leading underscore.
         overwrite: replace an existing rule instead of raising ``ValueError``.
@@ -128,7 +133,7 @@ def register_shape_rule(*targets: Any, op: str | None = None, overwrite: bool = 
 
 def _table_for(target: Any) -> tuple[dict, Any]:
     if isinstance(target, str):
-        return _METHOD_RULES, target
+        return (_NAMED_RULES, target) if "." in target else (_METHOD_RULES, target)
     if isinstance(target, type):
         return _MODULE_RULES, target
     return _FUNCTION_RULES, target
@@ -140,16 +145,31 @@ def register_leaf(cls: type[nn.Module]) -> type[nn.Module]:
     return cls
 
 
+def _inherits(cls: type, base: type) -> bool:
+    """``cls`` is ``base`` or a subclass that runs ``base``'s own ``forward`` (a rule written for ``base`` then
+    describes it; a subclass with its own ``forward``, such as a convolution that pads first, may differ)."""
+    return cls is base or getattr(cls, "forward", None) is getattr(base, "forward", None)
+
+
 def is_registered_leaf(module: nn.Module) -> bool:
-    return any(isinstance(module, c) for c in _LEAVES)
+    """A registered leaf class, or a subclass of one that keeps its ``forward``."""
+    cls = type(module)
+    return any(_inherits(cls, base) for base in cls.__mro__ if base in _LEAVES)
 
 
 def lookup_rule(kind: str, target: Any) -> tuple[str, ShapeRule] | None:
-    """The ``(op name, rule)`` for a node's target, or ``None``."""
+    """The ``(op name, rule)`` for a node's target, or ``None``.
+
+    A module class gets the rule of the nearest registered base class, unless it overrides that class's
+    ``forward`` (then it has no rule: it is traced through, or profiled as a fixed block).
+    """
     if kind == "call_module":
-        for cls in type(target).__mro__:
-            if cls in _MODULE_RULES:
-                e = _MODULE_RULES[cls]
+        cls = type(target)
+        for base in cls.__mro__:
+            if base in _MODULE_RULES:
+                if not _inherits(cls, base):
+                    return None
+                e = _MODULE_RULES[base]
                 return e.op, e.rule
         return None
     if kind == "call_method":
@@ -159,4 +179,6 @@ def lookup_rule(kind: str, target: Any) -> tuple[str, ShapeRule] | None:
             e = _FUNCTION_RULES.get(target)
         except TypeError:  # unhashable target
             e = None
+        if e is None and _NAMED_RULES:
+            e = _NAMED_RULES.get(f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}")
     return (e.op, e.rule) if e else None

@@ -6,8 +6,10 @@ or :class:`~hwnas.graph.larray.LArray`; rules use only arithmetic that works for
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
 import torch.nn.functional as F
 from torch import nn
 
@@ -15,7 +17,7 @@ from hwnas.graph.larray import LArray, dims_equal, from_value, where
 from hwnas.graph.registry import Call, TensorMeta, register_shape_rule
 from hwnas.space import modules as hnn
 
-__all__ = ["ShapeMismatchError", "attention", "conv_out", "pool_out", "check_dim"]
+__all__ = ["ShapeMismatchError", "attention", "conv_out", "pool_out", "check_dim", "need_batch", "scale_size"]
 
 
 class ShapeMismatchError(ValueError):
@@ -24,6 +26,16 @@ class ShapeMismatchError(ValueError):
 
 def _tuple(v: Any, n: int) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+def need_batch(call: Call, x: TensorMeta, ranks: tuple[int, ...]) -> None:
+    """Raise a clear error when ``x`` has not one of ``ranks`` dims (usually: the batch dim is missing)."""
+    if ranks and x.ndim not in ranks:
+        layer = type(call.module).__name__ if call.module is not None else call.op_type
+        missing = " (is the batch dimension missing? hwnas profiles batched inputs: pass x.unsqueeze(0) for one " \
+                  "sample)" if x.ndim + 1 in ranks else ""
+        raise ShapeMismatchError(f"{call.path or '<root>'!r} ({layer}) expects an input of {' or '.join(map(str, ranks))} "
+                                 f"dims but got {x.ndim} dims {tuple(x.shape)}{missing}.")
 
 
 def check_dim(call: Call, what: str, declared: Any, got: Any) -> None:
@@ -88,6 +100,7 @@ def _conv(call: Call, x: TensorMeta, cout: Any, k: tuple, s: tuple, p: Any, d: t
 @register_shape_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 def conv(call: Call) -> TensorMeta:
     m, x = call.module, call.tensor(0)
+    need_batch(call, x, (len(m.kernel_size) + 2,))
     check_dim(call, "in_channels", m.in_channels, x.shape[1])
     transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
     return _conv(call, x, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups, m.bias is not None,
@@ -97,6 +110,7 @@ def conv(call: Call) -> TensorMeta:
 @register_shape_rule(F.conv1d, F.conv2d, F.conv3d, op="conv")
 def _conv_functional(call: Call) -> TensorMeta:
     x, w = call.tensor(0), call.tensor(1, "weight")
+    need_batch(call, x, (w.ndim,))
     nsp = x.ndim - 2
     groups = call.arg(6, "groups", 1)
     check_dim(call, "in_channels (weight.shape[1] * groups)", w.shape[1] * groups, x.shape[1])
@@ -122,6 +136,7 @@ def _conv_transpose_functional(call: Call) -> TensorMeta:
 @register_shape_rule(hnn.Conv2d, op="conv")
 def _dynamic_conv(call: Call) -> TensorMeta:
     m, x = call.module, call.tensor(0)
+    need_batch(call, x, (4,))
     check_dim(call, "in_channels", from_value(m.in_channels), x.shape[1])
     k = from_value(m.kernel_size)
     p = m.padding_for(k)
@@ -145,8 +160,13 @@ def linear(call: Call) -> TensorMeta:
 @register_shape_rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, hnn.BatchNorm2d, op="batch_norm")
 def batch_norm(call: Call) -> TensorMeta:
     x, m = call.tensor(0), call.module
+    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        need_batch(call, x, {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}.get(type(m), ()))
     check_dim(call, "num_features", from_value(m.num_features), x.shape[1])
-    call.attrs.update(affine=getattr(m, "affine", True), channels=x.shape[1])
+    # batch statistics even at inference when the layer keeps no running statistics (as PyTorch and fvcore do);
+    # otherwise FLOPs are those of inference, whatever the training flag
+    stats = getattr(m, "running_mean", None) is None and getattr(m, "running_var", None) is None
+    call.attrs.update(affine=getattr(m, "affine", True), channels=x.shape[1], training=stats)
     return x
 
 
@@ -154,7 +174,8 @@ def batch_norm(call: Call) -> TensorMeta:
 def _batch_norm_f(call: Call) -> TensorMeta:
     # batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
     x = call.tensor(0)
-    call.attrs.update(affine=call.arg(3, "weight") is not None, channels=x.shape[1])
+    call.attrs.update(affine=call.arg(3, "weight") is not None, channels=x.shape[1],
+                      training=bool(call.arg(5, "training", False)))
     return x
 
 
@@ -265,16 +286,23 @@ def upsample(call: Call) -> TensorMeta:
     if size is not None:
         spatial = _tuple(size, nsp)
     else:
-        spatial = tuple(int(x.shape[2 + i] * f) if isinstance(x.shape[2 + i], int) else x.shape[2 + i] * f // 1
-                        for i, f in enumerate(_tuple(scale, nsp)))
+        spatial = tuple(scale_size(x.shape[2 + i], f) for i, f in enumerate(_tuple(scale, nsp)))
     call.attrs["mode"] = mode
     return TensorMeta((*x.shape[:2], *spatial))
+
+
+def scale_size(size: Any, factor: float) -> Any:
+    """``floor(size * factor)``, as PyTorch computes an interpolated size (a labelled size stays labelled)."""
+    if isinstance(size, LArray):
+        return LArray(size.labels, np.floor(size.data * float(factor)).astype(np.int64)).squeeze()
+    return math.floor(size * float(factor))
 
 
 def attention(call: Call, embed_dim: Any, kdim: Any, vdim: Any) -> tuple:
     """Shape rule of multi-head attention modules (``nn.MultiheadAttention`` and searchable ones)."""
     m = call.module
     q, k = call.tensor(0, "query"), call.tensor(1, "key")
+    need_batch(call, q, (3,))
     need_weights = call.arg(4, "need_weights", True)
     average = call.arg(6, "average_attn_weights", True)
     if m.batch_first:

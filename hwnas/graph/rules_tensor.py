@@ -12,7 +12,7 @@ from torch import nn
 from hwnas.graph.larray import LArray, dims_equal
 from hwnas.graph.registry import Call, TensorMeta, numel, register_shape_rule
 
-__all__ = ["broadcast_shapes", "normalize_dim"]
+__all__ = ["broadcast_shapes", "normalize_dim", "result_dtype"]
 
 
 def normalize_dim(d: int, ndim: int) -> int:
@@ -48,13 +48,28 @@ _PY_OPS = {
 _PY_FN = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv}
 
 
+def result_dtype(call: Call) -> torch.dtype:
+    """The dtype of an elementwise op's result, by PyTorch's promotion (a Python float makes integers float)."""
+    dtype = None
+    for a in list(call.args) + list(call.kwargs.values()):
+        if isinstance(a, TensorMeta):
+            dtype = a.dtype if dtype is None else torch.promote_types(dtype, a.dtype)
+    if dtype is not None and not dtype.is_floating_point and not dtype.is_complex and \
+            any(isinstance(a, float) for a in call.args):
+        dtype = torch.get_default_dtype()
+    return dtype if dtype is not None else torch.get_default_dtype()
+
+
 def _elementwise(op: str):
     def rule(call: Call) -> Any:
         tensors = call.tensors()
         if not tensors:  # arithmetic on sizes: compute it
             return _PY_FN[op](call.args[0], call.args[1])
         call.attrs["operands"] = builtins.len(tensors)
-        return TensorMeta(broadcast_shapes([t.shape for t in tensors], call))
+        dtype = result_dtype(call)
+        if op == "div" and not dtype.is_floating_point:
+            dtype = torch.get_default_dtype()  # true division
+        return TensorMeta(broadcast_shapes([t.shape for t in tensors], call), dtype)
 
     rule.__name__ = op
     return rule
@@ -63,18 +78,28 @@ def _elementwise(op: str):
 for _op, _targets in _PY_OPS.items():
     register_shape_rule(*_targets, op=_op)(_elementwise(_op))
 
-def _size_arith(name: str, fn):
-    def rule(call: Call) -> Any:
-        if call.tensors():
-            raise NotImplementedError(f"{call.path!r}: tensor {name!r} has no shape rule yet; register one with "
-                                      f"hwnas.graph.register_shape_rule(operator.{name}, overwrite=True).")
-        return fn(*call.args)
+_UNARY = {"neg": (operator.neg, torch.neg, "neg", "neg_", "__neg__"),
+          "abs": (operator.abs, builtins.abs, torch.abs, "abs", "abs_", "__abs__")}
+_BINARY = {"floordiv": (operator.floordiv, torch.floor_divide, "floor_divide", "__floordiv__", "__rfloordiv__"),
+           "mod": (operator.mod, torch.remainder, "remainder", "__mod__", "__rmod__"),
+           "pow": (operator.pow, torch.pow, "pow", "pow_", "__pow__", "__rpow__")}
 
+
+def _arith(name: str, fn):
+    """Elementwise on tensors (broadcast shapes), plain arithmetic on sizes (ints or labelled dims)."""
+    def rule(call: Call) -> Any:
+        tensors = call.tensors()
+        if not tensors:
+            return fn(*call.args)
+        call.attrs["operands"] = builtins.len(tensors)
+        return TensorMeta(broadcast_shapes([t.shape for t in tensors], call), result_dtype(call))
+
+    rule.__name__ = name
     return rule
 
 
-for _name, _fn in {"floordiv": operator.floordiv, "mod": operator.mod, "neg": operator.neg, "pow": operator.pow}.items():
-    register_shape_rule(_fn, op=_name)(_size_arith(_name, _fn))
+for _name, _targets in {**_UNARY, **_BINARY}.items():
+    register_shape_rule(*_targets, op=_name)(_arith(_name, _targets[0]))
 
 
 @register_shape_rule(torch.flatten, nn.Flatten, "flatten", op="flatten")
@@ -208,12 +233,18 @@ register_shape_rule(torch.sum, "sum", op="sum")(_reduce)
 register_shape_rule(torch.amax, "amax", op="amax")(_reduce)
 
 
-@register_shape_rule(torch.matmul, operator.matmul, "matmul", torch.bmm, "bmm", op="matmul")
+@register_shape_rule(torch.matmul, operator.matmul, "matmul", "__matmul__", torch.bmm, "bmm", torch.mm, "mm",
+                     op="matmul")
 def matmul(call: Call) -> TensorMeta:
+    """``torch.matmul`` semantics (1-D operands get a dim added, then removed; batch dims broadcast)."""
     a, b = call.tensor(0), call.tensor(1, "other")
-    batch = broadcast_shapes([a.shape[:-2], b.shape[:-2]], call) if a.ndim > 2 or b.ndim > 2 else ()
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"{call.path!r}: matmul needs tensors of at least one dim, got shapes {a.shape} and {b.shape}")
+    a2 = a.shape if a.ndim > 1 else (1, a.shape[0])
+    b2 = b.shape if b.ndim > 1 else (b.shape[0], 1)
+    batch = broadcast_shapes([a2[:-2], b2[:-2]], call) if len(a2) > 2 or len(b2) > 2 else ()
     call.attrs.update(a=a, b=b)
-    return TensorMeta((*batch, a.shape[-2], b.shape[-1]))
+    return TensorMeta((*batch, *((a2[-2],) if a.ndim > 1 else ()), *((b2[-1],) if b.ndim > 1 else ())))
 
 
 @register_shape_rule("size", op="size")
@@ -237,8 +268,10 @@ def getattr_(call: Call) -> Any:
         if name == "ndim":
             return obj.ndim
         if name == "T":
-            return TensorMeta(tuple(reversed(obj.shape)))
-        raise NotImplementedError(f"{call.path!r}: tensor attribute {name!r} is not supported in shape inference.")
+            return TensorMeta(tuple(reversed(obj.shape)), obj.dtype)
+        if name == "dtype":
+            return obj.dtype
+        raise NotImplementedError(f"{call.path!r}: tensor attribute {name!r}: PyTorch's own value is used.")
     return builtins.getattr(obj, name)
 
 
@@ -269,7 +302,7 @@ def _index_tensor(x: TensorMeta, idx: Any, call: Call) -> TensorMeta:
                 out.append((stop - start + (it.step or 1) - 1) // (it.step or 1))
             dim += 1
         else:
-            raise NotImplementedError(f"{call.path!r}: tensor indexing with {type(it).__name__} is not supported.")
+            raise NotImplementedError(f"{call.path!r}: tensor indexing with {type(it).__name__}: shapes from PyTorch.")
     out.extend(x.shape[dim:])
     return TensorMeta(tuple(out))
 

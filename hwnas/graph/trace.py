@@ -5,10 +5,16 @@ The interpreter runs each node's shape rule in order (like torch.fx's ``ShapePro
 :class:`~hwnas.space.modules.Repeat` and each candidate of a :class:`~hwnas.space.modules.LayerChoice`
 is traced once, its ops carry an *activity* (1 where the block runs, 0 elsewhere, over the depth or
 candidate label), and the structure's output shape is selected by that label.
+
+An op without a shape rule gets its shapes from PyTorch (:mod:`hwnas.graph.fallback`), and so does a call
+whose rule defers by raising ``NotImplementedError``. A submodule that torch.fx cannot trace and that holds
+no choice becomes a leaf (a *fixed block*, listed in :attr:`OpGraph.blocks`); so does the whole model when
+its own code cannot be traced and it has no choices.
 """
 
 from __future__ import annotations
 
+import math
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +24,17 @@ import torch
 from torch import fx, nn
 
 import hwnas.graph.rules_extra  # noqa: F401  (dynamic layers of converted models)
-from hwnas.graph import rules_nn, rules_tensor  # noqa: F401  (registers the built-in rules)
+from hwnas.graph import rules_nn, rules_ops, rules_tensor  # noqa: F401  (registers the built-in rules)
+from hwnas.graph.fallback import fallback_rule
 from hwnas.graph.larray import LArray, from_value, where
+from hwnas.graph.leaves import (
+    auto_leaf_reason,
+    mark_auto_leaf,
+    third_party_autowrap_modules,
+    third_party_functions,
+    third_party_leaf_classes,
+    third_party_reason,
+)
 from hwnas.graph.registry import Call, TensorMeta, UnsupportedOpError, is_registered_leaf, lookup_rule
 from hwnas.space.choice import Choice
 from hwnas.space.modules import HwnasModule, LayerChoice, Repeat
@@ -81,13 +96,28 @@ class OpGraph:
     input: Any
     output: Any
     space: nn.Module
+    blocks: list[tuple[str, str, str]] = field(default_factory=list)
+    """``(path, class or function name, why)`` of every fixed block: an op without a shape rule that hwnas
+    profiles as a whole (a module torch.fx cannot trace, a not-traceable mark of timm, a leaf without a rule)."""
 
 
 class HwnasTracer(fx.Tracer):
-    """torch.fx tracer that keeps hwnas layers, registered leaves and torch.nn layers as single ops."""
+    """torch.fx tracer that keeps hwnas layers, registered leaves and torch.nn layers as single ops.
+
+    It also keeps whole what timm and torchvision mark as not traceable (when the program has imported them)
+    and the modules that hwnas made leaves because torch.fx could not trace them (see :func:`trace_module`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(autowrap_modules=(math, *third_party_autowrap_modules()),
+                         autowrap_functions=third_party_functions())
+        self.failed_module: tuple[str, str, nn.Module] | None = None
+        self._third_party = third_party_leaf_classes()
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, HwnasModule) or is_registered_leaf(m):
+        if isinstance(m, HwnasModule) or is_registered_leaf(m) or auto_leaf_reason(m) is not None:
+            return True
+        if self._third_party and isinstance(m, self._third_party):
             return True
         return super().is_leaf_module(m, qualname)
 
@@ -95,8 +125,8 @@ class HwnasTracer(fx.Tracer):
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception:
-            if getattr(self, "failed_module", None) is None:  # the innermost module that failed
-                self.failed_module = (self.path_of_module(m), type(m).__name__)
+            if self.failed_module is None:  # the innermost module that failed
+                self.failed_module = (self.path_of_module(m), type(m).__name__, m)
             raise
 
 
@@ -109,26 +139,53 @@ def _user_frame(exc: BaseException) -> str:
     return f" at {f.filename}:{f.lineno}: `{(f.line or '').strip()}`"
 
 
-def trace_module(module: nn.Module, path: str = "") -> fx.Graph:
-    """Trace ``module`` with :class:`HwnasTracer`; a failure raises :class:`UntraceableError`."""
-    tracer = HwnasTracer()
-    try:
-        return tracer.trace(module)
-    except Exception as e:  # torch.fx raises several types here (TraceError, TypeError, ...)
-        where = f"{path or '<root>'} ({type(module).__name__})"
-        failed = getattr(tracer, "failed_module", None)
-        if failed is not None:
-            inner = f"{path}.{failed[0]}" if path else failed[0]
-            where = f"{where}, in its submodule {inner!r} ({failed[1]})"
-            fix = (f"Make {failed[1]} a leaf with hwnas.graph.register_leaf({failed[1]}) and give it a shape rule "
-                   f"with @hwnas.graph.register_shape_rule({failed[1]}).")
-        else:
-            fix = ("Move that code into its own module, make it a leaf with hwnas.graph.register_leaf(ThatModule) "
-                   "and give it a shape rule with @hwnas.graph.register_shape_rule(ThatModule).")
-        raise UntraceableError(
-            f"torch.fx could not trace {where}{_user_frame(e)}: {e}. "
-            f"Data-dependent Python control flow cannot be traced. {fix}"
-        ) from e
+def trace_module(module: nn.Module, path: str = "", auto_leaf: bool = True) -> fx.Graph:
+    """Trace ``module`` with :class:`HwnasTracer`.
+
+    Args:
+        module: the module to trace.
+        path: its path in the model (for messages).
+        auto_leaf: a submodule that torch.fx cannot trace and that holds no choice becomes a leaf (it is then
+            profiled as a fixed block) and the trace is retried.
+
+    Raises:
+        UntraceableError: ``module``'s own code cannot be traced, or the submodule that cannot be traced holds
+            choices (searchable parts cannot be hidden inside a fixed block).
+    """
+    for _ in range(sum(1 for _ in module.modules()) + 1):
+        tracer = HwnasTracer()
+        try:
+            return tracer.trace(module)
+        except Exception as e:  # torch.fx raises several types here (TraceError, TypeError, ...)
+            failed = tracer.failed_module
+            if auto_leaf and failed is not None and failed[0] and _can_be_block(failed[2]):
+                mark_auto_leaf(failed[2], f"torch.fx cannot trace it{_user_frame(e)}: {e}")
+                continue
+            _raise_untraceable(module, path, failed, e)
+    raise RuntimeError("trace_module: no progress")  # pragma: no cover - each retry adds one leaf
+
+
+def _can_be_block(m: nn.Module) -> bool:
+    """A module can be profiled as a fixed block when nothing in it is searchable."""
+    return not isinstance(m, HwnasModule) and not any(isinstance(s, HwnasModule) for s in m.modules()) \
+        and not collect_choices(m)
+
+
+def _raise_untraceable(module: nn.Module, path: str, failed: Any, e: Exception) -> None:
+    where = f"{path or '<root>'} ({type(module).__name__})"
+    if failed is not None:
+        inner = f"{path}.{failed[0]}" if path else failed[0]
+        where = f"{where}, in its submodule {inner!r} ({failed[1]})"
+        fix = (f"It holds choices, so it cannot be profiled as a fixed block: make {failed[1]} a leaf with "
+               f"hwnas.graph.register_leaf({failed[1]}) and give it a shape rule with "
+               f"@hwnas.graph.register_shape_rule({failed[1]}), or move the data-dependent code out of it.")
+    else:
+        fix = ("Move that code into its own module, make it a leaf with hwnas.graph.register_leaf(ThatModule) "
+               "and give it a shape rule with @hwnas.graph.register_shape_rule(ThatModule).")
+    raise UntraceableError(
+        f"torch.fx could not trace {where}{_user_frame(e)}: {e}. "
+        f"Data-dependent Python control flow cannot be traced. {fix}"
+    ) from e
 
 
 def _map(value: Any, fn) -> Any:
@@ -191,8 +248,16 @@ class _Interpreter:
         if isinstance(module, LayerChoice):
             return self._layer_choice(module, args, path, activity)
         if HwnasTracer().is_leaf_module(module, path):
-            return self._call("call_module", module, tuple(args), {}, path, path, activity, module)
-        return self._run_graph(module, trace_module(module, path), args, path, activity)
+            return self._call("call_module", module, tuple(args), {}, path, path or "<root>", activity, module)
+        try:
+            graph = trace_module(module, path)
+        except UntraceableError as e:
+            if not _can_be_block(module):
+                raise
+            cause = e.__cause__ or e
+            mark_auto_leaf(module, f"torch.fx cannot trace it{_user_frame(cause)}: {cause}")
+            return self._call("call_module", module, tuple(args), {}, path, path or "<root>", activity, module)
+        return self._run_graph(module, graph, args, path, activity)
 
     def _repeat(self, m: Repeat, args: list, path: str, activity: Any) -> Any:
         depth = from_value(m.depth)
@@ -238,8 +303,10 @@ class _Interpreter:
                     env[node] = self.run_module(sub, list(a), sub_path, activity)
                 else:
                     env[node] = self._call("call_module", sub, a, kw, sub_path, sub_path, activity, sub)
-            else:
-                env[node] = self._call(node.op, node.target, a, kw, path, f"{prefix}{node.name}", activity, None)
+            else:  # a function or method call: its path is the innermost module whose code makes it
+                stack = node.meta.get("nn_module_stack")
+                op_path = prefix + list(stack.values())[-1][0] if stack else path
+                env[node] = self._call(node.op, node.target, a, kw, op_path, f"{prefix}{node.name}", activity, None)
         raise RuntimeError("graph without output")  # pragma: no cover
 
     def _get_attr(self, module: nn.Module, node: fx.Node, name: str, activity: Any) -> Any:
@@ -247,7 +314,7 @@ class _Interpreter:
         for part in node.target.split("."):
             obj = getattr(obj, part)
         if isinstance(obj, torch.Tensor):
-            meta = TensorMeta(tuple(obj.shape))
+            meta = TensorMeta(tuple(obj.shape), obj.dtype)
             if isinstance(obj, nn.Parameter):
                 self.ops.append(Op(self._unique(name), "parameter", name.rsplit(".", 1)[0], "get_attr", node.target,
                                    (), meta, {"numel": obj.numel(), "tensor": obj}, activity))
@@ -257,13 +324,27 @@ class _Interpreter:
     def _call(self, kind: str, target: Any, args: tuple, kwargs: dict, path: str, name: str, activity: Any,
               module: nn.Module | None) -> Any:
         found = lookup_rule(kind, target)
-        if found is None:
-            raise UnsupportedOpError(_missing_rule_message(kind, target, path))
-        op_type, rule = found
+        op_type, rule = found if found is not None else fallback_rule(kind, target)
         call = Call(op_type, tuple(args), dict(kwargs), module, path)
         tensors = tuple(call.tensors()) + tuple(t for v in args if isinstance(v, (list, tuple))
                                                 for t in v if isinstance(t, TensorMeta))
-        out = _fresh(rule(call), {id(t) for t in tensors})
+        try:
+            out = rule(call)
+        except UnsupportedOpError:
+            raise
+        except NotImplementedError as e:  # the hand-written rule defers to PyTorch for this call
+            call = Call(op_type, tuple(args), dict(kwargs), module, path)
+            try:
+                out = fallback_rule(kind, target)[1](call)
+            except UnsupportedOpError as e2:
+                raise type(e2)(f"{e2} (its shape rule: {e})") from e
+        except (ValueError, TypeError, IndexError) as e:
+            if type(e) not in (ValueError, TypeError, IndexError) or not _bare(e):  # rules' own errors say where
+                raise
+            raise type(e)(_rule_failed(op_type, path, tensors, e)) from e
+        if found is not None and tensors and tensors[0].dtype != torch.float32 and op_type in _KEEPS_DTYPE:
+            out = _with_dtype(out, tensors[0].dtype)
+        out = _fresh(out, {id(t) for t in tensors})
         if tensors or module is not None:
             op = Op(self._unique(name), op_type, path, kind, target, tensors, out, call.attrs, activity, module,
                     tuple(self._producer.get(id(t)) for t in tensors))
@@ -271,6 +352,37 @@ class _Interpreter:
             for t in _tensor_leaves(out):
                 self._producer[id(t)] = op.name
         return out
+
+
+# hand-written rules may build new TensorMetas of the default dtype; these ops move data: they keep their input's
+_KEEPS_DTYPE = frozenset({"reshape", "permute", "transpose", "flatten", "unsqueeze", "squeeze", "expand", "cat",
+                          "stack", "split", "getitem", "tile", "pad", "unbind", "dropout"})
+
+
+def _with_dtype(value: Any, dtype: torch.dtype) -> Any:
+    if isinstance(value, TensorMeta):
+        return value if value.dtype != torch.float32 else TensorMeta(value.shape, dtype)
+    if isinstance(value, (tuple, list)):
+        return _same_kind(value, [_with_dtype(v, dtype) for v in value])
+    return value
+
+
+_BARE = ("unpack", "not subscriptable", "not iterable", "unsupported operand", "positional argument", "out of range")
+
+
+def _bare(e: Exception) -> bool:
+    """A Python error from inside a rule (such as a shape of the wrong rank), not one a rule raised on purpose."""
+    return isinstance(e, IndexError) or any(phrase in str(e) for phrase in _BARE)
+
+
+def _rule_failed(op_type: str, path: str, tensors: tuple, e: Exception) -> str:
+    shapes = ", ".join("(" + ", ".join(repr(d) for d in t.shape) + ")" for t in tensors)
+    hint = ""
+    if "unpack" in str(e):
+        hint = (" Is an input missing its batch dimension? hwnas profiles batched inputs: give the model e.g. "
+                "x.unsqueeze(0) for one sample.")
+    msg = str(e).rstrip(".")
+    return f"shape rule of op {op_type!r} at {path or '<root>'!r} failed on inputs of shapes [{shapes}]: {msg}.{hint}"
 
 
 def _tensor_leaves(value: Any) -> list[TensorMeta]:
@@ -284,28 +396,19 @@ def _tensor_leaves(value: Any) -> list[TensorMeta]:
 def _fresh(value: Any, input_ids: set[int]) -> Any:
     """``value`` with every tensor that is one of the inputs replaced by a copy (each op output is its own)."""
     if isinstance(value, TensorMeta):
-        return TensorMeta(value.shape) if id(value) in input_ids else value
-    if isinstance(value, tuple):
-        return tuple(_fresh(v, input_ids) for v in value)
-    if isinstance(value, list):
-        return [_fresh(v, input_ids) for v in value]
+        return TensorMeta(value.shape, value.dtype) if id(value) in input_ids else value
+    if isinstance(value, (tuple, list)):
+        return _same_kind(value, [_fresh(v, input_ids) for v in value])
     return value
 
 
-def _missing_rule_message(kind: str, target: Any, path: str) -> str:
-    if kind == "call_module":
-        what = f"module {type(target).__module__}.{type(target).__name__} at {path!r}"
-        key = type(target).__name__
-    elif kind == "call_method":
-        what = f"tensor method .{target}() in {path or '<root>'!r}"
-        key = repr(target)
-    else:
-        what = f"function {getattr(target, '__module__', '')}.{getattr(target, '__name__', repr(target))} " \
-               f"in {path or '<root>'!r}"
-        key = getattr(target, "__name__", repr(target))
-    return (f"no shape rule for {what}. Register one: @hwnas.graph.register_shape_rule({key}, op='my_op') on a "
-            "function that takes a hwnas.graph.Call and returns the output hwnas.graph.TensorMeta; its costs then "
-            "need rules too (hwnas.profile.register_cost_rule).")
+def _same_kind(seq: Any, items: list) -> Any:
+    """``items`` as a sequence of ``seq``'s type (a tuple, list, namedtuple or ``torch.return_types`` record)."""
+    if hasattr(seq, "_fields"):
+        return type(seq)(*items)
+    if hasattr(type(seq), "n_fields"):
+        return type(seq)(items)
+    return tuple(items) if isinstance(seq, tuple) else items
 
 
 def build_graph(space: nn.Module, dummy_input: Any) -> OpGraph:
@@ -323,14 +426,24 @@ def build_graph(space: nn.Module, dummy_input: Any) -> OpGraph:
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"dummy_input[{i}] must be a torch.Tensor, got {type(t).__name__}; pass e.g. "
                             "torch.randn(1, 3, 224, 224).")
-        metas.append(TensorMeta(tuple(t.shape)))
+        metas.append(TensorMeta(tuple(t.shape), t.dtype))
     res = getattr(space, "resolution", None)
     if isinstance(res, Choice):
         if metas[0].ndim != 4:
             raise ValueError(f"the space has a resolution choice, so the input must be (N, C, H, W); got shape "
                              f"{tuple(inputs[0].shape)}.")
         r = LArray.from_choice(res)
-        metas[0] = TensorMeta((*metas[0].shape[:2], r, r))
+        metas[0] = TensorMeta((*metas[0].shape[:2], r, r), metas[0].dtype)
     interp = _Interpreter()
-    out = interp._run_graph(space, trace_module(space), metas, "", 1)
-    return OpGraph(interp.ops, choices, metas[0] if len(metas) == 1 else tuple(metas), out, space)
+    out = interp.run_module(space, metas, "", 1)
+    blocks = [(op.path or "<root>", op.module.__class__.__name__ if op.module is not None else
+               getattr(op.target, "__name__", str(op.target)), _block_reason(op))
+              for op in interp.ops if op.attrs.get("fallback") == "block"]
+    return OpGraph(interp.ops, choices, metas[0] if len(metas) == 1 else tuple(metas), out, space, blocks)
+
+
+def _block_reason(op: Op) -> str:
+    if op.module is None:
+        return "a function from outside torch that is not traced (timm's or torchvision's mark, or torch.fx.wrap)"
+    return auto_leaf_reason(op.module) or third_party_reason(op.module) or \
+        "a leaf module without a shape rule (shapes from PyTorch, FLOPs from fvcore)"

@@ -22,10 +22,11 @@ import numpy as np
 
 from hwnas.graph.larray import LArray, maximum
 from hwnas.graph.registry import UnsupportedOpError
-from hwnas.graph.trace import Op, OpGraph, build_graph
-from hwnas.profile import rules_extra  # noqa: F401  (dynamic layers of converted models)
+from hwnas.graph.trace import Op, OpGraph, _tensor_leaves, build_graph
+from hwnas.profile import rules_extra, rules_ops  # noqa: F401  (dynamic layers of converted models, attention, ...)
+from hwnas.profile.blocks import block_flops
 from hwnas.profile.engine import CostModel
-from hwnas.profile.rules import MOVEMENT_OPS, flop_rule, param_count
+from hwnas.profile.rules import MOVEMENT_OPS, flop_rule, is_builtin, param_count
 from hwnas.space.modules import HwnasModule
 
 __all__ = ["Profiler", "FlopsProfiler", "NumParamsProfiler", "value_at"]
@@ -129,9 +130,14 @@ class FlopsProfiler(Profiler):
         on_missing: ``"raise"`` (default) for an op without a FLOP rule, or ``"skip"`` to count it as 0
             and list it in :attr:`skipped_ops`.
 
+    Ops without a shape rule of their own (shapes from PyTorch, see :mod:`hwnas.graph.fallback`) are torch
+    ops that fvcore does not count: they cost 0 and are listed in ``uncounted_ops``, with ``elementwise=True``
+    too. Fixed blocks (a module torch.fx cannot trace, a leaf module without a rule) cost what fvcore counts
+    for them (:mod:`hwnas.profile.blocks`); without fvcore installed they cost 0 and are listed.
+
     Attributes:
         uncounted_ops: op type -> number of ops that fvcore does not count and this profiler did not count
-            (empty with ``elementwise=True``).
+            (with ``elementwise=True``, only ops without a shape rule of their own).
         skipped_ops: op type -> number of ops without a rule that were skipped (``on_missing="skip"``).
     """
 
@@ -151,6 +157,14 @@ class FlopsProfiler(Profiler):
         if op.op_type in MOVEMENT_OPS:
             return None
         rule = flop_rule(op.op_type)
+        fallback = op.attrs.get("fallback")
+        if fallback is not None and (rule is None or is_builtin(op.op_type)):  # a user's rule for it wins
+            if not _tensor_leaves(op.output):  # a size, a dtype, ...: not an op fvcore would see
+                return None
+            cost = block_flops(op) if fallback == "block" else None
+            if cost is None:
+                self.uncounted_ops[op.op_type] += 1
+            return cost
         if rule is None:
             if self.on_missing == "skip":
                 self.skipped_ops[op.op_type] += 1
@@ -186,17 +200,34 @@ class NumParamsProfiler(Profiler):
     unit = "params"
 
     def _costs(self):
-        owners: dict[int, list] = {}  # a layer called several times exists whenever any call runs
+        # Count each parameter once, wherever it is used (a layer called several times, weights tied between
+        # layers, a parameter read directly): it exists whenever any op using it runs. hwnas layers count their
+        # active slice, by rule.
+        first: dict[int, list] = {}  # id(parameter or hwnas layer) -> [op using it first, numel, activity]
         for op in self.graph.ops:
-            owner = op.attrs.get("tensor") if op.kind == "get_attr" else op.module
-            if owner is None:
+            if op.kind == "get_attr":
+                items = [(op.attrs["tensor"], op.attrs["numel"])]
+            elif op.module is None:
                 continue
-            if id(owner) in owners:
-                owners[id(owner)][1] = maximum(owners[id(owner)][1], op.activity)
+            elif isinstance(op.module, HwnasModule):
+                items = [(op.module, None)]
             else:
-                owners[id(owner)] = [op, op.activity]
-        for op, activity in owners.values():
-            yield op, self.op_cost(op), activity
+                items = [(p, p.numel()) for p in op.module.parameters()]
+            for owner, n in items:
+                if id(owner) in first:
+                    first[id(owner)][2] = maximum(first[id(owner)][2], op.activity)
+                else:
+                    first[id(owner)] = [op, n, op.activity]
+        by_op: dict[tuple, list] = {}  # one cost per op (and activity) where possible, for breakdown()
+        for op, n, activity in first.values():
+            cost = self.op_cost(op) if n is None else n
+            key = (op.name, id(activity))
+            if key in by_op:
+                by_op[key][1] = by_op[key][1] + cost
+            else:
+                by_op[key] = [op, cost, activity]
+        for op, cost, activity in by_op.values():
+            yield op, cost, activity
 
     def op_cost(self, op: Op) -> Any:
         if op.kind == "get_attr":

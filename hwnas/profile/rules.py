@@ -3,9 +3,12 @@
 FLOPs follow fvcore's convention (one multiply-add is one FLOP) and its per-op formulas, for the ops
 fvcore counts (``by_default=True``): convolution ``N * Cout * Cin/groups * prod(kernel) * prod(out spatial)``
 (bias not counted); linear ``numel(input) * out_features``; batch norm in inference ``numel * 2`` (``* 1``
-without affine); layer/group/instance norm ``numel * 5`` (``* 4`` without affine); 2-D adaptive average
-pooling ``numel(input)``; 2-D nearest / bilinear upsampling ``numel(output) * 1 / * 4``; matmul
-``numel(a) * b.shape[-1]``; multi-head attention: its input and output projections, plus the two
+without affine; with batch statistics, i.e. ``training=True`` passed to ``F.batch_norm`` or a layer without
+running statistics, ``* 5`` / ``* 4`` like the other norms: FLOPs are those of inference whatever a layer's
+training flag); layer/group/instance norm ``numel * 5`` (``* 4`` without affine); 2-D adaptive average
+pooling ``numel(input)``; 2-D nearest / bilinear upsampling ``numel(output) * 1 / * 4`` (``mode="area"``
+runs adaptive average pooling: ``numel(input)``); matmul ``numel(a) * b.shape[-1]`` (mm, bmm, ``@``; einsum,
+addmm, grid_sample and scaled-dot-product attention are in :mod:`hwnas.profile.rules_ops`); multi-head attention: its input and output projections, plus the two
 attention matmuls ``2 * N * L * S * E`` (``S`` key positions, one more each for ``bias_k`` and
 ``add_zero_attn``) when it returns weights (fvcore sees those as ``bmm``; with
 ``need_weights=False`` PyTorch runs scaled-dot-product attention, which fvcore does not count).
@@ -15,7 +18,9 @@ in ``FlopsProfiler.uncounted_ops``: activations ``numel(output)`` (softmax and l
 numel``); add/sub/mul/div ``numel(output)``; max/average pooling ``numel(output) * prod(kernel)``;
 other adaptive pooling, mean, sum and amax ``numel(input)``; the attention matmuls of scaled-dot-product
 attention ``2 * N * L * S * E``. Data movement (reshape, flatten, permute, cat, split, indexing, dropout
-at inference, identity) is zero by definition.
+at inference, identity, unbind, pad, tile) is zero by definition. Ops without a shape rule of their own
+(:mod:`hwnas.graph.fallback`) cost 0 and are listed in ``uncounted_ops``; fixed blocks cost what fvcore
+counts for them (:mod:`hwnas.profile.blocks`).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 from hwnas.graph.registry import numel
 from hwnas.graph.trace import Op
 
-__all__ = ["FlopRule", "register_cost_rule", "flop_rule", "param_count", "MOVEMENT_OPS"]
+__all__ = ["FlopRule", "register_cost_rule", "flop_rule", "param_count", "is_builtin", "MOVEMENT_OPS"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class FlopRule:
 
 MOVEMENT_OPS = frozenset({"flatten", "reshape", "permute", "transpose", "unsqueeze", "squeeze", "expand", "cat",
                           "stack", "split", "getitem", "size", "getattr", "identity", "dropout", "parameter",
-                          "param_slice"})
+                          "param_slice", "unbind", "pad", "tile"})
 
 _FLOPS: dict[str, FlopRule] = {}
 _PARAMS: dict[str, Callable[[Op], Any]] = {}
@@ -89,6 +94,14 @@ def param_count(op_type: str) -> Callable[[Op], Any] | None:
     return _PARAMS.get(op_type)
 
 
+_BUILTIN: set[str] = set()  # op types of hwnas's own FLOP rules (filled when the rule modules are imported)
+
+
+def is_builtin(op_type: str) -> bool:
+    """Whether ``op_type`` names one of hwnas's own FLOP rules (not one a user registered)."""
+    return op_type in _BUILTIN
+
+
 def _prod(values) -> Any:
     out: Any = 1
     for v in values:
@@ -114,6 +127,8 @@ def _linear_flops(op: Op) -> Any:
 
 @register_cost_rule("flops", "batch_norm", by_default=True)
 def _bn_flops(op: Op) -> Any:
+    if op.attrs.get("training"):  # batch statistics: fvcore counts it as the other normalisations
+        return _norm_flops(op)
     return numel(op.inputs[0]) * (2 if op.attrs["affine"] else 1)
 
 
@@ -131,14 +146,17 @@ def _adaptive_avg_flops(op: Op) -> Any:
 
 
 @register_cost_rule("flops", "upsample",
-                    by_default=lambda op: op.out.ndim == 4 and op.attrs["mode"] in ("nearest", "bilinear"))
+                    by_default=lambda op: op.out.ndim == 4 and op.attrs["mode"] in ("nearest", "bilinear", "area"))
 def _upsample_flops(op: Op) -> Any:
+    if op.attrs["mode"] == "area":  # F.interpolate runs adaptive average pooling
+        return numel(op.inputs[0])
     return numel(op.out) * (4 if op.attrs["mode"] in ("bilinear", "bicubic") else 1)
 
 
 @register_cost_rule("flops", "matmul", by_default=True)
 def _matmul_flops(op: Op) -> Any:
-    return numel(op.attrs["a"]) * op.attrs["b"].shape[-1]
+    b = op.attrs["b"]
+    return numel(op.attrs["a"]) * (b.shape[-1] if b.ndim > 1 else 1)
 
 
 def _mha_flops(op: Op) -> Any:
@@ -197,3 +215,6 @@ def _linear_params(op: Op) -> Any:
 @register_cost_rule("params", "batch_norm")
 def _bn_params(op: Op) -> Any:
     return 2 * op.attrs["channels"] if op.attrs["affine"] else 0
+
+
+_BUILTIN.update(_FLOPS)

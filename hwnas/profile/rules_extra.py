@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from hwnas.graph.trace import Op
-from hwnas.profile.rules import register_cost_rule
+from hwnas.profile.rules import _BUILTIN, _FLOPS, register_cost_rule
 
 __all__: list[str] = []
 
@@ -38,3 +38,6 @@ def _layer_norm_params(op: Op) -> Any:
 def _mha_params(op: Op) -> Any:
     e = op.attrs["embed_dim"]
     return 4 * e * e + (4 * e if op.attrs["bias"] else 0)
+
+
+_BUILTIN.update(_FLOPS)

@@ -41,6 +41,7 @@ class ProfileSummary:
     choices: dict[str, tuple]
     num_subnets: int
     profilers: dict[str, Any] = field(repr=False, default_factory=dict)
+    blocks: list[tuple[str, str, str]] = field(default_factory=list)  # (path, class, why): profiled whole
 
     def table(self) -> str:
         """The summary as fixed-width text."""
@@ -57,6 +58,9 @@ class ProfileSummary:
                      f"(10^{math.log10(max(self.num_subnets, 1)):.1f})")
         for label, values in self.choices.items():
             lines.append(f"  {label:<28}{list(values)}")
+        if self.blocks:
+            lines.append(f"fixed blocks (profiled whole, no choice inside): {len(self.blocks)}")
+            lines.extend(f"  {path} ({cls}): {why}" for path, cls, why in self.blocks)
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -92,7 +96,7 @@ def profile(space: Any, dummy_input: Any, constraints: dict[str, Any] | None = N
     parsed = parse_constraints(constraints, profs, ranges, check_feasible=False)
     rows = [ConstraintRow(c.metric, c.spec, c.bound, c.bound >= ranges[c.metric][0]) for c in parsed]
     summary = ProfileSummary(ranges, rows, {k: tuple(v.values) for k, v in graph.choices.items()},
-                             space.num_subnets() if hasattr(space, "num_subnets") else 0, profs)
+                             space.num_subnets() if hasattr(space, "num_subnets") else 1, profs, list(graph.blocks))
     if verbose:
         print(summary.table())  # the purpose of verbose=True is to print
     return summary
