@@ -50,6 +50,7 @@ _SPATIAL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.A
                     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
                     nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 _ELEMENTWISE = {operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
                 operator.truediv, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div,
@@ -80,6 +81,11 @@ def _is(module: nn.Module, classes: tuple) -> bool:
         if isinstance(module, cls):
             return type(module).forward is cls.forward
     return False
+
+
+def _has_state(module: nn.Module) -> bool:
+    """``module`` holds parameters or buffers (calling it twice shares them; a stateless one shares nothing)."""
+    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
 
 
 @dataclass
@@ -130,12 +136,13 @@ class _Recorder(fx.Interpreter):
         return result
 
 
-def record_shapes(gm: fx.GraphModule, inputs: tuple) -> dict[fx.Node, Any]:
-    """Every node's output shape (a tuple for a tensor, a list for a sequence, else ``None``)."""
+def record_shapes(gm: fx.GraphModule, inputs: tuple) -> tuple[dict[fx.Node, Any], Any]:
+    """Every node's output shape (a tuple for a tensor, a list for a sequence, else ``None``), and the model's
+    output (the same run: the reference that the converted space must reproduce)."""
     rec = _Recorder(gm)
     with torch.no_grad():
-        rec.run(*inputs)
-    return rec.shapes
+        out = rec.run(*inputs)
+    return rec.shapes, out
 
 
 def _what(n: fx.Node, module: nn.Module | None = None) -> str:
@@ -256,13 +263,13 @@ class Analyzer(SizeTracking):
     def _module(self, n: fx.Node) -> None:
         path = str(n.target)
         m = self.gm.get_submodule(path)
-        if self.calls[path] > 1:
+        if self.calls[path] > 1 and _has_state(m):
             self.opaque(n, f"called {self.calls[path]} times (shared weights keep their channels)", m)
             return
         self.fix_sizes(n, f"passed to {type(m).__name__}")
         x = self._tensor(n.args[0]) if n.args else None
         out_shape = self.shapes.get(n)
-        if _is(m, (nn.Conv2d,)) and x is not None:
+        if _is(m, _CONVS) and x is not None:
             self._conv(n, path, m, x)
         elif _is(m, _BN) and x is not None:
             self._bn(n, path, m, x)
@@ -281,24 +288,29 @@ class Analyzer(SizeTracking):
         else:
             self.opaque(n, "layer type unknown to hwnas.convert (kept as it is)", m)
 
-    def _conv(self, n: fx.Node, path: str, m: nn.Conv2d, x: list[Ann]) -> None:
+    def _conv(self, n: fx.Node, path: str, m: nn.Module, x: list[Ann]) -> None:
         cin, cout, groups = m.in_channels, m.out_channels, m.groups
+        transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
         xin = x[1] if x[1] is not None else self._fresh(cin)
         if any(s.mult != 1 for s in xin):
             self.ch.fix_ann(xin, f"features of a flattened tensor fed to the convolution {path}")
-        kernels = self._kernel_choices(m)
+        kernels = () if transposed else self._kernel_choices(m)
+        # weight axes: (out, in / groups, *k) for a convolution, (in, out / groups, *k) for a transposed one
+        out_dim, in_dim = (1, 0) if transposed else (0, 1)
         if groups == 1:
             out = self._fresh(cout, None)
-            self._segs_slots(out, path, ("weight",), 0, "producer")
+            self._segs_slots(out, path, ("weight",), out_dim, "producer")
             if m.bias is not None:
                 self._segs_slots(out, path, ("bias",), 0, "member")
-            self._segs_slots(xin, path, ("weight",), 1, "consumer")
+            self._segs_slots(xin, path, ("weight",), in_dim, "consumer")
             rec = LayerRecord(path, "conv", m, {"in": xin, "out": out}, "fixed", kernels)
         elif cin == cout and len(xin) == 1:
             block = cin // groups
             self.ch.constrain(xin[0].group, block=block)
             out = xin
-            self._segs_slots(out, path, ("weight",) + (("bias",) if m.bias is not None else ()), 0, "producer")
+            self._segs_slots(out, path, ("weight",), 0, "producer")  # axis 0 holds whole groups either way
+            if m.bias is not None:
+                self._segs_slots(out, path, ("bias",), 0, "producer")
             rec = LayerRecord(path, "conv", m, {"in": xin, "out": out}, "depthwise" if block == 1 else block, kernels)
         else:
             why = "grouped convolution whose output channels differ from its input channels" if cin != cout else \
@@ -309,12 +321,13 @@ class Analyzer(SizeTracking):
         self.layers[path] = rec
         self.ann[n] = [None, out] + [None] * (len(self.shapes[n]) - 2)
 
-    def _kernel_choices(self, m: nn.Conv2d) -> tuple[int, ...]:
-        """Odd kernel sizes up to the conv's own that keep the output shape ("same"-style padding)."""
+    def _kernel_choices(self, m: nn.Module) -> tuple[int, ...]:
+        """Odd kernel sizes up to the conv's own that keep the output shape ("same"-style padding); the kernel
+        must be a cube (every spatial dim alike)."""
         if not self.kernel or isinstance(m.padding, str) or m.padding_mode != "zeros":
             return ()
         k, p, d = m.kernel_size, m.padding, m.dilation
-        if k[0] != k[1] or k[0] < 3 or k[0] % 2 == 0 or d != (1, 1) or p != ((k[0] - 1) // 2,) * 2:
+        if len(set(k)) != 1 or k[0] < 3 or k[0] % 2 == 0 or set(d) != {1} or tuple(p) != ((k[0] - 1) // 2,) * len(k):
             return ()
         return tuple(s for s in range(1, k[0] + 1, 2))[-3:]
 

@@ -131,12 +131,11 @@ def convert(model: nn.Module, dummy_input: Any, mode: str = "width",
     gm = fx.GraphModule(work, graph, class_name=name)
     gm.eval()
     try:
-        shapes = record_shapes(gm, inputs)
+        shapes, reference = record_shapes(gm, inputs)
     except Exception as e:
         shapes_txt = [tuple(t.shape) for t in inputs]
         raise ConversionError(f"hwnas.convert: {name} fails on the dummy input of shape(s) {shapes_txt}: "
                               f"{type(e).__name__}: {e}. Pass an input the model accepts.") from e
-    reference = _run(gm, inputs)
     log.debug("traced %s: %d nodes in %.2f s", name, len(gm.graph.nodes), time.perf_counter() - t0)
     an = Analyzer(gm, shapes, kernel="kernel" in mode).run()
     runs = find_runs(gm, an) if "depth" in mode else []

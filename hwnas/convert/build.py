@@ -26,7 +26,7 @@ from hwnas.space.choice import Choice
 from hwnas.space.modules import Repeat
 from hwnas.space.modules_extra import (
     DynBatchNorm,
-    DynConv2d,
+    DynConv,
     DynLayerNorm,
     DynLinear,
     DynMultiheadAttention,
@@ -183,7 +183,7 @@ def _dynamic(an: Analyzer, rec: LayerRecord, choices: dict[int, Choice], kernel:
         return None
     m, ax = rec.module, rec.axes
     if rec.kind == "conv":
-        return DynConv2d(m, _segs(an, ax["in"], choices), _segs(an, ax["out"], choices), kernel, rec.groups)
+        return DynConv(m, _segs(an, ax["in"], choices), _segs(an, ax["out"], choices), kernel, rec.groups)
     if rec.kind == "bn":
         return DynBatchNorm(m, _segs(an, ax["in"], choices))
     if rec.kind == "linear":

@@ -20,7 +20,7 @@ from hwnas.graph.rules_nn import _conv, attention, batch_norm, check_dim, layer_
 from hwnas.graph.rules_tensor import normalize_dim
 from hwnas.space.modules_extra import (
     DynBatchNorm,
-    DynConv2d,
+    DynConv,
     DynLayerNorm,
     DynLinear,
     DynMultiheadAttention,
@@ -34,18 +34,21 @@ register_shape_rule(DynLinear, op="linear")(linear)
 register_shape_rule(DynLayerNorm, op="layer_norm")(layer_norm)
 
 
-@register_shape_rule(DynConv2d, op="conv")
+@register_shape_rule(DynConv, op="conv")
 def _dyn_conv(call: Call) -> TensorMeta:
     m, x = call.module, call.tensor(0)
     check_dim(call, "in_channels", from_value(m.in_channels), x.shape[1])
     k = from_value(m.kernel_size)
-    kernel = tuple(k) if isinstance(k, tuple) else (k, k)
+    kernel = tuple(k) if isinstance(k, tuple) else (k,) * m.nsp
     padding = m.padding_for(kernel)
-    if m.padding_mode != "zeros":  # padded explicitly before a zero-padding convolution
-        x = TensorMeta((*x.shape[:2], x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]))
-        padding = (0, 0)
+    if m.padding_mode != "zeros" and not m.transposed:  # padded explicitly before a zero-padding convolution
+        pads = m._pad_list(kernel)  # (last dim left, right, previous dim left, right, ...)
+        spatial = tuple(x.shape[2 + i] + pads[2 * (m.nsp - 1 - i)] + pads[2 * (m.nsp - 1 - i) + 1]
+                        for i in range(m.nsp))
+        x = TensorMeta((*x.shape[:2], *spatial))
+        padding = (0,) * m.nsp
     return _conv(call, x, from_value(m.out_channels), kernel, m.stride, padding, m.dilation, from_value(m.groups),
-                 m.bias is not None)
+                 m.bias is not None, m.transposed, m.output_padding)
 
 
 @register_shape_rule(DynMultiheadAttention, op="multihead_attention")

@@ -34,7 +34,7 @@ from torch import fx, nn
 from hwnas.space.choice import ChoiceExpr, evaluate, is_choice, value_range
 from hwnas.space.modules import HwnasModule
 
-__all__ = ["SegAxis", "DynConv2d", "DynBatchNorm", "DynLinear", "DynLayerNorm", "DynMultiheadAttention",
+__all__ = ["SegAxis", "DynConv", "DynConv2d", "DynBatchNorm", "DynLinear", "DynLayerNorm", "DynMultiheadAttention",
            "DynParam"]
 
 Resolve = Callable[[Any], Any]
@@ -112,36 +112,57 @@ def _copy_into(dst: torch.Tensor | None, src: torch.Tensor | None) -> None:
             dst.copy_(src)
 
 
-def _pair(v: Any) -> tuple:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+_FORWARD = {(False, 1): F.conv1d, (False, 2): F.conv2d, (False, 3): F.conv3d,
+            (True, 1): F.conv_transpose1d, (True, 2): F.conv_transpose2d, (True, 3): F.conv_transpose3d}
 
 
-class DynConv2d(HwnasModule):
-    """A ``Conv2d`` with searchable input/output channels, kernel size and (following the width) groups.
+def _torch_conv_class(conv: nn.Module) -> type:
+    """The ``torch.nn`` convolution class that ``conv`` is (or derives from without a new ``forward``)."""
+    for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
+        if isinstance(conv, cls):
+            return cls
+    raise TypeError(f"DynConv needs a torch.nn convolution (Conv1d/2d/3d, ConvTranspose1d/2d/3d), got "
+                    f"{type(conv).__name__}.")
+
+
+class DynConv(HwnasModule):
+    """A convolution (``Conv1d/2d/3d`` or ``ConvTranspose1d/2d/3d``) with searchable input/output channels,
+    kernel size and (following the width) groups.
+
+    Weight layouts: a convolution's weight is ``(out, in / groups, *k)``, a transposed convolution's is
+    ``(in, out / groups, *k)``; the active channels are taken along the matching axes.
 
     Args:
         conv: the convolution to take weights and settings from.
         in_segs: the input channel axis (segments); ``mult`` must be 1.
-        out_segs: the output channel axis, one segment.
-        kernel_size: ``None`` to keep the kernel, or a choice of odd sizes up to the conv's; smaller kernels
-            use the centre of the weights and "same" padding ``(k - 1) // 2``.
+        out_segs: the output channel axis (segments).
+        kernel_size: ``None`` to keep the kernel, or a choice of odd sizes up to the conv's (a cube: every
+            spatial dim alike); smaller kernels use the centre of the weights and "same" padding
+            ``(k - 1) // 2`` (not for transposed convolutions).
         groups: ``"fixed"`` (the conv's groups), ``"depthwise"`` (groups = channels, in = out) or an int
             ``b``: grouped with ``b`` channels per group (groups = channels // b, in = out).
     """
 
-    def __init__(self, conv: nn.Conv2d, in_segs: Sequence, out_segs: Sequence, kernel_size: Any = None,
+    def __init__(self, conv: nn.Module, in_segs: Sequence, out_segs: Sequence, kernel_size: Any = None,
                  groups: str | int = "fixed"):
         super().__init__()
+        self.export_cls = _torch_conv_class(conv)
+        self.transposed = isinstance(conv, nn.modules.conv._ConvTransposeNd)
+        self.nsp = conv.weight.ndim - 2
         self.in_axis, self.out_axis = SegAxis(in_segs), SegAxis(out_segs)
         if self.in_axis.full != conv.in_channels or self.out_axis.full != conv.out_channels:
-            raise ValueError(f"DynConv2d: segments give {self.in_axis.full} -> {self.out_axis.full} channels but the "
+            raise ValueError(f"DynConv: segments give {self.in_axis.full} -> {self.out_axis.full} channels but the "
                              f"conv has {conv.in_channels} -> {conv.out_channels}.")
+        if kernel_size is not None and self.transposed:
+            raise ValueError("DynConv: kernel choices are for convolutions, not transposed convolutions.")
         self.in_channels, self.out_channels = self.in_axis.width, self.out_axis.width
         self.searched_kernel = kernel_size is not None
         self.kernel_size = kernel_size if kernel_size is not None else tuple(conv.kernel_size)
         self.stride, self.dilation = tuple(conv.stride), tuple(conv.dilation)
         self.padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
+        self.output_padding = tuple(conv.output_padding) if self.transposed else ()
         self.padding_mode = conv.padding_mode
+        self._reversed_padding = list(getattr(conv, "_reversed_padding_repeated_twice", ()))
         self.groups_mode = groups
         if groups == "fixed":
             self.groups: Any = conv.groups
@@ -152,49 +173,68 @@ class DynConv2d(HwnasModule):
             self.groups = ChoiceExpr(lambda c, b=b: c // b, self.out_channels) if is_choice(self.out_channels) \
                 else self.out_channels // b
         self.slice_input = groups == "fixed" and conv.groups == 1
+        # the weight axis of the output channels and of the input channels (sliced only without groups)
+        self.out_dim = 1 if self.transposed and self.slice_input else 0
+        self.in_dim = 0 if self.transposed else 1
         self.weight = _param(conv.weight)
         self.bias = _param(conv.bias)
 
     def choice_values(self) -> list[Any]:
         return [self.in_channels, self.out_channels, self.kernel_size, self.groups]
 
-    def kernel(self, resolve: Resolve) -> tuple[int, int]:
-        return _pair(resolve(self.kernel_size))
+    def kernel(self, resolve: Resolve) -> tuple[int, ...]:
+        k = resolve(self.kernel_size)
+        return tuple(k) if isinstance(k, (tuple, list)) else (k,) * self.nsp
 
-    def padding_for(self, k: tuple[int, int]) -> Any:
+    def padding_for(self, k: tuple) -> Any:
         if not self.searched_kernel:
             return self.padding
         return tuple(d * (kk - 1) // 2 for d, kk in zip(self.dilation, k))
 
+    def _pad_list(self, k: tuple) -> list[int]:
+        if not self.searched_kernel:
+            return self._reversed_padding
+        return [v for p in reversed(self.padding_for(k)) for v in (p, p)]
+
     def _weights(self, resolve: Resolve):
         k = self.kernel(resolve)
-        w = _take(self.weight, self.out_axis.index(resolve), 0)
+        w = _take(self.weight, self.out_axis.index(resolve), self.out_dim)
         if self.slice_input:
-            w = _take(w, self.in_axis.index(resolve), 1)
-        if self.searched_kernel and k != tuple(w.shape[-2:]):
-            top, left = (w.shape[-2] - k[0]) // 2, (w.shape[-1] - k[1]) // 2
-            w = w[:, :, top:top + k[0], left:left + k[1]]
+            w = _take(w, self.in_axis.index(resolve), self.in_dim)
+        if self.searched_kernel and k != tuple(w.shape[2:]):
+            for i, kk in enumerate(k):
+                w = w.narrow(2 + i, (w.shape[2 + i] - kk) // 2, kk)
         b = _take(self.bias, self.out_axis.index(resolve), 0)
         return w, b, k, int(resolve(self.groups))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b, k, groups = self._weights(self.active)
+        fn = _FORWARD[(self.transposed, self.nsp)]
+        if self.transposed:
+            return fn(x, w, b, self.stride, self.padding, self.output_padding, groups, self.dilation)
         if self.padding_mode != "zeros":
-            pad = self.padding_for(k)
-            x = F.pad(x, (pad[1], pad[1], pad[0], pad[0]), mode=self.padding_mode)
-            return F.conv2d(x, w, b, self.stride, 0, self.dilation, groups)
-        return F.conv2d(x, w, b, self.stride, self.padding_for(k), self.dilation, groups)
+            x = F.pad(x, self._pad_list(k), mode=self.padding_mode)
+            return fn(x, w, b, self.stride, 0, self.dilation, groups)
+        return fn(x, w, b, self.stride, self.padding_for(k), self.dilation, groups)
 
-    def export(self, sample: dict[str, Any]) -> nn.Conv2d:
+    def export(self, sample: dict[str, Any]) -> nn.Module:
         def resolve(v):
             return evaluate(v, sample)
 
         w, b, k, groups = self._weights(resolve)
-        out = nn.Conv2d(int(resolve(self.in_channels)), w.shape[0], k, self.stride, self.padding_for(k),
-                        self.dilation, groups, b is not None, self.padding_mode)
+        cin, cout = int(resolve(self.in_channels)), int(resolve(self.out_channels))
+        kw = dict(stride=self.stride, padding=self.padding_for(k), dilation=self.dilation, groups=groups,
+                  bias=b is not None, padding_mode=self.padding_mode)
+        if self.transposed:
+            kw["output_padding"] = self.output_padding
+        out = self.export_cls(cin, cout, k, **kw)
         _copy_into(out.weight, w)
         _copy_into(out.bias, b)
         return out
+
+
+#: The former name of :class:`DynConv` (it handles every convolution now).
+DynConv2d = DynConv
 
 
 class DynBatchNorm(HwnasModule):
