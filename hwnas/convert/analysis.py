@@ -83,6 +83,13 @@ def _is(module: nn.Module, classes: tuple) -> bool:
     return False
 
 
+def _tensor_at(root: nn.Module, name: str) -> Any:
+    obj: Any = root
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def _has_state(module: nn.Module) -> bool:
     """``module`` holds parameters or buffers (calling it twice shares them; a stateless one shares nothing)."""
     return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
@@ -240,7 +247,41 @@ class Analyzer(SizeTracking):
             elif n.op == "output":
                 for x in _nodes_in(n.args):
                     self.ch.fix_ann(self.ann.get(x), "the model's output")
+        self._fix_tied()
         return self
+
+    def _tensor_names(self) -> dict[int, list[str]]:
+        """id of every parameter/buffer the graph reads -> the names it has (several for tied weights)."""
+        names: dict[int, list[str]] = {}
+        for n in self.gm.graph.nodes:
+            if n.op == "call_module":
+                m = self.gm.get_submodule(str(n.target))
+                items = list(m.named_parameters(recurse=True)) + list(m.named_buffers(recurse=True))
+                prefix = f"{n.target}."
+            elif n.op == "get_attr":
+                t = _tensor_at(self.gm, str(n.target))
+                items = [("", t)] if isinstance(t, torch.Tensor) else []
+                prefix = str(n.target)
+            else:
+                continue
+            for attr, t in items:
+                found = names.setdefault(id(t), [])
+                if prefix + attr not in found:
+                    found.append(prefix + attr)
+        return names
+
+    def _fix_tied(self) -> None:
+        """Fix the groups held by a tensor that several layers share (tied weights stay one tensor)."""
+        names = self._tensor_names()
+        if not any(len(v) > 1 for v in names.values()):
+            return
+        for r in self.ch.roots():
+            for sl in self.ch.state[r].slots:
+                t = _tensor_at(self.gm, sl.owner + ("." + sl.attr if sl.attr else ""))
+                shared = names.get(id(t), [])
+                if len(shared) > 1:
+                    self.ch.fix(r, f"tied weights: {' and '.join(shared)} are one tensor (kept as it is)")
+                    break
 
     def _get_attr(self, n: fx.Node) -> None:
         shape = self.shapes.get(n)
