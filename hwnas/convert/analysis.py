@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from hwnas.convert.channels import Ann, Channels, Seg, Slot, iter_segs
-from hwnas.convert.sizes import SizeTracking
+from hwnas.convert.sizes import SizeOf, SizeTracking
 from hwnas.convert.sizes import nodes_in as _nodes_in
 from hwnas.convert.sizes import where as _where
 
@@ -184,6 +184,7 @@ class Analyzer(SizeTracking):
         self.params: dict[str, list[Ann]] = {}
         self.fixed_ops: list[FixedOp] = []
         self.sizes: dict[fx.Node, Any] = {}
+        self.ties: list[list[int]] = []  # groups whose widths must be equal (parts of a chunk)
         self.calls = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
 
     # ------------------------------------------------------------------ helpers
@@ -452,6 +453,8 @@ class Analyzer(SizeTracking):
             self._reshape(n, n.args[0], self._literal_sizes(n) if key_hashable & _LITERAL_SIZES else None)
         elif t == "expand" and first is not None:
             self._expand(n, first)
+        elif t is F.batch_norm and first is not None and len(first) >= 2:
+            self._batch_norm_f(n, first)
         else:
             self.fix_sizes(n, f"an argument of {getattr(t, '__name__', t)}")
             self._function_rest(n, t, key_hashable, first, out_shape)
@@ -475,6 +478,39 @@ class Analyzer(SizeTracking):
             self._matmul(n)
         else:
             self.opaque(n, "function unknown to hwnas.convert")
+
+    def _batch_norm_f(self, n: fx.Node, x: list[Ann]) -> None:
+        """``F.batch_norm(x, running_mean, running_var, weight, bias, ...)`` with the model's own tensors (timm's
+        ``BatchNormAct2d``): the tensors slice with the channels of ``x`` (they become sliced parameters)."""
+        names = ("running_mean", "running_var", "weight", "bias")
+        for i, name in enumerate(names, start=1):
+            t = n.args[i] if i < len(n.args) else n.kwargs.get(name)
+            if not isinstance(t, fx.Node):
+                continue
+            if t.op != "get_attr" or len(self.shapes.get(t) or ()) != 1:
+                self.opaque(n, f"batch norm with a computed {name}")
+                return
+            self._bind_param(t, 0, x[1], f"batch norm at {_where(n)}")
+        self.ann[n] = x
+
+    def _bind_param(self, node: fx.Node, axis: int, ann: Ann, what: str) -> None:
+        """Make axis ``axis`` of the parameter read by ``node`` hold the channels ``ann``: a parameter axis that
+        nothing else has touched takes the layout of ``ann`` (a concatenation's segments), else the two unite."""
+        target = str(node.target)
+        axes = self.params.get(target)
+        cur = axes[axis] if axes else None
+        if ann is not None and cur is not None and len(cur) == 1 and len(ann) > 1:
+            g = self.ch.find(cur[0].group)
+            st = self.ch.state[g]
+            pristine = st.fixed is None and st.slots == [Slot(target, "", axis, 0, 1, "member")] and \
+                sum(s.width * s.mult for s in ann) == cur[0].width
+            if pristine:
+                st.slots, st.layers, st.fixed = [], [], UNTRACKED
+                self._segs_slots(ann, target, ("",), axis, "member")
+                axes[axis] = ann
+                self.ann[node] = list(axes)
+                return
+        self.ch.unite(ann, cur, f"{what} with an untracked tensor")
 
     def _axis_arg(self, n: fx.Node, index: int, name: str, default: Any, ndim: int) -> Any:
         d = n.args[index] if index < len(n.args) else n.kwargs.get(name, default)
@@ -587,12 +623,84 @@ class Analyzer(SizeTracking):
 
     def _split(self, n: fx.Node, a: list[Ann]) -> None:
         d = self._axis_arg(n, 2, "dim", 0, len(a))
-        if a[d] is not None:
+        parts = self._chunk_parts(n, a, d) if n.target in (torch.chunk, "chunk") and a[d] is not None else None
+        if parts is None and a[d] is not None:
             self.ch.fix_ann(a[d], f"split/chunk along the channel axis at {_where(n)}")
-            self.fixed_ops.append(FixedOp(_where(n), _what(n), "splits the channel axis"))
-        part = list(a)
-        part[d] = None
-        self.ann[n] = tuple(list(part) for _ in self.shapes[n])
+            self.fixed_ops.append(FixedOp(_where(n), _what(n), "splits the channel axis (into parts of literal "
+                                          "sizes, or not at whole channel groups)"))
+        outs = []
+        for i in range(len(self.shapes[n])):
+            part = list(a)
+            part[d] = parts[i] if parts is not None else None
+            outs.append(part)
+        self.ann[n] = tuple(outs)
+
+    def _chunk_parts(self, n: fx.Node, a: list[Ann], d: int) -> list[Ann] | None:
+        """``x.chunk(k, dim)`` along a tracked channel axis (CSP's split in two halves): the groups are cut where
+        the parts meet, and the parts' widths are tied (``chunk`` splits equally in every subnet)."""
+        sizes = [s[d] for s in self.shapes[n]]
+        if len(set(sizes)) != 1 or any(s.mult != 1 for s in a[d]):
+            return None
+        size = sizes[0]
+        cuts: dict[int, set[int]] = {}  # group root -> cut positions inside it
+        off = 0
+        for s in a[d]:
+            inner = {c - off for c in range(size, off + s.width, size) if off < c < off + s.width}
+            cuts.setdefault(self.ch.find(s.group), set()).update(inner)
+            off += s.width
+        mapping: dict[int, list[Seg]] = {}
+        for r, cs in cuts.items():
+            if cs:
+                bounds = [0, *sorted(cs), self.ch.state[r].width]
+                pieces = self.ch.split(r, [b - a_ for a_, b in zip(bounds, bounds[1:])])
+                if pieces is None:
+                    return None
+                mapping[r] = [Seg(p, self.ch.state[p].width) for p in pieces]
+        if mapping:
+            self._rewrite(mapping)
+            a = self._tensor(n.args[0])
+        parts: list[list[Seg]] = [[]]
+        filled = 0
+        for s in a[d]:
+            if filled == size:
+                parts.append([])
+                filled = 0
+            parts[-1].append(s)
+            filled += s.width
+        if len(parts) != len(sizes) or len({tuple(s.width for s in p) for p in parts}) != 1:
+            return None
+        for segs in zip(*parts):
+            self.ties.append([s.group for s in segs])
+        return [tuple(p) for p in parts]
+
+    def _rewrite(self, mapping: dict[int, list[Seg]]) -> None:
+        """Replace every segment of a cut group (root -> its parts) in every annotation held so far."""
+        def seg_list(ann: tuple) -> tuple:
+            out: list[Seg] = []
+            for s in ann:
+                parts = mapping.get(self.ch.find(s.group))
+                out.extend(Seg(p.group, p.width, s.mult) for p in parts) if parts else out.append(s)
+            return tuple(out)
+
+        def walk(x: Any) -> Any:
+            if isinstance(x, tuple) and x and isinstance(x[0], Seg):
+                return seg_list(x)
+            if isinstance(x, list):
+                return [walk(v) for v in x]
+            if isinstance(x, tuple):
+                return tuple(walk(v) for v in x)
+            if isinstance(x, SizeOf):
+                return SizeOf(tuple(walk(v) for v in x.deps), walk(x.axis))
+            return x
+
+        for k in list(self.ann):
+            self.ann[k] = walk(self.ann[k])
+        for k in list(self.params):
+            self.params[k] = walk(self.params[k])
+        for k in list(self.sizes):
+            self.sizes[k] = walk(self.sizes[k])
+        for rec in self.layers.values():
+            rec.axes = {k: walk(v) for k, v in rec.axes.items()}
 
     def _reduce(self, n: fx.Node, a: list[Ann]) -> None:
         dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")

@@ -15,7 +15,8 @@ from hwnas.convert.analysis import Analyzer, record_shapes
 from hwnas.convert.blocks import find_runs
 from hwnas.convert.build import Options, build
 from hwnas.convert.space import Conversion, ConvertedSpace, make_space
-from hwnas.graph.trace import trace_module
+from hwnas.graph.trace import HwnasTracer, trace_module
+from hwnas.space.modules import HwnasModule
 
 __all__ = ["convert", "ConversionError", "MODES"]
 
@@ -53,6 +54,28 @@ def _inputs(dummy_input: Any) -> tuple[torch.Tensor, ...]:
             raise ConversionError(f"hwnas.convert: dummy_input[{i}] must be a torch.Tensor, got {type(t).__name__}; "
                                   "pass a tensor of the input's shape, e.g. torch.randn(1, 3, 224, 224).")
     return inputs
+
+
+class _ConvertTracer(HwnasTracer):
+    """Also traces into subclasses of ``torch.nn`` layers that replace ``forward`` outside torch (timm's
+    ``BatchNormAct2d`` calls ``F.batch_norm`` with its own tensors, then an activation): the analysis sees the
+    ops they really run instead of an unknown layer."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        cls = type(m)
+        if not isinstance(m, HwnasModule) and not cls.__module__.startswith("torch.") and \
+                any(b.__module__.startswith("torch.nn") and "forward" in b.__dict__ for b in cls.__mro__[1:]) and \
+                any("forward" in b.__dict__ for b in cls.__mro__ if not b.__module__.startswith("torch.")):
+            return False
+        return super().is_leaf_module(m, qualname)
+
+
+def _trace(work: nn.Module) -> fx.Graph:
+    """Trace with :class:`_ConvertTracer`; where that fails, the usual tracer (and its clear error)."""
+    try:
+        return _ConvertTracer().trace(work)
+    except Exception:  # noqa: BLE001 - any tracing failure: fall back to the usual tracer
+        return trace_module(work)
 
 
 def _run(module: nn.Module, inputs: tuple) -> Any:
@@ -127,7 +150,7 @@ def convert(model: nn.Module, dummy_input: Any, mode: str = "width",
     name = type(model).__name__
     work = copy.deepcopy(model)
     training = work.training
-    graph = trace_module(work)
+    graph = _trace(work)
     gm = fx.GraphModule(work, graph, class_name=name)
     gm.eval()
     try:

@@ -131,8 +131,21 @@ def _choose_labels(an: Analyzer, opts: Options) -> tuple[dict[int, Choice], list
         s = ch.state[r]
         if s.fixed is None and not any(sl.role == "producer" for sl in s.slots):
             s.fixed = "no layer computes these channels"
+    changed = True
+    while changed:  # parts of a chunk are searched together or fixed together
+        changed = False
+        for tie in an.ties:
+            roots = [ch.find(g) for g in tie]
+            why = next((ch.state[r].fixed for r in roots if ch.state[r].fixed is not None), None)
+            if why is not None and any(ch.state[r].fixed is None for r in roots):
+                for r in roots:
+                    ch.fix(r, f"its equal part of a chunk is fixed ({why})")
+                changed = True
     searched = [r for r in ch.roots() if ch.state[r].fixed is None]
     labels = _Labels(searched)
+    for tie in an.ties:
+        for g in tie[1:]:
+            labels.union(ch.find(tie[0]), ch.find(g))
     for ax in _multi_seg_axes(an):
         live = [s for s in ax if ch.find(s.group) in labels.parent and ch.state[ch.find(s.group)].fixed is None]
         if len({labels.find(ch.find(s.group)) for s in live}) <= MAX_LABELS_PER_AXIS:

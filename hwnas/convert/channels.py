@@ -73,6 +73,7 @@ class Channels:
     def __init__(self) -> None:
         self.parent: list[int] = []
         self.state: list[GroupState] = []
+        self.split_into: dict[int, list[int]] = {}
 
     def new(self, width: int, fixed: str | None = None) -> int:
         """A new group of ``width`` channels (fixed with ``fixed`` as the reason, if given)."""
@@ -110,6 +111,29 @@ class Channels:
         sa.slots.extend(sb.slots)
         sa.layers.extend(x for x in sb.layers if x not in sa.layers)
         return ra
+
+    def split(self, g: int, widths: list[int]) -> list[int] | None:
+        """Cut group ``g`` into consecutive parts of ``widths`` channels (new groups, each with the slots of
+        its part), or ``None`` when the group's channels move in blocks that the cuts would break. The old
+        group is left empty; annotations that name it must be rewritten by the caller."""
+        r = self.find(g)
+        st = self.state[r]
+        if sum(widths) != st.width or any(w % st.block for w in widths):
+            return None
+        parts, off = [], 0
+        for w in widths:
+            p = self.new(w, st.fixed)
+            ps = self.state[p]
+            ps.block, ps.multiple = st.block, st.multiple
+            for sl in st.slots:
+                ps.slots.append(Slot(sl.owner, sl.attr, sl.axis, sl.offset + off * sl.mult, sl.mult, sl.role))
+            ps.layers = list(st.layers)
+            parts.append(p)
+            off += w
+        st.slots, st.layers = [], []
+        st.fixed = "untracked"
+        self.split_into[r] = parts
+        return parts
 
     def fix(self, g: int, reason: str) -> None:
         s = self.info(g)
