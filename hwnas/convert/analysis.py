@@ -184,7 +184,8 @@ class Analyzer(SizeTracking):
         self.params: dict[str, list[Ann]] = {}
         self.fixed_ops: list[FixedOp] = []
         self.sizes: dict[fx.Node, Any] = {}
-        self.ties: list[list[int]] = []  # groups whose widths must be equal (parts of a chunk)
+        self.ties: list[list[int]] = []
+        self.rewrites: dict[fx.Node, int] = {}  # reshape node -> the size argument to write as -1  # groups whose widths must be equal (parts of a chunk)
         self.calls = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
 
     # ------------------------------------------------------------------ helpers
@@ -455,6 +456,8 @@ class Analyzer(SizeTracking):
             self._expand(n, first)
         elif t is F.batch_norm and first is not None and len(first) >= 2:
             self._batch_norm_f(n, first)
+        elif t is torch.addmm and len(n.args) == 3 and not n.kwargs:
+            self._addmm(n)
         else:
             self.fix_sizes(n, f"an argument of {getattr(t, '__name__', t)}")
             self._function_rest(n, t, key_hashable, first, out_shape)
@@ -493,6 +496,27 @@ class Analyzer(SizeTracking):
             self._bind_param(t, 0, x[1], f"batch norm at {_where(n)}")
         self.ann[n] = x
 
+    def _addmm(self, n: fx.Node) -> None:
+        """``torch.addmm(bias, x, weight)`` with the model's own ``weight`` of shape (in, out) (Hugging Face's
+        GPT-2 ``Conv1D``): a layer whose output channels are the weight's second axis."""
+        bias, x, w = n.args
+        xa = self._tensor(x)
+        if not all(isinstance(t, fx.Node) and t.op == "get_attr" for t in (bias, w)) or xa is None or \
+                len(self.shapes.get(w) or ()) != 2 or len(self.shapes.get(bias) or ()) != 1:
+            self.opaque(n, "addmm with computed tensors")
+            return
+        self._bind_param(w, 1, None, "")  # untouched: the output channels
+        out = self.params[str(w.target)][1]
+        if out is None:
+            self.opaque(n, "addmm with one output feature")
+            return
+        st = self.ch.info(out[0].group)  # the weight's own slot on that axis: it produces these channels
+        st.slots = [Slot(sl.owner, sl.attr, sl.axis, sl.offset, sl.mult, "producer")
+                    if (sl.owner, sl.attr, sl.axis) == (str(w.target), "", 1) else sl for sl in st.slots]
+        self._bind_param(w, 0, xa[-1], f"addmm at {_where(n)}")
+        self._bind_param(bias, 0, out, f"addmm at {_where(n)}")
+        self.ann[n] = xa[:-1] + [out]
+
     def _bind_param(self, node: fx.Node, axis: int, ann: Ann, what: str) -> None:
         """Make axis ``axis`` of the parameter read by ``node`` hold the channels ``ann``: a parameter axis that
         nothing else has touched takes the layout of ``ann`` (a concatenation's segments), else the two unite."""
@@ -510,7 +534,8 @@ class Analyzer(SizeTracking):
                 axes[axis] = ann
                 self.ann[node] = list(axes)
                 return
-        self.ch.unite(ann, cur, f"{what} with an untracked tensor")
+        if what:
+            self.ch.unite(ann, cur, f"{what} with an untracked tensor")
 
     def _axis_arg(self, n: fx.Node, index: int, name: str, default: Any, ndim: int) -> Any:
         d = n.args[index] if index < len(n.args) else n.kwargs.get(name, default)

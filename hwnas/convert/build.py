@@ -12,6 +12,7 @@ permuted full model computes the same function, and the first ``k`` channels are
 from __future__ import annotations
 
 import logging
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,24 +279,30 @@ def build(gm: fx.GraphModule, an: Analyzer, runs: list[list[Block]], opts: Optio
             label = f"{run[0].path}.depth" if len(run) == 1 else \
                 f"{parent}.{last}-{run[-1].path.rpartition('.')[2]}.depth"
             depth = Choice(list(range(len(run) + 1)), label=label)
-            blocks = [_extract(b, modules, dyn_params, type(an.gm.get_submodule(b.path)).__name__) for b in run]
+            blocks = [_extract(b, modules, dyn_params, type(an.gm.get_submodule(b.path)).__name__, an.rewrites)
+                      for b in run]
             target = run[0].path
             root[target] = Repeat(blocks, depth=depth)
             env[run[-1].out] = graph.call_module(target, (env[run[0].inp],))
             conversion.depths.append(DepthReport(label, [b.path for b in run], list(depth.values)))
         if n in in_run:
             continue
-        env[n] = _copy_node(graph, n, env, modules, dyn_params, root)
+        env[n] = _copy_node(graph, n, env, modules, dyn_params, root, rewrites=an.rewrites)
     return fx.GraphModule(root, graph, class_name=type(an.gm).__name__)
 
 
 def _copy_node(graph: fx.Graph, n: fx.Node, env: dict[fx.Node, fx.Node], modules: dict[str, Any],
-               dyn_params: set[str], root: dict[str, Any], prefix: str = "") -> fx.Node:
+               dyn_params: set[str], root: dict[str, Any], prefix: str = "", rewrites: dict | None = None) -> fx.Node:
+    rewrites = rewrites or {}
     target = str(n.target)
     local = target[len(prefix) + 1:] if prefix and target.startswith(prefix + ".") else target
     if n.op == "get_attr" and target in dyn_params:
         new = graph.call_module(local, ())
         new.name = n.name
+    elif n in rewrites:
+        args = _minus_one(graph, fx.map_arg(n.args, lambda a: env[a]), rewrites[n])
+        new = graph.create_node(n.op, n.target, args, fx.map_arg(n.kwargs, lambda a: env[a]), n.name)
+        new.meta = dict(n.meta)
     else:
         new = graph.node_copy(n, lambda a: env[a])
         if n.op in ("call_module", "get_attr"):
@@ -305,11 +312,29 @@ def _copy_node(graph: fx.Graph, n: fx.Node, env: dict[fx.Node, fx.Node], modules
     return new
 
 
-def _extract(block: Block, modules: dict[str, Any], dyn_params: set[str], class_name: str) -> fx.GraphModule:
+def _minus_one(graph: fx.Graph, args: tuple, j: int) -> tuple:
+    """A reshape's arguments with its ``j``-th size written as ``-1`` (the size then follows the sample)."""
+    x, rest = args[0], list(args[1:])
+    if len(rest) == 1 and isinstance(rest[0], fx.Node):  # one torch.Size-like argument: rebuild the tuple
+        sizes = rest[0]
+        head = graph.call_function(operator.getitem, (sizes, slice(None, j)))
+        tail = graph.call_function(operator.getitem, (sizes, slice(j + 1, None)))
+        mid = graph.call_function(operator.add, (head, (-1,)))
+        return (x, graph.call_function(operator.add, (mid, tail)))
+    if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+        seq = list(rest[0])
+        seq[j] = -1
+        return (x, type(rest[0])(seq))
+    rest[j] = -1
+    return (x, *rest)
+
+
+def _extract(block: Block, modules: dict[str, Any], dyn_params: set[str], class_name: str,
+             rewrites: dict) -> fx.GraphModule:
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {block.inp: graph.placeholder("x")}
     root: dict[str, Any] = {}
     for n in block.nodes:
-        env[n] = _copy_node(graph, n, env, modules, dyn_params, root, block.path)
+        env[n] = _copy_node(graph, n, env, modules, dyn_params, root, block.path, rewrites)
     graph.output(env[block.out])
     return fx.GraphModule(root, graph, class_name=class_name)
