@@ -15,6 +15,7 @@ from hwnas.convert.analysis import Analyzer, record_shapes
 from hwnas.convert.blocks import find_runs
 from hwnas.convert.build import Options, build
 from hwnas.convert.space import Conversion, ConvertedSpace, make_space
+from hwnas.graph.registry import _LEAVES
 from hwnas.graph.trace import HwnasTracer, trace_module
 from hwnas.space.modules import HwnasModule
 
@@ -62,10 +63,12 @@ class _ConvertTracer(HwnasTracer):
     ops they really run instead of an unknown layer."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        cls = type(m)
-        if not isinstance(m, HwnasModule) and not cls.__module__.startswith("torch.") and \
-                any(b.__module__.startswith("torch.nn") and "forward" in b.__dict__ for b in cls.__mro__[1:]) and \
-                any("forward" in b.__dict__ for b in cls.__mro__ if not b.__module__.startswith("torch.")):
+        mro = type(m).__mro__
+        own = [c for c in mro if not c.__module__.startswith("torch.")]
+        torch_layer = any(c.__module__.startswith("torch.nn") and c is not nn.Module and "forward" in c.__dict__
+                          for c in mro)
+        if own and torch_layer and not isinstance(m, HwnasModule) and any("forward" in c.__dict__ for c in own) \
+                and not any(c in _LEAVES for c in own):  # a leaf the user registered stays one
             return False
         return super().is_leaf_module(m, qualname)
 

@@ -83,8 +83,11 @@ def _importance(gm: nn.Module, slots: list[Slot], width: int, block: int) -> tor
     for s in slots:
         if s.role != "producer":
             continue
-        t = _tensor_at(gm, s.owner, s.attr).detach().to(torch.float64)
-        part = t.narrow(s.axis, s.offset, width * s.mult).movedim(s.axis, 0).reshape(width, -1).abs().sum(1)
+        t = _tensor_at(gm, s.owner, s.attr).detach()
+        view = t.narrow(s.axis, s.offset, width * s.mult)
+        others = tuple(d for d in range(t.ndim) if d != s.axis)
+        part = (torch.linalg.vector_norm(view, 1, dim=others) if others else view.abs()).to(torch.float64)
+        part = part.view(width, s.mult).sum(1)
         mean = float(part.mean())
         score += part / mean if mean > 0 else part
     if block > 1:

@@ -103,7 +103,11 @@ def _take(t: torch.Tensor | None, idx: Any, axis: int = 0) -> torch.Tensor | Non
 
 
 def _param(t: torch.Tensor | None) -> nn.Parameter | None:
-    return None if t is None else nn.Parameter(t.detach().clone(), requires_grad=t.requires_grad)
+    """The layer's tensor as a parameter of the dynamic layer, sharing its storage (a dynamic layer takes over
+    the layer it replaces; copying every weight again would double the memory and time of a conversion)."""
+    if t is None:
+        return None
+    return t if isinstance(t, nn.Parameter) else nn.Parameter(t.detach(), requires_grad=t.requires_grad)
 
 
 def _copy_into(dst: torch.Tensor | None, src: torch.Tensor | None) -> None:
