@@ -185,6 +185,8 @@ class Analyzer(SizeTracking):
         self.fixed_ops: list[FixedOp] = []
         self.sizes: dict[fx.Node, Any] = {}
         self.ties: list[list[int]] = []
+        self.lost: dict[fx.Node, str] = {}  # nodes whose outputs are untracked -> what they are
+        self._origins: dict[fx.Node, str | None] = {}
         self.rewrites: dict[fx.Node, int] = {}  # reshape node -> the size argument to write as -1  # groups whose widths must be equal (parts of a chunk)
         self.calls = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
 
@@ -220,6 +222,32 @@ class Analyzer(SizeTracking):
         if (touched or module is not None) and not any(f.where == _where(n) for f in self.fixed_ops):
             self.fixed_ops.append(FixedOp(_where(n), _what(n, module), reason))
         self.ann[n] = self._none(self.shapes.get(n))
+        self.lost[n] = f"{_where(n)} ({_what(n, module)}: {reason})"
+
+    def origin(self, n: fx.Node) -> str | None:
+        """Where the untracked channels of ``n`` come from: the nearest op upstream that lost track of them (an
+        unknown layer or function) or the model's input, through tensors without tracked channels."""
+        if n in self.lost:
+            return self.lost[n]
+        if n in self._origins:
+            return self._origins[n]
+        found = None
+        if not any(True for _ in iter_segs(self.ann.get(n))):
+            for x in self._tensor_inputs(n):
+                found = self.origin(x)
+                if found:
+                    break
+        self._origins[n] = found
+        return found
+
+    def untracked(self, n: fx.Node) -> str:
+        """``" (from ...)"`` naming where the untracked operands of ``n`` come from, or ``""``."""
+        found = []
+        for x in self._tensor_inputs(n):
+            o = self.origin(x)
+            if o and o not in found:
+                found.append(o)
+        return f" (untracked from {'; '.join(found)})" if found else ""
 
     def _note_fixed(self, n: fx.Node, what: str, reason: str) -> None:
         if not any(f.where == _where(n) and f.reason == reason for f in self.fixed_ops):
@@ -240,6 +268,7 @@ class Analyzer(SizeTracking):
         for n in self.gm.graph.nodes:
             if n.op == "placeholder":
                 self.ann[n] = self._none(self.shapes.get(n))
+                self.lost[n] = f"the model's input {n.name!r}"
             elif n.op == "get_attr":
                 self._get_attr(n)
             elif n.op == "call_module":
@@ -458,6 +487,10 @@ class Analyzer(SizeTracking):
             self._batch_norm_f(n, first)
         elif t is torch.addmm and len(n.args) == 3 and not n.kwargs:
             self._addmm(n)
+        elif t in (torch.unbind, "unbind") and first is not None:
+            self._unbind(n, first)
+        elif t is F.scaled_dot_product_attention and first is not None:
+            self._sdpa(n)
         else:
             self.fix_sizes(n, f"an argument of {getattr(t, '__name__', t)}")
             self._function_rest(n, t, key_hashable, first, out_shape)
@@ -495,6 +528,29 @@ class Analyzer(SizeTracking):
                 return
             self._bind_param(t, 0, x[1], f"batch norm at {_where(n)}")
         self.ann[n] = x
+
+    def _unbind(self, n: fx.Node, a: list[Ann]) -> None:
+        d = self._axis_arg(n, 1, "dim", 0, len(a))
+        if a[d] is not None:
+            self.ch.fix_ann(a[d], f"unbind along the channel axis at {_where(n)}{self.untracked(n)}")
+            self._note_fixed(n, _what(n), "unbinds the channel axis")
+        self.ann[n] = tuple(a[:d] + a[d + 1:] for _ in self.shapes[n])
+
+    def _sdpa(self, n: fx.Node) -> None:
+        """``F.scaled_dot_product_attention(q, k, v, ...)``: q and k meet on their last axis, the batch dims
+        (heads) of all three unite, the output has v's last axis."""
+        qkv = [n.args[i] if i < len(n.args) else n.kwargs.get(name) for i, name in enumerate(("query", "key", "value"))]
+        axes = [self._tensor(x) for x in qkv]
+        mask = [x for x in _nodes_in((n.args[3:], {k: v for k, v in n.kwargs.items()
+                                                   if k not in ("query", "key", "value")}))
+                if isinstance(self.shapes.get(x), tuple)]
+        if any(a is None for a in axes) or any(len(a) < 2 for a in axes) or mask:
+            self.opaque(n, "attention with a mask or untracked operands")
+            return
+        why = f"attention at {_where(n)} with an untracked operand"
+        self.ch.unite(axes[0][-1], axes[1][-1], why + self.untracked(n))
+        nb = len(self.shapes[n]) - 2
+        self.ann[n] = self._batch_dims(n, qkv, nb, why) + [axes[0][-2], axes[2][-1]]
 
     def _addmm(self, n: fx.Node) -> None:
         """``torch.addmm(bias, x, weight)`` with the model's own ``weight`` of shape (in, out) (Hugging Face's
@@ -559,8 +615,11 @@ class Analyzer(SizeTracking):
             if not parts:
                 continue
             acc = parts[0]
+            why = f"{_what(n)} at {_where(n)} {reason}"
+            if any(p is None for p in parts):
+                why += self.untracked(n)
             for p in parts[1:]:
-                acc = self.ch.unite(acc, p, f"{_what(n)} at {_where(n)} {reason}")
+                acc = self.ch.unite(acc, p, why)
             res[j] = acc if all(p is not None for p in parts) else None
         self.ann[n] = res
 
@@ -589,6 +648,9 @@ class Analyzer(SizeTracking):
             elif j is not None and s_out[j] % s_in[i] == 0 and p_out[j + 1] in p_in[i + 1:]:
                 extra = s_out[j] // s_in[i]
                 res[j] = tuple(Seg(s.group, s.width, s.mult * extra) for s in ax)
+            elif j is not None and p_in[i + 1] in p_out and self._fold(n, src, i, j, p_out.index(p_in[i + 1]), res,
+                                                                      literals):
+                a = self._tensor(src)
             else:
                 self.ch.fix_ann(ax, f"channel axis split or mixed by a reshape (e.g. a channel shuffle) at {_where(n)}")
                 self.fixed_ops.append(FixedOp(_where(n), _what(n), "splits or mixes the channel axis"))
@@ -597,6 +659,45 @@ class Analyzer(SizeTracking):
         else:
             self.fix_sizes(n, "a reshape argument")
         self.ann[n] = res
+
+    def _fold(self, n: fx.Node, src: fx.Node, i: int, j0: int, j1: int, res: list[Ann], literals: Any) -> bool:
+        """A reshape that splits channel axis ``i`` into output axes ``j0 .. j1 - 1`` (attention heads:
+        ``(3 * C) -> (3, heads, head_dim)`` or ``C -> (heads, head_dim)``). The group becomes a group of *units*
+        (heads, each spanning the trailing sizes), shared by every outer part (q, k and v keep the same heads):
+        the number of heads is searched. When the code computes the head size from the channel count
+        (``x.size(-1) // heads``), the unit is one feature of the last axis instead (per-head width searched,
+        head count kept). Returns False (and changes nothing) where this does not apply."""
+        ax = self._tensor(src)[i]
+        dims = [j for j in range(j0, j1) if self.shapes[n][j] != 1]
+        if len(ax) != 1 or ax[0].mult != 1 or len(dims) < 2:
+            return False
+        g = self.ch.find(ax[0].group)
+        st = self.ch.state[g]
+        if st.block != 1 or st.multiple != 1 or st.fixed is not None:
+            return False
+        entries = self.size_entries(n, literals) if literals is not None else [None] * len(self.shapes[n])
+        s_out = self.shapes[n]
+        u = dims[-2]
+        trailing_ok = all(isinstance(e, int) or (isinstance(e, SizeOf) and not e.deps)
+                          for e in entries[u + 1:j1]) if len(entries) == len(s_out) else False
+        if not trailing_ok:
+            u = dims[-1]
+        unit, mult = s_out[u], 1
+        for d in range(u + 1, j1):
+            mult *= s_out[d]
+        outer = st.width // (unit * mult)
+        pieces = self.ch.split(g, [unit * mult] * outer) if outer > 1 else [g]
+        if pieces is None:
+            return False
+        for p in pieces:
+            ps = self.ch.state[p]
+            ps.width = unit
+            ps.slots = [Slot(sl.owner, sl.attr, sl.axis, sl.offset, sl.mult * mult, sl.role) for sl in ps.slots]
+        for p in pieces[1:]:
+            self.ch.union(pieces[0], p)
+        self._rewrite({g: [Seg(p, unit, mult) for p in pieces]})
+        res[u] = (Seg(self.ch.find(pieces[0]), unit),)
+        return True
 
     def _permute(self, n: fx.Node, a: list[Ann]) -> None:
         if n.target in (torch.transpose, "transpose"):
@@ -629,7 +730,8 @@ class Analyzer(SizeTracking):
             else:
                 acc = axes[0][j]
                 for a in axes[1:]:
-                    acc = self.ch.unite(acc, a[j], f"concatenation at {_where(n)} with an untracked tensor")
+                    acc = self.ch.unite(acc, a[j], f"concatenation at {_where(n)} with an untracked tensor"
+                                                  f"{self.untracked(n) if a[j] is None or acc is None else ''}")
                 res.append(acc if all(a[j] is not None for a in axes) else None)
         self.ann[n] = res
 
@@ -704,7 +806,7 @@ class Analyzer(SizeTracking):
             out: list[Seg] = []
             for s in ann:
                 parts = mapping.get(self.ch.find(s.group))
-                out.extend(Seg(p.group, p.width, s.mult) for p in parts) if parts else out.append(s)
+                out.extend(Seg(p.group, p.width, s.mult * p.mult) for p in parts) if parts else out.append(s)
             return tuple(out)
 
         def walk(x: Any) -> Any:
@@ -741,9 +843,28 @@ class Analyzer(SizeTracking):
         if a is None or b is None or len(a) < 2 or len(b) < 2:
             self.opaque(n, "matrix product with a 1-D or untracked operand")
             return
-        self.ch.unite(a[-1], b[-2], f"matrix product at {_where(n)} with an untracked operand")
+        why = f"matrix product at {_where(n)} with an untracked operand"
+        self.ch.unite(a[-1], b[-2], why + (self.untracked(n) if a[-1] is None or b[-2] is None else ""))
         nd = len(self.shapes[n])
-        self.ann[n] = [None] * (nd - 2) + [a[-2], b[-1]]
+        self.ann[n] = self._batch_dims(n, [n.args[0], n.args[1] if len(n.args) > 1 else n.kwargs.get("other")],
+                                       nd - 2, why) + [a[-2], b[-1]]
+
+    def _batch_dims(self, n: fx.Node, xs: list[fx.Node], nb: int, why: str) -> list[Ann]:
+        """The broadcast batch dims of a matrix product or attention (attention heads): united across the
+        operands that have them at full size."""
+        out: list[Ann] = []
+        for j in range(nb):
+            parts = []
+            for x in xs:
+                xs_shape, ax = self.shapes[x], self._tensor(x)
+                i = j - (nb - (len(xs_shape) - 2))
+                if i >= 0 and xs_shape[i] != 1:
+                    parts.append(ax[i])
+            acc = parts[0] if parts else None
+            for p in parts[1:]:
+                acc = self.ch.unite(acc, p, why + (self.untracked(n) if p is None or acc is None else ""))
+            out.append(acc if parts and all(p is not None for p in parts) else None)
+        return out
 
     def _expand(self, n: fx.Node, a: list[Ann]) -> None:
         s_in, s_out = self.shapes[n.args[0]], self.shapes[n]
