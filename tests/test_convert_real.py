@@ -649,20 +649,34 @@ class Seq(nn.Module):
         return self.head(self.blocks(self.inp(x)).mean(1))
 
 
-# what a person would search: each block's MLP hidden width (2 blocks); BERT and GPT-2 also the residual width
-# (post-norm BERT: LayerNorm layers follow the width; GPT-2's c_attn reads the residual through its weight).
-# Head counts stay fixed here: the reshapes name them as literals and unbind/split cut along them (a todo).
+# what a person would search: each block's MLP hidden width and head count (2 blocks), and the embedding
+# (residual) width. GPT-2's heads stay fixed: c_attn's output is cut by split(split_size), a literal size.
+_VIT = {"patch.width", "blocks.0.attn.qkv.heads", "blocks.1.attn.qkv.heads", "blocks.0.mlp.fc1.width",
+        "blocks.1.mlp.fc1.width"}
+_BERT = {"inp.width", "blocks.0.self_attn.query.heads", "blocks.1.self_attn.query.heads",
+         "blocks.0.intermediate.width", "blocks.1.intermediate.width"}
+
+
 @pytest.mark.parametrize("make, x, labels, profile", [
-    (lambda: ViT(fused=False), (2, 3, 16, 16), {"blocks.0.mlp.fc1.width", "blocks.1.mlp.fc1.width"}, True),
-    (lambda: ViT(fused=True), (2, 3, 16, 16), {"blocks.0.mlp.fc1.width", "blocks.1.mlp.fc1.width"}, False),
-    (lambda: Seq(BertLayer), (2, 5, 8), {"blocks.0.intermediate.width", "blocks.1.intermediate.width", "inp.width"},
-     True),
+    (lambda: ViT(fused=False), (2, 3, 16, 16), _VIT, True),
+    (lambda: ViT(fused=True), (2, 3, 16, 16), _VIT, False),
+    (lambda: Seq(BertLayer), (2, 5, 8), _BERT, True),
     (lambda: Seq(GPT2Block), (2, 5, 8), {"blocks.0.mlp.c_fc.weight.width", "blocks.1.mlp.c_fc.weight.width",
                                          "inp.width"}, False),
 ])
-def test_transformer_blocks_get_mlp_and_residual_widths(make, x, labels, profile):
+def test_transformer_heads_embedding_and_mlp_widths_are_searchable(make, x, labels, profile):
     """``profile=False``: unbind, scaled_dot_product_attention and addmm get their shape rules on another branch;
     until then only the forward passes are checked (re-check with profile=True after that merge)."""
     torch.manual_seed(0)
     space = _check(make(), torch.randn(*x), min_labels=len(labels), profile=profile)
-    assert labels <= set(space.choices()), space.summary()
+    assert labels == set(space.choices()), space.summary()
+    for label, values in space.choices().items():
+        if label.endswith(".heads"):
+            assert values == (1, 2, 3, 4)  # of 4 heads of 8 dims: q, k, v and the output projection follow
+    sample = {k: min(v) for k, v in space.choices().items()}
+    subnet = hwnas.export(space, sample)
+    heads_of = {"ViT": ("blocks.0.attn.qkv", 8), "Seq": ("blocks.0.self_attn.query", 8)}
+    name, head_dim = heads_of[type(space.net).__name__]
+    if ".heads" in " ".join(labels):  # one head left: q (or qkv's three parts) keep head_dim rows each
+        rows = subnet.get_submodule(f"net.{name}").out_features
+        assert rows == head_dim * (3 if name.endswith("qkv") else 1)

@@ -691,7 +691,7 @@ class Analyzer(SizeTracking):
             return False
         for p in pieces:
             ps = self.ch.state[p]
-            ps.width = unit
+            ps.width, ps.unit = unit, "heads" if mult > 1 else "head_width"
             ps.slots = [Slot(sl.owner, sl.attr, sl.axis, sl.offset, sl.mult * mult, sl.role) for sl in ps.slots]
         for p in pieces[1:]:
             self.ch.union(pieces[0], p)

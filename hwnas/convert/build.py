@@ -180,9 +180,9 @@ def _choose_labels(an: Analyzer, opts: Options) -> tuple[dict[int, Choice], list
                 ch.fix(r, f"too narrow ({st.width} channels) for the channel ratios")
             continue
         producer = next(sl.owner for sl in ch.state[head].slots if sl.role == "producer")
-        name, i = f"{producer}.width", 2
+        name, i = f"{producer}.{st.unit}", 2
         while name in used:
-            name, i = f"{producer}.width{i}", i + 1
+            name, i = f"{producer}.{st.unit}{i}", i + 1
         used.add(name)
         choice = Choice(values, label=name)
         for r in roots:

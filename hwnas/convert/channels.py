@@ -65,6 +65,7 @@ class GroupState:
     multiple: int = 1
     slots: list[Slot] = field(default_factory=list)
     layers: list[str] = field(default_factory=list)
+    unit: str = "width"  # what one channel is: "width" (a channel), "heads" (an attention head), "head_width"
 
 
 class Channels:
@@ -106,6 +107,7 @@ class Channels:
             ra, rb, sa, sb = rb, ra, sb, sa
         self.parent[rb] = ra
         sa.fixed = sa.fixed or sb.fixed
+        sa.unit = sa.unit if sa.unit != "width" else sb.unit
         sa.block = math.lcm(sa.block, sb.block)
         sa.multiple = math.lcm(sa.multiple, sb.multiple)
         sa.slots.extend(sb.slots)
