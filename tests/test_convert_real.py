@@ -498,6 +498,54 @@ class CSPNet(nn.Module):
         return self.fc(self.s2(self.s1(self.stem(x))).mean((2, 3)))
 
 
+class DualPathBlock(nn.Module):
+    """DPN: a grouped-conv bottleneck whose output is sliced into a residual part (added) and a dense part
+    (concatenated), with literal slice bounds."""
+
+    def __init__(self, cin_res, cin_dense, mid, res, inc):
+        super().__init__()
+        self.res, self.inc = res, inc
+        self.c1 = ConvNormAct(cin_res + cin_dense, mid, 1)
+        self.c2 = ConvNormAct(mid, mid, 3, groups=4)
+        self.c3 = nn.Conv2d(mid, res + inc, 1, bias=False)
+
+    def forward(self, x):
+        x_in = torch.cat(x, dim=1)
+        out = self.c3(self.c2(self.c1(x_in)))
+        out1 = out[:, :self.res, :, :]
+        out2 = out[:, self.res:, :, :]
+        return x[0] + out1, torch.cat([x[1], out2], dim=1)
+
+
+class DPN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = ConvNormAct(3, 24, 3, 2)
+        self.b1 = DualPathBlock(16, 8, 16, 16, 8)
+        self.b2 = DualPathBlock(16, 16, 16, 16, 8)
+        self.fc = nn.Linear(40, 10)
+
+    def forward(self, x):
+        s = self.stem(x)
+        x = (s[:, :16], s[:, 16:])
+        x = torch.cat(self.b2(self.b1(x)), dim=1)
+        return self.fc(x.mean((2, 3)))
+
+
+class CrossStageSplit(CrossStage):
+    """timm's CrossStage3: the halves come from x.split(expand_chs // 2, dim=1), a literal size."""
+
+    def forward(self, x):
+        x1, x2 = self.conv_exp(x).split(self.conv_exp.conv.out_channels // 2, dim=1)
+        return self.conv_transition(torch.cat([self.blocks(x1), x2], dim=1))
+
+
+class CSPSplitNet(CSPNet):
+    def __init__(self):
+        super().__init__()
+        self.s1, self.s2 = CrossStageSplit(16, 32), CrossStageSplit(32, 64)
+
+
 # what a person would search (the minimum number of labels):
 # DenseNet: stem, transition, each layer's bottleneck width (6) and each block's growth (2) -> 10
 # Inception: stem + per block the 1x1 reduce widths and the 3x3 middle width and the pool projection (5) -> 11
@@ -505,8 +553,10 @@ class CSPNet(nn.Module):
 # RepVGG: one width per stage (its branches are summed; no inner widths exist) -> 2
 # ResNetV2: stem, two inner widths per block (8), the downsample widths of the two stages -> 11
 # CSPNet: stem, per stage the expansion halves (one tied label), two block widths, the transition -> 9
+# CSPNet with split(literal): as above but the halves are free of each other -> 11
+# DPN: the stem's residual and dense parts, each block's bottleneck (grouped) width -> 4
 @pytest.mark.parametrize("model, min_labels", [(DenseNet, 10), (InceptionNet, 11), (VoVNet, 4), (RepVGG, 2),
-                                               (ResNetV2, 11), (CSPNet, 9)])
+                                               (ResNetV2, 11), (CSPNet, 9), (CSPSplitNet, 11), (DPN, 4)])
 def test_timm_style_structures_get_width_choices(model, min_labels):
     torch.manual_seed(0)
     space = _check(model(), torch.randn(1, 3, 32, 32), min_labels=min_labels)
@@ -650,7 +700,8 @@ class Seq(nn.Module):
 
 
 # what a person would search: each block's MLP hidden width and head count (2 blocks), and the embedding
-# (residual) width. GPT-2's heads stay fixed: c_attn's output is cut by split(split_size), a literal size.
+# (residual) width. GPT-2's c_attn output is cut by split(split_size) (a literal size, which then follows the
+# sample) before its heads are split off.
 _VIT = {"patch.width", "blocks.0.attn.qkv.heads", "blocks.1.attn.qkv.heads", "blocks.0.mlp.fc1.width",
         "blocks.1.mlp.fc1.width"}
 _BERT = {"inp.width", "blocks.0.self_attn.query.heads", "blocks.1.self_attn.query.heads",
@@ -662,7 +713,8 @@ _BERT = {"inp.width", "blocks.0.self_attn.query.heads", "blocks.1.self_attn.quer
     (lambda: ViT(fused=True), (2, 3, 16, 16), _VIT, False),
     (lambda: Seq(BertLayer), (2, 5, 8), _BERT, True),
     (lambda: Seq(GPT2Block), (2, 5, 8), {"blocks.0.mlp.c_fc.weight.width", "blocks.1.mlp.c_fc.weight.width",
-                                         "inp.width"}, False),
+                                         "inp.width", "blocks.0.attn.c_attn.weight.heads",
+                                         "blocks.1.attn.c_attn.weight.heads"}, False),
 ])
 def test_transformer_heads_embedding_and_mlp_widths_are_searchable(make, x, labels, profile):
     """``profile=False``: unbind, scaled_dot_product_attention and addmm get their shape rules on another branch;
@@ -675,8 +727,7 @@ def test_transformer_heads_embedding_and_mlp_widths_are_searchable(make, x, labe
             assert values == (1, 2, 3, 4)  # of 4 heads of 8 dims: q, k, v and the output projection follow
     sample = {k: min(v) for k, v in space.choices().items()}
     subnet = hwnas.export(space, sample)
-    heads_of = {"ViT": ("blocks.0.attn.qkv", 8), "Seq": ("blocks.0.self_attn.query", 8)}
-    name, head_dim = heads_of[type(space.net).__name__]
-    if ".heads" in " ".join(labels):  # one head left: q (or qkv's three parts) keep head_dim rows each
+    name = next(k for k in labels if k.endswith(".heads")).removesuffix(".heads")
+    if name.endswith("qkv") or name.endswith("query"):  # one head left: q (or qkv's three parts) keep 8 rows each
         rows = subnet.get_submodule(f"net.{name}").out_features
-        assert rows == head_dim * (3 if name.endswith("qkv") else 1)
+        assert rows == 8 * (3 if name.endswith("qkv") else 1)

@@ -187,7 +187,8 @@ class Analyzer(SizeTracking):
         self.ties: list[list[int]] = []
         self.lost: dict[fx.Node, str] = {}  # nodes whose outputs are untracked -> what they are
         self._origins: dict[fx.Node, str | None] = {}
-        self.rewrites: dict[fx.Node, int] = {}  # reshape node -> the size argument to write as -1  # groups whose widths must be equal (parts of a chunk)
+        self.rewrites: dict[fx.Node, int] = {}
+        self.cuts: dict[fx.Node, tuple] = {}  # split/slice nodes along a searched axis -> how they cut it  # reshape node -> the size argument to write as -1  # groups whose widths must be equal (parts of a chunk)
         self.calls = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
 
     # ------------------------------------------------------------------ helpers
@@ -579,7 +580,7 @@ class Analyzer(SizeTracking):
         target = str(node.target)
         axes = self.params.get(target)
         cur = axes[axis] if axes else None
-        if ann is not None and cur is not None and len(cur) == 1 and len(ann) > 1:
+        if ann is not None and cur is not None and len(cur) == 1 and (len(ann) > 1 or ann[0].mult != 1):
             g = self.ch.find(cur[0].group)
             st = self.ch.state[g]
             pristine = st.fixed is None and st.slots == [Slot(target, "", axis, 0, 1, "member")] and \
@@ -750,55 +751,84 @@ class Analyzer(SizeTracking):
 
     def _split(self, n: fx.Node, a: list[Ann]) -> None:
         d = self._axis_arg(n, 2, "dim", 0, len(a))
-        parts = self._chunk_parts(n, a, d) if n.target in (torch.chunk, "chunk") and a[d] is not None else None
+        parts = None
+        if a[d] is not None:
+            sizes = [sh[d] for sh in self.shapes[n]]
+            chunk = n.target in (torch.chunk, "chunk")
+            parts = self._cut(n.args[0], d, sizes) if not chunk or len(set(sizes)) == 1 else None
+            if parts is not None and chunk:  # chunk splits equally in every subnet: the parts' widths are tied
+                if len({tuple(sg.width for sg in p) for p in parts}) != 1:
+                    parts = None
+                else:
+                    for segs in zip(*parts):
+                        self.ties.append([sg.group for sg in segs])
+            elif parts is not None:  # sizes written in the code: a layer that follows the sample
+                self.cuts[n] = ("split", d, parts)
         if parts is None and a[d] is not None:
             self.ch.fix_ann(a[d], f"split/chunk along the channel axis at {_where(n)}")
-            self.fixed_ops.append(FixedOp(_where(n), _what(n), "splits the channel axis (into parts of literal "
-                                          "sizes, or not at whole channel groups)"))
+            self.fixed_ops.append(FixedOp(_where(n), _what(n), "splits the channel axis (not at whole channel "
+                                          "groups, or a flattened axis)"))
         outs = []
         for i in range(len(self.shapes[n])):
-            part = list(a)
+            part = list(self._tensor(n.args[0]))
             part[d] = parts[i] if parts is not None else None
             outs.append(part)
         self.ann[n] = tuple(outs)
 
-    def _chunk_parts(self, n: fx.Node, a: list[Ann], d: int) -> list[Ann] | None:
-        """``x.chunk(k, dim)`` along a tracked channel axis (CSP's split in two halves): the groups are cut where
-        the parts meet, and the parts' widths are tied (``chunk`` splits equally in every subnet)."""
-        sizes = [s[d] for s in self.shapes[n]]
-        if len(set(sizes)) != 1 or any(s.mult != 1 for s in a[d]):
+    def _cut(self, src: fx.Node, d: int, sizes: list[int]) -> list[tuple[Seg, ...]] | None:
+        """Cut channel axis ``d`` of ``src`` into consecutive parts of ``sizes`` channels, cutting groups where
+        a part ends inside one (CSP's halves, DPN's residual and dense parts, GPT-2's q/k/v); ``None`` where a
+        group cannot be cut there (grouped channels, flattened features)."""
+        a = self._tensor(src)
+        if any(sg.mult != 1 for sg in a[d]):
             return None
-        size = sizes[0]
+        bounds = [sum(sizes[:i]) for i in range(1, len(sizes))]
         cuts: dict[int, set[int]] = {}  # group root -> cut positions inside it
         off = 0
-        for s in a[d]:
-            inner = {c - off for c in range(size, off + s.width, size) if off < c < off + s.width}
-            cuts.setdefault(self.ch.find(s.group), set()).update(inner)
-            off += s.width
+        for sg in a[d]:
+            inner = {c - off for c in bounds if off < c < off + sg.width}
+            cuts.setdefault(self.ch.find(sg.group), set()).update(inner)
+            off += sg.width
         mapping: dict[int, list[Seg]] = {}
         for r, cs in cuts.items():
             if cs:
-                bounds = [0, *sorted(cs), self.ch.state[r].width]
-                pieces = self.ch.split(r, [b - a_ for a_, b in zip(bounds, bounds[1:])])
+                edges = [0, *sorted(cs), self.ch.state[r].width]
+                pieces = self.ch.split(r, [b - a_ for a_, b in zip(edges, edges[1:])])
                 if pieces is None:
                     return None
                 mapping[r] = [Seg(p, self.ch.state[p].width) for p in pieces]
         if mapping:
             self._rewrite(mapping)
-            a = self._tensor(n.args[0])
-        parts: list[list[Seg]] = [[]]
-        filled = 0
-        for s in a[d]:
-            if filled == size:
-                parts.append([])
-                filled = 0
-            parts[-1].append(s)
-            filled += s.width
-        if len(parts) != len(sizes) or len({tuple(s.width for s in p) for p in parts}) != 1:
-            return None
-        for segs in zip(*parts):
-            self.ties.append([s.group for s in segs])
+            a = self._tensor(src)
+        parts: list[list[Seg]] = []
+        it = iter(a[d])
+        for size in sizes:
+            part, filled = [], 0
+            while filled < size:
+                sg = next(it)
+                part.append(sg)
+                filled += sg.width
+            if filled != size:  # pragma: no cover - the cuts above make this exact
+                return None
+            parts.append(part)
         return [tuple(p) for p in parts]
+
+    def _slice(self, n: fx.Node, src: fx.Node, dim: int, it: slice, items: tuple) -> Ann:
+        """``x[:, a:b]`` along a tracked channel axis with literal bounds (DPN, GhostNet): the groups are cut at
+        ``a`` and ``b``, and the slice becomes a layer whose bounds follow the sample. Other index items must
+        be full slices or ``...``; else the channels are fixed."""
+        size = self.shapes[src][dim]
+        start, stop, step = it.indices(size)
+        simple = all(x is Ellipsis or (isinstance(x, slice) and x == slice(None)) or x is it for x in items)
+        parts = self._cut(src, dim, [v for v in (start, stop - start, size - stop) if v]) \
+            if step == 1 and stop > start and simple else None
+        if parts is None:
+            self.ch.fix_ann(self._tensor(src)[dim], f"sliced along the channel axis at {_where(n)}")
+            self._note_fixed(n, "getitem", "slices the channel axis (with a step, or with other indices)")
+            return None
+        k = 1 if start else 0
+        self.cuts[n] = ("slice", dim, parts[:k], parts[k])
+        return parts[k]
 
     def _rewrite(self, mapping: dict[int, list[Seg]]) -> None:
         """Replace every segment of a cut group (root -> its parts) in every annotation held so far."""
@@ -828,6 +858,8 @@ class Analyzer(SizeTracking):
             self.sizes[k] = walk(self.sizes[k])
         for rec in self.layers.values():
             rec.axes = {k: walk(v) for k, v in rec.axes.items()}
+        for k in list(self.cuts):
+            self.cuts[k] = walk(self.cuts[k])
 
     def _reduce(self, n: fx.Node, a: list[Ann]) -> None:
         dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
@@ -906,9 +938,8 @@ class Analyzer(SizeTracking):
                 if full:
                     out.append(parent[dim])
                 else:
-                    if parent[dim] is not None:
-                        self.ch.fix_ann(parent[dim], f"sliced along the channel axis at {_where(n)}")
-                    out.append(None)
+                    out.append(self._slice(n, src, dim, it, items) if parent[dim] is not None else None)
+                    parent = self._tensor(src)  # a cut rewrites the groups it cuts
                 dim += 1
             else:
                 self.opaque(n, "indexing with tensors or computed bounds")

@@ -23,7 +23,7 @@ from hwnas.convert.analysis import UNTRACKED, Analyzer, LayerRecord
 from hwnas.convert.blocks import Block
 from hwnas.convert.channels import Ann, Seg, Slot
 from hwnas.convert.space import Conversion, DepthReport, FixedReport, GroupReport, KernelReport
-from hwnas.space.choice import Choice
+from hwnas.space.choice import Choice, is_choice
 from hwnas.space.modules import Repeat
 from hwnas.space.modules_extra import (
     DynBatchNorm,
@@ -32,6 +32,8 @@ from hwnas.space.modules_extra import (
     DynLinear,
     DynMultiheadAttention,
     DynParam,
+    DynSlice,
+    DynSplit,
     width_values,
 )
 
@@ -232,7 +234,8 @@ def build(gm: fx.GraphModule, an: Analyzer, runs: list[list[Block]], opts: Optio
 
     for r in ch.roots():
         st = ch.state[r]
-        if r not in choices and (st.fixed == UNTRACKED or all(sl.attr == "" for sl in st.slots)):
+        if r not in choices and (st.fixed == UNTRACKED or all(sl.attr == "" and sl.role != "producer"
+                                                               for sl in st.slots)):
             continue  # untracked channels, or a fixed axis of a parameter used directly (a token axis)
         c = choices.get(r)
         searched = c is not None
@@ -265,6 +268,18 @@ def build(gm: fx.GraphModule, an: Analyzer, runs: list[list[Block]], opts: Optio
             modules[target] = DynParam(t, searched, isinstance(t, nn.Parameter))
             dyn_params.add(target)
 
+    # splits and slices along searched channel axes: layers whose sizes follow the sample
+    cut_modules: dict[fx.Node, tuple[str, nn.Module]] = {}
+    for n, cut in an.cuts.items():
+        if cut[0] == "split":
+            parts = [_segs(an, p, choices) for p in cut[2]]
+            mod: nn.Module = DynSplit(parts, cut[1])
+        else:
+            mod = DynSlice(_segs(an, cut[2][0], choices) if cut[2] else [], _segs(an, cut[3], choices), cut[1])
+        if any(ax.dynamic for ax in (mod.parts if isinstance(mod, DynSplit) else ())) or \
+                isinstance(mod, DynSlice) and (is_choice(mod.start) or is_choice(mod.width)):
+            cut_modules[n] = (f"cut_{n.name}", mod)
+
     # depth runs
     first_of: dict[fx.Node, list[Block]] = {}
     in_run: set[fx.Node] = set()
@@ -282,7 +297,8 @@ def build(gm: fx.GraphModule, an: Analyzer, runs: list[list[Block]], opts: Optio
             label = f"{run[0].path}.depth" if len(run) == 1 else \
                 f"{parent}.{last}-{run[-1].path.rpartition('.')[2]}.depth"
             depth = Choice(list(range(len(run) + 1)), label=label)
-            blocks = [_extract(b, modules, dyn_params, type(an.gm.get_submodule(b.path)).__name__, an.rewrites)
+            blocks = [_extract(b, modules, dyn_params, type(an.gm.get_submodule(b.path)).__name__, an.rewrites,
+                               cut_modules)
                       for b in run]
             target = run[0].path
             root[target] = Repeat(blocks, depth=depth)
@@ -290,18 +306,23 @@ def build(gm: fx.GraphModule, an: Analyzer, runs: list[list[Block]], opts: Optio
             conversion.depths.append(DepthReport(label, [b.path for b in run], list(depth.values)))
         if n in in_run:
             continue
-        env[n] = _copy_node(graph, n, env, modules, dyn_params, root, rewrites=an.rewrites)
+        env[n] = _copy_node(graph, n, env, modules, dyn_params, root, rewrites=an.rewrites, cuts=cut_modules)
     return fx.GraphModule(root, graph, class_name=type(an.gm).__name__)
 
 
 def _copy_node(graph: fx.Graph, n: fx.Node, env: dict[fx.Node, fx.Node], modules: dict[str, Any],
-               dyn_params: set[str], root: dict[str, Any], prefix: str = "", rewrites: dict | None = None) -> fx.Node:
-    rewrites = rewrites or {}
+               dyn_params: set[str], root: dict[str, Any], prefix: str = "", rewrites: dict | None = None,
+               cuts: dict | None = None) -> fx.Node:
+    rewrites, cuts = rewrites or {}, cuts or {}
     target = str(n.target)
     local = target[len(prefix) + 1:] if prefix and target.startswith(prefix + ".") else target
     if n.op == "get_attr" and target in dyn_params:
         new = graph.call_module(local, ())
         new.name = n.name
+    elif n in cuts:
+        name, mod = cuts[n]
+        root[name] = mod
+        return graph.call_module(name, (env[n.args[0]],))
     elif n in rewrites:
         args = _minus_one(graph, fx.map_arg(n.args, lambda a: env[a]), rewrites[n])
         new = graph.create_node(n.op, n.target, args, fx.map_arg(n.kwargs, lambda a: env[a]), n.name)
@@ -333,11 +354,11 @@ def _minus_one(graph: fx.Graph, args: tuple, j: int) -> tuple:
 
 
 def _extract(block: Block, modules: dict[str, Any], dyn_params: set[str], class_name: str,
-             rewrites: dict) -> fx.GraphModule:
+             rewrites: dict, cuts: dict) -> fx.GraphModule:
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {block.inp: graph.placeholder("x")}
     root: dict[str, Any] = {}
     for n in block.nodes:
-        env[n] = _copy_node(graph, n, env, modules, dyn_params, root, block.path, rewrites)
+        env[n] = _copy_node(graph, n, env, modules, dyn_params, root, block.path, rewrites, cuts)
     graph.output(env[block.out])
     return fx.GraphModule(root, graph, class_name=class_name)

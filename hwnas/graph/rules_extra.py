@@ -25,6 +25,8 @@ from hwnas.space.modules_extra import (
     DynLinear,
     DynMultiheadAttention,
     DynParam,
+    DynSlice,
+    DynSplit,
 )
 
 __all__: list[str] = []
@@ -63,6 +65,18 @@ def _param_slice(call: Call) -> TensorMeta:
     out = TensorMeta(m.shape(from_value))
     call.attrs.update(is_parameter=m.is_parameter, numel=numel(out))
     return out
+
+
+@register_shape_rule(DynSplit, op="split")
+def _dyn_split(call: Call) -> tuple:
+    x, m = call.tensor(0), call.module
+    return tuple(TensorMeta((*x.shape[:m.dim], from_value(s), *x.shape[m.dim + 1:])) for s in m.sizes)
+
+
+@register_shape_rule(DynSlice, op="getitem")
+def _dyn_slice(call: Call) -> TensorMeta:
+    x, m = call.tensor(0), call.module
+    return TensorMeta((*x.shape[:m.dim], from_value(m.width), *x.shape[m.dim + 1:]))
 
 
 @register_shape_rule(torch.unflatten, "unflatten", op="reshape")

@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,7 +36,7 @@ from hwnas.space.choice import ChoiceExpr, evaluate, is_choice, value_range
 from hwnas.space.modules import HwnasModule
 
 __all__ = ["SegAxis", "DynConv", "DynConv2d", "DynBatchNorm", "DynLinear", "DynLayerNorm", "DynMultiheadAttention",
-           "DynParam"]
+           "DynParam", "DynSplit", "DynSlice"]
 
 Resolve = Callable[[Any], Any]
 
@@ -480,6 +481,65 @@ class DynParam(HwnasModule):
         graph = fx.Graph()
         graph.output(graph.get_attr("value"))
         return fx.GraphModule(root, graph, class_name="Parameter" if self.is_parameter else "Buffer")
+
+
+class DynSplit(HwnasModule):
+    """``torch.split`` along a channel axis whose parts are searchable: each part's size follows the sample.
+
+    Args:
+        parts: the segments of each part (as for :class:`SegAxis`).
+        dim: the axis.
+    """
+
+    def __init__(self, parts: Sequence[Sequence], dim: int):
+        super().__init__()
+        self.parts = [SegAxis(p) for p in parts]
+        self.sizes = [p.width for p in self.parts]
+        self.dim = dim
+
+    def choice_values(self) -> list[Any]:
+        return list(self.sizes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.split(x, [int(self.active(s)) for s in self.sizes], self.dim)
+
+    def export(self, sample: dict[str, Any]) -> nn.Module:
+        graph = fx.Graph()
+        x = graph.placeholder("x")
+        graph.output(graph.call_function(torch.split, (x, [int(evaluate(s, sample)) for s in self.sizes], self.dim)))
+        return fx.GraphModule(nn.Module(), graph, class_name="Split")
+
+
+class DynSlice(HwnasModule):
+    """``x[..., a:b, ...]`` along a channel axis: the bounds follow the widths of the parts before and inside.
+
+    Args:
+        before: the segments before the slice (may be empty).
+        inside: the segments of the slice.
+        dim: the axis (counted from the front of ``x``).
+    """
+
+    def __init__(self, before: Sequence, inside: Sequence, dim: int):
+        super().__init__()
+        self.start = SegAxis(before).width if before else 0
+        self.width = SegAxis(inside).width
+        self.dim = dim
+
+    def choice_values(self) -> list[Any]:
+        return [self.start, self.width]
+
+    def _index(self, resolve: Resolve) -> tuple:
+        start = int(resolve(self.start))
+        return (slice(None),) * self.dim + (slice(start, start + int(resolve(self.width))),)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[self._index(self.active)]
+
+    def export(self, sample: dict[str, Any]) -> nn.Module:
+        graph = fx.Graph()
+        x = graph.placeholder("x")
+        graph.output(graph.call_function(operator.getitem, (x, self._index(lambda v: evaluate(v, sample)))))
+        return fx.GraphModule(nn.Module(), graph, class_name="Slice")
 
 
 def width_values(width: int, ratios: Sequence[float], divisor: int | None = None, multiple: int = 1) -> list[int]:
