@@ -244,9 +244,7 @@ def test_tied_weights_stay_tied_in_the_space_and_the_export():
         model.eval()
         space = hwnas.convert(model, x)
         assert set(space.choices()) == {label}
-        # the linears' shared width is fixed for the tie; the LM's embedding width by the unknown Embedding first
-        why = "tied weights: p.weight and q.weight are one tensor" if pair == ("p", "q") else "wte (Embedding)"
-        assert why in space.summary()
+        assert f"tied weights: {pair[0]}.weight and {pair[1]}.weight are one tensor" in space.summary()
         for seed in range(3):
             sample = space.random_sample(seed)
             subnet = hwnas.export(space, sample).eval()
@@ -731,3 +729,25 @@ def test_transformer_heads_embedding_and_mlp_widths_are_searchable(make, x, labe
     if name.endswith("qkv") or name.endswith("query"):  # one head left: q (or qkv's three parts) keep 8 rows each
         rows = subnet.get_submodule(f"net.{name}").out_features
         assert rows == 8 * (3 if name.endswith("qkv") else 1)
+
+
+class _BertEmbeddings(nn.Module):
+    """Token embedding + a learned position embedding, then a BERT layer: the embedding width is searchable."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(50, 32), nn.Parameter(torch.randn(1, 5, 32))
+        self.blocks = nn.Sequential(BertLayer(32, 4))
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, ids):
+        return self.head(self.blocks(self.wte(ids) + self.wpe).mean(1))
+
+
+def test_embedding_width_is_searchable():
+    torch.manual_seed(0)
+    space = _check(_BertEmbeddings(), torch.randint(0, 50, (2, 5)), min_labels=3)
+    assert set(space.choices()) == {"wte.width", "blocks.0.self_attn.query.heads", "blocks.0.intermediate.width"}
+    subnet = hwnas.export(space, {**space.max_sample(), "wte.width": 8})
+    assert subnet.get_submodule("net.wte").weight.shape == (50, 8) and subnet.get_parameter("net.wpe.value").shape \
+        == (1, 5, 8)

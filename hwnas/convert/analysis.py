@@ -350,6 +350,11 @@ class Analyzer(SizeTracking):
             self._linear(n, path, m, x)
         elif _is(m, (nn.LayerNorm,)) and x is not None:
             self._layer_norm(n, path, m, x)
+        elif _is(m, (nn.Embedding,)) and m.max_norm is None:
+            out = self._fresh(m.embedding_dim, None)
+            self._segs_slots(out, path, ("weight",), 1, "producer")
+            self.layers[path] = LayerRecord(path, "embedding", m, {"out": out})
+            self.ann[n] = self._none(self.shapes[n])[:-1] + [out]
         elif _is(m, (nn.MultiheadAttention,)):
             self._mha(n, path, m)
         elif _is(m, _ACT_MODULES) and x is not None and out_shape == self.shapes[n.args[0]]:

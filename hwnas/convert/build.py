@@ -28,6 +28,7 @@ from hwnas.space.modules import Repeat
 from hwnas.space.modules_extra import (
     DynBatchNorm,
     DynConv,
+    DynEmbedding,
     DynLayerNorm,
     DynLinear,
     DynMultiheadAttention,
@@ -209,6 +210,8 @@ def _dynamic(an: Analyzer, rec: LayerRecord, choices: dict[int, Choice], kernel:
         return DynLinear(m, _segs(an, ax["in"], choices), _segs(an, ax["out"], choices))
     if rec.kind == "ln":
         return DynLayerNorm(m, _segs(an, ax["in"], choices))
+    if rec.kind == "embedding":
+        return DynEmbedding(m, _segs(an, ax["out"], choices))
     if rec.kind == "mha":
         return DynMultiheadAttention(m, _segs(an, ax["in"], choices))
     raise AssertionError(rec.kind)  # pragma: no cover

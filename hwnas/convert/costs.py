@@ -1,7 +1,10 @@
-"""Parameter counts of the data-movement layers that :func:`hwnas.convert` inserts (:class:`DynSplit`,
-:class:`DynSlice`): none. Their FLOPs are zero as data movement (``"split"`` and ``"getitem"`` are movement
-ops of :mod:`hwnas.profile.rules`). Registered here, only where no rule exists yet, because
-:class:`~hwnas.profile.NumParamsProfiler` asks every hwnas layer for a parameter rule."""
+"""Cost rules of the layers that :func:`hwnas.convert` inserts beyond :mod:`hwnas.profile.rules_extra`.
+
+- :class:`DynSplit`, :class:`DynSlice`: no parameters (registered only where no rule exists yet, because
+  :class:`~hwnas.profile.NumParamsProfiler` asks every hwnas layer for one); zero FLOPs as data movement
+  (``"split"`` and ``"getitem"`` are movement ops).
+- :class:`DynEmbedding` (``"dyn_embedding"``): ``num_embeddings * embedding_dim`` parameters; a lookup, which
+  fvcore does not count (listed in ``uncounted_ops``)."""
 
 from __future__ import annotations
 
@@ -20,3 +23,11 @@ def _none(op: Op) -> Any:
 for _op in ("split", "getitem"):
     if param_count(_op) is None:
         register_cost_rule("params", _op)(_none)
+
+
+@register_cost_rule("params", "dyn_embedding")
+def _embedding_params(op: Op) -> Any:
+    return op.attrs["num_embeddings"] * op.attrs["embedding_dim"]
+
+
+register_cost_rule("flops", "dyn_embedding", by_default=False)(_none)  # a lookup: fvcore does not count it

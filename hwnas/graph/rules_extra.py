@@ -21,6 +21,7 @@ from hwnas.graph.rules_tensor import normalize_dim
 from hwnas.space.modules_extra import (
     DynBatchNorm,
     DynConv,
+    DynEmbedding,
     DynLayerNorm,
     DynLinear,
     DynMultiheadAttention,
@@ -65,6 +66,14 @@ def _param_slice(call: Call) -> TensorMeta:
     out = TensorMeta(m.shape(from_value))
     call.attrs.update(is_parameter=m.is_parameter, numel=numel(out))
     return out
+
+
+@register_shape_rule(DynEmbedding, op="dyn_embedding")
+def _dyn_embedding(call: Call) -> TensorMeta:
+    ids, m = call.tensor(0), call.module
+    dim = from_value(m.embedding_dim)
+    call.attrs.update(num_embeddings=m.num_embeddings, embedding_dim=dim)
+    return TensorMeta((*ids.shape, dim))
 
 
 @register_shape_rule(DynSplit, op="split")

@@ -36,7 +36,7 @@ from hwnas.space.choice import ChoiceExpr, evaluate, is_choice, value_range
 from hwnas.space.modules import HwnasModule
 
 __all__ = ["SegAxis", "DynConv", "DynConv2d", "DynBatchNorm", "DynLinear", "DynLayerNorm", "DynMultiheadAttention",
-           "DynParam", "DynSplit", "DynSlice"]
+           "DynParam", "DynSplit", "DynSlice", "DynEmbedding"]
 
 Resolve = Callable[[Any], Any]
 
@@ -481,6 +481,31 @@ class DynParam(HwnasModule):
         graph = fx.Graph()
         graph.output(graph.get_attr("value"))
         return fx.GraphModule(root, graph, class_name="Parameter" if self.is_parameter else "Buffer")
+
+
+class DynEmbedding(HwnasModule):
+    """``nn.Embedding`` whose embedding width is searchable (the first active features of every row)."""
+
+    def __init__(self, emb: nn.Embedding, segs: Sequence):
+        super().__init__()
+        self.axis = SegAxis(segs)
+        self.num_embeddings, self.embedding_dim = emb.num_embeddings, self.axis.width
+        self.padding_idx, self.scale_grad_by_freq, self.sparse = emb.padding_idx, emb.scale_grad_by_freq, emb.sparse
+        self.weight = _param(emb.weight)
+
+    def choice_values(self) -> list[Any]:
+        return [self.embedding_dim]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        w = _take(self.weight, self.axis.index(self.active), 1)
+        return F.embedding(ids, w, self.padding_idx, None, 2.0, self.scale_grad_by_freq, self.sparse)
+
+    def export(self, sample: dict[str, Any]) -> nn.Embedding:
+        w = _take(self.weight, self.axis.index(lambda v: evaluate(v, sample)), 1)
+        out = nn.Embedding(self.num_embeddings, w.shape[1], self.padding_idx,
+                           scale_grad_by_freq=self.scale_grad_by_freq, sparse=self.sparse)
+        _copy_into(out.weight, w)
+        return out
 
 
 class DynSplit(HwnasModule):
