@@ -32,16 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from hwnas.convert.channels import Ann, Channels, Seg, Slot, iter_segs
-from hwnas.convert.sizes import SizeOf, SizeTracking
+from hwnas.convert.channels import UNTRACKED, Ann, Channels, Seg, Slot, iter_segs
+from hwnas.convert.cuts import CuttingOps
+from hwnas.convert.functional import FunctionalOps
+from hwnas.convert.sizes import SizeTracking
 from hwnas.convert.sizes import nodes_in as _nodes_in
 from hwnas.convert.sizes import where as _where
 
 __all__ = ["Analyzer", "LayerRecord", "FixedOp", "record_shapes", "UNTRACKED"]
 
-#: The reason of groups made for channels whose origin is not tracked (model input, unknown ops); such
-#: groups are not listed in summaries (the op that lost track of them is).
-UNTRACKED = "untracked"
 
 _ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
                 nn.ELU, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
@@ -160,7 +159,7 @@ def _what(n: fx.Node, module: nn.Module | None = None) -> str:
     return getattr(n.target, "__name__", str(n.target))
 
 
-class Analyzer(SizeTracking):
+class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
     """Channel groups of a traced model (see the module docstring).
 
     Args:
@@ -521,84 +520,6 @@ class Analyzer(SizeTracking):
         else:
             self.opaque(n, "function unknown to hwnas.convert")
 
-    def _batch_norm_f(self, n: fx.Node, x: list[Ann]) -> None:
-        """``F.batch_norm(x, running_mean, running_var, weight, bias, ...)`` with the model's own tensors (timm's
-        ``BatchNormAct2d``): the tensors slice with the channels of ``x`` (they become sliced parameters)."""
-        names = ("running_mean", "running_var", "weight", "bias")
-        for i, name in enumerate(names, start=1):
-            t = n.args[i] if i < len(n.args) else n.kwargs.get(name)
-            if not isinstance(t, fx.Node):
-                continue
-            if t.op != "get_attr" or len(self.shapes.get(t) or ()) != 1:
-                self.opaque(n, f"batch norm with a computed {name}")
-                return
-            self._bind_param(t, 0, x[1], f"batch norm at {_where(n)}")
-        self.ann[n] = x
-
-    def _unbind(self, n: fx.Node, a: list[Ann]) -> None:
-        d = self._axis_arg(n, 1, "dim", 0, len(a))
-        if a[d] is not None:
-            self.ch.fix_ann(a[d], f"unbind along the channel axis at {_where(n)}{self.untracked(n)}")
-            self._note_fixed(n, _what(n), "unbinds the channel axis")
-        self.ann[n] = tuple(a[:d] + a[d + 1:] for _ in self.shapes[n])
-
-    def _sdpa(self, n: fx.Node) -> None:
-        """``F.scaled_dot_product_attention(q, k, v, ...)``: q and k meet on their last axis, the batch dims
-        (heads) of all three unite, the output has v's last axis."""
-        qkv = [n.args[i] if i < len(n.args) else n.kwargs.get(name) for i, name in enumerate(("query", "key", "value"))]
-        axes = [self._tensor(x) for x in qkv]
-        mask = [x for x in _nodes_in((n.args[3:], {k: v for k, v in n.kwargs.items()
-                                                   if k not in ("query", "key", "value")}))
-                if isinstance(self.shapes.get(x), tuple)]
-        if any(a is None for a in axes) or any(len(a) < 2 for a in axes) or mask:
-            self.opaque(n, "attention with a mask or untracked operands")
-            return
-        why = f"attention at {_where(n)} with an untracked operand"
-        self.ch.unite(axes[0][-1], axes[1][-1], why + self.untracked(n))
-        nb = len(self.shapes[n]) - 2
-        self.ann[n] = self._batch_dims(n, qkv, nb, why) + [axes[0][-2], axes[2][-1]]
-
-    def _addmm(self, n: fx.Node) -> None:
-        """``torch.addmm(bias, x, weight)`` with the model's own ``weight`` of shape (in, out) (Hugging Face's
-        GPT-2 ``Conv1D``): a layer whose output channels are the weight's second axis."""
-        bias, x, w = n.args
-        xa = self._tensor(x)
-        if not all(isinstance(t, fx.Node) and t.op == "get_attr" for t in (bias, w)) or xa is None or \
-                len(self.shapes.get(w) or ()) != 2 or len(self.shapes.get(bias) or ()) != 1:
-            self.opaque(n, "addmm with computed tensors")
-            return
-        self._bind_param(w, 1, None, "")  # untouched: the output channels
-        out = self.params[str(w.target)][1]
-        if out is None:
-            self.opaque(n, "addmm with one output feature")
-            return
-        st = self.ch.info(out[0].group)  # the weight's own slot on that axis: it produces these channels
-        st.slots = [Slot(sl.owner, sl.attr, sl.axis, sl.offset, sl.mult, "producer")
-                    if (sl.owner, sl.attr, sl.axis) == (str(w.target), "", 1) else sl for sl in st.slots]
-        self._bind_param(w, 0, xa[-1], f"addmm at {_where(n)}")
-        self._bind_param(bias, 0, out, f"addmm at {_where(n)}")
-        self.ann[n] = xa[:-1] + [out]
-
-    def _bind_param(self, node: fx.Node, axis: int, ann: Ann, what: str) -> None:
-        """Make axis ``axis`` of the parameter read by ``node`` hold the channels ``ann``: a parameter axis that
-        nothing else has touched takes the layout of ``ann`` (a concatenation's segments), else the two unite."""
-        target = str(node.target)
-        axes = self.params.get(target)
-        cur = axes[axis] if axes else None
-        if ann is not None and cur is not None and len(cur) == 1 and (len(ann) > 1 or ann[0].mult != 1):
-            g = self.ch.find(cur[0].group)
-            st = self.ch.state[g]
-            pristine = st.fixed is None and st.slots == [Slot(target, "", axis, 0, 1, "member")] and \
-                sum(s.width * s.mult for s in ann) == cur[0].width
-            if pristine:
-                st.slots, st.layers, st.fixed = [], [], UNTRACKED
-                self._segs_slots(ann, target, ("",), axis, "member")
-                axes[axis] = ann
-                self.ann[node] = list(axes)
-                return
-        if what:
-            self.ch.unite(ann, cur, f"{what} with an untracked tensor")
-
     def _axis_arg(self, n: fx.Node, index: int, name: str, default: Any, ndim: int) -> Any:
         d = n.args[index] if index < len(n.args) else n.kwargs.get(name, default)
         if isinstance(d, int):
@@ -666,45 +587,6 @@ class Analyzer(SizeTracking):
             self.fix_sizes(n, "a reshape argument")
         self.ann[n] = res
 
-    def _fold(self, n: fx.Node, src: fx.Node, i: int, j0: int, j1: int, res: list[Ann], literals: Any) -> bool:
-        """A reshape that splits channel axis ``i`` into output axes ``j0 .. j1 - 1`` (attention heads:
-        ``(3 * C) -> (3, heads, head_dim)`` or ``C -> (heads, head_dim)``). The group becomes a group of *units*
-        (heads, each spanning the trailing sizes), shared by every outer part (q, k and v keep the same heads):
-        the number of heads is searched. When the code computes the head size from the channel count
-        (``x.size(-1) // heads``), the unit is one feature of the last axis instead (per-head width searched,
-        head count kept). Returns False (and changes nothing) where this does not apply."""
-        ax = self._tensor(src)[i]
-        dims = [j for j in range(j0, j1) if self.shapes[n][j] != 1]
-        if len(ax) != 1 or ax[0].mult != 1 or len(dims) < 2:
-            return False
-        g = self.ch.find(ax[0].group)
-        st = self.ch.state[g]
-        if st.block != 1 or st.multiple != 1 or st.fixed is not None:
-            return False
-        entries = self.size_entries(n, literals) if literals is not None else [None] * len(self.shapes[n])
-        s_out = self.shapes[n]
-        u = dims[-2]
-        trailing_ok = all(isinstance(e, int) or (isinstance(e, SizeOf) and not e.deps)
-                          for e in entries[u + 1:j1]) if len(entries) == len(s_out) else False
-        if not trailing_ok:
-            u = dims[-1]
-        unit, mult = s_out[u], 1
-        for d in range(u + 1, j1):
-            mult *= s_out[d]
-        outer = st.width // (unit * mult)
-        pieces = self.ch.split(g, [unit * mult] * outer) if outer > 1 else [g]
-        if pieces is None:
-            return False
-        for p in pieces:
-            ps = self.ch.state[p]
-            ps.width, ps.unit = unit, "heads" if mult > 1 else "head_width"
-            ps.slots = [Slot(sl.owner, sl.attr, sl.axis, sl.offset, sl.mult * mult, sl.role) for sl in ps.slots]
-        for p in pieces[1:]:
-            self.ch.union(pieces[0], p)
-        self._rewrite({g: [Seg(p, unit, mult) for p in pieces]})
-        res[u] = (Seg(self.ch.find(pieces[0]), unit),)
-        return True
-
     def _permute(self, n: fx.Node, a: list[Ann]) -> None:
         if n.target in (torch.transpose, "transpose"):
             d0 = self._axis_arg(n, 1, "dim0", 0, len(a))
@@ -754,118 +636,6 @@ class Analyzer(SizeTracking):
             res.append(acc if all(a[j] is not None for a in axes) else None)
         self.ann[n] = res[:d] + [None] + res[d:]
 
-    def _split(self, n: fx.Node, a: list[Ann]) -> None:
-        d = self._axis_arg(n, 2, "dim", 0, len(a))
-        parts = None
-        if a[d] is not None:
-            sizes = [sh[d] for sh in self.shapes[n]]
-            chunk = n.target in (torch.chunk, "chunk")
-            parts = self._cut(n.args[0], d, sizes) if not chunk or len(set(sizes)) == 1 else None
-            if parts is not None and chunk:  # chunk splits equally in every subnet: the parts' widths are tied
-                if len({tuple(sg.width for sg in p) for p in parts}) != 1:
-                    parts = None
-                else:
-                    for segs in zip(*parts):
-                        self.ties.append([sg.group for sg in segs])
-            elif parts is not None:  # sizes written in the code: a layer that follows the sample
-                self.cuts[n] = ("split", d, parts)
-        if parts is None and a[d] is not None:
-            self.ch.fix_ann(a[d], f"split/chunk along the channel axis at {_where(n)}")
-            self.fixed_ops.append(FixedOp(_where(n), _what(n), "splits the channel axis (not at whole channel "
-                                          "groups, or a flattened axis)"))
-        outs = []
-        for i in range(len(self.shapes[n])):
-            part = list(self._tensor(n.args[0]))
-            part[d] = parts[i] if parts is not None else None
-            outs.append(part)
-        self.ann[n] = tuple(outs)
-
-    def _cut(self, src: fx.Node, d: int, sizes: list[int]) -> list[tuple[Seg, ...]] | None:
-        """Cut channel axis ``d`` of ``src`` into consecutive parts of ``sizes`` channels, cutting groups where
-        a part ends inside one (CSP's halves, DPN's residual and dense parts, GPT-2's q/k/v); ``None`` where a
-        group cannot be cut there (grouped channels, flattened features)."""
-        a = self._tensor(src)
-        if any(sg.mult != 1 for sg in a[d]):
-            return None
-        bounds = [sum(sizes[:i]) for i in range(1, len(sizes))]
-        cuts: dict[int, set[int]] = {}  # group root -> cut positions inside it
-        off = 0
-        for sg in a[d]:
-            inner = {c - off for c in bounds if off < c < off + sg.width}
-            cuts.setdefault(self.ch.find(sg.group), set()).update(inner)
-            off += sg.width
-        mapping: dict[int, list[Seg]] = {}
-        for r, cs in cuts.items():
-            if cs:
-                edges = [0, *sorted(cs), self.ch.state[r].width]
-                pieces = self.ch.split(r, [b - a_ for a_, b in zip(edges, edges[1:])])
-                if pieces is None:
-                    return None
-                mapping[r] = [Seg(p, self.ch.state[p].width) for p in pieces]
-        if mapping:
-            self._rewrite(mapping)
-            a = self._tensor(src)
-        parts: list[list[Seg]] = []
-        it = iter(a[d])
-        for size in sizes:
-            part, filled = [], 0
-            while filled < size:
-                sg = next(it)
-                part.append(sg)
-                filled += sg.width
-            if filled != size:  # pragma: no cover - the cuts above make this exact
-                return None
-            parts.append(part)
-        return [tuple(p) for p in parts]
-
-    def _slice(self, n: fx.Node, src: fx.Node, dim: int, it: slice, items: tuple) -> Ann:
-        """``x[:, a:b]`` along a tracked channel axis with literal bounds (DPN, GhostNet): the groups are cut at
-        ``a`` and ``b``, and the slice becomes a layer whose bounds follow the sample. Other index items must
-        be full slices or ``...``; else the channels are fixed."""
-        size = self.shapes[src][dim]
-        start, stop, step = it.indices(size)
-        simple = all(x is Ellipsis or (isinstance(x, slice) and x == slice(None)) or x is it for x in items)
-        parts = self._cut(src, dim, [v for v in (start, stop - start, size - stop) if v]) \
-            if step == 1 and stop > start and simple else None
-        if parts is None:
-            self.ch.fix_ann(self._tensor(src)[dim], f"sliced along the channel axis at {_where(n)}")
-            self._note_fixed(n, "getitem", "slices the channel axis (with a step, or with other indices)")
-            return None
-        k = 1 if start else 0
-        self.cuts[n] = ("slice", dim, parts[:k], parts[k])
-        return parts[k]
-
-    def _rewrite(self, mapping: dict[int, list[Seg]]) -> None:
-        """Replace every segment of a cut group (root -> its parts) in every annotation held so far."""
-        def seg_list(ann: tuple) -> tuple:
-            out: list[Seg] = []
-            for s in ann:
-                parts = mapping.get(self.ch.find(s.group))
-                out.extend(Seg(p.group, p.width, s.mult * p.mult) for p in parts) if parts else out.append(s)
-            return tuple(out)
-
-        def walk(x: Any) -> Any:
-            if isinstance(x, tuple) and x and isinstance(x[0], Seg):
-                return seg_list(x)
-            if isinstance(x, list):
-                return [walk(v) for v in x]
-            if isinstance(x, tuple):
-                return tuple(walk(v) for v in x)
-            if isinstance(x, SizeOf):
-                return SizeOf(tuple(walk(v) for v in x.deps), walk(x.axis))
-            return x
-
-        for k in list(self.ann):
-            self.ann[k] = walk(self.ann[k])
-        for k in list(self.params):
-            self.params[k] = walk(self.params[k])
-        for k in list(self.sizes):
-            self.sizes[k] = walk(self.sizes[k])
-        for rec in self.layers.values():
-            rec.axes = {k: walk(v) for k, v in rec.axes.items()}
-        for k in list(self.cuts):
-            self.cuts[k] = walk(self.cuts[k])
-
     def _reduce(self, n: fx.Node, a: list[Ann]) -> None:
         dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
         keep = n.args[2] if len(n.args) > 2 else n.kwargs.get("keepdim", False)
@@ -874,34 +644,6 @@ class Analyzer(SizeTracking):
             return
         dims = {d % len(a) for d in (dims if isinstance(dims, (tuple, list)) else (dims,))}
         self.ann[n] = [None if i in dims else x for i, x in enumerate(a) if keep or i not in dims]
-
-    def _matmul(self, n: fx.Node) -> None:
-        a, b = self._tensor(n.args[0]), self._tensor(n.args[1] if len(n.args) > 1 else n.kwargs.get("other"))
-        if a is None or b is None or len(a) < 2 or len(b) < 2:
-            self.opaque(n, "matrix product with a 1-D or untracked operand")
-            return
-        why = f"matrix product at {_where(n)} with an untracked operand"
-        self.ch.unite(a[-1], b[-2], why + (self.untracked(n) if a[-1] is None or b[-2] is None else ""))
-        nd = len(self.shapes[n])
-        self.ann[n] = self._batch_dims(n, [n.args[0], n.args[1] if len(n.args) > 1 else n.kwargs.get("other")],
-                                       nd - 2, why) + [a[-2], b[-1]]
-
-    def _batch_dims(self, n: fx.Node, xs: list[fx.Node], nb: int, why: str) -> list[Ann]:
-        """The broadcast batch dims of a matrix product or attention (attention heads): united across the
-        operands that have them at full size."""
-        out: list[Ann] = []
-        for j in range(nb):
-            parts = []
-            for x in xs:
-                xs_shape, ax = self.shapes[x], self._tensor(x)
-                i = j - (nb - (len(xs_shape) - 2))
-                if i >= 0 and xs_shape[i] != 1:
-                    parts.append(ax[i])
-            acc = parts[0] if parts else None
-            for p in parts[1:]:
-                acc = self.ch.unite(acc, p, why + (self.untracked(n) if p is None or acc is None else ""))
-            out.append(acc if parts and all(p is not None for p in parts) else None)
-        return out
 
     def _expand(self, n: fx.Node, a: list[Ann]) -> None:
         s_in, s_out = self.shapes[n.args[0]], self.shapes[n]

@@ -25,16 +25,13 @@ from hwnas.convert.channels import Ann, Seg, Slot
 from hwnas.convert.space import Conversion, DepthReport, FixedReport, GroupReport, KernelReport
 from hwnas.space.choice import Choice, is_choice
 from hwnas.space.modules import Repeat
+from hwnas.space.modules_data import DynEmbedding, DynParam, DynSlice, DynSplit
 from hwnas.space.modules_extra import (
     DynBatchNorm,
     DynConv,
-    DynEmbedding,
     DynLayerNorm,
     DynLinear,
     DynMultiheadAttention,
-    DynParam,
-    DynSlice,
-    DynSplit,
     width_values,
 )
 

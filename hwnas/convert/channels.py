@@ -15,7 +15,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["Seg", "Slot", "GroupState", "Channels", "Ann"]
+__all__ = ["Seg", "Slot", "GroupState", "Channels", "Ann", "UNTRACKED"]
+
+#: The reason of groups made for channels whose origin is not tracked (model input, unknown ops); such
+#: groups are not listed in summaries (the op that lost track of them is).
+UNTRACKED = "untracked"
 
 
 class Seg(NamedTuple):
@@ -133,7 +137,7 @@ class Channels:
             parts.append(p)
             off += w
         st.slots, st.layers = [], []
-        st.fixed = "untracked"
+        st.fixed = UNTRACKED
         self.split_into[r] = parts
         return parts
 

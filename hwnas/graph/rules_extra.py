@@ -18,16 +18,13 @@ from hwnas.graph.larray import from_value
 from hwnas.graph.registry import Call, TensorMeta, numel, register_shape_rule
 from hwnas.graph.rules_nn import _conv, attention, batch_norm, check_dim, layer_norm, linear
 from hwnas.graph.rules_tensor import normalize_dim
+from hwnas.space.modules_data import DynEmbedding, DynParam, DynSlice, DynSplit
 from hwnas.space.modules_extra import (
     DynBatchNorm,
     DynConv,
-    DynEmbedding,
     DynLayerNorm,
     DynLinear,
     DynMultiheadAttention,
-    DynParam,
-    DynSlice,
-    DynSplit,
 )
 
 __all__: list[str] = []
