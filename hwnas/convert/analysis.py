@@ -187,7 +187,8 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
         self.lost: dict[fx.Node, str] = {}  # nodes whose outputs are untracked -> what they are
         self._origins: dict[fx.Node, str | None] = {}
         self.rewrites: dict[fx.Node, int] = {}
-        self.cuts: dict[fx.Node, tuple] = {}  # split/slice nodes along a searched axis -> how they cut it  # reshape node -> the size argument to write as -1  # groups whose widths must be equal (parts of a chunk)
+        self.cuts: dict[fx.Node, tuple] = {}
+        self.group_counts: dict[fx.Node, int] = {}  # F.group_norm nodes -> channels per group  # split/slice nodes along a searched axis -> how they cut it  # reshape node -> the size argument to write as -1  # groups whose widths must be equal (parts of a chunk)
         self.calls = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
 
     # ------------------------------------------------------------------ helpers
@@ -349,6 +350,8 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
             self._linear(n, path, m, x)
         elif _is(m, (nn.LayerNorm,)) and x is not None:
             self._layer_norm(n, path, m, x)
+        elif _is(m, (nn.GroupNorm,)) and x is not None:
+            self._group_norm(n, path, m, x)
         elif _is(m, (nn.Embedding,)) and m.max_norm is None:
             out = self._fresh(m.embedding_dim, None)
             self._segs_slots(out, path, ("weight",), 1, "producer")
@@ -440,6 +443,21 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
                 self.layers[path] = LayerRecord(path, "ln", m, {"in": a})
         self.ann[n] = x
 
+    def _group_norm(self, n: fx.Node, path: str, m: nn.GroupNorm, x: list[Ann]) -> None:
+        """Group norm keeps the channels per group (whole groups move together; the group count follows the
+        width)."""
+        a, block = x[1], m.num_channels // m.num_groups
+        if a is not None:
+            if any(sg.mult != 1 or sg.width % block for sg in a):
+                self.ch.fix_ann(a, f"group norm over flattened features or groups across a concatenation ({path})")
+            else:
+                for sg in a:
+                    self.ch.constrain(sg.group, block=block)
+                attrs = ("weight", "bias") if m.affine else ()
+                self._segs_slots(a, path, attrs, 0, "member")
+                self.layers[path] = LayerRecord(path, "gn", m, {"in": a}, block)
+        self.ann[n] = x
+
     def _mha(self, n: fx.Node, path: str, m: nn.MultiheadAttention) -> None:
         names = ("query", "key", "value")
         qkv = [n.args[i] if i < len(n.args) else n.kwargs.get(name) for i, name in enumerate(names)]
@@ -490,6 +508,8 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
             self._expand(n, first)
         elif t is F.batch_norm and first is not None and len(first) >= 2:
             self._batch_norm_f(n, first)
+        elif t is F.group_norm and first is not None and len(first) >= 2:
+            self._group_norm_f(n, first)
         elif t is torch.addmm and len(n.args) == 3 and not n.kwargs:
             self._addmm(n)
         elif t in (torch.unbind, "unbind") and first is not None:

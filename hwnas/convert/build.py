@@ -29,6 +29,7 @@ from hwnas.space.modules_data import DynEmbedding, DynParam, DynSlice, DynSplit
 from hwnas.space.modules_extra import (
     DynBatchNorm,
     DynConv,
+    DynGroupNorm,
     DynLayerNorm,
     DynLinear,
     DynMultiheadAttention,
@@ -207,6 +208,8 @@ def _dynamic(an: Analyzer, rec: LayerRecord, choices: dict[int, Choice], kernel:
         return DynLinear(m, _segs(an, ax["in"], choices), _segs(an, ax["out"], choices))
     if rec.kind == "ln":
         return DynLayerNorm(m, _segs(an, ax["in"], choices))
+    if rec.kind == "gn":
+        return DynGroupNorm(m, _segs(an, ax["in"], choices), int(rec.groups))
     if rec.kind == "embedding":
         return DynEmbedding(m, _segs(an, ax["out"], choices))
     if rec.kind == "mha":
@@ -280,6 +283,8 @@ def build(gm: fx.GraphModule, an: Analyzer, runs: list[list[Block]], opts: Optio
                 isinstance(mod, DynSlice) and (is_choice(mod.start) or is_choice(mod.width)):
             cut_modules[n] = (f"cut_{n.name}", mod)
 
+    rewrites: dict[fx.Node, Any] = {**an.rewrites, **{n: ("groups", b) for n, b in an.group_counts.items()}}
+
     # depth runs
     first_of: dict[fx.Node, list[Block]] = {}
     in_run: set[fx.Node] = set()
@@ -297,7 +302,7 @@ def build(gm: fx.GraphModule, an: Analyzer, runs: list[list[Block]], opts: Optio
             label = f"{run[0].path}.depth" if len(run) == 1 else \
                 f"{parent}.{last}-{run[-1].path.rpartition('.')[2]}.depth"
             depth = Choice(list(range(len(run) + 1)), label=label)
-            blocks = [_extract(b, modules, dyn_params, type(an.gm.get_submodule(b.path)).__name__, an.rewrites,
+            blocks = [_extract(b, modules, dyn_params, type(an.gm.get_submodule(b.path)).__name__, rewrites,
                                cut_modules)
                       for b in run]
             target = run[0].path
@@ -306,7 +311,7 @@ def build(gm: fx.GraphModule, an: Analyzer, runs: list[list[Block]], opts: Optio
             conversion.depths.append(DepthReport(label, [b.path for b in run], list(depth.values)))
         if n in in_run:
             continue
-        env[n] = _copy_node(graph, n, env, modules, dyn_params, root, rewrites=an.rewrites, cuts=cut_modules)
+        env[n] = _copy_node(graph, n, env, modules, dyn_params, root, rewrites=rewrites, cuts=cut_modules)
     return fx.GraphModule(root, graph, class_name=type(an.gm).__name__)
 
 
@@ -323,6 +328,12 @@ def _copy_node(graph: fx.Graph, n: fx.Node, env: dict[fx.Node, fx.Node], modules
         name, mod = cuts[n]
         root[name] = mod
         return graph.call_module(name, (env[n.args[0]],))
+    elif n in rewrites and isinstance(rewrites[n], tuple):  # F.group_norm: the group count follows the width
+        args = list(fx.map_arg(n.args, lambda a: env[a]))
+        size = graph.call_method("size", (args[0], 1))
+        args[1] = graph.call_function(operator.floordiv, (size, rewrites[n][1]))
+        new = graph.create_node(n.op, n.target, tuple(args), fx.map_arg(n.kwargs, lambda a: env[a]), n.name)
+        new.meta = dict(n.meta)
     elif n in rewrites:
         args = _minus_one(graph, fx.map_arg(n.args, lambda a: env[a]), rewrites[n])
         new = graph.create_node(n.op, n.target, args, fx.map_arg(n.kwargs, lambda a: env[a]), n.name)

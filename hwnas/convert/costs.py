@@ -3,6 +3,7 @@
 - :class:`DynSplit`, :class:`DynSlice`: no parameters (registered only where no rule exists yet, because
   :class:`~hwnas.profile.NumParamsProfiler` asks every hwnas layer for one); zero FLOPs as data movement
   (``"split"`` and ``"getitem"`` are movement ops).
+- :class:`DynGroupNorm` (``"group_norm"``): ``2 * channels`` with an affine transform (where no rule exists).
 - :class:`DynEmbedding` (``"dyn_embedding"``): ``num_embeddings * embedding_dim`` parameters; a lookup, which
   fvcore does not count (listed in ``uncounted_ops``)."""
 
@@ -23,6 +24,14 @@ def _none(op: Op) -> Any:
 for _op in ("split", "getitem"):
     if param_count(_op) is None:
         register_cost_rule("params", _op)(_none)
+
+
+def _group_norm_params(op: Op) -> Any:
+    return 2 * op.attrs["channels"] if op.attrs.get("affine") else 0
+
+
+if param_count("group_norm") is None:
+    register_cost_rule("params", "group_norm")(_group_norm_params)
 
 
 @register_cost_rule("params", "dyn_embedding")

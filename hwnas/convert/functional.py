@@ -34,6 +34,7 @@ class FunctionalOps:
     ann: dict
     params: dict
     shapes: dict
+    group_counts: dict
 
     def _batch_norm_f(self, n: fx.Node, x: list[Ann]) -> None:
         """``F.batch_norm(x, running_mean, running_var, weight, bias, ...)`` with the model's own tensors (timm's
@@ -47,6 +48,31 @@ class FunctionalOps:
                 self.opaque(n, f"batch norm with a computed {name}")
                 return
             self._bind_param(t, 0, x[1], f"batch norm at {_where(n)}")
+        self.ann[n] = x
+
+    def _group_norm_f(self, n: fx.Node, x: list[Ann]) -> None:
+        """``F.group_norm(x, num_groups, weight, bias, eps)`` with the model's own tensors (timm's
+        ``GroupNormAct``): whole groups move together, and the group count is rewritten to follow the width
+        (``x.size(1) // channels_per_group``)."""
+        groups = n.args[1] if len(n.args) > 1 else n.kwargs.get("num_groups")
+        a = x[1]
+        if not isinstance(groups, int) or len(n.args) < 2 or a is None:
+            self.opaque(n, "group norm with a computed group count")
+            return
+        block = self.shapes[n][1] // groups
+        if any(sg.mult != 1 or sg.width % block for sg in a):
+            self.opaque(n, "group norm over flattened features or groups across a concatenation")
+            return
+        for sg in a:
+            self.ch.constrain(sg.group, block=block)
+        for i, name in ((2, "weight"), (3, "bias")):
+            t = n.args[i] if i < len(n.args) else n.kwargs.get(name)
+            if isinstance(t, fx.Node):
+                if t.op != "get_attr":
+                    self.opaque(n, f"group norm with a computed {name}")
+                    return
+                self._bind_param(t, 0, a, f"group norm at {_where(n)}")
+        self.group_counts[n] = block
         self.ann[n] = x
 
     def _addmm(self, n: fx.Node) -> None:

@@ -22,6 +22,7 @@ from hwnas.space.modules_data import DynEmbedding, DynParam, DynSlice, DynSplit
 from hwnas.space.modules_extra import (
     DynBatchNorm,
     DynConv,
+    DynGroupNorm,
     DynLayerNorm,
     DynLinear,
     DynMultiheadAttention,
@@ -63,6 +64,14 @@ def _param_slice(call: Call) -> TensorMeta:
     out = TensorMeta(m.shape(from_value))
     call.attrs.update(is_parameter=m.is_parameter, numel=numel(out))
     return out
+
+
+@register_shape_rule(DynGroupNorm, op="group_norm")
+def _dyn_group_norm(call: Call) -> TensorMeta:
+    x = call.tensor(0)
+    check_dim(call, "num_channels", from_value(call.module.num_channels), x.shape[1])
+    call.attrs.update(affine=call.module.affine, channels=x.shape[1])
+    return x
 
 
 @register_shape_rule(DynEmbedding, op="dyn_embedding")

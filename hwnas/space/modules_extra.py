@@ -34,7 +34,8 @@ from torch import nn
 from hwnas.space.choice import ChoiceExpr, evaluate, is_choice, value_range
 from hwnas.space.modules import HwnasModule
 
-__all__ = ["SegAxis", "DynConv", "DynConv2d", "DynBatchNorm", "DynLinear", "DynLayerNorm", "DynMultiheadAttention",
+__all__ = ["SegAxis", "DynConv", "DynConv2d", "DynBatchNorm", "DynLinear", "DynLayerNorm", "DynGroupNorm",
+           "DynMultiheadAttention",
            "width_values", "max_width"]
 
 Resolve = Callable[[Any], Any]
@@ -342,6 +343,34 @@ class DynLayerNorm(HwnasModule):
         out = nn.LayerNorm(c, self.eps, self.elementwise_affine, bias=self.bias is not None)
         _copy_into(out.weight, _take(self.weight, slice(0, c)))
         _copy_into(out.bias, _take(self.bias, slice(0, c)))
+        return out
+
+
+class DynGroupNorm(HwnasModule):
+    """``GroupNorm`` over a searchable channel axis that keeps the channels per group (``block``): the group
+    count is the active width over ``block``."""
+
+    def __init__(self, gn: nn.GroupNorm, segs: Sequence, block: int):
+        super().__init__()
+        self.axis = SegAxis(segs)
+        self.num_channels, self.block = self.axis.width, int(block)
+        self.eps, self.affine = gn.eps, gn.affine
+        self.weight, self.bias = _param(gn.weight), _param(gn.bias)
+
+    def choice_values(self) -> list[Any]:
+        return [self.num_channels]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = self.axis.index(self.active)
+        c = int(self.active(self.num_channels))
+        return F.group_norm(x, c // self.block, _take(self.weight, idx), _take(self.bias, idx), self.eps)
+
+    def export(self, sample: dict[str, Any]) -> nn.GroupNorm:
+        idx = self.axis.index(lambda v: evaluate(v, sample))
+        c = int(evaluate(self.num_channels, sample))
+        out = nn.GroupNorm(c // self.block, c, self.eps, self.affine)
+        _copy_into(out.weight, _take(self.weight, idx))
+        _copy_into(out.bias, _take(self.bias, idx))
         return out
 
 
