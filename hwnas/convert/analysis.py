@@ -12,11 +12,16 @@ pass of the dummy input), and annotates each tensor axis with the channel group 
 - flatten/reshape/permute/transpose/index follow the axes; flattening channels with spatial dims
   into features keeps the group (each channel spans ``H * W`` features of the next ``Linear``);
 - multi-head self-attention reads and writes one group (its width must be a multiple of the heads);
-- a parameter used directly (class token, position embedding) slices with the groups it meets.
+- a parameter used directly (class token, position embedding) slices with the groups it meets, and so do
+  the tensors that functional batch/group norms and ``addmm`` read (:mod:`hwnas.convert.functional`);
+- split/chunk/slices along a channel axis and reshapes into attention heads cut groups
+  (:mod:`hwnas.convert.cuts`); a reshape size that would not follow the sample is written as ``-1``;
+- a module without parameters or buffers called several times (one ``nn.ReLU`` for a whole block) is
+  each call on its own.
 
-Anything else fixes the channels it touches, with a reason: a reshape that splits the channel axis (a
-channel shuffle), a split/chunk along it, an unknown layer type or function, a layer called twice, the
-model's output, a channel count read from a tensor and used as another size (see
+Anything else fixes the channels it touches, with a reason that names the op and module path: a reshape that
+mixes the channel axis (a channel shuffle), an unknown layer type or function, a layer with weights called
+twice, tied weights, the model's output, a channel count read from a tensor and used as another size (see
 :mod:`hwnas.convert.sizes`). Nothing raises here: an unknown op only fixes what it touches.
 """
 

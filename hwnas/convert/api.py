@@ -103,11 +103,15 @@ def convert(model: nn.Module, dummy_input: Any, mode: str = "width",
     centre); with ``"depth"``, runs of residual blocks whose input and output shapes and channels match
     get a depth choice ``0 .. n`` (the first ``d`` blocks run; see :mod:`hwnas.convert.blocks`).
 
-    What cannot be searched safely stays fixed and is listed by ``summary()``: channels split or mixed by
-    a reshape (ShuffleNet's channel shuffle), split/chunk along channels, layers of unknown types, layers
-    called more than once, the model's outputs, and channels whose count the model reads and uses as another
-    size (a hand-written attention's ``reshape(b, n, 3, heads, c // heads)`` fixes its residual width;
-    ``y.view(b, c)`` with ``c = x.size(1)`` only couples ``y`` to ``x``; see :mod:`hwnas.convert.sizes`).
+    Splits, chunks and slices along channels cut groups into parts (CSP, DPN, GPT-2's q/k/v); a reshape
+    into ``(3, heads, head_dim)`` or ``(heads, head_dim)`` makes the head count a choice shared by q, k and v
+    (timm ViT, BERT); functional batch/group norms with the model's own tensors (timm's ``BatchNormAct2d``)
+    and GPT-2's ``addmm`` layers are searched like their modules; a module without weights called several
+    times is each call on its own. What cannot be searched safely stays fixed and is listed by
+    ``summary()`` with the op and module path: channels mixed by a reshape (ShuffleNet's channel shuffle),
+    layers of unknown types, layers with weights called more than once, tied weights (kept tied), the
+    model's outputs, and channels whose count the model reads and uses as another size (``y.view(b, c)``
+    with ``c = x.size(1)`` only couples ``y`` to ``x``; see :mod:`hwnas.convert.sizes`).
 
     Weights: channels are sorted by importance (the L1 norms of the filters that produce them, see
     :mod:`hwnas.convert.build`) consistently in every tensor, so the largest subnet computes exactly what
