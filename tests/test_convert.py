@@ -114,7 +114,7 @@ def test_what_is_found_and_fixed():
     c = resnet.choices()
     assert c["stem.0.0.width"] == (16, 32, 48, 64)  # stem + stage-1 residual group
     assert c["stem.0.0.kernel"] == (3, 5, 7) and c["stages.0.0-1.depth"] == (0, 1, 2)
-    assert [g.fixed for g in resnet.conversion.fixed_groups] == ["the model's output"]
+    assert [g.fixed for g in resnet.conversion.fixed_groups] == ["the model's output (fc)"]
 
     _, shuffle, _, _ = _converted("shufflenet_v2_x1_0")
     text = shuffle.summary()

@@ -150,7 +150,7 @@ def test_torchvision_resnet50_lookalike_has_choices_in_every_block():
     blocks = [f"layer{s}.{i}" for s, n in zip(range(1, 5), [3, 4, 6, 3]) for i in range(n)]
     for b in blocks:
         assert f"{b}.conv1.width" in space.choices() and f"{b}.conv2.width" in space.choices()
-    assert [g.fixed for g in space.conversion.fixed_groups] == ["the model's output"]
+    assert [g.fixed for g in space.conversion.fixed_groups] == ["the model's output (fc)"]
 
 
 # ----------------------------------------------------------------------------- Conv1d / Conv3d / ConvTranspose
@@ -585,7 +585,7 @@ class ResNetV2GN(ResNetV2):
 def test_timm_style_structures_get_width_choices(model, min_labels):
     torch.manual_seed(0)
     space = _check(model(), torch.randn(1, 3, 32, 32), min_labels=min_labels)
-    assert [g.fixed for g in space.conversion.fixed_groups] == ["the model's output"], space.summary()
+    assert [g.fixed for g in space.conversion.fixed_groups] == ["the model's output (fc)"], space.summary()
     if model is CSPNet:  # the two halves of a chunk share one width label
         halves = [g for g in space.conversion.searched_groups if g.label == "s1.conv_exp.conv.width"]
         assert len(halves) == 2 and halves[0].width == halves[1].width == 16
@@ -804,4 +804,4 @@ def test_bit_resnetv2_with_functional_group_norm():
     the width. F.group_norm gets its shape rule on another branch: re-check with profile=True after that merge."""
     torch.manual_seed(0)
     space = _check(ResNetV2GN(), torch.randn(1, 3, 32, 32), min_labels=11, profile=False)
-    assert [g.fixed for g in space.conversion.fixed_groups] == ["the model's output"]
+    assert [g.fixed for g in space.conversion.fixed_groups] == ["the model's output (fc)"]

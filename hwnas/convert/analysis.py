@@ -283,7 +283,7 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
                 self._function(n)
             elif n.op == "output":
                 for x in _nodes_in(n.args):
-                    self.ch.fix_ann(self.ann.get(x), "the model's output")
+                    self.ch.fix_ann(self.ann.get(x), f"the model's output ({_where(x)})")
         self._fix_tied()
         return self
 

@@ -22,6 +22,7 @@ from torch import fx, nn
 from hwnas.convert.analysis import UNTRACKED, Analyzer, LayerRecord
 from hwnas.convert.blocks import Block
 from hwnas.convert.channels import Ann, Seg, Slot
+from hwnas.convert.sizes import where as where_of
 from hwnas.convert.space import Conversion, DepthReport, FixedReport, GroupReport, KernelReport
 from hwnas.space.choice import Choice, is_choice
 from hwnas.space.modules import Repeat
@@ -113,19 +114,20 @@ def _apply(gm: nn.Module, slots: list[Slot], perm: torch.Tensor) -> None:
             view.copy_(view.index_select(s.axis, idx.to(t.device)))
 
 
-def _multi_seg_axes(an: Analyzer) -> list[Ann]:
-    out: list[Ann] = []
+def _multi_seg_axes(an: Analyzer) -> list[tuple[str, Ann]]:
+    """Every axis laid out from several segments (a concatenation), with where it is made."""
+    out: list[tuple[str, Ann]] = []
 
-    def walk(a: Any) -> None:
+    def walk(a: Any, where: str) -> None:
         if isinstance(a, tuple) and a and isinstance(a[0], Seg):
             if len(a) > 1:
-                out.append(a)
+                out.append((where, a))
         elif isinstance(a, (list, tuple)):
             for x in a:
-                walk(x)
+                walk(x, where)
 
     for node in an.gm.graph.nodes:
-        walk(an.ann.get(node))
+        walk(an.ann.get(node), where_of(node))
     return out
 
 
@@ -151,7 +153,7 @@ def _choose_labels(an: Analyzer, opts: Options) -> tuple[dict[int, Choice], list
     for tie in an.ties:
         for g in tie[1:]:
             labels.union(ch.find(tie[0]), ch.find(g))
-    for ax in _multi_seg_axes(an):
+    for where, ax in _multi_seg_axes(an):
         live = [s for s in ax if ch.find(s.group) in labels.parent and ch.state[ch.find(s.group)].fixed is None]
         if len({labels.find(ch.find(s.group)) for s in live}) <= MAX_LABELS_PER_AXIS:
             continue
@@ -166,7 +168,7 @@ def _choose_labels(an: Analyzer, opts: Options) -> tuple[dict[int, Choice], list
         for extra in distinct[MAX_LABELS_PER_AXIS:]:
             for s in live:
                 if labels.find(ch.find(s.group)) == extra:
-                    ch.fix(s.group, "one of too many independently searched inputs of a concatenation")
+                    ch.fix(s.group, f"one of too many independently searched inputs of a concatenation at {where}")
     by_label: dict[int, list[int]] = {}
     for r in searched:
         if ch.state[r].fixed is None:

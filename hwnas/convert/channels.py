@@ -96,14 +96,14 @@ class Channels:
     def info(self, g: int) -> GroupState:
         return self.state[self.find(g)]
 
-    def union(self, a: int, b: int) -> int:
-        """Make ``a`` and ``b`` one group; groups of different widths are fixed instead."""
+    def union(self, a: int, b: int, why: str = "") -> int:
+        """Make ``a`` and ``b`` one group; groups of different widths are fixed instead (``why`` names the op)."""
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return ra
         sa, sb = self.state[ra], self.state[rb]
         if sa.width != sb.width:
-            reason = f"joined with a group of another width ({sa.width} vs {sb.width})"
+            reason = f"{why + ': ' if why else ''}joined with a group of another width ({sa.width} vs {sb.width})"
             self.fix(ra, reason)
             self.fix(rb, reason)
             return ra
@@ -190,7 +190,8 @@ class Channels:
             self.fix_ann([a, b], f"{reason} (different concatenation layouts)")
             return a
         for x, y in zip(a, b):
-            self.union(x.group, y.group)
+            self.union(x.group, y.group, reason.replace(" with an untracked tensor", "").replace(
+                " with an untracked operand", ""))
         return a
 
 
