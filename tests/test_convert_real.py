@@ -805,3 +805,42 @@ def test_bit_resnetv2_with_functional_group_norm():
     torch.manual_seed(0)
     space = _check(ResNetV2GN(), torch.randn(1, 3, 32, 32), min_labels=11, profile=False)
     assert [g.fixed for g in space.conversion.fixed_groups] == ["the model's output (fc)"]
+
+
+# ----------------------------------------------------------------------------- Swin's patch merging
+
+
+class PatchMerging(nn.Module):
+    """Swin's patch merging: four strided views concatenated on the channel axis, LayerNorm(4C), Linear(4C, 2C)."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.norm, self.reduction = nn.LayerNorm(4 * dim), nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x):
+        x0, x1 = x[:, 0::2, 0::2, :], x[:, 1::2, 0::2, :]
+        x2, x3 = x[:, 0::2, 1::2, :], x[:, 1::2, 1::2, :]
+        return self.reduction(self.norm(torch.cat([x0, x1, x2, x3], -1)))
+
+
+class SwinLike(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed, self.norm0 = nn.Conv2d(3, 16, 4, 4), nn.LayerNorm(16)
+        self.mlp = nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 16))
+        self.merge = PatchMerging(16)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.norm0(self.embed(x).permute(0, 2, 3, 1))
+        x = x + self.mlp(x)
+        return self.head(self.merge(x).mean((1, 2)))
+
+
+def test_swin_patch_merging_layer_norm_over_a_concatenation():
+    # the embedding width (seen four times in the merge's concatenation), the MLP width, the merge's output
+    torch.manual_seed(0)
+    space = _check(SwinLike(), torch.randn(2, 3, 16, 16), min_labels=3)
+    assert set(space.choices()) == {"embed.width", "mlp.0.width", "merge.reduction.width"}
+    ln = hwnas.export(space, {**space.max_sample(), "embed.width": 4}).get_submodule("net.merge.norm")
+    assert ln.normalized_shape == (16,)

@@ -440,8 +440,8 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
     def _layer_norm(self, n: fx.Node, path: str, m: nn.LayerNorm, x: list[Ann]) -> None:
         a = x[-1]
         if a is not None:
-            if len(m.normalized_shape) != 1 or len(a) != 1 or a[0].mult != 1:
-                self.ch.fix_ann(a, f"layer norm over several dims or a concatenation ({path})")
+            if len(m.normalized_shape) != 1 or any(sg.mult != 1 for sg in a):
+                self.ch.fix_ann(a, f"layer norm over several dims or flattened features ({path})")
             else:
                 attrs = tuple(name for name in ("weight", "bias") if getattr(m, name, None) is not None)
                 self._segs_slots(a, path, attrs, 0, "member")

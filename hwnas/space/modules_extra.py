@@ -318,15 +318,16 @@ class DynLinear(HwnasModule):
 
 
 class DynLayerNorm(HwnasModule):
-    """``LayerNorm`` over the last dim, whose width is searchable (statistics over the active features)."""
+    """``LayerNorm`` over the last dim, whose width is searchable (statistics over the active features; an
+    axis of several segments, a concatenation as in Swin's patch merging, gathers them)."""
 
     def __init__(self, ln: nn.LayerNorm, segs: Sequence):
         super().__init__()
         if len(ln.normalized_shape) != 1:
             raise ValueError(f"DynLayerNorm needs a 1-D normalized_shape, got {tuple(ln.normalized_shape)}.")
         self.axis = SegAxis(segs)
-        if len(self.axis.segs) != 1 or self.axis.segs[0][2] != 1:
-            raise ValueError(f"DynLayerNorm needs one plain segment, got {self.axis!r}.")
+        if any(m != 1 for _, _, m in self.axis.segs):
+            raise ValueError(f"DynLayerNorm needs plain segments (mult 1), got {self.axis!r}.")
         self.width = self.axis.width
         self.eps, self.elementwise_affine = ln.eps, ln.elementwise_affine
         self.weight, self.bias = _param(ln.weight), _param(ln.bias)
@@ -335,14 +336,16 @@ class DynLayerNorm(HwnasModule):
         return [self.width]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = self.axis.index(self.active)
         c = int(self.active(self.width))
-        return F.layer_norm(x, (c,), _take(self.weight, slice(0, c)), _take(self.bias, slice(0, c)), self.eps)
+        return F.layer_norm(x, (c,), _take(self.weight, idx), _take(self.bias, idx), self.eps)
 
     def export(self, sample: dict[str, Any]) -> nn.LayerNorm:
+        idx = self.axis.index(lambda v: evaluate(v, sample))
         c = int(evaluate(self.width, sample))
         out = nn.LayerNorm(c, self.eps, self.elementwise_affine, bias=self.bias is not None)
-        _copy_into(out.weight, _take(self.weight, slice(0, c)))
-        _copy_into(out.bias, _take(self.bias, slice(0, c)))
+        _copy_into(out.weight, _take(self.weight, idx))
+        _copy_into(out.bias, _take(self.bias, idx))
         return out
 
 
