@@ -844,3 +844,22 @@ def test_swin_patch_merging_layer_norm_over_a_concatenation():
     assert set(space.choices()) == {"embed.width", "mlp.0.width", "merge.reduction.width"}
     ln = hwnas.export(space, {**space.max_sample(), "embed.width": 4}).get_submodule("net.merge.norm")
     assert ln.normalized_shape == (16,)
+
+
+def test_timm_style_functional_batch_norm_follows_train_and_eval_and_restores(tmp_path):
+    """A model passed in train mode: its BatchNormAct2d (F.batch_norm over its own tensors) becomes a batch norm
+    layer, so the space uses batch statistics in train() and running ones in eval(), like the model; save and
+    restore keep every tensor."""
+    torch.manual_seed(0)
+    model, x = CSPSplitNet(), torch.randn(4, 3, 16, 16)
+    space = hwnas.convert(model, x)
+    assert space.training
+    with torch.no_grad():
+        torch.testing.assert_close(space(x), model(x), rtol=1e-4, atol=1e-5)  # batch statistics in both
+        torch.testing.assert_close(space.eval()(x), model.eval()(x), rtol=1e-4, atol=1e-5)
+    path = hwnas.save(space, tmp_path / "csp.pt")
+    torch.manual_seed(1)
+    again = hwnas.restore(CSPSplitNet(), path).eval()
+    sample = space.random_sample(2)
+    with torch.no_grad():
+        torch.testing.assert_close(again.apply_arch(sample)(x), space.apply_arch(sample)(x))

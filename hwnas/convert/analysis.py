@@ -193,7 +193,8 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
         self._origins: dict[fx.Node, str | None] = {}
         self.rewrites: dict[fx.Node, int] = {}
         self.cuts: dict[fx.Node, tuple] = {}
-        self.group_counts: dict[fx.Node, int] = {}  # F.group_norm nodes -> channels per group  # split/slice nodes along a searched axis -> how they cut it  # reshape node -> the size argument to write as -1  # groups whose widths must be equal (parts of a chunk)
+        self.group_counts: dict[fx.Node, int] = {}
+        self.functional_bns: dict[fx.Node, tuple] = {}  # F.batch_norm nodes -> (tensor targets, momentum, eps)  # F.group_norm nodes -> channels per group  # split/slice nodes along a searched axis -> how they cut it  # reshape node -> the size argument to write as -1  # groups whose widths must be equal (parts of a chunk)
         self.calls = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
 
     # ------------------------------------------------------------------ helpers

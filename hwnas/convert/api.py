@@ -157,6 +157,7 @@ def convert(model: nn.Module, dummy_input: Any, mode: str = "width",
     name = type(model).__name__
     work = copy.deepcopy(model)
     training = work.training
+    work.eval()  # traced in eval mode: code that branches on self.training takes its inference path
     graph = _trace(work)
     gm = fx.GraphModule(work, graph, class_name=name)
     gm.eval()

@@ -285,6 +285,21 @@ def build(gm: fx.GraphModule, an: Analyzer, runs: list[list[Block]], opts: Optio
                 isinstance(mod, DynSlice) and (is_choice(mod.start) or is_choice(mod.width)):
             cut_modules[n] = (f"cut_{n.name}", mod)
 
+    # functional batch norms over the model's tensors become batch norm layers (they follow train()/eval())
+    for n, (targets, momentum, eps) in an.functional_bns.items():
+        cls = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}[len(an.shapes[n])]
+        bn = cls(an.shapes[n][1], eps, momentum, targets["weight"] is not None, targets["running_mean"] is not None)
+        for name, target in targets.items():
+            if target is not None:
+                t = _tensor_at(gm, target, "")
+                is_param = name in ("weight", "bias")
+                setattr(bn, name, t if not is_param or isinstance(t, nn.Parameter) else nn.Parameter(t))
+        x = an._tensor(n.args[0])[1]
+        dyn = x is not None and any(ch.find(s.group) in choices for s in x)
+        cut_modules[n] = (f"bn_{n.name}", DynBatchNorm(bn, _segs(an, x, choices)) if dyn else bn)
+        for t in n.all_input_nodes:
+            if t.op == "get_attr" and all(u in an.functional_bns for u in t.users):
+                cut_modules[t] = None  # read only by the layer above
     rewrites: dict[fx.Node, Any] = {**an.rewrites, **{n: ("groups", b) for n, b in an.group_counts.items()}}
 
     # depth runs
@@ -323,13 +338,15 @@ def _copy_node(graph: fx.Graph, n: fx.Node, env: dict[fx.Node, fx.Node], modules
     rewrites, cuts = rewrites or {}, cuts or {}
     target = str(n.target)
     local = target[len(prefix) + 1:] if prefix and target.startswith(prefix + ".") else target
-    if n.op == "get_attr" and target in dyn_params:
-        new = graph.call_module(local, ())
-        new.name = n.name
-    elif n in cuts:
+    if n in cuts:
+        if cuts[n] is None:
+            return None
         name, mod = cuts[n]
         root[name] = mod
         return graph.call_module(name, (env[n.args[0]],))
+    if n.op == "get_attr" and target in dyn_params:
+        new = graph.call_module(local, ())
+        new.name = n.name
     elif n in rewrites and isinstance(rewrites[n], tuple):  # F.group_norm: the group count follows the width
         args = list(fx.map_arg(n.args, lambda a: env[a]))
         size = graph.call_method("size", (args[0], 1))

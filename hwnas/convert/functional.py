@@ -35,19 +35,35 @@ class FunctionalOps:
     params: dict
     shapes: dict
     group_counts: dict
+    functional_bns: dict
 
     def _batch_norm_f(self, n: fx.Node, x: list[Ann]) -> None:
-        """``F.batch_norm(x, running_mean, running_var, weight, bias, ...)`` with the model's own tensors (timm's
-        ``BatchNormAct2d``): the tensors slice with the channels of ``x`` (they become sliced parameters)."""
+        """``F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)`` with the model's
+        own tensors (timm's ``BatchNormAct2d``): a batch norm layer over those tensors (it replaces the call,
+        so it follows ``train()``/``eval()``); they slice with the channels of ``x``."""
         names = ("running_mean", "running_var", "weight", "bias")
+        targets: dict[str, Any] = {}
         for i, name in enumerate(names, start=1):
             t = n.args[i] if i < len(n.args) else n.kwargs.get(name)
-            if not isinstance(t, fx.Node):
-                continue
-            if t.op != "get_attr" or len(self.shapes.get(t) or ()) != 1:
+            if t is not None and (not isinstance(t, fx.Node) or t.op != "get_attr" or
+                                  len(self.shapes.get(t) or ()) != 1):
                 self.opaque(n, f"batch norm with a computed {name}")
                 return
-            self._bind_param(t, 0, x[1], f"batch norm at {_where(n)}")
+            targets[name] = t
+        if (targets["running_mean"] is None) != (targets["running_var"] is None) or \
+                (targets["weight"] is None) != (targets["bias"] is None) or len(self.shapes[n]) not in (2, 3, 4, 5):
+            self.opaque(n, "batch norm with only some of its tensors")
+            return
+        for t in targets.values():
+            if t is not None:
+                self._bind_param(t, 0, x[1], f"batch norm at {_where(n)}")
+
+        def arg(i: int, name: str, default: float) -> float:
+            v = n.args[i] if i < len(n.args) else n.kwargs.get(name, default)
+            return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+
+        self.functional_bns[n] = ({k: (str(t.target) if t is not None else None) for k, t in targets.items()},
+                                  arg(6, "momentum", 0.1), arg(7, "eps", 1e-5))
         self.ann[n] = x
 
     def _group_norm_f(self, n: fx.Node, x: list[Ann]) -> None:
