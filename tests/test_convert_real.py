@@ -863,3 +863,48 @@ def test_timm_style_functional_batch_norm_follows_train_and_eval_and_restores(tm
     sample = space.random_sample(2)
     with torch.no_grad():
         torch.testing.assert_close(again.apply_arch(sample)(x), space.apply_arch(sample)(x))
+
+
+# ----------------------------------------------------------------------------- ConvNeXt (timm's LayerNorm2d)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """timm's LayerNorm2d: F.layer_norm over channels-last maps, with its own tensors."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt: depthwise 7x7, LayerNorm2d-like norm, MLP as 1x1 convs, layer scale, residual."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.conv_dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = LayerNorm2d(dim)
+        self.fc1, self.act, self.fc2 = nn.Conv2d(dim, 4 * dim, 1), nn.GELU(), nn.Conv2d(4 * dim, dim, 1)
+        self.gamma = nn.Parameter(torch.full((dim,), 0.5))
+
+    def forward(self, x):
+        y = self.fc2(self.act(self.fc1(self.norm(self.conv_dw(x)))))
+        return x + y.mul(self.gamma.reshape(1, -1, 1, 1))
+
+
+class ConvNeXtLike(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.stem_norm = nn.Conv2d(3, 16, 4, 4), LayerNorm2d(16)
+        self.stages = nn.Sequential(ConvNeXtBlock(16), ConvNeXtBlock(16))
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.stages(self.stem_norm(self.stem(x))).mean((2, 3)))
+
+
+def test_convnext_with_functional_layer_norm_and_layer_scale():
+    # the stem/residual width (depthwise convs, LayerNorm2d, layer scale follow it) and each block's MLP width
+    torch.manual_seed(0)
+    space = _check(ConvNeXtLike(), torch.randn(2, 3, 16, 16), min_labels=3)
+    assert set(space.choices()) == {"stem.width", "stages.0.fc1.width", "stages.1.fc1.width"}

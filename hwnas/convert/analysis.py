@@ -194,7 +194,8 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
         self.rewrites: dict[fx.Node, int] = {}
         self.cuts: dict[fx.Node, tuple] = {}
         self.group_counts: dict[fx.Node, int] = {}
-        self.functional_bns: dict[fx.Node, tuple] = {}  # F.batch_norm nodes -> (tensor targets, momentum, eps)  # F.group_norm nodes -> channels per group  # split/slice nodes along a searched axis -> how they cut it  # reshape node -> the size argument to write as -1  # groups whose widths must be equal (parts of a chunk)
+        self.functional_bns: dict[fx.Node, tuple] = {}
+        self.functional_lns: dict[fx.Node, tuple] = {}  # F.layer_norm nodes -> (tensor targets, eps)  # F.batch_norm nodes -> (tensor targets, momentum, eps)  # F.group_norm nodes -> channels per group  # split/slice nodes along a searched axis -> how they cut it  # reshape node -> the size argument to write as -1  # groups whose widths must be equal (parts of a chunk)
         self.calls = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
 
     # ------------------------------------------------------------------ helpers
@@ -514,6 +515,8 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
             self._expand(n, first)
         elif t is F.batch_norm and first is not None and len(first) >= 2:
             self._batch_norm_f(n, first)
+        elif t is F.layer_norm and first is not None and first:
+            self._layer_norm_f(n, first)
         elif t is F.group_norm and first is not None and len(first) >= 2:
             self._group_norm_f(n, first)
         elif t is torch.addmm and len(n.args) == 3 and not n.kwargs:

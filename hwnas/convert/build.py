@@ -300,6 +300,18 @@ def build(gm: fx.GraphModule, an: Analyzer, runs: list[list[Block]], opts: Optio
         for t in n.all_input_nodes:
             if t.op == "get_attr" and all(u in an.functional_bns for u in t.users):
                 cut_modules[t] = None  # read only by the layer above
+    for n, (targets, eps) in an.functional_lns.items():
+        ln = nn.LayerNorm(an.shapes[n][-1], eps, targets["weight"] is not None, bias=targets["bias"] is not None)
+        for name, target in targets.items():
+            if target is not None:
+                t = _tensor_at(gm, target, "")
+                setattr(ln, name, t if isinstance(t, nn.Parameter) else nn.Parameter(t))
+        x = an._tensor(n.args[0])[-1]
+        dyn = x is not None and any(ch.find(s.group) in choices for s in x)
+        cut_modules[n] = (f"ln_{n.name}", DynLayerNorm(ln, _segs(an, x, choices)) if dyn else ln)
+        for t in n.all_input_nodes:
+            if t.op == "get_attr" and all(u in an.functional_lns for u in t.users):
+                cut_modules[t] = None
     rewrites: dict[fx.Node, Any] = {**an.rewrites, **{n: ("groups", b) for n, b in an.group_counts.items()}}
 
     # depth runs

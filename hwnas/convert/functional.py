@@ -36,6 +36,7 @@ class FunctionalOps:
     shapes: dict
     group_counts: dict
     functional_bns: dict
+    functional_lns: dict
 
     def _batch_norm_f(self, n: fx.Node, x: list[Ann]) -> None:
         """``F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)`` with the model's
@@ -64,6 +65,32 @@ class FunctionalOps:
 
         self.functional_bns[n] = ({k: (str(t.target) if t is not None else None) for k, t in targets.items()},
                                   arg(6, "momentum", 0.1), arg(7, "eps", 1e-5))
+        self.ann[n] = x
+
+    def _layer_norm_f(self, n: fx.Node, x: list[Ann]) -> None:
+        """``F.layer_norm(x, (C,), weight, bias, eps)`` with the model's own tensors (timm's ``LayerNorm2d``
+        over permuted maps): a layer norm layer over those tensors replaces the call (its width follows the
+        sample; the literal ``(C,)`` would not)."""
+        shape = n.args[1] if len(n.args) > 1 else n.kwargs.get("normalized_shape")
+        targets: dict[str, Any] = {}
+        for i, name in ((2, "weight"), (3, "bias")):
+            t = n.args[i] if i < len(n.args) else n.kwargs.get(name)
+            if t is not None and (not isinstance(t, fx.Node) or t.op != "get_attr"):
+                self.opaque(n, f"layer norm with a computed {name}")
+                return
+            targets[name] = t
+        if not isinstance(shape, (tuple, list)) or len(shape) != 1 or shape[0] != self.shapes[n][-1] or \
+                (targets["weight"] is None and targets["bias"] is not None):
+            self.opaque(n, "layer norm over several dims")
+            return
+        if x[-1] is not None and any(sg.mult != 1 for sg in x[-1]):
+            self.ch.fix_ann(x[-1], f"layer norm over flattened features at {_where(n)}")
+        for t in targets.values():
+            if t is not None:
+                self._bind_param(t, 0, x[-1], f"layer norm at {_where(n)}")
+        eps = n.args[4] if len(n.args) > 4 else n.kwargs.get("eps", 1e-5)
+        self.functional_lns[n] = ({k: (str(t.target) if t is not None else None) for k, t in targets.items()},
+                                  float(eps) if isinstance(eps, (int, float)) else 1e-5)
         self.ann[n] = x
 
     def _group_norm_f(self, n: fx.Node, x: list[Ann]) -> None:
