@@ -737,9 +737,9 @@ _BERT = {"inp.width", "blocks.0.self_attn.query.heads", "blocks.1.self_attn.quer
     (lambda: ViT(fused=False), (2, 3, 16, 16), _VIT, True),
     (lambda: ViT(fused=True), (2, 3, 16, 16), _VIT, False),
     (lambda: Seq(BertLayer), (2, 5, 8), _BERT, True),
-    (lambda: Seq(GPT2Block), (2, 5, 8), {"blocks.0.mlp.c_fc.weight.width", "blocks.1.mlp.c_fc.weight.width",
-                                         "inp.width", "blocks.0.attn.c_attn.weight.heads",
-                                         "blocks.1.attn.c_attn.weight.heads"}, False),
+    (lambda: Seq(GPT2Block), (2, 5, 8), {"blocks.0.mlp.c_fc.width", "blocks.1.mlp.c_fc.width",
+                                         "inp.width", "blocks.0.attn.c_attn.heads",
+                                         "blocks.1.attn.c_attn.heads"}, False),
 ])
 def test_transformer_heads_embedding_and_mlp_widths_are_searchable(make, x, labels, profile):
     """``profile=False``: unbind, scaled_dot_product_attention and addmm get their shape rules on another branch;
@@ -908,3 +908,28 @@ def test_convnext_with_functional_layer_norm_and_layer_scale():
     torch.manual_seed(0)
     space = _check(ConvNeXtLike(), torch.randn(2, 3, 16, 16), min_labels=3)
     assert set(space.choices()) == {"stem.width", "stages.0.fc1.width", "stages.1.fc1.width"}
+
+
+# ----------------------------------------------------------------------------- timm's Linear (F.linear)
+
+
+class TimmLinear(nn.Linear):
+    """timm's Linear: nn.Linear whose forward calls F.linear itself."""
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+
+class TimmMlpNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.head = TimmLinear(8, 32), TimmLinear(32, 8), TimmLinear(8, 3)
+
+    def forward(self, x):
+        return self.head(x + self.fc2(F.gelu(self.fc1(x))))
+
+
+def test_functional_linear_over_the_models_weight():
+    torch.manual_seed(0)
+    space = _check(TimmMlpNet(), torch.randn(2, 5, 8), min_labels=1)
+    assert set(space.choices()) == {"fc1.width"}  # the residual width is the model's input: fixed

@@ -521,6 +521,8 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
             self._group_norm_f(n, first)
         elif t is torch.addmm and len(n.args) == 3 and not n.kwargs:
             self._addmm(n)
+        elif t is F.linear and first is not None and first:
+            self._linear_f(n)
         elif t in (torch.unbind, "unbind") and first is not None:
             self._unbind(n, first)
         elif t is F.scaled_dot_product_attention and first is not None:

@@ -183,6 +183,7 @@ def _choose_labels(an: Analyzer, opts: Options) -> tuple[dict[int, Choice], list
                 ch.fix(r, f"too narrow ({st.width} channels) for the channel ratios")
             continue
         producer = next(sl.owner for sl in ch.state[head].slots if sl.role == "producer")
+        producer = producer.removesuffix(".weight")  # a weight used directly (F.linear, addmm): its layer's name
         name, i = f"{producer}.{st.unit}", 2
         while name in used:
             name, i = f"{producer}.{st.unit}{i}", i + 1

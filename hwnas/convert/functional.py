@@ -122,21 +122,32 @@ class FunctionalOps:
         """``torch.addmm(bias, x, weight)`` with the model's own ``weight`` of shape (in, out) (Hugging Face's
         GPT-2 ``Conv1D``): a layer whose output channels are the weight's second axis."""
         bias, x, w = n.args
+        self._weight_product(n, x, w, bias, 1, "addmm")
+
+    def _linear_f(self, n: fx.Node) -> None:
+        """``F.linear(x, weight, bias)`` with the model's own ``weight`` of shape (out, in) (timm's ``Linear``)."""
+        x = n.args[0]
+        w = n.args[1] if len(n.args) > 1 else n.kwargs.get("weight")
+        bias = n.args[2] if len(n.args) > 2 else n.kwargs.get("bias")
+        self._weight_product(n, x, w, bias, 0, "linear")
+
+    def _weight_product(self, n: fx.Node, x: Any, w: Any, bias: Any, out_axis: int, what: str) -> None:
         xa = self._tensor(x)
-        if not all(isinstance(t, fx.Node) and t.op == "get_attr" for t in (bias, w)) or xa is None or \
-                len(self.shapes.get(w) or ()) != 2 or len(self.shapes.get(bias) or ()) != 1:
-            self.opaque(n, "addmm with computed tensors")
+        if not all(isinstance(t, fx.Node) and t.op == "get_attr" for t in (w, bias) if t is not None) or \
+                xa is None or len(self.shapes.get(w) or ()) != 2 or \
+                bias is not None and len(self.shapes.get(bias) or ()) != 1:
+            self.opaque(n, f"{what} with computed tensors")
             return
-        self._bind_param(w, 1, None, "")  # untouched: the output channels
-        out = self.params[str(w.target)][1]
+        out = self.params[str(w.target)][out_axis]
         if out is None:
-            self.opaque(n, "addmm with one output feature")
+            self.opaque(n, f"{what} with one output feature")
             return
         st = self.ch.info(out[0].group)  # the weight's own slot on that axis: it produces these channels
         st.slots = [Slot(sl.owner, sl.attr, sl.axis, sl.offset, sl.mult, "producer")
-                    if (sl.owner, sl.attr, sl.axis) == (str(w.target), "", 1) else sl for sl in st.slots]
-        self._bind_param(w, 0, xa[-1], f"addmm at {_where(n)}")
-        self._bind_param(bias, 0, out, f"addmm at {_where(n)}")
+                    if (sl.owner, sl.attr, sl.axis) == (str(w.target), "", out_axis) else sl for sl in st.slots]
+        self._bind_param(w, 1 - out_axis, xa[-1], f"{what} at {_where(n)}")
+        if bias is not None:
+            self._bind_param(bias, 0, out, f"{what} at {_where(n)}")
         self.ann[n] = xa[:-1] + [out]
 
     def _unbind(self, n: fx.Node, a: list[Ann]) -> None:
