@@ -110,6 +110,9 @@ def _apply(gm: nn.Module, slots: list[Slot], perm: torch.Tensor) -> None:
         t = _tensor_at(gm, s.owner, s.attr)
         idx = (perm[:, None] * s.mult + torch.arange(s.mult)[None]).reshape(-1)
         with torch.no_grad():
+            if s.offset == 0 and width * s.mult == t.shape[s.axis]:  # the whole axis: one gather, no copy back
+                t.data = t.data.index_select(s.axis, idx.to(t.device))
+                continue
             view = t.data.narrow(s.axis, s.offset, width * s.mult)
             view.copy_(view.index_select(s.axis, idx.to(t.device)))
 
