@@ -609,6 +609,8 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
             elif j is not None and p_in[i + 1] in p_out and self._fold(n, src, i, j, p_out.index(p_in[i + 1]), res,
                                                                       literals):
                 a = self._tensor(src)
+            elif (merged := self._merge_outer(a, s_in, p_in, p_out, i)) is not None:
+                res[merged[0]] = merged[1]
             else:
                 self.ch.fix_ann(ax, f"channel axis split or mixed by a reshape (e.g. a channel shuffle) at {_where(n)}")
                 self.fixed_ops.append(FixedOp(_where(n), _what(n), "splits or mixes the channel axis"))
@@ -617,6 +619,23 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
         else:
             self.fix_sizes(n, "a reshape argument")
         self.ann[n] = res
+
+    @staticmethod
+    def _merge_outer(a: list[Ann], s_in: tuple, p_in: list[int], p_out: list[int], i: int) -> tuple | None:
+        """A reshape that merges channel axis ``i`` with untracked axes before it (and maybe after it) into one
+        output axis: ``(heads, head_width) -> heads * head_width`` with the per-head width searched. The merged
+        axis holds the channel segments once per outer index (as a concatenation of copies)."""
+        starts = [k for k in range(i) if p_in[k] in p_out and all(a[m] is None for m in range(k, i))]
+        ends = [k for k in range(i + 1, len(s_in) + 1) if p_in[k] in p_out and
+                all(a[m] is None for m in range(i + 1, k))]
+        if not starts or not ends:
+            return None
+        k0, k1 = starts[-1], ends[0]
+        j = p_out.index(p_in[k0])
+        if p_out[j + 1] != p_in[k1]:
+            return None
+        outer, inner = p_in[i] // p_in[k0], p_in[k1] // p_in[i + 1]
+        return j, tuple(Seg(sg.group, sg.width, sg.mult * inner) for sg in a[i]) * outer
 
     def _permute(self, n: fx.Node, a: list[Ann]) -> None:
         if n.target in (torch.transpose, "transpose"):
