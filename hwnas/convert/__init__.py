@@ -10,6 +10,7 @@ Example:
     True
 """
 
+from hwnas.convert import costs  # noqa: F401  (parameter rules of the layers convert inserts)
 from hwnas.convert.api import MODES, ConversionError, convert
 from hwnas.convert.space import Conversion, ConvertedSpace
 from hwnas.convert.store import ConvertedFileError, restore, save

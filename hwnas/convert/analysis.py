@@ -12,11 +12,16 @@ pass of the dummy input), and annotates each tensor axis with the channel group 
 - flatten/reshape/permute/transpose/index follow the axes; flattening channels with spatial dims
   into features keeps the group (each channel spans ``H * W`` features of the next ``Linear``);
 - multi-head self-attention reads and writes one group (its width must be a multiple of the heads);
-- a parameter used directly (class token, position embedding) slices with the groups it meets.
+- a parameter used directly (class token, position embedding) slices with the groups it meets, and so do
+  the tensors that functional batch/group norms and ``addmm`` read (:mod:`hwnas.convert.functional`);
+- split/chunk/slices along a channel axis and reshapes into attention heads cut groups
+  (:mod:`hwnas.convert.cuts`); a reshape size that would not follow the sample is written as ``-1``;
+- a module without parameters or buffers called several times (one ``nn.ReLU`` for a whole block) is
+  each call on its own.
 
-Anything else fixes the channels it touches, with a reason: a reshape that splits the channel axis (a
-channel shuffle), a split/chunk along it, an unknown layer type or function, a layer called twice, the
-model's output, a channel count read from a tensor and used as another size (see
+Anything else fixes the channels it touches, with a reason that names the op and module path: a reshape that
+mixes the channel axis (a channel shuffle), an unknown layer type or function, a layer with weights called
+twice, tied weights, the model's output, a channel count read from a tensor and used as another size (see
 :mod:`hwnas.convert.sizes`). Nothing raises here: an unknown op only fixes what it touches.
 """
 
@@ -32,16 +37,15 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from hwnas.convert.channels import Ann, Channels, Seg, Slot, iter_segs
+from hwnas.convert.channels import UNTRACKED, Ann, Channels, Seg, Slot, iter_segs
+from hwnas.convert.cuts import CuttingOps
+from hwnas.convert.functional import FunctionalOps
 from hwnas.convert.sizes import SizeTracking
 from hwnas.convert.sizes import nodes_in as _nodes_in
 from hwnas.convert.sizes import where as _where
 
 __all__ = ["Analyzer", "LayerRecord", "FixedOp", "record_shapes", "UNTRACKED"]
 
-#: The reason of groups made for channels whose origin is not tracked (model input, unknown ops); such
-#: groups are not listed in summaries (the op that lost track of them is).
-UNTRACKED = "untracked"
 
 _ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
                 nn.ELU, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
@@ -50,6 +54,7 @@ _SPATIAL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.A
                     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
                     nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 _ELEMENTWISE = {operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
                 operator.truediv, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div,
@@ -80,6 +85,18 @@ def _is(module: nn.Module, classes: tuple) -> bool:
         if isinstance(module, cls):
             return type(module).forward is cls.forward
     return False
+
+
+def _tensor_at(root: nn.Module, name: str) -> Any:
+    obj: Any = root
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _has_state(module: nn.Module) -> bool:
+    """``module`` holds parameters or buffers (calling it twice shares them; a stateless one shares nothing)."""
+    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
 
 
 @dataclass
@@ -130,12 +147,13 @@ class _Recorder(fx.Interpreter):
         return result
 
 
-def record_shapes(gm: fx.GraphModule, inputs: tuple) -> dict[fx.Node, Any]:
-    """Every node's output shape (a tuple for a tensor, a list for a sequence, else ``None``)."""
+def record_shapes(gm: fx.GraphModule, inputs: tuple) -> tuple[dict[fx.Node, Any], Any]:
+    """Every node's output shape (a tuple for a tensor, a list for a sequence, else ``None``), and the model's
+    output (the same run: the reference that the converted space must reproduce)."""
     rec = _Recorder(gm)
     with torch.no_grad():
-        rec.run(*inputs)
-    return rec.shapes
+        out = rec.run(*inputs)
+    return rec.shapes, out
 
 
 def _what(n: fx.Node, module: nn.Module | None = None) -> str:
@@ -146,7 +164,7 @@ def _what(n: fx.Node, module: nn.Module | None = None) -> str:
     return getattr(n.target, "__name__", str(n.target))
 
 
-class Analyzer(SizeTracking):
+class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
     """Channel groups of a traced model (see the module docstring).
 
     Args:
@@ -170,6 +188,14 @@ class Analyzer(SizeTracking):
         self.params: dict[str, list[Ann]] = {}
         self.fixed_ops: list[FixedOp] = []
         self.sizes: dict[fx.Node, Any] = {}
+        self.ties: list[list[int]] = []
+        self.lost: dict[fx.Node, str] = {}  # nodes whose outputs are untracked -> what they are
+        self._origins: dict[fx.Node, str | None] = {}
+        self.rewrites: dict[fx.Node, int] = {}
+        self.cuts: dict[fx.Node, tuple] = {}
+        self.group_counts: dict[fx.Node, int] = {}
+        self.functional_bns: dict[fx.Node, tuple] = {}
+        self.functional_lns: dict[fx.Node, tuple] = {}  # F.layer_norm nodes -> (tensor targets, eps)  # F.batch_norm nodes -> (tensor targets, momentum, eps)  # F.group_norm nodes -> channels per group  # split/slice nodes along a searched axis -> how they cut it  # reshape node -> the size argument to write as -1  # groups whose widths must be equal (parts of a chunk)
         self.calls = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
 
     # ------------------------------------------------------------------ helpers
@@ -204,6 +230,32 @@ class Analyzer(SizeTracking):
         if (touched or module is not None) and not any(f.where == _where(n) for f in self.fixed_ops):
             self.fixed_ops.append(FixedOp(_where(n), _what(n, module), reason))
         self.ann[n] = self._none(self.shapes.get(n))
+        self.lost[n] = f"{_where(n)} ({_what(n, module)}: {reason})"
+
+    def origin(self, n: fx.Node) -> str | None:
+        """Where the untracked channels of ``n`` come from: the nearest op upstream that lost track of them (an
+        unknown layer or function) or the model's input, through tensors without tracked channels."""
+        if n in self.lost:
+            return self.lost[n]
+        if n in self._origins:
+            return self._origins[n]
+        found = None
+        if not any(True for _ in iter_segs(self.ann.get(n))):
+            for x in self._tensor_inputs(n):
+                found = self.origin(x)
+                if found:
+                    break
+        self._origins[n] = found
+        return found
+
+    def untracked(self, n: fx.Node) -> str:
+        """``" (from ...)"`` naming where the untracked operands of ``n`` come from, or ``""``."""
+        found = []
+        for x in self._tensor_inputs(n):
+            o = self.origin(x)
+            if o and o not in found:
+                found.append(o)
+        return f" (untracked from {'; '.join(found)})" if found else ""
 
     def _note_fixed(self, n: fx.Node, what: str, reason: str) -> None:
         if not any(f.where == _where(n) and f.reason == reason for f in self.fixed_ops):
@@ -224,6 +276,7 @@ class Analyzer(SizeTracking):
         for n in self.gm.graph.nodes:
             if n.op == "placeholder":
                 self.ann[n] = self._none(self.shapes.get(n))
+                self.lost[n] = f"the model's input {n.name!r}"
             elif n.op == "get_attr":
                 self._get_attr(n)
             elif n.op == "call_module":
@@ -232,8 +285,42 @@ class Analyzer(SizeTracking):
                 self._function(n)
             elif n.op == "output":
                 for x in _nodes_in(n.args):
-                    self.ch.fix_ann(self.ann.get(x), "the model's output")
+                    self.ch.fix_ann(self.ann.get(x), f"the model's output ({_where(x)})")
+        self._fix_tied()
         return self
+
+    def _tensor_names(self) -> dict[int, list[str]]:
+        """id of every parameter/buffer the graph reads -> the names it has (several for tied weights)."""
+        names: dict[int, list[str]] = {}
+        for n in self.gm.graph.nodes:
+            if n.op == "call_module":
+                m = self.gm.get_submodule(str(n.target))
+                items = list(m.named_parameters(recurse=True)) + list(m.named_buffers(recurse=True))
+                prefix = f"{n.target}."
+            elif n.op == "get_attr":
+                t = _tensor_at(self.gm, str(n.target))
+                items = [("", t)] if isinstance(t, torch.Tensor) else []
+                prefix = str(n.target)
+            else:
+                continue
+            for attr, t in items:
+                found = names.setdefault(id(t), [])
+                if prefix + attr not in found:
+                    found.append(prefix + attr)
+        return names
+
+    def _fix_tied(self) -> None:
+        """Fix the groups held by a tensor that several layers share (tied weights stay one tensor)."""
+        names = self._tensor_names()
+        if not any(len(v) > 1 for v in names.values()):
+            return
+        for r in self.ch.roots():
+            for sl in self.ch.state[r].slots:
+                t = _tensor_at(self.gm, sl.owner + ("." + sl.attr if sl.attr else ""))
+                shared = names.get(id(t), [])
+                if len(shared) > 1:
+                    self.ch.fix(r, f"tied weights: {' and '.join(shared)} are one tensor (kept as it is)")
+                    break
 
     def _get_attr(self, n: fx.Node) -> None:
         shape = self.shapes.get(n)
@@ -256,13 +343,13 @@ class Analyzer(SizeTracking):
     def _module(self, n: fx.Node) -> None:
         path = str(n.target)
         m = self.gm.get_submodule(path)
-        if self.calls[path] > 1:
+        if self.calls[path] > 1 and _has_state(m):
             self.opaque(n, f"called {self.calls[path]} times (shared weights keep their channels)", m)
             return
         self.fix_sizes(n, f"passed to {type(m).__name__}")
         x = self._tensor(n.args[0]) if n.args else None
         out_shape = self.shapes.get(n)
-        if _is(m, (nn.Conv2d,)) and x is not None:
+        if _is(m, _CONVS) and x is not None:
             self._conv(n, path, m, x)
         elif _is(m, _BN) and x is not None:
             self._bn(n, path, m, x)
@@ -270,6 +357,13 @@ class Analyzer(SizeTracking):
             self._linear(n, path, m, x)
         elif _is(m, (nn.LayerNorm,)) and x is not None:
             self._layer_norm(n, path, m, x)
+        elif _is(m, (nn.GroupNorm,)) and x is not None:
+            self._group_norm(n, path, m, x)
+        elif _is(m, (nn.Embedding,)) and m.max_norm is None:
+            out = self._fresh(m.embedding_dim, None)
+            self._segs_slots(out, path, ("weight",), 1, "producer")
+            self.layers[path] = LayerRecord(path, "embedding", m, {"out": out})
+            self.ann[n] = self._none(self.shapes[n])[:-1] + [out]
         elif _is(m, (nn.MultiheadAttention,)):
             self._mha(n, path, m)
         elif _is(m, _ACT_MODULES) and x is not None and out_shape == self.shapes[n.args[0]]:
@@ -281,24 +375,29 @@ class Analyzer(SizeTracking):
         else:
             self.opaque(n, "layer type unknown to hwnas.convert (kept as it is)", m)
 
-    def _conv(self, n: fx.Node, path: str, m: nn.Conv2d, x: list[Ann]) -> None:
+    def _conv(self, n: fx.Node, path: str, m: nn.Module, x: list[Ann]) -> None:
         cin, cout, groups = m.in_channels, m.out_channels, m.groups
+        transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
         xin = x[1] if x[1] is not None else self._fresh(cin)
         if any(s.mult != 1 for s in xin):
             self.ch.fix_ann(xin, f"features of a flattened tensor fed to the convolution {path}")
-        kernels = self._kernel_choices(m)
+        kernels = () if transposed else self._kernel_choices(m)
+        # weight axes: (out, in / groups, *k) for a convolution, (in, out / groups, *k) for a transposed one
+        out_dim, in_dim = (1, 0) if transposed else (0, 1)
         if groups == 1:
             out = self._fresh(cout, None)
-            self._segs_slots(out, path, ("weight",), 0, "producer")
+            self._segs_slots(out, path, ("weight",), out_dim, "producer")
             if m.bias is not None:
                 self._segs_slots(out, path, ("bias",), 0, "member")
-            self._segs_slots(xin, path, ("weight",), 1, "consumer")
+            self._segs_slots(xin, path, ("weight",), in_dim, "consumer")
             rec = LayerRecord(path, "conv", m, {"in": xin, "out": out}, "fixed", kernels)
         elif cin == cout and len(xin) == 1:
             block = cin // groups
             self.ch.constrain(xin[0].group, block=block)
             out = xin
-            self._segs_slots(out, path, ("weight",) + (("bias",) if m.bias is not None else ()), 0, "producer")
+            self._segs_slots(out, path, ("weight",), 0, "producer")  # axis 0 holds whole groups either way
+            if m.bias is not None:
+                self._segs_slots(out, path, ("bias",), 0, "producer")
             rec = LayerRecord(path, "conv", m, {"in": xin, "out": out}, "depthwise" if block == 1 else block, kernels)
         else:
             why = "grouped convolution whose output channels differ from its input channels" if cin != cout else \
@@ -309,12 +408,13 @@ class Analyzer(SizeTracking):
         self.layers[path] = rec
         self.ann[n] = [None, out] + [None] * (len(self.shapes[n]) - 2)
 
-    def _kernel_choices(self, m: nn.Conv2d) -> tuple[int, ...]:
-        """Odd kernel sizes up to the conv's own that keep the output shape ("same"-style padding)."""
+    def _kernel_choices(self, m: nn.Module) -> tuple[int, ...]:
+        """Odd kernel sizes up to the conv's own that keep the output shape ("same"-style padding); the kernel
+        must be a cube (every spatial dim alike)."""
         if not self.kernel or isinstance(m.padding, str) or m.padding_mode != "zeros":
             return ()
         k, p, d = m.kernel_size, m.padding, m.dilation
-        if k[0] != k[1] or k[0] < 3 or k[0] % 2 == 0 or d != (1, 1) or p != ((k[0] - 1) // 2,) * 2:
+        if len(set(k)) != 1 or k[0] < 3 or k[0] % 2 == 0 or set(d) != {1} or tuple(p) != ((k[0] - 1) // 2,) * len(k):
             return ()
         return tuple(s for s in range(1, k[0] + 1, 2))[-3:]
 
@@ -342,12 +442,27 @@ class Analyzer(SizeTracking):
     def _layer_norm(self, n: fx.Node, path: str, m: nn.LayerNorm, x: list[Ann]) -> None:
         a = x[-1]
         if a is not None:
-            if len(m.normalized_shape) != 1 or len(a) != 1 or a[0].mult != 1:
-                self.ch.fix_ann(a, f"layer norm over several dims or a concatenation ({path})")
+            if len(m.normalized_shape) != 1 or any(sg.mult != 1 for sg in a):
+                self.ch.fix_ann(a, f"layer norm over several dims or flattened features ({path})")
             else:
                 attrs = tuple(name for name in ("weight", "bias") if getattr(m, name, None) is not None)
                 self._segs_slots(a, path, attrs, 0, "member")
                 self.layers[path] = LayerRecord(path, "ln", m, {"in": a})
+        self.ann[n] = x
+
+    def _group_norm(self, n: fx.Node, path: str, m: nn.GroupNorm, x: list[Ann]) -> None:
+        """Group norm keeps the channels per group (whole groups move together; the group count follows the
+        width)."""
+        a, block = x[1], m.num_channels // m.num_groups
+        if a is not None:
+            if any(sg.mult != 1 or sg.width % block for sg in a):
+                self.ch.fix_ann(a, f"group norm over flattened features or groups across a concatenation ({path})")
+            else:
+                for sg in a:
+                    self.ch.constrain(sg.group, block=block)
+                attrs = ("weight", "bias") if m.affine else ()
+                self._segs_slots(a, path, attrs, 0, "member")
+                self.layers[path] = LayerRecord(path, "gn", m, {"in": a}, block)
         self.ann[n] = x
 
     def _mha(self, n: fx.Node, path: str, m: nn.MultiheadAttention) -> None:
@@ -398,6 +513,20 @@ class Analyzer(SizeTracking):
             self._reshape(n, n.args[0], self._literal_sizes(n) if key_hashable & _LITERAL_SIZES else None)
         elif t == "expand" and first is not None:
             self._expand(n, first)
+        elif t is F.batch_norm and first is not None and len(first) >= 2:
+            self._batch_norm_f(n, first)
+        elif t is F.layer_norm and first is not None and first:
+            self._layer_norm_f(n, first)
+        elif t is F.group_norm and first is not None and len(first) >= 2:
+            self._group_norm_f(n, first)
+        elif t is torch.addmm and len(n.args) == 3 and not n.kwargs:
+            self._addmm(n)
+        elif t is F.linear and first is not None and first:
+            self._linear_f(n)
+        elif t in (torch.unbind, "unbind") and first is not None:
+            self._unbind(n, first)
+        elif t is F.scaled_dot_product_attention and first is not None:
+            self._sdpa(n)
         else:
             self.fix_sizes(n, f"an argument of {getattr(t, '__name__', t)}")
             self._function_rest(n, t, key_hashable, first, out_shape)
@@ -444,8 +573,11 @@ class Analyzer(SizeTracking):
             if not parts:
                 continue
             acc = parts[0]
+            why = f"{_what(n)} at {_where(n)} {reason}"
+            if any(p is None for p in parts):
+                why += self.untracked(n)
             for p in parts[1:]:
-                acc = self.ch.unite(acc, p, f"{_what(n)} at {_where(n)} {reason}")
+                acc = self.ch.unite(acc, p, why)
             res[j] = acc if all(p is not None for p in parts) else None
         self.ann[n] = res
 
@@ -474,6 +606,11 @@ class Analyzer(SizeTracking):
             elif j is not None and s_out[j] % s_in[i] == 0 and p_out[j + 1] in p_in[i + 1:]:
                 extra = s_out[j] // s_in[i]
                 res[j] = tuple(Seg(s.group, s.width, s.mult * extra) for s in ax)
+            elif j is not None and p_in[i + 1] in p_out and self._fold(n, src, i, j, p_out.index(p_in[i + 1]), res,
+                                                                      literals):
+                a = self._tensor(src)
+            elif (merged := self._merge_outer(a, s_in, p_in, p_out, i)) is not None:
+                res[merged[0]] = merged[1]
             else:
                 self.ch.fix_ann(ax, f"channel axis split or mixed by a reshape (e.g. a channel shuffle) at {_where(n)}")
                 self.fixed_ops.append(FixedOp(_where(n), _what(n), "splits or mixes the channel axis"))
@@ -482,6 +619,23 @@ class Analyzer(SizeTracking):
         else:
             self.fix_sizes(n, "a reshape argument")
         self.ann[n] = res
+
+    @staticmethod
+    def _merge_outer(a: list[Ann], s_in: tuple, p_in: list[int], p_out: list[int], i: int) -> tuple | None:
+        """A reshape that merges channel axis ``i`` with untracked axes before it (and maybe after it) into one
+        output axis: ``(heads, head_width) -> heads * head_width`` with the per-head width searched. The merged
+        axis holds the channel segments once per outer index (as a concatenation of copies)."""
+        starts = [k for k in range(i) if p_in[k] in p_out and all(a[m] is None for m in range(k, i))]
+        ends = [k for k in range(i + 1, len(s_in) + 1) if p_in[k] in p_out and
+                all(a[m] is None for m in range(i + 1, k))]
+        if not starts or not ends:
+            return None
+        k0, k1 = starts[-1], ends[0]
+        j = p_out.index(p_in[k0])
+        if p_out[j + 1] != p_in[k1]:
+            return None
+        outer, inner = p_in[i] // p_in[k0], p_in[k1] // p_in[i + 1]
+        return j, tuple(Seg(sg.group, sg.width, sg.mult * inner) for sg in a[i]) * outer
 
     def _permute(self, n: fx.Node, a: list[Ann]) -> None:
         if n.target in (torch.transpose, "transpose"):
@@ -514,7 +668,8 @@ class Analyzer(SizeTracking):
             else:
                 acc = axes[0][j]
                 for a in axes[1:]:
-                    acc = self.ch.unite(acc, a[j], f"concatenation at {_where(n)} with an untracked tensor")
+                    acc = self.ch.unite(acc, a[j], f"concatenation at {_where(n)} with an untracked tensor"
+                                                  f"{self.untracked(n) if a[j] is None or acc is None else ''}")
                 res.append(acc if all(a[j] is not None for a in axes) else None)
         self.ann[n] = res
 
@@ -531,15 +686,6 @@ class Analyzer(SizeTracking):
             res.append(acc if all(a[j] is not None for a in axes) else None)
         self.ann[n] = res[:d] + [None] + res[d:]
 
-    def _split(self, n: fx.Node, a: list[Ann]) -> None:
-        d = self._axis_arg(n, 2, "dim", 0, len(a))
-        if a[d] is not None:
-            self.ch.fix_ann(a[d], f"split/chunk along the channel axis at {_where(n)}")
-            self.fixed_ops.append(FixedOp(_where(n), _what(n), "splits the channel axis"))
-        part = list(a)
-        part[d] = None
-        self.ann[n] = tuple(list(part) for _ in self.shapes[n])
-
     def _reduce(self, n: fx.Node, a: list[Ann]) -> None:
         dims = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
         keep = n.args[2] if len(n.args) > 2 else n.kwargs.get("keepdim", False)
@@ -548,15 +694,6 @@ class Analyzer(SizeTracking):
             return
         dims = {d % len(a) for d in (dims if isinstance(dims, (tuple, list)) else (dims,))}
         self.ann[n] = [None if i in dims else x for i, x in enumerate(a) if keep or i not in dims]
-
-    def _matmul(self, n: fx.Node) -> None:
-        a, b = self._tensor(n.args[0]), self._tensor(n.args[1] if len(n.args) > 1 else n.kwargs.get("other"))
-        if a is None or b is None or len(a) < 2 or len(b) < 2:
-            self.opaque(n, "matrix product with a 1-D or untracked operand")
-            return
-        self.ch.unite(a[-1], b[-2], f"matrix product at {_where(n)} with an untracked operand")
-        nd = len(self.shapes[n])
-        self.ann[n] = [None] * (nd - 2) + [a[-2], b[-1]]
 
     def _expand(self, n: fx.Node, a: list[Ann]) -> None:
         s_in, s_out = self.shapes[n.args[0]], self.shapes[n]
@@ -598,9 +735,8 @@ class Analyzer(SizeTracking):
                 if full:
                     out.append(parent[dim])
                 else:
-                    if parent[dim] is not None:
-                        self.ch.fix_ann(parent[dim], f"sliced along the channel axis at {_where(n)}")
-                    out.append(None)
+                    out.append(self._slice(n, src, dim, it, items) if parent[dim] is not None else None)
+                    parent = self._tensor(src)  # a cut rewrites the groups it cuts
                 dim += 1
             else:
                 self.opaque(n, "indexing with tensors or computed bounds")

@@ -15,7 +15,9 @@ from hwnas.convert.analysis import Analyzer, record_shapes
 from hwnas.convert.blocks import find_runs
 from hwnas.convert.build import Options, build
 from hwnas.convert.space import Conversion, ConvertedSpace, make_space
-from hwnas.graph.trace import trace_module
+from hwnas.graph.registry import _LEAVES
+from hwnas.graph.trace import HwnasTracer, trace_module
+from hwnas.space.modules import HwnasModule
 
 __all__ = ["convert", "ConversionError", "MODES"]
 
@@ -55,6 +57,30 @@ def _inputs(dummy_input: Any) -> tuple[torch.Tensor, ...]:
     return inputs
 
 
+class _ConvertTracer(HwnasTracer):
+    """Also traces into subclasses of ``torch.nn`` layers that replace ``forward`` outside torch (timm's
+    ``BatchNormAct2d`` calls ``F.batch_norm`` with its own tensors, then an activation): the analysis sees the
+    ops they really run instead of an unknown layer."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        mro = type(m).__mro__
+        own = [c for c in mro if not c.__module__.startswith("torch.")]
+        torch_layer = any(c.__module__.startswith("torch.nn") and c is not nn.Module and "forward" in c.__dict__
+                          for c in mro)
+        if own and torch_layer and not isinstance(m, HwnasModule) and any("forward" in c.__dict__ for c in own) \
+                and not any(c in _LEAVES for c in own):  # a leaf the user registered stays one
+            return False
+        return super().is_leaf_module(m, qualname)
+
+
+def _trace(work: nn.Module) -> fx.Graph:
+    """Trace with :class:`_ConvertTracer`; where that fails, the usual tracer (and its clear error)."""
+    try:
+        return _ConvertTracer().trace(work)
+    except Exception:  # noqa: BLE001 - any tracing failure: fall back to the usual tracer
+        return trace_module(work)
+
+
 def _run(module: nn.Module, inputs: tuple) -> Any:
     with torch.no_grad():
         return module(*inputs)
@@ -77,11 +103,15 @@ def convert(model: nn.Module, dummy_input: Any, mode: str = "width",
     centre); with ``"depth"``, runs of residual blocks whose input and output shapes and channels match
     get a depth choice ``0 .. n`` (the first ``d`` blocks run; see :mod:`hwnas.convert.blocks`).
 
-    What cannot be searched safely stays fixed and is listed by ``summary()``: channels split or mixed by
-    a reshape (ShuffleNet's channel shuffle), split/chunk along channels, layers of unknown types, layers
-    called more than once, the model's outputs, and channels whose count the model reads and uses as another
-    size (a hand-written attention's ``reshape(b, n, 3, heads, c // heads)`` fixes its residual width;
-    ``y.view(b, c)`` with ``c = x.size(1)`` only couples ``y`` to ``x``; see :mod:`hwnas.convert.sizes`).
+    Splits, chunks and slices along channels cut groups into parts (CSP, DPN, GPT-2's q/k/v); a reshape
+    into ``(3, heads, head_dim)`` or ``(heads, head_dim)`` makes the head count a choice shared by q, k and v
+    (timm ViT, BERT); functional batch/group norms with the model's own tensors (timm's ``BatchNormAct2d``)
+    and GPT-2's ``addmm`` layers are searched like their modules; a module without weights called several
+    times is each call on its own. What cannot be searched safely stays fixed and is listed by
+    ``summary()`` with the op and module path: channels mixed by a reshape (ShuffleNet's channel shuffle),
+    layers of unknown types, layers with weights called more than once, tied weights (kept tied), the
+    model's outputs, and channels whose count the model reads and uses as another size (``y.view(b, c)``
+    with ``c = x.size(1)`` only couples ``y`` to ``x``; see :mod:`hwnas.convert.sizes`).
 
     Weights: channels are sorted by importance (the L1 norms of the filters that produce them, see
     :mod:`hwnas.convert.build`) consistently in every tensor, so the largest subnet computes exactly what
@@ -127,16 +157,16 @@ def convert(model: nn.Module, dummy_input: Any, mode: str = "width",
     name = type(model).__name__
     work = copy.deepcopy(model)
     training = work.training
-    graph = trace_module(work)
+    work.eval()  # traced in eval mode: code that branches on self.training takes its inference path
+    graph = _trace(work)
     gm = fx.GraphModule(work, graph, class_name=name)
     gm.eval()
     try:
-        shapes = record_shapes(gm, inputs)
+        shapes, reference = record_shapes(gm, inputs)
     except Exception as e:
         shapes_txt = [tuple(t.shape) for t in inputs]
         raise ConversionError(f"hwnas.convert: {name} fails on the dummy input of shape(s) {shapes_txt}: "
                               f"{type(e).__name__}: {e}. Pass an input the model accepts.") from e
-    reference = _run(gm, inputs)
     log.debug("traced %s: %d nodes in %.2f s", name, len(gm.graph.nodes), time.perf_counter() - t0)
     an = Analyzer(gm, shapes, kernel="kernel" in mode).run()
     runs = find_runs(gm, an) if "depth" in mode else []

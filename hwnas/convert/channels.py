@@ -15,7 +15,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["Seg", "Slot", "GroupState", "Channels", "Ann"]
+__all__ = ["Seg", "Slot", "GroupState", "Channels", "Ann", "UNTRACKED"]
+
+#: The reason of groups made for channels whose origin is not tracked (model input, unknown ops); such
+#: groups are not listed in summaries (the op that lost track of them is).
+UNTRACKED = "untracked"
 
 
 class Seg(NamedTuple):
@@ -65,6 +69,7 @@ class GroupState:
     multiple: int = 1
     slots: list[Slot] = field(default_factory=list)
     layers: list[str] = field(default_factory=list)
+    unit: str = "width"  # what one channel is: "width" (a channel), "heads" (an attention head), "head_width"
 
 
 class Channels:
@@ -73,6 +78,7 @@ class Channels:
     def __init__(self) -> None:
         self.parent: list[int] = []
         self.state: list[GroupState] = []
+        self.split_into: dict[int, list[int]] = {}
 
     def new(self, width: int, fixed: str | None = None) -> int:
         """A new group of ``width`` channels (fixed with ``fixed`` as the reason, if given)."""
@@ -90,14 +96,14 @@ class Channels:
     def info(self, g: int) -> GroupState:
         return self.state[self.find(g)]
 
-    def union(self, a: int, b: int) -> int:
-        """Make ``a`` and ``b`` one group; groups of different widths are fixed instead."""
+    def union(self, a: int, b: int, why: str = "") -> int:
+        """Make ``a`` and ``b`` one group; groups of different widths are fixed instead (``why`` names the op)."""
         ra, rb = self.find(a), self.find(b)
         if ra == rb:
             return ra
         sa, sb = self.state[ra], self.state[rb]
         if sa.width != sb.width:
-            reason = f"joined with a group of another width ({sa.width} vs {sb.width})"
+            reason = f"{why + ': ' if why else ''}joined with a group of another width ({sa.width} vs {sb.width})"
             self.fix(ra, reason)
             self.fix(rb, reason)
             return ra
@@ -105,11 +111,35 @@ class Channels:
             ra, rb, sa, sb = rb, ra, sb, sa
         self.parent[rb] = ra
         sa.fixed = sa.fixed or sb.fixed
+        sa.unit = sa.unit if sa.unit != "width" else sb.unit
         sa.block = math.lcm(sa.block, sb.block)
         sa.multiple = math.lcm(sa.multiple, sb.multiple)
         sa.slots.extend(sb.slots)
         sa.layers.extend(x for x in sb.layers if x not in sa.layers)
         return ra
+
+    def split(self, g: int, widths: list[int]) -> list[int] | None:
+        """Cut group ``g`` into consecutive parts of ``widths`` channels (new groups, each with the slots of
+        its part), or ``None`` when the group's channels move in blocks that the cuts would break. The old
+        group is left empty; annotations that name it must be rewritten by the caller."""
+        r = self.find(g)
+        st = self.state[r]
+        if sum(widths) != st.width or any(w % st.block for w in widths):
+            return None
+        parts, off = [], 0
+        for w in widths:
+            p = self.new(w, st.fixed)
+            ps = self.state[p]
+            ps.block, ps.multiple = st.block, st.multiple
+            for sl in st.slots:
+                ps.slots.append(Slot(sl.owner, sl.attr, sl.axis, sl.offset + off * sl.mult, sl.mult, sl.role))
+            ps.layers = list(st.layers)
+            parts.append(p)
+            off += w
+        st.slots, st.layers = [], []
+        st.fixed = UNTRACKED
+        self.split_into[r] = parts
+        return parts
 
     def fix(self, g: int, reason: str) -> None:
         s = self.info(g)
@@ -160,7 +190,8 @@ class Channels:
             self.fix_ann([a, b], f"{reason} (different concatenation layouts)")
             return a
         for x, y in zip(a, b):
-            self.union(x.group, y.group)
+            self.union(x.group, y.group, reason.replace(" with an untracked tensor", "").replace(
+                " with an untracked operand", ""))
         return a
 
 

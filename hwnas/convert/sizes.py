@@ -53,6 +53,7 @@ class SizeTracking:
     """
 
     sizes: dict[fx.Node, Any]
+    rewrites: dict[fx.Node, int]
 
     # implemented by the Analyzer
     def _tensor(self, node: Any) -> list[Ann] | None: ...  # pragma: no cover
@@ -128,10 +129,14 @@ class SizeTracking:
         the channels its size was computed from. ``literal`` names the op for a literal channel
         count (``"reshape"``, ``"expand"``).
         """
-        for j, v in enumerate(self.size_entries(n, sizes)):
+        entries = self.size_entries(n, sizes)
+        skip = self._minus_one(n, sizes, entries, out) if literal == "reshape" else None
+        for j, v in enumerate(entries):
             if j >= len(out):
                 break
             ax = out[j]
+            if j == skip:
+                continue
             if isinstance(v, int) and not isinstance(v, bool):
                 if ax is not None and v != -1:
                     self.ch.fix_ann(ax, f"{literal} writes the channel count as the literal {v} at {where(n)}")
@@ -148,6 +153,20 @@ class SizeTracking:
                 self.ch.fix_ann(ax, f"{literal} sets the channel count from a computed size at {where(n)}")
             if isinstance(v, SizeOf) and v.deps or ax is not None:
                 self._note_fixed(n, _what_of(n), f"{literal} sizes computed from channel counts")
+
+
+    def _minus_one(self, n: fx.Node, sizes: list[Any], entries: list[Any], out: list[Ann]) -> int | None:
+        """The one searched axis of a reshape whose given size would not follow the sample (a literal, or a size
+        computed from other axes), when it can be written as ``-1`` instead (no other ``-1``, sizes passed as
+        arguments): recorded in ``self.rewrites`` and returned; else ``None``."""
+        if n.kwargs or any(isinstance(v, int) and v == -1 for v in entries) or len(entries) != len(out):
+            return None
+        bad = [j for j, (v, ax) in enumerate(zip(entries, out)) if ax is not None and not
+               (isinstance(v, SizeOf) and v.axis is not None and self.ch.same(v.axis, ax))]
+        if len(bad) != 1:
+            return None
+        self.rewrites[n] = bad[0]
+        return bad[0]
 
 
 def nodes_in(value: Any) -> list[fx.Node]:

@@ -108,11 +108,14 @@ class Conversion:
         return cls(**d)
 
     def structure(self) -> dict[str, Any]:
-        """The parts that define the space (no importance orders, no timing): equal for the same model."""
+        """The parts that define the space (no importance orders, no timing, not the wording of the reasons
+        for what is fixed): equal for the same model."""
         d = self.to_dict()
         d.pop("convert_s")
+        d.pop("fixed_ops")
         for g in d["groups"]:
             g.pop("permutation")
+            g["fixed"] = g["fixed"] is not None
         return d
 
     def summary(self, num_subnets: int | None = None) -> str:

@@ -18,13 +18,14 @@ from hwnas.graph.larray import from_value
 from hwnas.graph.registry import Call, TensorMeta, numel, register_shape_rule
 from hwnas.graph.rules_nn import _conv, attention, batch_norm, check_dim, layer_norm, linear
 from hwnas.graph.rules_tensor import normalize_dim
+from hwnas.space.modules_data import DynEmbedding, DynParam, DynSlice, DynSplit
 from hwnas.space.modules_extra import (
     DynBatchNorm,
-    DynConv2d,
+    DynConv,
+    DynGroupNorm,
     DynLayerNorm,
     DynLinear,
     DynMultiheadAttention,
-    DynParam,
 )
 
 __all__: list[str] = []
@@ -34,18 +35,21 @@ register_shape_rule(DynLinear, op="linear")(linear)
 register_shape_rule(DynLayerNorm, op="layer_norm")(layer_norm)
 
 
-@register_shape_rule(DynConv2d, op="conv")
+@register_shape_rule(DynConv, op="conv")
 def _dyn_conv(call: Call) -> TensorMeta:
     m, x = call.module, call.tensor(0)
     check_dim(call, "in_channels", from_value(m.in_channels), x.shape[1])
     k = from_value(m.kernel_size)
-    kernel = tuple(k) if isinstance(k, tuple) else (k, k)
+    kernel = tuple(k) if isinstance(k, tuple) else (k,) * m.nsp
     padding = m.padding_for(kernel)
-    if m.padding_mode != "zeros":  # padded explicitly before a zero-padding convolution
-        x = TensorMeta((*x.shape[:2], x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]))
-        padding = (0, 0)
+    if m.padding_mode != "zeros" and not m.transposed:  # padded explicitly before a zero-padding convolution
+        pads = m._pad_list(kernel)  # (last dim left, right, previous dim left, right, ...)
+        spatial = tuple(x.shape[2 + i] + pads[2 * (m.nsp - 1 - i)] + pads[2 * (m.nsp - 1 - i) + 1]
+                        for i in range(m.nsp))
+        x = TensorMeta((*x.shape[:2], *spatial))
+        padding = (0,) * m.nsp
     return _conv(call, x, from_value(m.out_channels), kernel, m.stride, padding, m.dilation, from_value(m.groups),
-                 m.bias is not None)
+                 m.bias is not None, m.transposed, m.output_padding)
 
 
 @register_shape_rule(DynMultiheadAttention, op="multihead_attention")
@@ -60,6 +64,34 @@ def _param_slice(call: Call) -> TensorMeta:
     out = TensorMeta(m.shape(from_value))
     call.attrs.update(is_parameter=m.is_parameter, numel=numel(out))
     return out
+
+
+@register_shape_rule(DynGroupNorm, op="group_norm")
+def _dyn_group_norm(call: Call) -> TensorMeta:
+    x = call.tensor(0)
+    check_dim(call, "num_channels", from_value(call.module.num_channels), x.shape[1])
+    call.attrs.update(affine=call.module.affine, channels=x.shape[1])
+    return x
+
+
+@register_shape_rule(DynEmbedding, op="dyn_embedding")
+def _dyn_embedding(call: Call) -> TensorMeta:
+    ids, m = call.tensor(0), call.module
+    dim = from_value(m.embedding_dim)
+    call.attrs.update(num_embeddings=m.num_embeddings, embedding_dim=dim)
+    return TensorMeta((*ids.shape, dim))
+
+
+@register_shape_rule(DynSplit, op="split")
+def _dyn_split(call: Call) -> tuple:
+    x, m = call.tensor(0), call.module
+    return tuple(TensorMeta((*x.shape[:m.dim], from_value(s), *x.shape[m.dim + 1:])) for s in m.sizes)
+
+
+@register_shape_rule(DynSlice, op="getitem")
+def _dyn_slice(call: Call) -> TensorMeta:
+    x, m = call.tensor(0), call.module
+    return TensorMeta((*x.shape[:m.dim], from_value(m.width), *x.shape[m.dim + 1:]))
 
 
 @register_shape_rule(torch.unflatten, "unflatten", op="reshape")

@@ -21,7 +21,7 @@ def export(space: nn.Module, sample: dict[str, Any]) -> nn.Module:
     Weights are copied from the supernet's active slices, so the result computes exactly what the
     supernet computes under ``sample``. Containers become ``torch.fx.GraphModule``s named after the
     original classes; layers become their ``torch.nn`` counterparts; layers that the forward pass
-    never calls are left out.
+    never calls are left out. A tensor that several layers share (tied weights) is shared in the result too.
     """
     validate_sample(collect_choices(space), sample)
     out = _export(space, sample, "", {})

@@ -29,13 +29,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
 from hwnas.space.choice import ChoiceExpr, evaluate, is_choice, value_range
 from hwnas.space.modules import HwnasModule
 
-__all__ = ["SegAxis", "DynConv2d", "DynBatchNorm", "DynLinear", "DynLayerNorm", "DynMultiheadAttention",
-           "DynParam"]
+__all__ = ["SegAxis", "DynConv", "DynConv2d", "DynBatchNorm", "DynLinear", "DynLayerNorm", "DynGroupNorm",
+           "DynMultiheadAttention",
+           "width_values", "max_width"]
 
 Resolve = Callable[[Any], Any]
 
@@ -103,7 +104,11 @@ def _take(t: torch.Tensor | None, idx: Any, axis: int = 0) -> torch.Tensor | Non
 
 
 def _param(t: torch.Tensor | None) -> nn.Parameter | None:
-    return None if t is None else nn.Parameter(t.detach().clone(), requires_grad=t.requires_grad)
+    """The layer's tensor as a parameter of the dynamic layer, sharing its storage (a dynamic layer takes over
+    the layer it replaces; copying every weight again would double the memory and time of a conversion)."""
+    if t is None:
+        return None
+    return t if isinstance(t, nn.Parameter) else nn.Parameter(t.detach(), requires_grad=t.requires_grad)
 
 
 def _copy_into(dst: torch.Tensor | None, src: torch.Tensor | None) -> None:
@@ -112,36 +117,57 @@ def _copy_into(dst: torch.Tensor | None, src: torch.Tensor | None) -> None:
             dst.copy_(src)
 
 
-def _pair(v: Any) -> tuple:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+_FORWARD = {(False, 1): F.conv1d, (False, 2): F.conv2d, (False, 3): F.conv3d,
+            (True, 1): F.conv_transpose1d, (True, 2): F.conv_transpose2d, (True, 3): F.conv_transpose3d}
 
 
-class DynConv2d(HwnasModule):
-    """A ``Conv2d`` with searchable input/output channels, kernel size and (following the width) groups.
+def _torch_conv_class(conv: nn.Module) -> type:
+    """The ``torch.nn`` convolution class that ``conv`` is (or derives from without a new ``forward``)."""
+    for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
+        if isinstance(conv, cls):
+            return cls
+    raise TypeError(f"DynConv needs a torch.nn convolution (Conv1d/2d/3d, ConvTranspose1d/2d/3d), got "
+                    f"{type(conv).__name__}.")
+
+
+class DynConv(HwnasModule):
+    """A convolution (``Conv1d/2d/3d`` or ``ConvTranspose1d/2d/3d``) with searchable input/output channels,
+    kernel size and (following the width) groups.
+
+    Weight layouts: a convolution's weight is ``(out, in / groups, *k)``, a transposed convolution's is
+    ``(in, out / groups, *k)``; the active channels are taken along the matching axes.
 
     Args:
         conv: the convolution to take weights and settings from.
         in_segs: the input channel axis (segments); ``mult`` must be 1.
-        out_segs: the output channel axis, one segment.
-        kernel_size: ``None`` to keep the kernel, or a choice of odd sizes up to the conv's; smaller kernels
-            use the centre of the weights and "same" padding ``(k - 1) // 2``.
+        out_segs: the output channel axis (segments).
+        kernel_size: ``None`` to keep the kernel, or a choice of odd sizes up to the conv's (a cube: every
+            spatial dim alike); smaller kernels use the centre of the weights and "same" padding
+            ``(k - 1) // 2`` (not for transposed convolutions).
         groups: ``"fixed"`` (the conv's groups), ``"depthwise"`` (groups = channels, in = out) or an int
             ``b``: grouped with ``b`` channels per group (groups = channels // b, in = out).
     """
 
-    def __init__(self, conv: nn.Conv2d, in_segs: Sequence, out_segs: Sequence, kernel_size: Any = None,
+    def __init__(self, conv: nn.Module, in_segs: Sequence, out_segs: Sequence, kernel_size: Any = None,
                  groups: str | int = "fixed"):
         super().__init__()
+        self.export_cls = _torch_conv_class(conv)
+        self.transposed = isinstance(conv, nn.modules.conv._ConvTransposeNd)
+        self.nsp = conv.weight.ndim - 2
         self.in_axis, self.out_axis = SegAxis(in_segs), SegAxis(out_segs)
         if self.in_axis.full != conv.in_channels or self.out_axis.full != conv.out_channels:
-            raise ValueError(f"DynConv2d: segments give {self.in_axis.full} -> {self.out_axis.full} channels but the "
+            raise ValueError(f"DynConv: segments give {self.in_axis.full} -> {self.out_axis.full} channels but the "
                              f"conv has {conv.in_channels} -> {conv.out_channels}.")
+        if kernel_size is not None and self.transposed:
+            raise ValueError("DynConv: kernel choices are for convolutions, not transposed convolutions.")
         self.in_channels, self.out_channels = self.in_axis.width, self.out_axis.width
         self.searched_kernel = kernel_size is not None
         self.kernel_size = kernel_size if kernel_size is not None else tuple(conv.kernel_size)
         self.stride, self.dilation = tuple(conv.stride), tuple(conv.dilation)
         self.padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
+        self.output_padding = tuple(conv.output_padding) if self.transposed else ()
         self.padding_mode = conv.padding_mode
+        self._reversed_padding = list(getattr(conv, "_reversed_padding_repeated_twice", ()))
         self.groups_mode = groups
         if groups == "fixed":
             self.groups: Any = conv.groups
@@ -152,49 +178,68 @@ class DynConv2d(HwnasModule):
             self.groups = ChoiceExpr(lambda c, b=b: c // b, self.out_channels) if is_choice(self.out_channels) \
                 else self.out_channels // b
         self.slice_input = groups == "fixed" and conv.groups == 1
+        # the weight axis of the output channels and of the input channels (sliced only without groups)
+        self.out_dim = 1 if self.transposed and self.slice_input else 0
+        self.in_dim = 0 if self.transposed else 1
         self.weight = _param(conv.weight)
         self.bias = _param(conv.bias)
 
     def choice_values(self) -> list[Any]:
         return [self.in_channels, self.out_channels, self.kernel_size, self.groups]
 
-    def kernel(self, resolve: Resolve) -> tuple[int, int]:
-        return _pair(resolve(self.kernel_size))
+    def kernel(self, resolve: Resolve) -> tuple[int, ...]:
+        k = resolve(self.kernel_size)
+        return tuple(k) if isinstance(k, (tuple, list)) else (k,) * self.nsp
 
-    def padding_for(self, k: tuple[int, int]) -> Any:
+    def padding_for(self, k: tuple) -> Any:
         if not self.searched_kernel:
             return self.padding
         return tuple(d * (kk - 1) // 2 for d, kk in zip(self.dilation, k))
 
+    def _pad_list(self, k: tuple) -> list[int]:
+        if not self.searched_kernel:
+            return self._reversed_padding
+        return [v for p in reversed(self.padding_for(k)) for v in (p, p)]
+
     def _weights(self, resolve: Resolve):
         k = self.kernel(resolve)
-        w = _take(self.weight, self.out_axis.index(resolve), 0)
+        w = _take(self.weight, self.out_axis.index(resolve), self.out_dim)
         if self.slice_input:
-            w = _take(w, self.in_axis.index(resolve), 1)
-        if self.searched_kernel and k != tuple(w.shape[-2:]):
-            top, left = (w.shape[-2] - k[0]) // 2, (w.shape[-1] - k[1]) // 2
-            w = w[:, :, top:top + k[0], left:left + k[1]]
+            w = _take(w, self.in_axis.index(resolve), self.in_dim)
+        if self.searched_kernel and k != tuple(w.shape[2:]):
+            for i, kk in enumerate(k):
+                w = w.narrow(2 + i, (w.shape[2 + i] - kk) // 2, kk)
         b = _take(self.bias, self.out_axis.index(resolve), 0)
         return w, b, k, int(resolve(self.groups))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b, k, groups = self._weights(self.active)
+        fn = _FORWARD[(self.transposed, self.nsp)]
+        if self.transposed:
+            return fn(x, w, b, self.stride, self.padding, self.output_padding, groups, self.dilation)
         if self.padding_mode != "zeros":
-            pad = self.padding_for(k)
-            x = F.pad(x, (pad[1], pad[1], pad[0], pad[0]), mode=self.padding_mode)
-            return F.conv2d(x, w, b, self.stride, 0, self.dilation, groups)
-        return F.conv2d(x, w, b, self.stride, self.padding_for(k), self.dilation, groups)
+            x = F.pad(x, self._pad_list(k), mode=self.padding_mode)
+            return fn(x, w, b, self.stride, 0, self.dilation, groups)
+        return fn(x, w, b, self.stride, self.padding_for(k), self.dilation, groups)
 
-    def export(self, sample: dict[str, Any]) -> nn.Conv2d:
+    def export(self, sample: dict[str, Any]) -> nn.Module:
         def resolve(v):
             return evaluate(v, sample)
 
         w, b, k, groups = self._weights(resolve)
-        out = nn.Conv2d(int(resolve(self.in_channels)), w.shape[0], k, self.stride, self.padding_for(k),
-                        self.dilation, groups, b is not None, self.padding_mode)
+        cin, cout = int(resolve(self.in_channels)), int(resolve(self.out_channels))
+        kw = dict(stride=self.stride, padding=self.padding_for(k), dilation=self.dilation, groups=groups,
+                  bias=b is not None, padding_mode=self.padding_mode)
+        if self.transposed:
+            kw["output_padding"] = self.output_padding
+        out = self.export_cls(cin, cout, k, **kw)
         _copy_into(out.weight, w)
         _copy_into(out.bias, b)
         return out
+
+
+#: The former name of :class:`DynConv` (it handles every convolution now).
+DynConv2d = DynConv
 
 
 class DynBatchNorm(HwnasModule):
@@ -273,15 +318,16 @@ class DynLinear(HwnasModule):
 
 
 class DynLayerNorm(HwnasModule):
-    """``LayerNorm`` over the last dim, whose width is searchable (statistics over the active features)."""
+    """``LayerNorm`` over the last dim, whose width is searchable (statistics over the active features; an
+    axis of several segments, a concatenation as in Swin's patch merging, gathers them)."""
 
     def __init__(self, ln: nn.LayerNorm, segs: Sequence):
         super().__init__()
         if len(ln.normalized_shape) != 1:
             raise ValueError(f"DynLayerNorm needs a 1-D normalized_shape, got {tuple(ln.normalized_shape)}.")
         self.axis = SegAxis(segs)
-        if len(self.axis.segs) != 1 or self.axis.segs[0][2] != 1:
-            raise ValueError(f"DynLayerNorm needs one plain segment, got {self.axis!r}.")
+        if any(m != 1 for _, _, m in self.axis.segs):
+            raise ValueError(f"DynLayerNorm needs plain segments (mult 1), got {self.axis!r}.")
         self.width = self.axis.width
         self.eps, self.elementwise_affine = ln.eps, ln.elementwise_affine
         self.weight, self.bias = _param(ln.weight), _param(ln.bias)
@@ -290,14 +336,44 @@ class DynLayerNorm(HwnasModule):
         return [self.width]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = self.axis.index(self.active)
         c = int(self.active(self.width))
-        return F.layer_norm(x, (c,), _take(self.weight, slice(0, c)), _take(self.bias, slice(0, c)), self.eps)
+        return F.layer_norm(x, (c,), _take(self.weight, idx), _take(self.bias, idx), self.eps)
 
     def export(self, sample: dict[str, Any]) -> nn.LayerNorm:
+        idx = self.axis.index(lambda v: evaluate(v, sample))
         c = int(evaluate(self.width, sample))
         out = nn.LayerNorm(c, self.eps, self.elementwise_affine, bias=self.bias is not None)
-        _copy_into(out.weight, _take(self.weight, slice(0, c)))
-        _copy_into(out.bias, _take(self.bias, slice(0, c)))
+        _copy_into(out.weight, _take(self.weight, idx))
+        _copy_into(out.bias, _take(self.bias, idx))
+        return out
+
+
+class DynGroupNorm(HwnasModule):
+    """``GroupNorm`` over a searchable channel axis that keeps the channels per group (``block``): the group
+    count is the active width over ``block``."""
+
+    def __init__(self, gn: nn.GroupNorm, segs: Sequence, block: int):
+        super().__init__()
+        self.axis = SegAxis(segs)
+        self.num_channels, self.block = self.axis.width, int(block)
+        self.eps, self.affine = gn.eps, gn.affine
+        self.weight, self.bias = _param(gn.weight), _param(gn.bias)
+
+    def choice_values(self) -> list[Any]:
+        return [self.num_channels]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = self.axis.index(self.active)
+        c = int(self.active(self.num_channels))
+        return F.group_norm(x, c // self.block, _take(self.weight, idx), _take(self.bias, idx), self.eps)
+
+    def export(self, sample: dict[str, Any]) -> nn.GroupNorm:
+        idx = self.axis.index(lambda v: evaluate(v, sample))
+        c = int(evaluate(self.num_channels, sample))
+        out = nn.GroupNorm(c // self.block, c, self.eps, self.affine)
+        _copy_into(out.weight, _take(self.weight, idx))
+        _copy_into(out.bias, _take(self.bias, idx))
         return out
 
 
@@ -387,55 +463,6 @@ class DynMultiheadAttention(HwnasModule):
         _copy_into(out.out_proj.weight, w_out)
         _copy_into(out.out_proj.bias, b_out)
         return out
-
-
-class DynParam(HwnasModule):
-    """A parameter or buffer used directly in ``forward`` (a class token, a position embedding, a layer
-    scale), sliced along its searchable axes. Called with no arguments, it returns the active slice.
-
-    Args:
-        tensor: the tensor.
-        axes: tensor axis -> segments of that axis.
-        is_parameter: whether it is an ``nn.Parameter`` (counted in params) or a buffer.
-    """
-
-    def __init__(self, tensor: torch.Tensor, axes: dict[int, Sequence], is_parameter: bool = True):
-        super().__init__()
-        self.axes = {int(a): SegAxis(s) for a, s in sorted(axes.items())}
-        self.is_parameter = is_parameter
-        if is_parameter:
-            self.value = _param(tensor)
-        else:
-            self.register_buffer("value", tensor.detach().clone())
-
-    def choice_values(self) -> list[Any]:
-        return [ax.width for ax in self.axes.values()]
-
-    def shape(self, resolve: Resolve) -> tuple:
-        shape = list(self.value.shape)
-        for a, ax in self.axes.items():
-            shape[a] = resolve(ax.width)
-        return tuple(shape)
-
-    def _slice(self, resolve: Resolve) -> torch.Tensor:
-        t = self.value
-        for a, ax in self.axes.items():
-            t = _take(t, ax.index(resolve), a)
-        return t
-
-    def forward(self) -> torch.Tensor:
-        return self._slice(self.active)
-
-    def export(self, sample: dict[str, Any]) -> nn.Module:
-        t = self._slice(lambda v: evaluate(v, sample)).detach().clone()
-        root = nn.Module()
-        if self.is_parameter:
-            root.value = nn.Parameter(t, requires_grad=self.value.requires_grad)
-        else:
-            root.register_buffer("value", t)
-        graph = fx.Graph()
-        graph.output(graph.get_attr("value"))
-        return fx.GraphModule(root, graph, class_name="Parameter" if self.is_parameter else "Buffer")
 
 
 def width_values(width: int, ratios: Sequence[float], divisor: int | None = None, multiple: int = 1) -> list[int]:
