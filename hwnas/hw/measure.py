@@ -324,11 +324,13 @@ def measure_many(
         else:
             runners_to_warm = runners
         warm_ns = []
-        for runner in runners_to_warm:
-            t0 = time.perf_counter_ns()
-            for _ in range(warmup):
+        for runner in runners_to_warm:  # each model's typical run: the median of its warm-up runs (the first
+            runs_ns = []                 # ones allocate and run slow)
+            for _ in range(max(warmup, 1)):
+                t0 = time.perf_counter_ns()
                 runner.run()
-            warm_ns.append((time.perf_counter_ns() - t0) / warmup)
+                runs_ns.append(time.perf_counter_ns() - t0)
+            warm_ns.append(float(np.median(runs_ns[len(runs_ns) // 2:])))
         if method == "steady":  # each model's turn lasts turn_ms at its own warm-up speed, a tenth more untimed
             reps = [int(min(MAX_STEADY_REPEATS, max(repeats, np.ceil(turn_ms * 1e6 / max(w, 1.0)))))
                     for w in warm_ns[: len(runners)]]
