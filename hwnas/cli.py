@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(no measuring), as this hwnas fits them; written atomically")
     lr.add_argument("path")
     lr.add_argument("--out", default=None, help="write here instead of over PATH")
+    lc = lut.add_parser("recalibrate", help="bring a LUT to hwnas's definition of latency (the steady-state median): "
+                        "measure some build subnets paired and steady in the same run, map the level, refit")
+    lc.add_argument("path")
+    lc.add_argument("--space", required=True)
+    lc.add_argument("--input", type=_shape, default=None)
+    lc.add_argument("--subnets", type=int, default=16, help="build subnets measured both ways")
+    lc.add_argument("--out", default=None, help="write here instead of over PATH")
+    lc.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
     ls = lut.add_parser("speed-check", help="measure a few of the LUT's build subnets again: how much faster or "
                         "slower the machine runs now than at the build")
     ls.add_argument("--space", required=True)
@@ -184,6 +192,20 @@ def _lut(args) -> int:
               f"cross-validated error {100 * sel.get('cv_rms', float('nan')):.2f}% against "
               f"{100 * sel.get('cv_rms_default', float('nan')):.2f}% with the old defaults; "
               f"written: {args.out or args.path}")
+        return 0
+    if args.lut_command == "recalibrate":
+        from hwnas.hw.speed import calibrate_definition
+
+        space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
+        lut = LUT.load(args.path)
+        was = lut.definition
+        rec = calibrate_definition(lut, space, _input(args), n=args.subnets, progress=True)
+        lut.save(args.out or args.path)
+        print(f"recalibrated {args.path} ({was} -> steady-state median): steady = {rec['ratio']:.4f} x paired "
+              f"{1000 * rec['offset_ms']:+.2f} us over {rec['subnets']} build subnets (spread +-{rec['spread']:.4f}, "
+              f"leave-one-out error {rec['loo_rms']}, load {rec['load_avg']}); refitted, cross-validated error "
+              f"{100 * (lut.calibration.get('selected') or {}).get('cv_rms', float('nan')):.2f}%; written: "
+              f"{args.out or args.path}")
         return 0
     if args.lut_command == "speed-check":
         from hwnas.hw import speed_check
