@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "machine's speed now against training (16 take about a minute; default: none)")
 
     _add_search_parsers(sub)
+    _add_adapt_parser(sub)
     return p
 
 
@@ -160,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _search(args)
         if args.command == "predict":
             return _predict(args)
+        if args.command == "adapt":
+            return _adapt(args)
     except (ValueError, KeyError, FileNotFoundError) as e:
         print(f"hwnas {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -269,6 +272,50 @@ def _predict(args) -> int:
     if args.csv:
         rec.to_csv(args.csv)
         print(f"written: {args.csv}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- adapt
+def _add_adapt_parser(sub) -> None:
+    a = sub.add_parser("adapt", help="carry a LUT to this machine / another device: measure 20-60 of its subnets "
+                       "here (steady state, at most ~2 min) and refit one factor per kernel family")
+    a.add_argument("artefact", help="a LUT file (e.g. lut/digits_cpu-ort-1t.json), typically from another machine")
+    a.add_argument("--device", required=True, help="the target device measured here, e.g. cpu-ort-1t, cpu-ort-2t")
+    a.add_argument("--n", type=int, default=40, help="subnets measured (20-60; default 40)")
+    a.add_argument("--out", default=None, help="the adapted LUT (default: <artefact stem>_adapted_<device>.json here)")
+    a.add_argument("--space", default=None, help="the LUT's space (default: the first registered space it was built for)")
+    a.add_argument("--input", type=_shape, default=None, help="input shape with --space (default per space)")
+    a.add_argument("--budget", type=float, default=120.0, help="time budget in seconds (default 120)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
+
+
+def _adapt(args) -> int:
+    import pathlib
+
+    import hwnas
+    from hwnas.hw.adapt import adapt
+
+    src = pathlib.Path(args.artefact)
+    if not src.is_file():
+        raise FileNotFoundError(f"{args.artefact!r} is not a file; pass a LUT file such as lut/digits_cpu-ort-1t.json.")
+    if src.suffix != ".json":
+        raise ValueError(f"{args.artefact!r}: hwnas adapt takes a LUT file (.json); learned predictors are not "
+                         "adapted yet (use hwnas predict --speed-check N for one factor).")
+    space = x = None
+    if args.space:
+        space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
+        x = _input(args)
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(f"{src.stem}_adapted_{args.device}.json")
+    lut = adapt(src, args.device, n=args.n, space=space, dummy_input=x, out=out, budget_s=args.budget,
+                seed=args.seed, progress=True)
+    info = lut.adapted["adapted_from"]
+    factors = ", ".join(f"{k} {v:.3f}" for k, v in info["factors"].items())
+    print(f"adapted {args.artefact} ({info['device']}, {info['cpu_model']}) to {args.device} on this machine in "
+          f"{info['seconds']:.0f} s from {info['n']} subnets: {factors}; prior {info['prior']!r}, ridge "
+          f"{info['ridge']:g}; leave-one-out error {100 * info['cv_rms']:.2f}% (one factor "
+          f"{100 * info['cv_rms_one_factor']:.2f}%, unadapted {100 * info['rms_unadapted']:.2f}%); load "
+          f"{info['load_avg']}; written: {out}")
     return 0
 
 

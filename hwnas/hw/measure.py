@@ -127,7 +127,8 @@ class LatencyRecord:
         device: Device name.
         model: Path of the ONNX file, or ``"<ClassName>"`` for a torch module.
         round_medians_ms: The median of each round.
-        times_ms: Every timed run, shape ``(rounds, repeats)``, for other statistics.
+        times_ms: Every timed run, shape ``(rounds, repeats)``, for other statistics (NaN for runs a steady turn
+            cut short: it ends after twice ``turn_ms``).
         load_avg: Highest 1-minute load average seen before/after the measurement (NaN where the OS
             has none). Above the number of logical cores, other processes took CPU time from the runs,
             and long runs are slowed more than short ones: prefer ``p10_ms`` or re-measure.
@@ -240,6 +241,7 @@ def measure_many(
     min_turn_ms: float = 0.0,
     method: str | None = None,
     turn_ms: float = 100.0,
+    time_limit_s: float | None = None,
 ) -> list[LatencyRecord]:
     """Measure several models, interleaved, and return one :class:`LatencyRecord` per model.
 
@@ -276,6 +278,8 @@ def measure_many(
         turn_ms: ``"steady"`` only: each turn runs the model consecutively for at least this long at its warm-up
             speed (``repeats`` is raised up to :data:`MAX_STEADY_REPEATS`), after untimed runs for a tenth of
             that (at least ``rewarm``).
+        time_limit_s: stop after the first round that ends later than this many seconds after the timed rounds
+            began (at least one round runs); the records hold the rounds run.
     """
     models = list(models)
     if not models:
@@ -340,7 +344,10 @@ def measure_many(
                 typical_ms = float(np.median(warm_ns[: len(runners)])) / 1e6
                 repeats = int(min(200, max(repeats, np.ceil(min_turn_ms / max(typical_ms, 1e-6)))))
             reps, rewarms = [repeats] * len(models), [rewarm] * len(models)
-        times_ns = [np.empty((rounds, k), dtype=np.int64) for k in reps]
+        times_ns = [np.full((rounds, k), -1, dtype=np.int64) for k in reps]
+        # steady turns also end after twice turn_ms (a loaded machine runs slower than its warm-up); unrun slots
+        # stay -1 and are left out of the statistics
+        limit_ns = 2 * turn_ms * 1e6 if method == "steady" and turn_ms > 0 else float("inf")
         ref_ns = np.empty((len(models), rounds, repeats + 1), dtype=np.int64) if reference is not None else None
         bar = tqdm(
             total=rounds * len(models), desc=f"measure on {dev.name}", disable=not progress, leave=False
@@ -348,18 +355,29 @@ def measure_many(
         clock = time.perf_counter_ns
         gc_was_enabled = gc.isenabled()
         gc.disable()
+        began = time.perf_counter()
         try:
             for r in range(rounds):
+                if r and time_limit_s is not None and time.perf_counter() - began > time_limit_s:
+                    rounds = r
+                    times_ns = [t[:r] for t in times_ns]
+                    if ref_ns is not None:
+                        ref_ns = ref_ns[:, :r]
+                    break
                 for m in rng.permutation(len(models)):
                     run = runners[m].run
                     row = times_ns[m][r]
                     for _ in range(rewarms[m]):
                         run()
                     if ref_run is None:
+                        start = clock()
                         for k in range(reps[m]):
                             t0 = clock()
                             run()
-                            row[k] = clock() - t0
+                            t1 = clock()
+                            row[k] = t1 - t0
+                            if t1 - start > limit_ns:
+                                break
                     else:  # reference, run, reference, run, ..., reference: each run between two references
                         ref_row = ref_ns[m, r]
                         t0 = clock()
@@ -389,7 +407,7 @@ def measure_many(
         )
     records = []
     for m, name in enumerate(names):
-        ms = times_ns[m] / 1e6
+        ms = np.where(times_ns[m] >= 0, times_ns[m] / 1e6, np.nan)
         ratios, ref_ms = None, float("nan")
         if ref_ns is not None:  # each run over the mean of the reference runs just before and after it
             around = reference_means(ref_ns[m])
@@ -398,18 +416,18 @@ def measure_many(
             # is steady (the reference runs of this model's turns only: each starts from the cache state this
             # model leaves, up to 1.7x slower than alone after a large model)
             ref_ms = float(np.median(around)) / 1e6
-        round_medians = np.median(ms, axis=1)
+        round_medians = np.nanmedian(ms, axis=1)
         cv = float(np.std(round_medians, ddof=1) / np.mean(round_medians)) if rounds > 1 else float("nan")
         records.append(
             LatencyRecord(
                 median_ms=float(np.median(round_medians)),
-                p10_ms=float(np.percentile(ms, 10)),
-                p25_ms=float(np.percentile(ms, 25)),
+                p10_ms=float(np.nanpercentile(ms, 10)),
+                p25_ms=float(np.nanpercentile(ms, 25)),
                 paired_ms=float(np.median(ratios)) * ref_ms if ratios is not None else float("nan"),
                 reference_ms=ref_ms,
                 ratios=ratios,
                 reference_times_ms=ref_ns[m] / 1e6 if ref_ns is not None else None,
-                p90_ms=float(np.percentile(ms, 90)),
+                p90_ms=float(np.nanpercentile(ms, 90)),
                 cv=cv,
                 repeats=reps[m],
                 device=dev.name,
