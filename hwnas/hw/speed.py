@@ -267,9 +267,29 @@ def speed_check(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 8, rou
         progress: show a progress bar.
         export_fn: ``(space, sample) -> nn.Module`` (default :func:`hwnas.export`).
 
+    An adapted LUT (:func:`hwnas.hw.adapt`) is checked against the subnets its adaptation measured on this device
+    (``adapted["measurements"]``), with the same steady protocol.
+
     Returns:
         A :class:`SpeedCheck`; ``lut.with_speed(check)`` applies it.
     """
+    if lut.adapted:
+        rows = lut.adapted.get("measurements") or []
+        rows = [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))[:n] if _belongs(space, rows[i]["sample"])]
+        if not rows:
+            raise LUTError(f"adapted LUT {str(lut.path or '')!r} lists no measured subnet of this space; adapt it "
+                           "again (hwnas adapt) instead of a speed check.")
+        export_fn = export_fn or export
+        with tempfile.TemporaryDirectory(prefix="hwnas-speed-") as work:
+            paths, inputs = [], []
+            for i, r in enumerate(rows):
+                x = input_for(space, r["sample"], dummy_input)
+                paths.append(export_onnx(export_fn(space, r["sample"]).eval(), x, Path(work) / f"ref{i}.onnx"))
+                inputs.append(x)
+            recs = measure_many(paths, lut.device, dummy_inputs=inputs, method="steady", rounds=3, seed=seed,
+                                progress=progress)
+        return SpeedCheck.from_ratios([rec.median_ms / r["measured_ms"] for rec, r in zip(recs, rows)],
+                                      [r["sample"] for r in rows], times_ms=[r["measured_ms"] for r in rows])
     refs = reference_subnets(lut, space, dummy_input, n=n, seed=seed)
     records = measure_subnets(lut, space, dummy_input, [r["sample"] for r in refs], rounds=rounds, repeats=repeats,
                               seed=seed, progress=progress, export_fn=export_fn)
