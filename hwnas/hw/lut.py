@@ -219,7 +219,8 @@ class LUT:
             diffs = fingerprint_matches(lut.fingerprint, fingerprint(device))
             if diffs:
                 warnings.warn(f"LUT {str(path)!r} was measured on another machine or runtime: {'; '.join(diffs)}. "
-                              "Its latencies may not hold here; rebuild it on this machine for accurate figures.",
+                              "Its latencies may not hold here; adapt it to this machine (about 2 minutes: hwnas "
+                              f"adapt {path} --device {device.name}) or rebuild it here (hwnas lut build).",
                               FingerprintWarning, stacklevel=2)
         return lut
 

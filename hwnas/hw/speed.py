@@ -70,6 +70,8 @@ class SpeedCheck:
         range_ms: the shortest and longest time then; :meth:`factor_at` holds the factor flat outside it.
         loo_rmse: leave-one-out RMS error of ``ln(ratio)``: ``{"median": ..., "size": ...}`` (empty when no size
             term was tried: fewer than :attr:`MIN_MODELS_FOR_SIZE` models or times within a factor of 2).
+        level: the steady-state level over the paired one that the ratios include (a predictor's check with
+            ``definition="steady"``, :func:`hwnas.predict.speed_check`); 1 for none.
     """
 
     factor: float
@@ -82,6 +84,7 @@ class SpeedCheck:
     intercept: float = float("nan")
     range_ms: tuple[float, float] = (0.0, float("inf"))
     loo_rmse: dict[str, float] = field(default_factory=dict)
+    level: float = 1.0
 
     MIN_MODELS_FOR_SIZE = 8
 
@@ -148,7 +151,8 @@ class SpeedCheck:
 
     def record(self) -> dict[str, Any]:
         """The fields stored in a LUT's ``"speed"`` entry."""
-        return {"measured": self.measured, "subnets": len(self.ratios), "spread": round(self.spread, 5)}
+        return {"measured": self.measured, "subnets": len(self.ratios), "spread": round(self.spread, 5),
+                **({"level": round(self.level, 5)} if self.level != 1.0 else {})}
 
 
 def size_factor(curve: dict[str, float], ms: Any, factor: float) -> Any:
