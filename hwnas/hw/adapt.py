@@ -213,7 +213,7 @@ def adapt(artefact: LUT | str | os.PathLike, device: str | Device, n: int = 40, 
             paths.append(export_onnx(export_fn(space, r["sample"]).eval(), xi, Path(work) / f"adapt{i}.onnx"))
             inputs.append(xi)
         # as many rounds (up to 5) as the budget leaves, after the exports, the sessions and ~10% for the fit
-        left = 0.9 * budget_s - (time.perf_counter() - t0) - 0.1 * len(rows)
+        left = 0.85 * budget_s - (time.perf_counter() - t0) - 0.1 * len(rows)
         log.info("adapt: measuring %d subnets on %s (steady, up to 5 rounds in %.0f s)", len(rows), dev.name, left)
         recs = measure_many(paths, dev, dummy_inputs=inputs, method="steady", rounds=5, turn_ms=turn_ms,
                             seed=seed, progress=progress, time_limit_s=max(1.0, left))

@@ -278,8 +278,8 @@ def measure_many(
         turn_ms: ``"steady"`` only: each turn runs the model consecutively for at least this long at its warm-up
             speed (``repeats`` is raised up to :data:`MAX_STEADY_REPEATS`), after untimed runs for a tenth of
             that (at least ``rewarm``).
-        time_limit_s: stop after the first round that ends later than this many seconds after the timed rounds
-            began (at least one round runs); the records hold the rounds run.
+        time_limit_s: run no round that would end (at the pace of the rounds so far) later than this many seconds
+            after the timed rounds began; at least one round runs; the records hold the rounds run.
     """
     models = list(models)
     if not models:
@@ -358,7 +358,8 @@ def measure_many(
         began = time.perf_counter()
         try:
             for r in range(rounds):
-                if r and time_limit_s is not None and time.perf_counter() - began > time_limit_s:
+                # stop before a round that would end after the limit at the pace of the rounds so far
+                if r and time_limit_s is not None and (time.perf_counter() - began) * (r + 1) / r > time_limit_s:
                     rounds = r
                     times_ns = [t[:r] for t in times_ns]
                     if ref_ns is not None:
