@@ -241,8 +241,11 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
             if calibrate and lut.definition != "steady":
                 from hwnas.hw.speed import calibrate_definition  # hwnas.hw.speed builds on this module
 
-                calibrate_definition(lut, space, dummy_input, n=calibrate, seed=seed, progress=progress,
-                                     export_fn=export_fn)
+                try:
+                    calibrate_definition(lut, space, dummy_input, n=calibrate, seed=seed, progress=progress,
+                                         export_fn=export_fn)
+                except LUTError as e:  # too noisy a machine: the LUT stays at the paired level, and says so
+                    log.warning("%s", e)
     lut.settings["build_seconds"] = lut.settings.get("build_seconds", 0.0) + (time.perf_counter() - t0)
     lut.settings["finished"] = now()
     if path is not None:

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -382,7 +383,7 @@ def fit_level(paired_ms: Sequence[float], steady_ms: Sequence[float]) -> dict[st
 
 def calibrate_definition(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 16, rounds: int = 4,
                          paired_rounds: int = 20, turn_ms: float = 100.0, seed: int = 0, progress: bool = False,
-                         export_fn: Any = None, apply: bool = True) -> dict[str, Any]:
+                         export_fn: Any = None, apply: bool = True, max_error: float = 0.03) -> dict[str, Any]:
     """Measure ``n`` of the LUT's build subnets both paired (as the build measured them) and with the steady
     protocol (hwnas's definition of latency, :mod:`hwnas.hw.measure`) in the same run, fit the level
     (:func:`fit_level`) and, with ``apply``, bring the LUT to the steady-state definition
@@ -392,13 +393,19 @@ def calibrate_definition(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int
     is the geometric mean of the two), so that a drift of the machine during the calibration cancels. The subnets
     are spread over the build's range of times.
 
+    A steady measurement is not noise-cancelled: on a loaded machine (load average above the cores) other processes
+    preempt its long turns, and the level comes out wrong by several percent (mobilenet_v2 at load 16 on 2 cores:
+    steady 1.14x paired, leave-one-out error 20%, where a quiet machine gives below 1). So the level is applied only
+    when its leave-one-out error is at most ``max_error``; otherwise :class:`~hwnas.hw.lut.LUTError` says to
+    measure again on a quieter machine.
+
     Returns:
         The definition record (``ratio``, ``offset_ms``, ``subnets``, ``measured``, ``loo_rms``, ``spread``,
         ``load_avg``, the protocol settings), as stored in ``settings["definition"]``.
 
     Raises:
         LUTError: the LUT's end-to-end times are not paired, or it has no pairing reference for this space
-            and input, or too few build subnets.
+            and input, or too few build subnets, or the level was too noisy (``max_error``; nothing is applied).
     """
     if lut.settings.get("statistic") != "paired" or pairing_reference(lut, space, dummy_input) is None:
         raise LUTError(f"LUT {str(lut.path or '')!r} has no paired end-to-end times of this space at input "
@@ -437,6 +444,13 @@ def calibrate_definition(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int
     log.info("level of %s: steady = %.4f x paired %+.4f ms over %d subnets (LOO error %s, load %.2f)",
              lut.path or "the LUT", record["ratio"], record["offset_ms"], len(rows), level["loo_rms"],
              record["load_avg"])
+    error = min(level["loo_rms"].values())
+    if error > max_error:
+        raise LUTError(f"the level of LUT {str(lut.path or '')!r} came out too noisy to apply: steady = "
+                       f"{record['ratio']:.4f} x paired with a leave-one-out error of {100 * error:.1f}% over "
+                       f"{len(rows)} subnets (at most {100 * max_error:.1f}%), load average {record['load_avg']} on "
+                       f"{os.cpu_count()} cores. The LUT is unchanged; measure again on a quieter machine (hwnas lut "
+                       "recalibrate FILE --space NAME), or with more subnets (--subnets).")
     if apply:
         lut.set_definition(record)
     return record
