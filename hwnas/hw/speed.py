@@ -9,6 +9,11 @@ overhead is scaled by it (whole-model totals by the factor for their size), and 
 --write`` stores it in the LUT file (it loads with it from then on). The relative accuracy of the LUT does not depend
 on this; absolute milliseconds on a drifting machine do.
 
+The check compares paired runs with paired runs (each build subnet keeps its paired time in
+``end_to_end_paired_ms``); the LUT's level is the steady-state median, hwnas's definition of latency, mapped from the
+paired one at the build (:func:`calibrate_definition`). A speed check is one factor for every kernel: to carry a
+LUT to another machine or runtime configuration, where kernel families move apart, use :func:`hwnas.hw.adapt`.
+
 Example:
     >>> import torch, hwnas
     >>> from hwnas.hw import LUT, speed_check
