@@ -146,6 +146,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="rounds of each steady measurement of the held-out subnets")
     p.add_argument("--rebuilt", default=None, help="an existing rebuilt LUT ({target} is replaced); else build one")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", default="", help="suffix for the result files")
     args = p.parse_args()
     pin_threads(1)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -167,17 +168,18 @@ def main() -> None:
     header = ["space", "source_device", "target_device", "method", "held_out", "measurements", "within_5pct",
               "within_10pct", "kendall_tau", "median_abs_err_pct", "mean_err_pct", "seconds", "retest_kendall_tau",
               "retest_median_abs_err_pct", "load_avg", "when"]
-    write_table("adapt", header, rows)
+    write_table(f"adapt{args.tag}", header, rows)
     import csv
 
-    with (RESULTS / "adapt_subnets.csv").open("w", newline="") as f:
+    with (RESULTS / f"adapt_subnets{args.tag}.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["target_device", "subnet", "measured_ms", "unadapted_ms", "speed_check_ms", "adapt_ms",
                     "rebuild_ms", "sample"])
         w.writerows(detail)
     lines = ["# hwnas adapt against a single speed factor and a full rebuild", "",
              f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, `python benchmarks/adapt.py --space "
-             f"{args.space} --source {args.source} --targets {args.targets} --n {args.n}`; host "
+             f"{args.space} --source {args.source} --targets {args.targets} --n {args.n} --seed {args.seed}"
+             f"{' --rebuilt ' + args.rebuilt if args.rebuilt else ''}`; host "
              f"{source.fingerprint.get('cpu_model')} ({hwnas.hw.fingerprint('cpu-ort-1t').get('cpu_id')}), 2 cores, "
              f"load average {rows[-1][14]} at the end.", "",
              "**The 'other device' is another ONNX Runtime configuration of the same CPU** (there is one machine "
@@ -188,8 +190,8 @@ def main() -> None:
         lines.append(f"| {r[2]} | {r[3]} | {r[5]} | {r[6]}% | {r[7]}% | {r[8]} | {r[9]}% | {r[10]}% | {r[11]} |")
     lines += ["", f"Retest (two steady measurements of the held-out subnets against each other): Kendall τ "
               f"{rows[-1][12]}, median abs difference {rows[-1][13]}%.", ""]
-    (RESULTS / "adapt.md").write_text("\n".join(lines))
-    print(f"written: {RESULTS / 'adapt_subnets.csv'}, {RESULTS / 'adapt.md'}")
+    (RESULTS / f"adapt{args.tag}.md").write_text("\n".join(lines))
+    print(f"written: {RESULTS / f'adapt_subnets{args.tag}.csv'}, {RESULTS / f'adapt{args.tag}.md'}")
 
 
 if __name__ == "__main__":
