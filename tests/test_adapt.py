@@ -75,6 +75,13 @@ def test_adapt_writes_a_lut_for_this_host_that_predicts_held_out_subnets(tmp_pat
 
     space = hwnas.spaces.create("digits").eval()
     prof = LatencyProfiler(space, X, lut=lut)
+    # an adapted LUT's speed check measures the subnets its adaptation measured, steady, against their times then
+    from hwnas.hw import speed_check
+
+    check = speed_check(lut, space, X, n=4)
+    measured = {json.dumps(m["sample"], sort_keys=True) for m in lut.adapted["measurements"]}
+    assert len(check.ratios) == 4 and all(json.dumps(s, sort_keys=True) in measured for s in check.samples)
+    assert 0.3 < check.factor < 3.0
     used = {json.dumps(r["sample"], sort_keys=True) for r in source.subnets}
     rng = np.random.default_rng(11)
     samples = []
