@@ -162,7 +162,7 @@ def test_paired_measurement_against_the_unpaired_one(onnx_files):
     machine's slow phases; a plain measurement taken afterwards can meet another phase of the shared machine,
     which moved the big model 15% in either direction)."""
     kw = dict(warmup=5, repeats=3, rounds=10, seed=0)
-    for attempt in range(2):  # one retry; the bound widens with the runs' own spread (a loaded host: p90/p10 ~ 30)
+    for _attempt in range(2):  # one retry; the bound widens with the runs' own spread (a loaded host: p90/p10 ~ 30)
         small, big = measure_many([onnx_files["small"], onnx_files["big"]], "cpu-ort-1t", **kw,
                                   reference=onnx_files["small"])
         within = 1.2 * max(1.0, big.p90_ms / big.p10_ms) ** 0.5
