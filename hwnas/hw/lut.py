@@ -300,10 +300,12 @@ class LUT:
     @property
     def definition(self) -> str:
         """Which latency the LUT predicts: ``"steady"`` (the steady-state median, hwnas's definition: its level
-        was calibrated, ``settings["definition"]``), else the statistic of its end-to-end times (``"paired"`` for
+        was calibrated, ``settings["definition"]``, or it was adapted to steady measurements), else the statistic of its end-to-end times (``"paired"`` for
         LUTs built before the calibration, ``"median"`` for older ones)."""
         if (self.settings.get("definition") or {}).get("latency") == "steady":
             return "steady"
+        if self.adapted and self.adapted.get("adapted_from", {}).get("definition") == "steady":
+            return "steady"  # fitted to steady-state medians measured on its device
         return str(self.settings.get("statistic", "median"))
 
     def steady_level(self, paired_ms: Any) -> Any:
@@ -321,6 +323,9 @@ class LUT:
         ``settings["definition"]`` and refit the LUT to those times. Each subnet keeps its paired time in
         ``end_to_end_paired_ms``; applying another record later starts from those again."""
         _validate_definition(record, "set_definition")
+        if self.adapted:
+            raise LUTError(f"LUT {str(self.path or '')!r} was adapted (hwnas adapt) to steady-state measurements on "
+                           f"{self.device.name}; its level needs no calibration. Adapt the source LUT again instead.")
         if self.settings.get("statistic", "median") != "paired":
             raise LUTError(f"LUT {str(self.path or '')!r}: its end-to-end times are {self.settings.get('statistic')!r}"
                            " times, not paired ones; only a paired LUT's level is calibrated this way. Rebuild it "
@@ -544,7 +549,8 @@ class LUT:
         n = [e.n for e in self.entries.values()] or [0]
         speed = f", speed factor {self.speed_factor:.4f} ({self.speed.get('measured', '?')})" if self.speed else ""
         d = self.settings.get("definition") or {}
-        definition = (f"predicts the steady-state median (level: {d.get('ratio', 1.0):.4f} x paired "
+        definition = ("predicts the steady-state median (adapted to it)" if self.definition == "steady" and not d else
+                      f"predicts the steady-state median (level: {d.get('ratio', 1.0):.4f} x paired "
                       f"{1000 * d.get('offset_ms', 0.0):+.2f} us, {d.get('subnets', '?')} subnets, {d.get('measured', '?')})"
                       if self.definition == "steady" else
                       f"predicts the {self.definition!r} protocol's level (hwnas lut recalibrate brings it to steady "

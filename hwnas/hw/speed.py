@@ -412,6 +412,9 @@ def calibrate_definition(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int
         LUTError: the LUT's end-to-end times are not paired, or it has no pairing reference for this space
             and input, or too few build subnets, or the level was too noisy (``max_error``; nothing is applied).
     """
+    if lut.adapted:
+        raise LUTError(f"LUT {str(lut.path or '')!r} was adapted (hwnas adapt) to steady-state measurements on "
+                       f"{lut.device.name}; its level needs no calibration. Adapt the source LUT again instead.")
     if lut.settings.get("statistic") != "paired" or pairing_reference(lut, space, dummy_input) is None:
         raise LUTError(f"LUT {str(lut.path or '')!r} has no paired end-to-end times of this space at input "
                        f"{tuple(dummy_input.shape)} (statistic {lut.settings.get('statistic')!r}); its level cannot be "
