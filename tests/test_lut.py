@@ -436,3 +436,21 @@ def test_lut_predicts_the_plain_steady_state_median_of_held_out_subnets(space, s
             break
     assert abs(level) <= tol, (f"LUT level {np.exp(level):.3f} x the plain steady-state median (tolerance "
                                f"{tol:.3f}, spread {spread:.4f})")
+
+
+def test_cli_recalibrate_measures_the_level_again(small_lut, tmp_path, capsys):
+    from hwnas.cli import main
+
+    src = small_lut.save(tmp_path / "src.json")
+    out = tmp_path / "recal.json"
+    assert main(["lut", "recalibrate", str(src), "--space", "digits", "--subnets", "5", "--max-error", "10",
+                 "--out", str(out)]) == 0
+    assert "steady-state median" in capsys.readouterr().out
+    again = LUT.load(out)
+    d = again.settings["definition"]
+    assert again.definition == "steady" and d["subnets"] == 5 and len(d["steady_ms"]) == 5
+    assert d["measured"] != small_lut.settings["definition"]["measured"]  # measured again, not copied
+    for r in again.subnets:  # from the kept paired times, not from the previous level
+        assert r["end_to_end_ms"] == pytest.approx(d["ratio"] * r["end_to_end_paired_ms"] + d["offset_ms"])
+    assert main(["lut", "recalibrate", str(src), "--space", "digits", "--subnets", "2"]) == 2
+    assert "n must be at least 3" in capsys.readouterr().err
