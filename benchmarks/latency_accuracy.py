@@ -24,6 +24,11 @@ of the same models agree on this machine, a ceiling for the agreement of any pre
 ``measurement_noise_sd`` the part of it the measurement's own noise explains (the variance of the two halves'
 log difference over four is the noise variance of their mean), and ``lut_error_sd`` the rest, the LUT's own.
 
+A third row, ``measured_as`` ``steady``, is hwnas's definition of latency and comes first: the held-out subnets
+measured twice more with the steady protocol (``measure_many(method="steady")``: warm-up, then consecutive runs in
+turns of 100 ms, ``--steady-rounds`` rounds), the geometric mean of the two; a LUT calibrated to the steady-state
+level (``settings["definition"]``) predicts it, an older one the paired level.
+
 The ``corrected_*`` columns scale the predictions by the machine's speed now against the LUT build, as
 ``hwnas.hw.speed_check`` measures it: the median over ``--refs`` (16) of the build's own subnets, measured in the
 same rounds, of their time now over their time at the build (the pairing reference's time now over its time at
@@ -69,7 +74,7 @@ def accuracy_stats(pred: np.ndarray, meas: np.ndarray) -> dict[str, float]:
 
 
 def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: int, repeats: int,
-              n_ref: int, measurements: int) -> tuple:
+              n_ref: int, measurements: int, steady_rounds: int = 3) -> tuple:
     shape = hwnas.spaces.input_shape(name)
     space = hwnas.spaces.create(name).eval()
     x = torch.randn(shape)
@@ -106,6 +111,11 @@ def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: 
             calls.append(measure_many(paths, device, dummy_inputs=inputs, rounds=rounds // measurements,
                                       repeats=repeats, progress=True, seed=seed + 1000 * c, min_turn_ms=2.0,
                                       **kw))
+        # hwnas's definition of latency: the steady-state median (warm-up, then consecutive runs in turns of
+        # 100 ms), two separate measurements of the held-out subnets, right after the paired ones
+        steady_calls = [measure_many(paths[:n], device, dummy_inputs=inputs[:n], method="steady",
+                                     rounds=steady_rounds, progress=True, seed=seed + 7000 + c)
+                        for c in range(2 if steady_rounds else 0)]
         seconds = time.perf_counter() - t0
     every = [rec for recs in calls for rec in recs[:n]]
     stat = prof.lut.settings.get("statistic", "median")
@@ -116,8 +126,10 @@ def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: 
     mean = {name: np.exp(np.log(v).mean(axis=1)) for name, v in each.items()}
     # the correction: the build subnets now against at the build, as hwnas.hw.speed_check measures it (the pairing
     # reference alone is one model, with a time of its own in each measurement; printed for comparison)
-    check = SpeedCheck.from_ratios([mean[stat][n + j] / r["end_to_end_ms"] for j, r in enumerate(refs)],
-                                   times_ms=[r["end_to_end_ms"] for r in refs]) if refs else None
+    # paired now against paired at the build (a LUT at the steady-state level keeps them in end_to_end_paired_ms)
+    then = [r.get("end_to_end_paired_ms", r["end_to_end_ms"]) for r in refs]
+    check = SpeedCheck.from_ratios([mean[stat][n + j] / t for j, t in enumerate(then)],
+                                   times_ms=then) if refs else None
     if check is None:
         factor = paired if paired is not None else float("nan")
         check = SpeedCheck.from_ratios([factor]) if math.isfinite(factor) else None
@@ -130,6 +142,10 @@ def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: 
               for name, v in each.items()} if measurements > 1 else \
         {name: np.array([[np.median(r.times_ms[h::2]) if name == "median" else np.median(r.ratios[h::2]) *
                           r.reference_ms for h in (0, 1)] for r in calls[0][:n]]) for name in names}
+    if steady_calls:
+        st_each = np.array([[recs[i].median_ms for recs in steady_calls] for i in range(n)])
+        meas["steady"] = np.exp(np.log(st_each).mean(axis=1))
+        halves["steady"] = st_each
     pred = np.array([prof.profile(s) for s in samples])
     per_call = [json.dumps([round(float(v), 6) for v in each[stat][i]]) for i in range(n)]
     return samples, pred, meas, halves, seconds, check, stat, per_call
@@ -182,6 +198,8 @@ def main() -> None:
     ap.add_argument("--measurements", type=int, default=4,
                     help="separate measurements (rounds/measurements rounds each, sessions of their own): the "
                          "time is their geometric mean, the retest compares them")
+    ap.add_argument("--steady-rounds", type=int, default=3,
+                    help="rounds of each of two steady-state measurements of the held-out subnets (0: none)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix for the result files")
     ap.add_argument("--rescore", metavar="SUBNETS_CSV", default=None,
@@ -198,11 +216,13 @@ def main() -> None:
     for name in args.spaces.split(","):
         lut_path = f"{args.lut_dir}/{name}_{args.device}.json"
         samples, pred, meas, halves, seconds, check, stat, per_call = run_space(
-            name, args.device, lut_path, args.n, args.seed, args.rounds, args.repeats, args.refs, args.measurements)
+            name, args.device, lut_path, args.n, args.seed, args.rounds, args.repeats, args.refs, args.measurements,
+            args.steady_rounds)
         factor = check.factor if check else float("nan")
         now = pred * check.factor_at(pred) if check else pred * factor  # what lut.with_speed(check) predicts
-        # the LUT's own statistic first (what it is built to predict), then the median for comparison
-        for which in dict.fromkeys([stat, "median"]):
+        # the steady-state median first (hwnas's definition, what a calibrated LUT predicts), then the LUT's own
+        # build statistic and the median of the paired runs for comparison
+        for which in dict.fromkeys([*(["steady"] if "steady" in meas else []), stat, "median"]):
             m = meas[which]
             st = accuracy_stats(pred, m)
             nan = {k: float("nan") for k in st}

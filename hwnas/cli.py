@@ -105,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("path", help=LUT_HELP)
     lr.add_argument("--device", default=None, help=DEVICE_HELP)
     lr.add_argument("--out", default=None, help="write here instead of over PATH (required for a shipped LUT)")
+    lc = lut.add_parser("recalibrate", help="bring a LUT to hwnas's definition of latency (the steady-state median): "
+                        "measure some build subnets paired and steady in the same run, map the level, refit")
+    lc.add_argument("path", help=LUT_HELP)
+    lc.add_argument("--device", default=None, help=DEVICE_HELP)
+    lc.add_argument("--space", required=True)
+    lc.add_argument("--input", type=_shape, default=None)
+    lc.add_argument("--subnets", type=int, default=16, help="build subnets measured both ways")
+    lc.add_argument("--out", default=None, help="write here instead of over PATH (required for a shipped LUT)")
+    lc.add_argument("--max-error", type=float, default=0.03,
+                    help="apply the level only if its leave-one-out error is at most this (default 0.03)")
+    lc.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
     ls = lut.add_parser("speed-check", help="measure a few of the LUT's build subnets again: how much faster or "
                         "slower the machine runs now than at the build")
     ls.add_argument("--space", required=True)
@@ -142,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "machine's speed now against training (16 take about a minute; default: none)")
 
     _add_search_parsers(sub)
+    _add_adapt_parser(sub)
     return p
 
 
@@ -220,6 +232,8 @@ def _run(args) -> int:
         return _search(args)
     if args.command == "predict":
         return _predict(args)
+    if args.command == "adapt":
+        return _adapt(args)
     return 1  # pragma: no cover
 
 
@@ -257,6 +271,21 @@ def _lut(args) -> int:
               f"cross-validated error {100 * sel.get('cv_rms', float('nan')):.2f}% against "
               f"{100 * sel.get('cv_rms_default', float('nan')):.2f}% with the old defaults; "
               f"written: {target}")
+        return 0
+    if args.lut_command == "recalibrate":
+        from hwnas.hw.speed import calibrate_definition
+
+        target = _user_target(args, args.path, args.out, "--out")  # before measuring: never over a shipped LUT
+        space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
+        lut = LUT.load(_lut_path(args))
+        was = lut.definition
+        rec = calibrate_definition(lut, space, _input(args), n=args.subnets, progress=True, max_error=args.max_error)
+        lut.save(target)
+        print(f"recalibrated {args.path} ({was} -> steady-state median): steady = {rec['ratio']:.4f} x paired "
+              f"{1000 * rec['offset_ms']:+.2f} us over {rec['subnets']} build subnets (spread +-{rec['spread']:.4f}, "
+              f"leave-one-out error {rec['loo_rms']}, load {rec['load_avg']}); refitted, cross-validated error "
+              f"{100 * (lut.calibration.get('selected') or {}).get('cv_rms', float('nan')):.2f}%; written: "
+              f"{target}")
         return 0
     if args.lut_command == "speed-check":
         from hwnas.hw import speed_check
@@ -321,6 +350,59 @@ def _predict(args) -> int:
     if args.csv:
         rec.to_csv(args.csv)
         print(f"written: {args.csv}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- adapt
+def _add_adapt_parser(sub) -> None:
+    a = sub.add_parser("adapt", help="carry a LUT to this machine / another device: measure 20-60 of its subnets "
+                       "here (steady state, at most ~2 min) and refit one factor per kernel family")
+    a.add_argument("artefact", help="a LUT: a shipped name (e.g. digits, mobilenet_v3_cpu-ort-2t) or a file, "
+                   "typically from another machine")
+    a.add_argument("--device", default=None, help="the target device measured here, e.g. cpu-ort-1t, cpu-ort-2t "
+                   "(default: the LUT's own device, i.e. the same runtime set-up on this machine)")
+    a.add_argument("--n", "--measurements", dest="n", type=int, default=40, help="subnets measured (20-60; default 40)")
+    a.add_argument("--out", default=None, help="the adapted LUT (default: <artefact stem>_adapted_<device>.json here)")
+    a.add_argument("--space", default=None, help="the LUT's space (default: the first registered space it was built for)")
+    a.add_argument("--input", type=_shape, default=None, help="input shape with --space (default per space)")
+    a.add_argument("--budget", type=float, default=120.0, help="time budget in seconds (default 120)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
+
+
+def _adapt(args) -> int:
+    import pathlib
+
+    import hwnas
+    from hwnas.artifacts import resolve_lut
+    from hwnas.hw.adapt import adapt
+    from hwnas.hw.lut import LUT
+
+    if str(args.artefact).endswith(".skops"):
+        src = pathlib.Path(args.artefact)
+    else:
+        src = resolve_lut(args.artefact)
+        if not src.is_file():
+            raise FileNotFoundError(f"{args.artefact!r} is not a file; pass a LUT file or a shipped name such as "
+                                    "digits (hwnas lut list shows them).")
+    if src.suffix != ".json":
+        raise ValueError(f"{args.artefact!r}: hwnas adapt takes a LUT file (.json); learned predictors are not "
+                         "adapted yet (use hwnas predict --speed-check N for one factor).")
+    space = x = None
+    if args.space:
+        space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
+        x = _input(args)
+    device = args.device or LUT.load(src, check_fingerprint=False).device.name
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(f"{src.stem}_adapted_{device}.json")
+    lut = adapt(src, device, n=args.n, space=space, dummy_input=x, out=out, budget_s=args.budget,
+                seed=args.seed, progress=True)
+    info = lut.adapted["adapted_from"]
+    factors = ", ".join(f"{k} {v:.3f}" for k, v in info["factors"].items())
+    print(f"adapted {args.artefact} ({info['device']}, {info['cpu_model']}) to {device} on this machine in "
+          f"{info['seconds']:.0f} s from {info['n']} subnets: {factors}; prior {info['prior']!r}, ridge "
+          f"{info['ridge']:g}; leave-one-out error {100 * info['cv_rms']:.2f}% (one factor "
+          f"{100 * info['cv_rms_one_factor']:.2f}%, unadapted {100 * info['rms_unadapted']:.2f}%); load "
+          f"{info['load_avg']}; written: {out}")
     return 0
 
 

@@ -131,3 +131,45 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def plain_steady_ms(paths, device: str = "cpu-ort-1t", turn_ms: float = 30.0, rounds: int = 3,
+                    seed: int = 0) -> np.ndarray:
+    """An independent plain steady-state measurement (not hwnas.hw.measure): each ONNX file opened with ONNX
+    Runtime directly (the device's thread settings), its input and output bound once; in each round every model in
+    a shuffled order runs 20 untimed runs, then consecutive timed runs for ``turn_ms``; a model's time is the median
+    of all its timed runs, in ms."""
+    import time
+
+    import onnxruntime as ort
+
+    from hwnas.hw import get_device
+
+    dev = get_device(device)
+    rng = np.random.default_rng(seed)
+    bound = []
+    for p in paths:
+        sess = ort.InferenceSession(str(p), sess_options=dev.session_options(), providers=dev.providers())
+        inp = sess.get_inputs()[0]
+        x = rng.uniform(0.1, 1.0, size=inp.shape).astype(np.float32)
+        binding = sess.io_binding()
+        binding.bind_cpu_input(inp.name, x)
+        for out in sess.get_outputs():
+            binding.bind_output(out.name, "cpu")
+        sess.run_with_iobinding(binding)
+        bound.append((sess, binding, x))
+    times = [[] for _ in paths]
+    for _ in range(rounds):
+        for m in rng.permutation(len(paths)):
+            sess, binding, _ = bound[m]
+            for _ in range(20):
+                sess.run_with_iobinding(binding)
+            end = time.perf_counter() + turn_ms / 1000
+            while True:
+                t0 = time.perf_counter()
+                sess.run_with_iobinding(binding)
+                t1 = time.perf_counter()
+                times[m].append(t1 - t0)
+                if t1 > end:
+                    break
+    return np.array([1000 * float(np.median(t)) for t in times])

@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import assert_paired, rel_spread, retry_once
+from conftest import assert_paired, plain_steady_ms, rel_spread, retry_once
 from torch import nn
 
 from hwnas.hw import (
@@ -268,3 +268,44 @@ def test_an_open_reference_is_shared_by_measurements(onnx_files):
         assert_paired(rec)
     with pytest.raises(TypeError, match="expected a path to an .onnx file"):
         open_reference(42, "cpu-ort-1t")
+
+
+# ------------------------------------------------------------------------------ the definition of latency
+
+
+def test_steady_is_the_default_definition_and_matches_a_plain_timing_loop(onnx_files):
+    """measure_many's default is the steady protocol: turns of consecutive runs lasting about turn_ms; its medians
+    agree with an independent plain timing loop (ONNX Runtime directly: warm-up, then consecutive runs) in the
+    same run, within a tolerance from the plain loop's own spread (two passes), with one retry."""
+    paths = [onnx_files["small"], onnx_files["big"]]
+    for attempt in range(2):
+        recs = measure_many(paths, "cpu-ort-1t", rounds=3, turn_ms=30.0, seed=attempt)
+        a, b = plain_steady_ms(paths, seed=attempt), plain_steady_ms(paths, seed=attempt + 10)
+        spread = float(np.max(np.abs(np.log(a / b))))
+        err = np.abs(np.log(np.array([r.median_ms for r in recs]) / np.sqrt(a * b)))
+        tol = 0.05 + 3 * spread
+        if np.all(err <= tol):
+            break
+    assert np.all(err <= tol), (err, tol)
+    for rec in recs:
+        assert rec.method == "steady" and rec.latency_ms == rec.median_ms and np.isnan(rec.paired_ms)
+        done = np.isfinite(rec.times_ms)
+        # each turn planned for ~30 ms of runs at warm-up speed (a loaded host may cut it at 60 ms of wall time)
+        assert done[:, 0].all() and rec.repeats * rec.median_ms >= 0.3 * 30.0
+
+
+def test_methods_are_named_and_paired_is_never_silent(onnx_files):
+    small, big = onnx_files["small"], onnx_files["big"]
+    with pytest.raises(ValueError, match="method='paired' needs reference="):
+        measure(big, "cpu-ort-1t", method="paired")
+    with pytest.raises(ValueError, match="a reference model was given with method='steady'"):
+        measure(big, "cpu-ort-1t", reference=small)
+    with pytest.raises(ValueError, match="unknown method 'fast'"):
+        measure_many([big], "cpu-ort-1t", method="fast")
+    rec = measure(big, "cpu-ort-1t", method="paired", reference=small, repeats=3, rounds=4)
+    assert rec.method == "paired" and rec.latency_ms == rec.paired_ms
+    assert_paired(rec)
+    short = measure_many([big], "cpu-ort-1t", method="interleaved", repeats=4, rounds=3)[0]
+    assert short.method == "interleaved" and short.times_ms.shape == (3, 4)
+    cut = measure_many([small, big], "cpu-ort-1t", rounds=50, turn_ms=5.0, time_limit_s=0.05)
+    assert all(1 <= r.rounds < 50 and r.times_ms.shape[0] == r.rounds for r in cut)

@@ -1,5 +1,6 @@
 """Devices, ONNX Runtime measurement, kernels and latency lookup tables."""
 
+from hwnas.hw.adapt import adapt
 from hwnas.hw.build import build_lut, space_signatures
 from hwnas.hw.device import (
     OPSET,
@@ -12,12 +13,20 @@ from hwnas.hw.device import (
 )
 from hwnas.hw.kernels import Kernel, KernelSignature, map_kernels
 from hwnas.hw.latency import LatencyProfiler, MissingKernelsError
-from hwnas.hw.lut import LUT, FingerprintWarning, LUTError
-from hwnas.hw.measure import LatencyRecord, measure, measure_many, open_reference, session_overhead_ms
+from hwnas.hw.lut import FAMILIES, LUT, FingerprintWarning, LUTError, family_of
+from hwnas.hw.measure import (
+    METHODS,
+    LatencyRecord,
+    measure,
+    measure_many,
+    open_reference,
+    session_overhead_ms,
+)
 from hwnas.hw.profiling import NodeProfile, optimized_graph, profile_nodes, profile_run
 from hwnas.hw.session import create_session, export_onnx, make_feed
 from hwnas.hw.speed import (
     SpeedCheck,
+    calibrate_definition,
     paired_speed_factor,
     pairing_reference,
     reference_subnets,
@@ -40,6 +49,7 @@ __all__ = [
     "NodeProfile",
     "measure",
     "measure_many",
+    "METHODS",
     "open_reference",
     "profile_run",
     "profile_nodes",
@@ -51,6 +61,10 @@ __all__ = [
     "LUT",
     "LUTError",
     "FingerprintWarning",
+    "FAMILIES",
+    "family_of",
+    "adapt",
+    "calibrate_definition",
     "build_lut",
     "space_signatures",
     "LatencyProfiler",

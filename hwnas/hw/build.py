@@ -8,7 +8,10 @@ rewritten atomically, so a killed build resumes where it stopped with nothing lo
 
 Finally the end-to-end times of all the build's subnets are measured once more, interleaved in many short
 rounds (:func:`interleave_end_to_end`): a shared machine's speed drifts by a few percent over minutes, and
-times taken one subnet after another minutes apart would carry that drift into the calibration.
+times taken one subnet after another minutes apart would carry that drift into the calibration. Those runs are
+paired with a reference subnet (noise cancellation), and their level is then mapped onto hwnas's definition of
+latency, the steady-state median (:func:`hwnas.hw.speed.calibrate_definition`: some build subnets measured both
+ways in the same run), so the LUT predicts steady-state medians.
 
 Example:
     >>> import torch, hwnas, tempfile, os
@@ -135,7 +138,8 @@ def _covering_sample(graph: OpGraph, tables: list, counts: Counter, need: int,
 def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu-ort-1t",
               path: str | os.PathLike | None = None, repeats_per_kernel: int = 3, runs: int = 30, warmup: int = 10,
               max_subnets: int | None = None, seed: int = 0, progress: bool = True, space_name: str | None = None,
-              export_fn: Any = None, random_subnets: int = 60, end_to_end_rounds: int = 20) -> LUT:
+              export_fn: Any = None, random_subnets: int = 60, end_to_end_rounds: int = 20,
+              calibrate: int = 16) -> LUT:
     """Measure every kernel signature ``space`` can produce on ``device`` (resumable).
 
     Args:
@@ -154,6 +158,10 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
             so that the calibration and refinement see the subnets that search draws, not only the
             covering ones (which lean deep and wide).
         end_to_end_rounds: rounds of the final interleaved end-to-end pass (:func:`interleave_end_to_end`).
+        calibrate: after that pass, measure this many build subnets also with the steady protocol in the same
+            run and map the LUT's paired level onto the steady-state median, hwnas's definition of latency
+            (:func:`hwnas.hw.speed.calibrate_definition`, about 10 s); 0 skips it (the LUT then predicts the paired
+            level, and says so).
 
     Returns:
         The :class:`~hwnas.hw.lut.LUT` (also saved to ``path`` after every subnet).
@@ -230,6 +238,14 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
         if missing() == 0:
             interleave_end_to_end(lut, space, dummy_input, dev, tag, path=path, export_fn=export_fn,
                                   progress=progress, rounds=end_to_end_rounds, onnx_dir=work)
+            if calibrate and lut.definition != "steady":
+                from hwnas.hw.speed import calibrate_definition  # hwnas.hw.speed builds on this module
+
+                try:
+                    calibrate_definition(lut, space, dummy_input, n=calibrate, seed=seed, progress=progress,
+                                         export_fn=export_fn)
+                except LUTError as e:  # too noisy a machine: the LUT stays at the paired level, and says so
+                    log.warning("%s", e)
     lut.settings["build_seconds"] = lut.settings.get("build_seconds", 0.0) + (time.perf_counter() - t0)
     lut.settings["finished"] = now()
     if path is not None:
@@ -290,15 +306,18 @@ def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, devic
             log.info("%s: measuring %d build subnets end to end, interleaved", tag, len(group))
             records = measure_many(paths, device, dummy_inputs=inputs, rounds=rounds, repeats=repeats,
                                    seed=seed + start, progress=progress, reference=ref_runner,
-                                   min_turn_ms=2.0)
+                                   min_turn_ms=2.0, method="paired")
             # paired times are ratios to the reference: express them all at the reference's speed of the first
             # pass (settings["reference_ms"]), so that passes of a resumed or extended build agree
             basis = lut.settings.setdefault("reference_ms", {}).setdefault(
                 tag, float(np.median([rec.reference_ms for rec in records])))
             for r, rec in zip(group, records):
                 r.setdefault("end_to_end_single_ms", r["end_to_end_ms"])
-                r["end_to_end_ms"] = (float(np.median(rec.ratios)) * basis if statistic == "paired"
-                                      else rec.stat(statistic))
+                if statistic == "paired":  # kept paired; at the steady-state level once the LUT is calibrated
+                    r["end_to_end_paired_ms"] = float(np.median(rec.ratios)) * basis
+                    r["end_to_end_ms"] = lut.steady_level(r["end_to_end_paired_ms"])
+                else:
+                    r["end_to_end_ms"] = rec.stat(statistic)
                 r["end_to_end_median_ms"] = rec.median_ms
                 r["interleaved"] = True
             lut.settings["interleaved_end_to_end"] = {"rounds": rounds, "repeats": repeats, "finished": now(),

@@ -159,7 +159,8 @@ class LatencyProfiler(Profiler):
             return np.asarray(self.predictor.kernel_costs_ms(signatures, **ctx), dtype=float)
         c = self.lut.calibration
         raw = np.asarray(self.predictor.predict_signatures(signatures, **ctx), dtype=float)
-        return self.lut.speed_factor * (c["scale"] * raw + c.get("per_node_ms", 0.0))
+        family = np.array([self.lut.family_scale(s) for s in signatures]) if self.lut.adapted else 1.0
+        return self.lut.speed_factor * family * (c["scale"] * raw + c.get("per_node_ms", 0.0))
 
     def _input_shape(self) -> tuple:
         inp = self.graph.input

@@ -24,6 +24,20 @@ runs (``"paired"``: each run between two runs of the space's reference subnet, t
 reference's level, the median of the reference means around the runs, the most repeatable on a shared machine, see :mod:`hwnas.hw.measure`); the
 refined LUT predicts that statistic of a subnet's end-to-end runs.
 
+**Which latency a LUT predicts.** hwnas predicts the steady-state median (warm-up, then consecutive runs; see
+:mod:`hwnas.hw.measure`). The build measures its end-to-end times paired (for noise cancellation) and maps their
+level onto steady state: ``settings["definition"] = {"latency": "steady", "from": "paired", "ratio": r,
+"offset_ms": b, ...}`` says that a set of build subnets was also measured with the steady protocol in the same
+run and ``steady = r * paired + b`` was fitted (:func:`hwnas.hw.speed.calibrate_definition`); each subnet keeps
+its paired time in ``end_to_end_paired_ms`` and its ``end_to_end_ms`` is the steady-state level the LUT is fitted
+to. A LUT without that record (built before it) predicts its ``settings["statistic"]``, the paired protocol's
+level, and says so on load (:attr:`LUT.definition`); ``hwnas lut recalibrate FILE --space NAME`` brings it to
+the steady-state definition.
+
+``"adapted"`` (optional, written by :func:`hwnas.hw.adapt`): ``{"families": {"dense_conv": 1.1, ...},
+"overhead_ms": ..., "adapted_from": {...}}`` scales each kernel's cost by its family's factor (:func:`family_of`)
+and replaces the per-run overhead, to carry a LUT to another machine or runtime configuration.
+
 ``"speed"`` (optional) records a re-measurement of the machine's speed against the build:
 ``{"factor": 1.03, "measured": "2026-...", "subnets": 8, "spread": 0.004}`` multiplies every kernel cost and
 the overhead (see :func:`hwnas.hw.speed_check`); without it the factor is 1. When the check kept a size term
@@ -34,6 +48,7 @@ max_ms]``, instead.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -50,12 +65,49 @@ from hwnas.artifacts import adapt_command, resolve_lut, shipped_name
 from hwnas.hw.device import Device, fingerprint, fingerprint_matches, get_device
 from hwnas.io import atomic_write_json, read_json
 
-__all__ = ["LUT", "LUTEntry", "LUTError", "FingerprintWarning"]
+__all__ = ["LUT", "LUTEntry", "LUTError", "FingerprintWarning", "FAMILIES", "family_of"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "hwnas-lut"
 VERSION = 1
+
+
+#: Kernel families that :func:`hwnas.hw.adapt` scales separately (the per-run overhead is a term of its own).
+FAMILIES = ("dense_conv", "depthwise_conv", "pointwise_conv", "gemm", "pooling", "elementwise", "movement")
+
+_GEMM_OPS = {"linear", "matmul", "bmm", "gemm", "attention", "scaled_dot_product_attention", "baddbmm", "addmm",
+             "einsum"}
+_MOVEMENT_OPS = {"cat", "concat", "reshape", "view", "flatten", "transpose", "permute", "pad", "slice", "split",
+                 "chunk", "upsample", "interpolate", "resize", "expand", "gather", "contiguous", "pixel_shuffle",
+                 "roll", "stack"}
+
+
+@functools.lru_cache(maxsize=65536)
+def family_of(signature: str) -> str:
+    """The kernel family (:data:`FAMILIES`) of a LUT signature: convolutions split into depthwise (groups equal
+    to the input channels), pointwise (1x1, ungrouped) and dense (the rest); linear/MatMul/attention are
+    ``"gemm"``; ``*pool*`` is ``"pooling"``; reshapes and copies are ``"movement"``; anything else (activations,
+    arithmetic, normalisation, reductions) ``"elementwise"``."""
+    parts = str(signature).split("|")
+    op = parts[0]
+    if op.startswith("conv"):
+        attrs = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+        groups = int(attrs.get("g", "1"))
+        dims = attrs.get("in", "").split(",")[0].split("x")
+        c_in = int(dims[1]) if len(dims) > 1 and dims[1].isdigit() else 0
+        if groups > 1 and groups == c_in:
+            return "depthwise_conv"
+        if groups == 1 and set(attrs.get("k", "").split("x")) == {"1"}:
+            return "pointwise_conv"
+        return "dense_conv"
+    if op in _GEMM_OPS:
+        return "gemm"
+    if "pool" in op:
+        return "pooling"
+    if op in _MOVEMENT_OPS:
+        return "movement"
+    return "elementwise"
 
 
 class LUTError(ValueError):
@@ -111,6 +163,7 @@ class LUT:
                                                                    "overhead_ms": 0.0})
     path: Path | None = None
     speed: dict[str, Any] = field(default_factory=dict)
+    adapted: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ construction and files
     @classmethod
@@ -149,7 +202,9 @@ class LUT:
         lut = cls(device, data.get("fingerprint", {}), data.get("settings", {}), entries, data.get("subnets", []),
                   data.get("spaces", []), data.get("calibration", {"scale": 1.0, "per_node_ms": 0.0,
                                                                     "overhead_ms": 0.0}), Path(path),
-                  dict(data.get("speed") or {}))
+                  dict(data.get("speed") or {}), dict(data.get("adapted") or {}))
+        _check_definition(lut, path)
+        _check_adapted(lut, path)
         factor = lut.speed.get("factor", 1.0)
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.2 < factor < 5.0:
             raise LUTError(f"LUT {str(path)!r} has a speed factor of {lut.speed.get('factor')!r}; expected a number "
@@ -163,12 +218,19 @@ class LUT:
             raise LUTError(f"LUT {str(path)!r} has a speed size term {curve!r}; expected "
                            "{\"slope\", \"intercept\", \"min_ms\", \"max_ms\"} numbers with 0 < min_ms <= max_ms "
                            "(from hwnas.hw.speed_check). Delete the \"speed\" field to use the LUT as built.")
+        if lut.definition != "steady":
+            log.warning("LUT %r predicts the %r protocol's level (%s), not the steady-state median hwnas now "
+                        "predicts (warm-up, then consecutive runs; see hwnas.hw.measure); bring it to the steady-state "
+                        "definition with: hwnas lut recalibrate %s --space <space>", str(path), lut.definition,
+                        "each run between two runs of a reference model, 5-15% above steady state"
+                        if lut.definition == "paired" else "an older protocol", str(path))
         if check_fingerprint:
             diffs = fingerprint_matches(lut.fingerprint, fingerprint(device))
             if diffs:
                 warnings.warn(f"LUT {shipped_name(path) or str(path)!r} was measured on another machine or runtime: "
                               f"{'; '.join(diffs)}. Its latencies may not hold here; adapt it to this machine "
-                              f"(about 2 minutes): {adapt_command(path)}", FingerprintWarning, stacklevel=2)
+                              f"(about 2 minutes): {adapt_command(path)}, or rebuild it here (hwnas lut build).",
+                              FingerprintWarning, stacklevel=2)
         return lut
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,6 +239,7 @@ class LUT:
             "format": FORMAT, "version": VERSION, "device": dev, "fingerprint": self.fingerprint,
             "settings": self.settings, "spaces": self.spaces, "calibration": self.calibration,
             "subnets": self.subnets, **({"speed": self.speed} if self.speed else {}),
+            **({"adapted": self.adapted} if self.adapted else {}),
             "entries": {k: {"median_ms": round(e.median_ms, 6), "n": e.n, "adjust_ms": round(e.adjust_ms, 7),
                             "times_ms": [round(t, 6) for t in e.times_ms], "nodes": e.nodes,
                             **({"subnets": e.subnets} if e.subnets else {}),
@@ -225,10 +288,15 @@ class LUT:
     def _built_cost_ms(self, signature: str) -> float:
         return max(0.0, self.prior_ms(signature) + self.entries[str(signature)].adjust_ms)
 
+    def family_scale(self, signature: str) -> float:
+        """The adaptation's factor for the signature's kernel family (:func:`family_of`); 1 when not adapted."""
+        fams = self.adapted.get("families") if self.adapted else None
+        return float(fams.get(family_of(str(signature)), 1.0)) if fams else 1.0
+
     def cost_ms(self, signature: str) -> float:
         """The kernel's cost: its calibrated profiled cost plus the end-to-end refinement (see :meth:`fit`),
-        times :attr:`speed_factor`."""
-        return self.speed_factor * self._built_cost_ms(signature)
+        times its family's adaptation factor (:attr:`adapted`) and :attr:`speed_factor`."""
+        return self.speed_factor * self.family_scale(signature) * self._built_cost_ms(signature)
 
     @property
     def _built_overhead_ms(self) -> float:
@@ -236,8 +304,51 @@ class LUT:
 
     @property
     def overhead_ms(self) -> float:
-        """The fixed per-model cost (session run, inputs and outputs), times :attr:`speed_factor`."""
-        return self.speed_factor * self._built_overhead_ms
+        """The fixed per-model cost (session run, inputs and outputs), times :attr:`speed_factor`: the adapted
+        overhead when the LUT was adapted (:attr:`adapted`), else the build's."""
+        base = float(self.adapted["overhead_ms"]) if self.adapted else self._built_overhead_ms
+        return self.speed_factor * base
+
+    @property
+    def definition(self) -> str:
+        """Which latency the LUT predicts: ``"steady"`` (the steady-state median, hwnas's definition: its level
+        was calibrated, ``settings["definition"]``, or it was adapted to steady measurements), else the statistic of its end-to-end times (``"paired"`` for
+        LUTs built before the calibration, ``"median"`` for older ones)."""
+        if (self.settings.get("definition") or {}).get("latency") == "steady":
+            return "steady"
+        if self.adapted and self.adapted.get("adapted_from", {}).get("definition") == "steady":
+            return "steady"  # fitted to steady-state medians measured on its device
+        return str(self.settings.get("statistic", "median"))
+
+    def steady_level(self, paired_ms: Any) -> Any:
+        """A paired end-to-end time (or an array) at the steady-state level: ``ratio * paired + offset_ms`` of the
+        LUT's definition record; unchanged without one."""
+        d = self.settings.get("definition") or {}
+        if d.get("latency") != "steady":
+            return paired_ms
+        out = float(d["ratio"]) * np.asarray(paired_ms, dtype=float) + float(d.get("offset_ms", 0.0))
+        return float(out) if np.ndim(paired_ms) == 0 else out
+
+    def set_definition(self, record: dict[str, Any], refit: bool = True) -> None:
+        """Map the build subnets' paired end-to-end times onto the steady-state median with ``record`` (``ratio``,
+        ``offset_ms`` and how they were measured, from :func:`hwnas.hw.speed.calibrate_definition`), store it in
+        ``settings["definition"]`` and refit the LUT to those times. Each subnet keeps its paired time in
+        ``end_to_end_paired_ms``; applying another record later starts from those again."""
+        _validate_definition(record, "set_definition")
+        if self.adapted:
+            raise LUTError(f"LUT {str(self.path or '')!r} was adapted (hwnas adapt) to steady-state measurements on "
+                           f"{self.device.name}; its level needs no calibration. Adapt the source LUT again instead.")
+        if self.settings.get("statistic", "median") != "paired":
+            raise LUTError(f"LUT {str(self.path or '')!r}: its end-to-end times are {self.settings.get('statistic')!r}"
+                           " times, not paired ones; only a paired LUT's level is calibrated this way. Rebuild it "
+                           "with this hwnas.")
+        self.settings["definition"] = {"latency": "steady", "from": "paired", **record}
+        for r in self.subnets:
+            if r.get("interleaved") and r.get("end_to_end_ms"):
+                paired = r.setdefault("end_to_end_paired_ms", r["end_to_end_ms"])
+                r["end_to_end_ms"] = self.steady_level(paired)
+        if refit:
+            self.fit()
 
     @property
     def speed_factor(self) -> float:
@@ -449,8 +560,55 @@ class LUT:
     def summary(self) -> str:
         n = [e.n for e in self.entries.values()] or [0]
         speed = f", speed factor {self.speed_factor:.4f} ({self.speed.get('measured', '?')})" if self.speed else ""
+        d = self.settings.get("definition") or {}
+        definition = ("predicts the steady-state median (adapted to it)" if self.definition == "steady" and not d else
+                      f"predicts the steady-state median (level: {d.get('ratio', 1.0):.4f} x paired "
+                      f"{1000 * d.get('offset_ms', 0.0):+.2f} us, {d.get('subnets', '?')} subnets, {d.get('measured', '?')})"
+                      if self.definition == "steady" else
+                      f"predicts the {self.definition!r} protocol's level (hwnas lut recalibrate brings it to steady "
+                      "state)")
+        adapted = ""
+        if self.adapted:
+            src = self.adapted.get("adapted_from", {})
+            adapted = (f"; adapted from {src.get('device', '?')} ({src.get('cpu_model', '?')}) with "
+                       f"{src.get('n', '?')} measurements, CV error {100 * src.get('cv_rms', float('nan')):.1f}%")
         return (f"LUT for {self.device.name}: {len(self.entries)} kernels (measured {min(n)}-{max(n)} times), "
-                f"{len(self.subnets)} subnets, calibration {self.calibration}{speed}")
+                f"{len(self.subnets)} subnets, {definition}{adapted}, calibration {self.calibration}{speed}")
+
+
+def _validate_definition(d: Any, where: str) -> None:
+    ok = (isinstance(d, dict) and isinstance(d.get("ratio"), (int, float)) and 0.5 < d["ratio"] < 2.0
+          and isinstance(d.get("offset_ms", 0.0), (int, float)) and math.isfinite(d.get("offset_ms", 0.0)))
+    if not ok:
+        raise LUTError(f"{where}: a latency definition record needs \"ratio\" (steady / paired, between 0.5 and 2) "
+                       f"and a finite \"offset_ms\", got {d!r}; measure one with hwnas.hw.speed.calibrate_definition "
+                       "(hwnas lut recalibrate FILE --space NAME).")
+
+
+def _check_definition(lut: LUT, path: Any) -> None:
+    d = lut.settings.get("definition")
+    if d is None:
+        return
+    if not isinstance(d, dict) or d.get("latency") != "steady" or d.get("from") != "paired":
+        raise LUTError(f"LUT {str(path)!r} has settings.definition {d!r}; expected {{\"latency\": \"steady\", "
+                       "\"from\": \"paired\", \"ratio\": ..., \"offset_ms\": ...}. Restore the file, or run "
+                       f"hwnas lut recalibrate {path} --space <space> to measure it again.")
+    _validate_definition(d, f"LUT {str(path)!r}")
+
+
+def _check_adapted(lut: LUT, path: Any) -> None:
+    a = lut.adapted
+    if not a:
+        return
+    fams = a.get("families")
+    ok = (isinstance(fams, dict) and set(fams) <= set(FAMILIES)
+          and all(isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v < 100 for v in fams.values())
+          and isinstance(a.get("overhead_ms"), (int, float)) and math.isfinite(a["overhead_ms"])
+          and a["overhead_ms"] >= 0 and isinstance(a.get("adapted_from"), dict))
+    if not ok:
+        raise LUTError(f"LUT {str(path)!r} has a malformed \"adapted\" record {a!r}; expected {{\"families\": "
+                       f"{{family: factor >= 0}} over {FAMILIES}, \"overhead_ms\": >= 0, \"adapted_from\": {{...}}}}"
+                       " (from hwnas adapt). Adapt the source LUT again, or delete the field to use it unadapted.")
 
 
 def now() -> str:

@@ -1,4 +1,25 @@
-"""Careful latency measurement with ONNX Runtime.
+"""Careful latency measurement with ONNX Runtime, and the one definition of latency hwnas predicts.
+
+**The definition.** "Latency" in hwnas is the conventional *steady-state median*: warm-up, then consecutive
+runs of one model, the median run time, which is what ONNX Runtime's ``onnxruntime_perf_test`` and a user's own
+timing loop report. :func:`measure` and :func:`measure_many` measure it by default (``method="steady"``):
+every model runs in turns of at least ``turn_ms`` (100 ms) of consecutive runs, the first tenth of each turn
+untimed (the previous model left its own data in the caches), turns interleaved across models in a shuffled
+order so that a shared machine's slow phases hit all models alike; the latency is ``median_ms``.
+
+Two other protocols stay available by name, never as a silent default:
+
+- ``method="paired"`` (give ``reference=``): every timed run sits between two runs of a reference model, which
+  cancels a shared machine's slow phases best (see below), but each run starts from the cache the reference
+  left: on small models its level is 5-15% above the steady-state median (up to 38% for turns of 3-5 runs of
+  1-5 ms models, ``/work/shared/LATENCY_NOTES.md``). LUT builds and speed checks use it for noise cancellation
+  and map its level onto the steady-state median (:mod:`hwnas.hw.build`, ``LUT.definition``); its latency is
+  ``paired_ms``.
+- ``method="interleaved"``: short turns of ``repeats`` runs exactly as given (``rewarm`` untimed runs first),
+  no reference; the median of those runs sits between the two others.
+
+Passing ``reference=`` without ``method`` asks for ``"paired"``; ``method="steady"`` with a reference is an
+error. :attr:`LatencyRecord.method` and :attr:`LatencyRecord.latency_ms` say which protocol a record holds.
 
 The method (the experiments behind it are in ``benchmarks/measure_methods.py``):
 
@@ -67,6 +88,7 @@ from hwnas.hw.session import BoundRunner, check_counts, create_session, export_o
 
 __all__ = [
     "LatencyRecord",
+    "METHODS",
     "STATISTICS",
     "NodeProfile",
     "export_onnx",
@@ -105,11 +127,14 @@ class LatencyRecord:
         device: Device name.
         model: Path of the ONNX file, or ``"<ClassName>"`` for a torch module.
         round_medians_ms: The median of each round.
-        times_ms: Every timed run, shape ``(rounds, repeats)``, for other statistics.
+        times_ms: Every timed run, shape ``(rounds, repeats)``, for other statistics (NaN for runs a steady turn
+            cut short: it ends after twice ``turn_ms``).
         load_avg: Highest 1-minute load average seen before/after the measurement (NaN where the OS
             has none). Above the number of logical cores, other processes took CPU time from the runs,
             and long runs are slowed more than short ones: prefer ``p10_ms`` or re-measure.
         fingerprint: :func:`~hwnas.hw.device.fingerprint` of the device at measurement time.
+        method: The protocol (:data:`METHODS`): ``"steady"`` (the definition of latency), ``"paired"`` or
+            ``"interleaved"``; see the module docstring.
     """
 
     median_ms: float
@@ -129,6 +154,13 @@ class LatencyRecord:
     reference_ms: float = float("nan")
     ratios: np.ndarray | None = field(default=None, repr=False, compare=False)
     reference_times_ms: np.ndarray | None = field(default=None, repr=False, compare=False)
+    method: str = "steady"
+
+    @property
+    def latency_ms(self) -> float:
+        """The record's latency in its protocol: :attr:`paired_ms` for ``"paired"``, else :attr:`median_ms` (for
+        ``"steady"`` the steady-state median, hwnas's definition of latency)."""
+        return self.paired_ms if self.method == "paired" else self.median_ms
 
     def stat(self, name: str) -> float:
         """The statistic ``name``: ``"median"`` (:attr:`median_ms`), ``"paired"`` (:attr:`paired_ms`) or
@@ -140,6 +172,29 @@ class LatencyRecord:
 
 #: The statistics a :class:`LatencyRecord` carries.
 STATISTICS = ("median", "paired", "p25", "p10", "p90")
+
+#: The measurement protocols (see the module docstring); ``"steady"`` is the definition of latency.
+METHODS = ("steady", "paired", "interleaved")
+
+#: Longest turn (timed runs) of a steady measurement, however short the model.
+MAX_STEADY_REPEATS = 20000
+
+
+def resolve_method(method: str | None, reference: Any, where: str = "measure_many") -> str:
+    """The protocol a call asks for: ``method`` checked against ``reference`` (``None``: ``"paired"`` with a
+    reference, else ``"steady"``)."""
+    if method is None:
+        return "paired" if reference is not None else "steady"
+    if method not in METHODS:
+        raise ValueError(f"{where}: unknown method {method!r}; expected one of {METHODS} (\"steady\": warm-up, then "
+                         "consecutive runs, the conventional definition of latency).")
+    if method == "paired" and reference is None:
+        raise ValueError(f"{where}: method='paired' needs reference= (a model run between every two timed runs), "
+                         "got none; pass one, or use method='steady'.")
+    if method != "paired" and reference is not None:
+        raise ValueError(f"{where}: a reference model was given with method={method!r}; a reference is only run "
+                         "with method='paired'. Drop reference=, or pass method='paired'.")
+    return method
 
 
 def _load_avg() -> float:
@@ -184,8 +239,15 @@ def measure_many(
     reference: Any = None,
     reference_input: Any = None,
     min_turn_ms: float = 0.0,
+    method: str | None = None,
+    turn_ms: float = 100.0,
+    time_limit_s: float | None = None,
 ) -> list[LatencyRecord]:
     """Measure several models, interleaved, and return one :class:`LatencyRecord` per model.
+
+    The protocol is ``method`` (see the module docstring): ``"steady"`` by default, hwnas's definition of latency
+    (``record.median_ms``); ``"paired"`` when a ``reference`` is given (``record.paired_ms``); ``"interleaved"``
+    for short turns as given.
 
     Args:
         models: ONNX paths and/or torch modules (modules are exported to a temporary file).
@@ -211,11 +273,21 @@ def measure_many(
         min_turn_ms: Raise ``repeats`` (for every model, up to 200) so that a model's turn takes at least
             this long at the median model's speed: models of microseconds need many runs per turn to
             average out the timer and interrupts.
+        method: ``"steady"`` (default without a reference), ``"paired"`` (default with one) or
+            ``"interleaved"``; :data:`METHODS`.
+        turn_ms: ``"steady"`` only: each turn runs the model consecutively for at least this long at its warm-up
+            speed (``repeats`` is raised up to :data:`MAX_STEADY_REPEATS`), after untimed runs for a tenth of
+            that (at least ``rewarm``).
+        time_limit_s: run no round that would end (at the pace of the rounds so far) later than this many seconds
+            after the timed rounds began; at least one round runs; the records hold the rounds run.
     """
     models = list(models)
     if not models:
         raise ValueError("measure_many: got an empty list of models; pass at least one ONNX path or module.")
     check_counts(warmup=warmup, repeats=repeats, rounds=rounds)
+    method = resolve_method(method, reference)
+    if method == "steady" and not (isinstance(turn_ms, (int, float)) and turn_ms >= 0):
+        raise ValueError(f"measure_many: turn_ms must be a number of milliseconds >= 0, got {turn_ms!r}.")
     if not isinstance(rewarm, int) or isinstance(rewarm, bool) or rewarm < 0:
         raise ValueError(f"measure_many: rewarm must be an int >= 0 (untimed runs per model turn), got {rewarm!r}.")
     if dummy_inputs is not None:
@@ -256,15 +328,26 @@ def measure_many(
         else:
             runners_to_warm = runners
         warm_ns = []
-        for runner in runners_to_warm:
-            t0 = time.perf_counter_ns()
-            for _ in range(warmup):
+        for runner in runners_to_warm:  # each model's typical run: the median of its warm-up runs (the first
+            runs_ns = []                 # ones allocate and run slow)
+            for _ in range(max(warmup, 1)):
+                t0 = time.perf_counter_ns()
                 runner.run()
-            warm_ns.append((time.perf_counter_ns() - t0) / warmup)
-        if min_turn_ms > 0:
-            typical_ms = float(np.median(warm_ns[: len(runners)])) / 1e6
-            repeats = int(min(200, max(repeats, np.ceil(min_turn_ms / max(typical_ms, 1e-6)))))
-        times_ns = np.empty((len(models), rounds, repeats), dtype=np.int64)
+                runs_ns.append(time.perf_counter_ns() - t0)
+            warm_ns.append(float(np.median(runs_ns[len(runs_ns) // 2:])))
+        if method == "steady":  # each model's turn lasts turn_ms at its own warm-up speed, a tenth more untimed
+            reps = [int(min(MAX_STEADY_REPEATS, max(repeats, np.ceil(turn_ms * 1e6 / max(w, 1.0)))))
+                    for w in warm_ns[: len(runners)]]
+            rewarms = [max(rewarm, int(np.ceil(k / 10))) for k in reps]
+        else:
+            if min_turn_ms > 0:
+                typical_ms = float(np.median(warm_ns[: len(runners)])) / 1e6
+                repeats = int(min(200, max(repeats, np.ceil(min_turn_ms / max(typical_ms, 1e-6)))))
+            reps, rewarms = [repeats] * len(models), [rewarm] * len(models)
+        times_ns = [np.full((rounds, k), -1, dtype=np.int64) for k in reps]
+        # steady turns also end after twice turn_ms (a loaded machine runs slower than its warm-up); unrun slots
+        # stay -1 and are left out of the statistics
+        limit_ns = 2 * turn_ms * 1e6 if method == "steady" and turn_ms > 0 else float("inf")
         ref_ns = np.empty((len(models), rounds, repeats + 1), dtype=np.int64) if reference is not None else None
         bar = tqdm(
             total=rounds * len(models), desc=f"measure on {dev.name}", disable=not progress, leave=False
@@ -272,18 +355,30 @@ def measure_many(
         clock = time.perf_counter_ns
         gc_was_enabled = gc.isenabled()
         gc.disable()
+        began = time.perf_counter()
         try:
             for r in range(rounds):
+                # stop before a round that would end after the limit at the pace of the rounds so far
+                if r and time_limit_s is not None and (time.perf_counter() - began) * (r + 1) / r > time_limit_s:
+                    rounds = r
+                    times_ns = [t[:r] for t in times_ns]
+                    if ref_ns is not None:
+                        ref_ns = ref_ns[:, :r]
+                    break
                 for m in rng.permutation(len(models)):
                     run = runners[m].run
-                    row = times_ns[m, r]
-                    for _ in range(rewarm):
+                    row = times_ns[m][r]
+                    for _ in range(rewarms[m]):
                         run()
                     if ref_run is None:
-                        for k in range(repeats):
+                        start = clock()
+                        for k in range(reps[m]):
                             t0 = clock()
                             run()
-                            row[k] = clock() - t0
+                            t1 = clock()
+                            row[k] = t1 - t0
+                            if t1 - start > limit_ns:
+                                break
                     else:  # reference, run, reference, run, ..., reference: each run between two references
                         ref_row = ref_ns[m, r]
                         t0 = clock()
@@ -313,7 +408,7 @@ def measure_many(
         )
     records = []
     for m, name in enumerate(names):
-        ms = times_ns[m] / 1e6
+        ms = np.where(times_ns[m] >= 0, times_ns[m] / 1e6, np.nan)
         ratios, ref_ms = None, float("nan")
         if ref_ns is not None:  # each run over the mean of the reference runs just before and after it
             around = reference_means(ref_ns[m])
@@ -322,20 +417,20 @@ def measure_many(
             # is steady (the reference runs of this model's turns only: each starts from the cache state this
             # model leaves, up to 1.7x slower than alone after a large model)
             ref_ms = float(np.median(around)) / 1e6
-        round_medians = np.median(ms, axis=1)
+        round_medians = np.nanmedian(ms, axis=1)
         cv = float(np.std(round_medians, ddof=1) / np.mean(round_medians)) if rounds > 1 else float("nan")
         records.append(
             LatencyRecord(
                 median_ms=float(np.median(round_medians)),
-                p10_ms=float(np.percentile(ms, 10)),
-                p25_ms=float(np.percentile(ms, 25)),
+                p10_ms=float(np.nanpercentile(ms, 10)),
+                p25_ms=float(np.nanpercentile(ms, 25)),
                 paired_ms=float(np.median(ratios)) * ref_ms if ratios is not None else float("nan"),
                 reference_ms=ref_ms,
                 ratios=ratios,
                 reference_times_ms=ref_ns[m] / 1e6 if ref_ns is not None else None,
-                p90_ms=float(np.percentile(ms, 90)),
+                p90_ms=float(np.nanpercentile(ms, 90)),
                 cv=cv,
-                repeats=repeats,
+                repeats=reps[m],
                 device=dev.name,
                 fingerprint=fp,
                 rounds=rounds,
@@ -343,6 +438,7 @@ def measure_many(
                 round_medians_ms=[float(x) for x in round_medians],
                 times_ms=ms,
                 load_avg=load,
+                method=method,
             )
         )
         logger.debug("%s on %s: median %.4f ms, cv %.3f", name, dev.name, records[-1].median_ms, cv)
@@ -369,11 +465,21 @@ def measure(
     rounds: int = 7,
     *,
     seed: int = 0,
+    method: str = "steady",
+    reference: Any = None,
+    reference_input: Any = None,
 ) -> LatencyRecord:
-    """Measure one model: :func:`measure_many` of a single model (nothing to re-warm between its rounds)."""
+    """Measure one model: :func:`measure_many` of a single model.
+
+    ``method="steady"`` (the default, hwnas's definition of latency): ``warmup`` runs, then ``rounds`` x
+    ``repeats`` consecutive runs (one model: nothing runs between its rounds), ``median_ms``.
+    ``method="paired"`` with ``reference=``: each run between two runs of the reference, ``paired_ms``.
+    ``record.latency_ms`` is the figure of the chosen protocol.
+    """
+    method = resolve_method(method, reference, "measure")
     return measure_many(
         [onnx_path_or_module], device, dummy_input, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed,
-        rewarm=0,
+        rewarm=0, method=method, turn_ms=0.0, reference=reference, reference_input=reference_input,
     )[0]
 
 

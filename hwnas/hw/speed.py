@@ -9,6 +9,11 @@ overhead is scaled by it (whole-model totals by the factor for their size), and 
 --write`` stores it in the LUT file (it loads with it from then on). The relative accuracy of the LUT does not depend
 on this; absolute milliseconds on a drifting machine do.
 
+The check compares paired runs with paired runs (each build subnet keeps its paired time in
+``end_to_end_paired_ms``); the LUT's level is the steady-state median, hwnas's definition of latency, mapped from the
+paired one at the build (:func:`calibrate_definition`). A speed check is one factor for every kernel: to carry a
+LUT to another machine or runtime configuration, where kernel families move apart, use :func:`hwnas.hw.adapt`.
+
 Example:
     >>> import torch, hwnas
     >>> from hwnas.hw import LUT, speed_check
@@ -23,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,8 +45,9 @@ from hwnas.hw.measure import measure_many
 from hwnas.hw.session import export_onnx
 from hwnas.space.space import collect_choices, validate_sample
 
-__all__ = ["SpeedCheck", "size_factor", "at_model_speed", "copy_at_speed", "reference_subnets", "pairing_reference", "paired_speed_factor", "speed_check",
-           "measure_subnets", "compare_with_build"]
+__all__ = ["SpeedCheck", "size_factor", "at_model_speed", "copy_at_speed", "reference_subnets", "pairing_reference",
+           "paired_speed_factor", "speed_check", "measure_subnets", "compare_with_build", "calibrate_definition",
+           "fit_level"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,8 @@ class SpeedCheck:
         range_ms: the shortest and longest time then; :meth:`factor_at` holds the factor flat outside it.
         loo_rmse: leave-one-out RMS error of ``ln(ratio)``: ``{"median": ..., "size": ...}`` (empty when no size
             term was tried: fewer than :attr:`MIN_MODELS_FOR_SIZE` models or times within a factor of 2).
+        level: the steady-state level over the paired one that the ratios include (a predictor's check with
+            ``definition="steady"``, :func:`hwnas.predict.speed_check`); 1 for none.
     """
 
     factor: float
@@ -81,6 +90,7 @@ class SpeedCheck:
     intercept: float = float("nan")
     range_ms: tuple[float, float] = (0.0, float("inf"))
     loo_rmse: dict[str, float] = field(default_factory=dict)
+    level: float = 1.0
 
     MIN_MODELS_FOR_SIZE = 8
 
@@ -147,7 +157,8 @@ class SpeedCheck:
 
     def record(self) -> dict[str, Any]:
         """The fields stored in a LUT's ``"speed"`` entry."""
-        return {"measured": self.measured, "subnets": len(self.ratios), "spread": round(self.spread, 5)}
+        return {"measured": self.measured, "subnets": len(self.ratios), "spread": round(self.spread, 5),
+                **({"level": round(self.level, 5)} if self.level != 1.0 else {})}
 
 
 def size_factor(curve: dict[str, float], ms: Any, factor: float) -> Any:
@@ -266,9 +277,29 @@ def speed_check(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 8, rou
         progress: show a progress bar.
         export_fn: ``(space, sample) -> nn.Module`` (default :func:`hwnas.export`).
 
+    An adapted LUT (:func:`hwnas.hw.adapt`) is checked against the subnets its adaptation measured on this device
+    (``adapted["measurements"]``), with the same steady protocol.
+
     Returns:
         A :class:`SpeedCheck`; ``lut.with_speed(check)`` applies it.
     """
+    if lut.adapted:
+        rows = lut.adapted.get("measurements") or []
+        rows = [rows[i] for i in np.random.default_rng(seed).permutation(len(rows))[:n] if _belongs(space, rows[i]["sample"])]
+        if not rows:
+            raise LUTError(f"adapted LUT {str(lut.path or '')!r} lists no measured subnet of this space; adapt it "
+                           "again (hwnas adapt) instead of a speed check.")
+        export_fn = export_fn or export
+        with tempfile.TemporaryDirectory(prefix="hwnas-speed-") as work:
+            paths, inputs = [], []
+            for i, r in enumerate(rows):
+                x = input_for(space, r["sample"], dummy_input)
+                paths.append(export_onnx(export_fn(space, r["sample"]).eval(), x, Path(work) / f"ref{i}.onnx"))
+                inputs.append(x)
+            recs = measure_many(paths, lut.device, dummy_inputs=inputs, method="steady", rounds=3, seed=seed,
+                                progress=progress)
+        return SpeedCheck.from_ratios([rec.median_ms / r["measured_ms"] for rec, r in zip(recs, rows)],
+                                      [r["sample"] for r in rows], times_ms=[r["measured_ms"] for r in rows])
     refs = reference_subnets(lut, space, dummy_input, n=n, seed=seed)
     records = measure_subnets(lut, space, dummy_input, [r["sample"] for r in refs], rounds=rounds, repeats=repeats,
                               seed=seed, progress=progress, export_fn=export_fn)
@@ -297,7 +328,8 @@ def measure_subnets(lut: LUT, space: Any, dummy_input: torch.Tensor, samples: Se
             kw["reference"] = export_onnx(export_fn(space, pair).eval(), kw["reference_input"],
                                           Path(work) / "pairing.onnx")
         return measure_many(paths, lut.device, dummy_inputs=inputs, rounds=rounds, repeats=repeats, seed=seed,
-                            progress=progress, min_turn_ms=2.0, **kw)
+                            progress=progress, min_turn_ms=2.0, method="paired" if pair is not None else "interleaved",
+                            **kw)
 
 
 def compare_with_build(lut: LUT, refs: Sequence[dict[str, Any]], records: Sequence[Any]) -> SpeedCheck:
@@ -310,5 +342,123 @@ def compare_with_build(lut: LUT, refs: Sequence[dict[str, Any]], records: Sequen
     stat = lut.settings.get("statistic", "median")  # what the LUT's end-to-end times are
     if stat == "paired" and not all(np.isfinite(rec.paired_ms) for rec in records):
         stat = "p25"
-    return SpeedCheck.from_ratios([rec.stat(stat) / r["end_to_end_ms"] for rec, r in zip(records, refs)],
-                                  [r["sample"] for r in refs], times_ms=[r["end_to_end_ms"] for r in refs])
+    # paired against paired: a LUT calibrated to the steady-state level keeps each build subnet's paired time
+    then = [r.get("end_to_end_paired_ms", r["end_to_end_ms"]) for r in refs]
+    return SpeedCheck.from_ratios([rec.stat(stat) / t for rec, t in zip(records, then)],
+                                  [r["sample"] for r in refs], times_ms=then)
+
+
+def fit_level(paired_ms: Sequence[float], steady_ms: Sequence[float]) -> dict[str, Any]:
+    """The map from paired times onto steady-state medians of the same models, measured in the same run:
+    ``steady = ratio * paired + offset_ms``. The ratio alone (the median of steady / paired) unless a ratio and an
+    offset (least squares on relative error) predict each model from the others (leave-one-out) better.
+
+    Returns:
+        ``{"ratio", "offset_ms", "loo_rms": {"ratio": ..., "ratio+offset": ...}, "spread"}`` (``spread``: half the
+        interquartile range of steady / paired).
+    """
+    x, y = np.asarray(paired_ms, dtype=float), np.asarray(steady_ms, dtype=float)
+    if x.shape != y.shape or x.size < 3 or not np.all(np.isfinite(x) & (x > 0) & np.isfinite(y) & (y > 0)):
+        raise ValueError(f"fit_level: needs at least 3 pairs of positive paired and steady times of the same models, "
+                         f"got {x.size} paired and {y.size} steady ({list(x)[:3]!r}, {list(y)[:3]!r}...).")
+
+    def affine(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
+        a = np.stack([xs / ys, 1.0 / ys], axis=1)
+        (r, b), *_ = np.linalg.lstsq(a, np.ones_like(ys), rcond=None)
+        return float(r), float(b)
+
+    keep = np.ones(x.size, dtype=bool)
+    err_ratio, err_affine = [], []
+    for i in range(x.size):
+        keep[i] = False
+        err_ratio.append(np.log(np.median(y[keep] / x[keep]) * x[i] / y[i]))
+        r, b = affine(x[keep], y[keep])
+        err_affine.append(np.log(max(r * x[i] + b, 1e-9) / y[i]))
+        keep[i] = True
+    loo = {"ratio": float(np.sqrt(np.mean(np.square(err_ratio)))),
+           "ratio+offset": float(np.sqrt(np.mean(np.square(err_affine))))}
+    ratio, offset = float(np.median(y / x)), 0.0
+    r, b = affine(x, y)
+    if x.size >= 6 and loo["ratio+offset"] < loo["ratio"] and 0.5 < r < 2.0 and abs(b) < 0.5 * float(y.min()):
+        ratio, offset = r, b
+    q1, q3 = np.percentile(y / x, [25, 75])
+    return {"ratio": ratio, "offset_ms": offset, "loo_rms": {k: round(v, 5) for k, v in loo.items()},
+            "spread": float((q3 - q1) / 2)}
+
+
+def calibrate_definition(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 16, rounds: int = 4,
+                         paired_rounds: int = 20, turn_ms: float = 100.0, seed: int = 0, progress: bool = False,
+                         export_fn: Any = None, apply: bool = True, max_error: float = 0.03) -> dict[str, Any]:
+    """Measure ``n`` of the LUT's build subnets both paired (as the build measured them) and with the steady
+    protocol (hwnas's definition of latency, :mod:`hwnas.hw.measure`) in the same run, fit the level
+    (:func:`fit_level`) and, with ``apply``, bring the LUT to the steady-state definition
+    (:meth:`~hwnas.hw.lut.LUT.set_definition`: its build subnets' times are mapped, the LUT is refitted).
+
+    The steady pass is split around the paired one (half of ``rounds`` before, half after; a subnet's steady time
+    is the geometric mean of the two), so that a drift of the machine during the calibration cancels. The subnets
+    are spread over the build's range of times.
+
+    A steady measurement is not noise-cancelled: on a loaded machine (load average above the cores) other processes
+    preempt its long turns, and the level comes out wrong by several percent (mobilenet_v2 at load 16 on 2 cores:
+    steady 1.14x paired, leave-one-out error 20%, where a quiet machine gives below 1). So the level is applied only
+    when its leave-one-out error is at most ``max_error``; otherwise :class:`~hwnas.hw.lut.LUTError` says to
+    measure again on a quieter machine.
+
+    Returns:
+        The definition record (``ratio``, ``offset_ms``, ``subnets``, ``measured``, ``loo_rms``, ``spread``,
+        ``load_avg``, the protocol settings), as stored in ``settings["definition"]``.
+
+    Raises:
+        LUTError: the LUT's end-to-end times are not paired, or it has no pairing reference for this space
+            and input, or too few build subnets, or the level was too noisy (``max_error``; nothing is applied).
+    """
+    if lut.adapted:
+        raise LUTError(f"LUT {str(lut.path or '')!r} was adapted (hwnas adapt) to steady-state measurements on "
+                       f"{lut.device.name}; its level needs no calibration. Adapt the source LUT again instead.")
+    if lut.settings.get("statistic") != "paired" or pairing_reference(lut, space, dummy_input) is None:
+        raise LUTError(f"LUT {str(lut.path or '')!r} has no paired end-to-end times of this space at input "
+                       f"{tuple(dummy_input.shape)} (statistic {lut.settings.get('statistic')!r}); its level cannot be "
+                       "calibrated from them. Check --space/--input, or rebuild the LUT with this hwnas (hwnas lut "
+                       "build), which calibrates it.")
+    if n < 3:
+        raise ValueError(f"calibrate_definition: n must be at least 3 subnets, got {n}; 16 take about 10 s on digits.")
+    rows = reference_subnets(lut, space, dummy_input, n=10 ** 9, seed=seed)
+    rows = sorted(rows, key=lambda r: r.get("end_to_end_paired_ms", r["end_to_end_ms"]))
+    pick = sorted({int(round(i)) for i in np.linspace(0, len(rows) - 1, min(n, len(rows)))})
+    rows = [rows[i] for i in pick]
+    if len(rows) < 3:
+        raise LUTError(f"LUT {str(lut.path or '')!r} has {len(rows)} build subnets of this space with interleaved "
+                       "times; the level needs at least 3. Finish the build (hwnas lut build, same --out).")
+    export_fn = export_fn or export
+    samples = [r["sample"] for r in rows]
+    with tempfile.TemporaryDirectory(prefix="hwnas-level-") as work:
+        paths, inputs = [], []
+        for i, sample in enumerate(samples):
+            x = input_for(space, sample, dummy_input)
+            paths.append(export_onnx(export_fn(space, sample).eval(), x, Path(work) / f"level{i}.onnx"))
+            inputs.append(x)
+        steady_kw = dict(dummy_inputs=inputs, method="steady", turn_ms=turn_ms, progress=progress)
+        first = measure_many(paths, lut.device, rounds=max(1, rounds // 2), seed=seed, **steady_kw)
+        paired = measure_subnets(lut, space, dummy_input, samples, rounds=paired_rounds, seed=seed,
+                                 progress=progress, export_fn=export_fn)
+        second = measure_many(paths, lut.device, rounds=max(1, rounds - rounds // 2), seed=seed + 1, **steady_kw)
+    steady = [float(np.sqrt(a.median_ms * b.median_ms)) for a, b in zip(first, second)]
+    level = fit_level([p.paired_ms for p in paired], steady)
+    record = {"ratio": round(level["ratio"], 6), "offset_ms": round(level["offset_ms"], 7), "subnets": len(rows),
+              "measured": now(), "loo_rms": level["loo_rms"], "spread": round(level["spread"], 5),
+              "steady": {"rounds": rounds, "turn_ms": turn_ms}, "paired": {"rounds": paired_rounds},
+              "load_avg": round(max(r.load_avg for r in [*first, *paired, *second]), 2),
+              "steady_ms": [round(t, 6) for t in steady], "paired_ms": [round(p.paired_ms, 6) for p in paired]}
+    log.info("level of %s: steady = %.4f x paired %+.4f ms over %d subnets (LOO error %s, load %.2f)",
+             lut.path or "the LUT", record["ratio"], record["offset_ms"], len(rows), level["loo_rms"],
+             record["load_avg"])
+    error = min(level["loo_rms"].values())
+    if error > max_error:
+        raise LUTError(f"the level of LUT {str(lut.path or '')!r} came out too noisy to apply: steady = "
+                       f"{record['ratio']:.4f} x paired with a leave-one-out error of {100 * error:.1f}% over "
+                       f"{len(rows)} subnets (at most {100 * max_error:.1f}%), load average {record['load_avg']} on "
+                       f"{os.cpu_count()} cores. The LUT is unchanged; measure again on a quieter machine (hwnas lut "
+                       "recalibrate FILE --space NAME), or with more subnets (--subnets).")
+    if apply:
+        lut.set_definition(record)
+    return record

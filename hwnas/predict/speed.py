@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.hw.speed import SpeedCheck
+from hwnas.hw.measure import measure_many
+from hwnas.hw.speed import SpeedCheck, fit_level
 from hwnas.io import read_json
 from hwnas.predict.predictor import LatencyPredictor, PredictorError, training_data_path
 from hwnas.predict.train import Reference, export_training_model, measure_interleaved
@@ -74,7 +75,7 @@ def compare_with_training(models: list[dict[str, Any]], measured_ms: list[float]
 
 
 def speed_check(predictor: LatencyPredictor, n: int = 16, measurements: int = 2, seed: int = 0,
-                progress: bool = False) -> SpeedCheck:
+                progress: bool = False, definition: str = "steady") -> SpeedCheck:
     """Measure ``n`` of the predictor's training models now and compare with their times in training.
 
     Args:
@@ -83,6 +84,11 @@ def speed_check(predictor: LatencyPredictor, n: int = 16, measurements: int = 2,
         measurements: separate interleaved measurements, as in training (a model's time is their geometric mean).
         seed: which models, and the round order.
         progress: show progress bars.
+        definition: ``"steady"`` (default): the check also measures the same models with the steady protocol in
+            the same run (hwnas's definition of latency, :mod:`hwnas.hw.measure`) and multiplies every ratio by the
+            level steady / paired fitted over them (:func:`hwnas.hw.speed.fit_level`, the ratio), so the checked
+            predictor predicts steady-state medians (it was trained on paired times); ``"paired"``: the paired
+            level, as trained.
 
     Returns:
         A :class:`~hwnas.hw.speed.SpeedCheck`; ``predictor.with_speed(check)`` applies it.
@@ -91,6 +97,9 @@ def speed_check(predictor: LatencyPredictor, n: int = 16, measurements: int = 2,
         PredictorError: no training data next to the predictor (see :func:`training_models`).
         ValueError: ``n`` or ``measurements`` below 1.
     """
+    if definition not in ("steady", "paired"):
+        raise ValueError(f"speed_check: definition must be 'steady' (hwnas's definition of latency) or 'paired', "
+                         f"got {definition!r}.")
     if n < 1 or measurements < 1:
         raise ValueError(f"speed_check: n and measurements must be at least 1, got n={n}, measurements={measurements}; "
                          "the defaults (n=16, measurements=2) take about a minute, n=4 a few seconds.")
@@ -104,6 +113,14 @@ def speed_check(predictor: LatencyPredictor, n: int = 16, measurements: int = 2,
                               for i, m in enumerate(models)])
         out = measure_interleaved(list(paths), list(inputs), predictor.device, [m["end_to_end_ms"] for m in models],
                                   ref, measurements=measurements, seed=seed, progress=progress, speed_basis=False)
-    check = compare_with_training(models, [o["ms"] for o in out])
+        level = 1.0
+        if definition == "steady" and ref is not None and len(models) >= 3:
+            steady = measure_many(list(paths), predictor.device, dummy_inputs=list(inputs), method="steady",
+                                  rounds=2, seed=seed, progress=progress)
+            level = fit_level([o["ms"] for o in out], [r.median_ms for r in steady])["ratio"]
+            log.info("predictor speed check: steady-state level %.4f x the paired one over %d models", level,
+                     len(models))
+    check = compare_with_training(models, [level * o["ms"] for o in out])
+    check.level = level
     log.info("predictor speed check on %s: %s the training times", predictor.device.name, check.describe())
     return check
