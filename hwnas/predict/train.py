@@ -3,9 +3,10 @@
 ``train(device, budget=1500, path="predictors/cpu-ort-1t.skops")``:
 
 1. *Initial spread*: ``initial`` random training models (:mod:`hwnas.predict.generator`), cycling through the
-   block styles. Each is exported to ONNX, profiled by ONNX Runtime, and its node times are charged to its
-   kernels by the LUT builder's code (:func:`hwnas.hw.kernels.map_kernels` and ``attribute_nodes``: same kernel
-   mapping, same attribution), data movement apart (:mod:`hwnas.predict.movement`) and NCHWc layout reorders
+   block styles. Each is exported to ONNX, read as ONNX Runtime runs it (:func:`hwnas.predict.whole.onnx_kernels`,
+   the reader that predicts ONNX files, so training and prediction share one kernel mapping for CNNs and
+   transformers alike), profiled by ONNX Runtime, and its node times are charged to its kernels by ORT node name
+   (:func:`charge_by_node`), data movement apart (:mod:`hwnas.predict.movement`) and NCHWc layout reorders
    charged to the op on their plain-layout side, which causes them (unlike a LUT, which charges them to the
    kernel before: see ``_reorders_to_plain_side``); its end-to-end time is measured too.
 2. *Adaptive rounds*: fit the predictor, draw a pool of ``pool`` candidate models, and measure the ``batch``
@@ -38,33 +39,34 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.graph.trace import build_graph
 from hwnas.hw.device import Device, fingerprint, get_device
-from hwnas.hw.kernels import active_kernels, attribute_nodes, map_kernels
 from hwnas.hw.lut import LUTError
 from hwnas.hw.measure import measure, measure_many
 from hwnas.hw.profiling import profile_run
 from hwnas.hw.session import export_onnx
 from hwnas.io import atomic_write_json, read_json
 from hwnas.predict.estimator import KernelLatencyPredictor
-from hwnas.predict.features import model_weight_bytes, nchwc_block
+from hwnas.predict.features import kernel_flops, model_weight_bytes, nchwc_block
 from hwnas.predict.generator import STYLE_CYCLE, build_model, config_input, random_config
 from hwnas.predict.movement import ONNX_MOVEMENT, movement_of_nodes
 from hwnas.predict.predictor import LatencyPredictor, PredictorError, training_data_path
+from hwnas.predict.whole import onnx_kernels
 
 __all__ = ["train", "model_signatures", "fit_predictor", "fit_calibration", "calibrated_ms", "validate",
            "TrainingData", "measure_config", "measure_module", "Reference", "REFERENCE_CONFIG",
-           "interleave_training_models", "measure_interleaved", "export_training_model"]
+           "interleave_training_models", "measure_interleaved", "export_training_model", "charge_by_node"]
 
 log = logging.getLogger(__name__)
 
 DATA_FORMAT = "hwnas-predictor-data"
 
 
-def model_signatures(model: Any, dummy_input: Any) -> list[str]:
-    """The kernel signatures a plain ``nn.Module`` runs, in order (the LUT's kernel mapping)."""
-    graph = build_graph(model, dummy_input)
-    return [str(sig) for _, sig in active_kernels(map_kernels(graph), graph, {})]
+def model_signatures(model: Any, dummy_input: Any, device: str | Device = "cpu-ort-1t") -> list[str]:
+    """The kernel signatures a plain ``nn.Module`` runs, in order: exported to ONNX and read as ONNX Runtime runs
+    it (:func:`hwnas.predict.whole.onnx_kernels`), the way training harvests its kernels."""
+    with tempfile.TemporaryDirectory(prefix="hwnas-sigs-") as tmp:
+        path = export_onnx(model.eval(), dummy_input, Path(tmp) / "model.onnx")
+        return [r["signature"] for r in onnx_kernels(path, device)]
 
 
 class TrainingData:
@@ -204,8 +206,8 @@ def measure_module(model: Any, x: Any, device: Device, workdir: str | os.PathLik
                    warmup: int = 5, reference: Reference | None = None, name: str = "the model") -> dict[str, Any]:
     """Export, profile and time one model: its kernels with their in-context times, and its end-to-end time.
 
-    The node times of ORT's profile are charged to kernels by the LUT builder's attribution
-    (:func:`hwnas.hw.kernels.attribute_nodes`), except data-movement nodes (Concat, Transpose, Split, Reshape,
+    The node times of ORT's profile are charged to the kernels of :func:`~hwnas.predict.whole.onnx_kernels` by node
+    name (:func:`charge_by_node`), except data-movement nodes (Concat, Transpose, Split, Reshape,
     ...), which are summed apart (``movement``): their time follows the bytes they copy, not the kernel before
     them, and whole-model prediction adds them from the model's own movement ops (:func:`movement_of_nodes`).
     With a ``reference``, every profiled and timed run is paired with a reference run; times are the paired
@@ -215,9 +217,8 @@ def measure_module(model: Any, x: Any, device: Device, workdir: str | os.PathLik
         LUTError: ORT's profile could not be matched with the model's kernels.
     """
     model = model.eval()
-    graph = build_graph(model, x)
-    act = active_kernels(map_kernels(graph), graph, {})
     path = export_onnx(model, x, Path(workdir) / "model.onnx")
+    rows = onnx_kernels(path, device)
     # paired: node times at the reference's level within this profile, then at the first session's speed
     ref_kw = {"reference": reference.runner} if reference is not None else {}
     prof = profile_run(path, device, x, runs=runs, warmup=warmup, **ref_kw)
@@ -225,11 +226,10 @@ def measure_module(model: Any, x: Any, device: Device, workdir: str | os.PathLik
     raw = [{**n, "median_ms": float(n["median_ms"]) * scale} for n in prof.nodes.to_dict("records")]
     nodes = _reorders_to_plain_side(raw)
     moving = [n for n in nodes if n["op_type"] in ONNX_MOVEMENT]
-    times, lead, n_anchor = attribute_nodes([n for n in nodes if n["op_type"] not in ONNX_MOVEMENT], act)
-    anchors = sum(k.kind in ("conv", "linear") for k, _ in act)
-    if n_anchor != anchors:
-        raise LUTError(f"could not match ORT's profile to the kernels of {name} ({n_anchor} of {anchors} "
-                       "convolutions/GEMMs matched).")
+    times, lead, missing = charge_by_node([n for n in nodes if n["op_type"] not in ONNX_MOVEMENT], rows)
+    if missing:
+        raise LUTError(f"could not match ORT's profile to the kernels of {name}: {len(missing)} kernel node(s) "
+                       f"never ran in the profile, e.g. {missing[:3]}.")
     if reference is not None:
         rec = measure_many([path], device, x, warmup=warmup, repeats=3, rounds=max(3, runs // 2), rewarm=1,
                            reference=reference.path, reference_input=reference.input)[0]
@@ -240,7 +240,7 @@ def measure_module(model: Any, x: Any, device: Device, workdir: str | os.PathLik
     # the profiled runs' own end-to-end time (same session and speed as the node times, profiler overhead
     # included): tells a drift between the profile and the unprofiled end-to-end measurement from a kernel error
     out_speed["profile_end_to_end_ms"] = float(prof.end_to_end_median_ms) * scale
-    return {**out_speed, "kernels": [[str(sig), float(ms), 1] for (_, sig), ms in zip(act, times)],
+    return {**out_speed, "kernels": [[r["signature"], float(ms), 1] for r, ms in zip(rows, times)],
             "lead_ms": float(lead), "nodes": len(nodes), "sum_nodes_ms": float(sum(n["median_ms"] for n in nodes)),
             "movement": {**movement_of_nodes([(n["op_type"], n["output_shapes"]) for n in moving]),
                          "ms": float(sum(n["median_ms"] for n in moving))},
@@ -347,6 +347,35 @@ def _reorders_to_plain_side(nodes: list[dict]) -> list[dict]:
             target = k  # the op that wrote the tensor (or, at the very end, the last op)
         out[target]["median_ms"] = out[target]["median_ms"] + n["median_ms"]
     return lead + out
+
+
+def charge_by_node(nodes: list[dict], rows: list[dict]) -> tuple[list[float], float, list[str]]:
+    """Charge profiled node times to the kernel rows of :func:`~hwnas.predict.whole.onnx_kernels` by ORT node
+    name (a fused attention node's rows share its time by their multiply-adds, elements where they have none);
+    a profiled node that is no kernel (an op ORT runs for free, e.g. a no-op) goes to the kernel before it.
+
+    Returns:
+        ``(ms per row, ms before the first kernel, names of kernel nodes absent from the profile)``.
+    """
+    by_node: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_node.setdefault(r["node"], []).append(i)
+    times = [0.0] * len(rows)
+    seen: set[str] = set()
+    lead, current = 0.0, -1
+    for n in nodes:
+        idx = by_node.get(n["node"])
+        if idx:
+            seen.add(n["node"])
+            work = np.array([max(kernel_flops(rows[i]["signature"]), 1) for i in idx], float)
+            for i, w in zip(idx, work / work.sum()):
+                times[i] += n["median_ms"] * float(w)
+            current = idx[-1]
+        elif current >= 0:
+            times[current] += n["median_ms"]
+        else:
+            lead += n["median_ms"]
+    return times, lead, [k for k in by_node if k not in seen]
 
 
 def _calib_row(m: dict[str, Any], kernel_sum: float) -> list[float]:
@@ -480,6 +509,8 @@ def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | o
                                  "hwnas); their speeds cannot be matched with new ones. Use another data_path.")
         ref = Reference(dev, work, **(data.reference or {}))
         data.reference = ref.record()
+        import torch
+
         while data.n_kernels < budget:
             rng = np.random.default_rng([seed, len(data.models)])
             if len(data.models) < initial:
@@ -499,7 +530,8 @@ def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | o
                 cands = []
                 for _ in range(pool):
                     cfg = random_config(rng, None, max_macs, min_macs=min_macs)
-                    sigs = model_signatures(build_model(cfg, weights=False), config_input(cfg))
+                    torch.manual_seed(0)
+                    sigs = model_signatures(build_model(cfg), config_input(cfg), dev)
                     if data.n_kernels + len(sigs) <= budget:
                         cands.append((_uncertainty(est, sigs), cfg))
                 cands.sort(key=lambda c: -c[0])
