@@ -358,15 +358,22 @@ def charge_by_node(nodes: list[dict], rows: list[dict]) -> tuple[list[float], fl
         ``(ms per row, ms before the first kernel, names of kernel nodes absent from the profile)``.
     """
     by_node: dict[str, list[int]] = {}
+    unnamed: dict[str, list[str]] = {}  # ORT's profile names a node without a name "<op type>_<its index>"
     for i, r in enumerate(rows):
-        by_node.setdefault(r["node"], []).append(i)
+        key = r["node"] or f"(unnamed {r.get('op_type', '?')} {i})"
+        if not r["node"]:
+            unnamed.setdefault(r.get("op_type", "?"), []).append(key)
+        by_node.setdefault(key, []).append(i)
     times = [0.0] * len(rows)
     seen: set[str] = set()
     lead, current = 0.0, -1
     for n in nodes:
-        idx = by_node.get(n["node"])
+        key = n["node"]
+        if key not in by_node and unnamed.get(n["op_type"]) and key.rsplit("_", 1)[-1].isdigit():
+            key = unnamed[n["op_type"]].pop(0)
+        idx = by_node.get(key)
         if idx:
-            seen.add(n["node"])
+            seen.add(key)
             work = np.array([max(kernel_flops(rows[i]["signature"]), 1) for i in idx], float)
             for i, w in zip(idx, work / work.sum()):
                 times[i] += n["median_ms"] * float(w)

@@ -193,8 +193,9 @@ def predict_latency(model_or_onnx_path: Any, dummy_input: Any = None, device: st
 # ------------------------------------------------------------------------------------------ ONNX files
 def onnx_kernels(path: str | os.PathLike, device: str | Device = "cpu-ort-1t",
                  dummy_input: Any = None, movement: dict[str, float] | None = None) -> list[dict[str, str]]:
-    """The kernels ONNX Runtime runs for an ONNX file, as ``layer``/``kind``/``signature``/``node`` rows in run
-    order (``node``: the name of the ORT node, as in its profile; a fused attention node gives several rows).
+    """The kernels ONNX Runtime runs for an ONNX file, as ``layer``/``kind``/``signature``/``node``/``op_type`` rows
+    in run order (``node``: the name of the ORT node, empty for a node ORT created without one; a fused attention
+    node gives several rows).
 
     The kernels are the nodes of the graph ORT runs on ``device`` (its own fusions, including the NCHWc
     convolutions that absorb activations and residual adds); layout reorders and data movement are not kernels.
@@ -248,7 +249,7 @@ def onnx_kernels(path: str | os.PathLike, device: str | Device = "cpu-ort-1t",
             moving.append((src_node.op_type, [shapes.get(o, ()) for o in src_node.output if o]))
             continue
         for row in _kernel_rows(src_node, node, cls, shapes, initializers, path):
-            rows.append({**row, "node": node.name})
+            rows.append({**row, "node": node.name, "op_type": node.op_type})
     if movement is not None:
         movement.update(movement_of_nodes(moving))
     return rows
