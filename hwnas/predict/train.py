@@ -256,9 +256,16 @@ GROUP_SETTINGS = {"short": dict(warmup=10, repeats=3, rounds=15, min_turn_ms=2.0
                   "long": dict(warmup=3, repeats=2, rounds=4)}
 
 
+#: ``measure_many`` settings of the conventional steady-state protocol (warm-up, then consecutive runs in turns of
+#: at least 150 ms, turns interleaved across models; the median).
+STEADY_SETTINGS = {"short": dict(warmup=10, repeats=5, rounds=5, rewarm=2, min_turn_ms=150.0),
+                   "long": dict(warmup=3, repeats=3, rounds=4, rewarm=1)}
+
+
 def measure_interleaved(paths: list[Path], inputs: list[Any], device: Device, expected_ms: list[float],
                         reference: Reference | None, measurements: int = 2, seed: int = 0,
-                        progress: bool = False, speed_basis: bool = True) -> list[dict[str, Any]]:
+                        progress: bool = False, speed_basis: bool = True,
+                        protocol: str = "paired") -> list[dict[str, Any]]:
     """Measure models end to end, all interleaved: those expected under :data:`LONG_MS` together, the longer ones
     together (fewer runs), each run paired with the reference's one open session (``reference.runner``), in
     ``measurements`` separate measurements (each opens its own sessions; the time is their geometric mean).
@@ -266,6 +273,9 @@ def measure_interleaved(paths: list[Path], inputs: list[Any], device: Device, ex
     Args:
         speed_basis: return times at the reference's speed basis (the first training session's, as training
             stores them); ``False``: at this session's speed (to compare with stored times, a speed check).
+        protocol: ``"paired"`` (each run between reference runs, the paired statistic) or ``"steady"`` (the
+            conventional steady-state median of consecutive runs, :data:`STEADY_SETTINGS`; the reference only
+            sets the speed basis).
 
     Returns:
         per model ``{"ms": paired ms (the median without a reference), "measurements_ms": [...]}``.
@@ -279,10 +289,12 @@ def measure_interleaved(paths: list[Path], inputs: list[Any], device: Device, ex
         for g, (name, idx) in enumerate(groups.items()):
             if not idx:
                 continue
+            steady = protocol == "steady"
             recs = measure_many([paths[i] for i in idx], device, dummy_inputs=[inputs[i] for i in idx],
-                                seed=seed + 100 * c + g, progress=progress, **GROUP_SETTINGS[name], **kw)
+                                seed=seed + 100 * c + g, progress=progress,
+                                **(STEADY_SETTINGS if steady else GROUP_SETTINGS)[name], **({} if steady else kw))
             for i, r in zip(idx, recs):
-                each[i].append((r.paired_ms if reference is not None else r.median_ms) * scale)
+                each[i].append((r.paired_ms if reference is not None and not steady else r.median_ms) * scale)
     return [{"ms": float(np.exp(np.mean(np.log(v)))), "measurements_ms": [round(float(t), 6) for t in v]}
             for v in each]
 
@@ -299,8 +311,9 @@ def export_training_model(config: dict[str, Any], path: str | os.PathLike) -> tu
 
 def interleave_training_models(data: TrainingData, device: Device, reference: Reference, workdir: str | os.PathLike,
                                measurements: int = 2, progress: bool = False) -> int:
-    """Measure the end-to-end times of all training models not yet measured so, interleaved
-    (:func:`measure_interleaved`), and store them as ``end_to_end_ms`` (the first, one-by-one time stays in
+    """Measure the end-to-end times of all training models not yet measured so, interleaved, by the conventional
+    steady-state median that a predictor predicts (:func:`measure_interleaved`, ``protocol="steady"``), and store
+    them as ``end_to_end_ms`` (the first, one-by-one time stays in
     ``end_to_end_single_ms``). Returns how many models were measured."""
     todo = [m for m in data.models if not m.get("interleaved")]
     if not todo:
@@ -309,12 +322,13 @@ def interleave_training_models(data: TrainingData, device: Device, reference: Re
                           for i, m in enumerate(todo)])
     log.info("measuring %d training models end to end, interleaved", len(todo))
     out = measure_interleaved(list(paths), list(inputs), device, [m["end_to_end_ms"] for m in todo], reference,
-                              measurements=measurements, progress=progress)
+                              measurements=measurements, progress=progress, protocol="steady")
     for m, o in zip(todo, out):
         m.setdefault("end_to_end_single_ms", m["end_to_end_ms"])
         m["end_to_end_ms"] = o["ms"]
         m["end_to_end_measurements_ms"] = o["measurements_ms"]
         m["interleaved"] = True
+        m["end_to_end_protocol"] = "steady"
     for p in paths:
         p.unlink()
     data.save()
