@@ -344,7 +344,7 @@ class WindowBlock(nn.Module):
         self.norm2, self.mlp = nn.LayerNorm(dim), Mlp(dim, 4 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, l, c = x.shape
+        b, n_tok, c = x.shape
         r, w = self.res, self.win
         y = self.norm1(x).view(b, r, r, c)
         if self.shift:
@@ -358,7 +358,7 @@ class WindowBlock(nn.Module):
         y = self.proj(y).view(b, r // w, r // w, w, w, c).permute(0, 1, 3, 2, 4, 5).reshape(b, r, r, c)
         if self.shift:
             y = torch.roll(y, (self.shift, self.shift), (1, 2))
-        x = x + y.reshape(b, l, c)
+        x = x + y.reshape(b, n_tok, c)
         return x + self.mlp(self.norm2(x))
 
 

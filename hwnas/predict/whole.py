@@ -75,7 +75,8 @@ class ModelLatency:
             predictor had no model for the kernel's family); then one ``(data movement)`` row for the model's
             Concat/Transpose/Split/Reshape/... nodes, if any (see :mod:`hwnas.predict.movement`).
         device: the device name.
-        source: ``"torch"`` or ``"onnx"``.
+        source: ``"torch"``, ``"torch (via ONNX)"`` (a module with ops beyond a CNN's, exported and read as an
+            ONNX file) or ``"onnx"``.
     """
 
     total_ms: float
@@ -141,16 +142,15 @@ def predict_latency(model_or_onnx_path: Any, dummy_input: Any = None, device: st
         if dummy_input is None:
             raise ValueError(f"predict_latency({type(model_or_onnx_path).__name__}): dummy_input is required for a "
                              "torch module (its shapes decide the kernels); pass e.g. torch.randn(1, 3, 224, 224).")
-        graph = build_graph(model_or_onnx_path, dummy_input)
-        if graph.choices:
-            raise ValueError(f"predict_latency: {type(model_or_onnx_path).__name__} is a model space with "
-                             f"{len(graph.choices)} choices (e.g. {next(iter(graph.choices))!r}); predict one subnet "
-                             "(hwnas.export(space, sample)) or use hwnas.LatencyProfiler(space, x, predictor=...).")
-        rows = [{"layer": k.name, "kind": k.kind if k.kind not in ("conv", "linear") else f"{k.kind}+{k.act}",
-                 "signature": str(sig)} for k, sig in active_kernels(map_kernels(graph), graph, {})]
-        moves = movement_ops(graph)
-        movement = {"nodes": float(sum(n for _, _, n in moves)), "copy_elements": float(sum(c for _, c, _ in moves))}
+        rows = _torch_rows(model_or_onnx_path, dummy_input, movement)
         source = "torch"
+        if rows is None:  # attention, normalisations, ...: read as ONNX Runtime runs it
+            with tempfile.TemporaryDirectory(prefix="hwnas-predict-") as tmp:
+                from hwnas.hw.session import export_onnx
+
+                path = export_onnx(model_or_onnx_path, dummy_input, Path(tmp) / "model.onnx")
+                rows = onnx_kernels(path, pred.device, dummy_input, movement=movement)
+            source = "torch (via ONNX)"
     sigs = [r["signature"] for r in rows]
     notes = []
     if pred.speed:
@@ -188,6 +188,33 @@ def predict_latency(model_or_onnx_path: Any, dummy_input: Any = None, device: st
         notes.append(msg)
         warnings.warn(msg, UnseenKernelWarning, stacklevel=2)
     return ModelLatency(total, overhead, df, pred.device.name, source, notes)
+
+
+#: Kernel ops of a traced torch model that the torch mapping gives the same signatures as ONNX Runtime's graph;
+#: a model with any other op (attention, LayerNorm, GELU, matmul, ...) is exported and read as ONNX instead.
+TORCH_MAPPED = frozenset({"conv", "linear", "max_pool", "avg_pool", "adaptive_avg_pool", "adaptive_max_pool", "mean",
+                          "sum", "amax", "add", "sub", "mul", "div", "relu", "relu6", "clamp", "hardswish",
+                          "hardsigmoid", "sigmoid", "silu", "tanh", "leaky_relu", "batch_norm"})
+
+
+def _torch_rows(model: Any, dummy_input: Any, movement: dict[str, float]) -> list[dict[str, str]] | None:
+    """Kernel rows of a CNN from its traced graph (the LUT's mapping), or ``None`` for a model with other ops."""
+    try:
+        graph = build_graph(model, dummy_input)
+    except Exception as e:  # an op the tracer has no rule for: ONNX Runtime's graph will tell
+        log.info("tracing %s failed (%s); reading its ONNX export instead", type(model).__name__, e)
+        return None
+    if graph.choices:
+        raise ValueError(f"predict_latency: {type(model).__name__} is a model space with {len(graph.choices)} choices "
+                         f"(e.g. {next(iter(graph.choices))!r}); predict one subnet (hwnas.export(space, sample)) or "
+                         "use hwnas.LatencyProfiler(space, x, predictor=...).")
+    kernels = active_kernels(map_kernels(graph), graph, {})
+    if any(k.kind not in TORCH_MAPPED for k, _ in kernels):
+        return None
+    moves = movement_ops(graph)
+    movement.update({"nodes": float(sum(n for _, _, n in moves)), "copy_elements": float(sum(c for _, c, _ in moves))})
+    return [{"layer": k.name, "kind": k.kind if k.kind not in ("conv", "linear") else f"{k.kind}+{k.act}",
+             "signature": str(sig)} for k, sig in kernels]
 
 
 # ------------------------------------------------------------------------------------------ ONNX files
