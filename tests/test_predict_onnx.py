@@ -236,3 +236,20 @@ def test_training_models_cover_transformers(tmp_path):
         seen.update(s.split("|")[0] for s in model_signatures(build_model(cfg), config_input(cfg)))
     for op in ("matmul", "softmax", "layer_norm", "linear", "conv"):
         assert seen[op] > 0, seen
+
+
+def test_matmul_kernel_macs_equal_fvcore(tmp_path):
+    """The multiply-adds of attention's batched matmuls as read from ONNX, against fvcore's count."""
+    from conftest import fvcore_flops
+
+    from hwnas.predict.features import kernel_flops
+
+    class QK(torch.nn.Module):
+        def forward(self, q, k):
+            return torch.matmul(q, k.transpose(-1, -2))
+
+    q, k = torch.randn(2, 3, 17, 8), torch.randn(2, 3, 17, 8)
+    path = tmp_path / "qk.onnx"
+    export_onnx(QK(), (q, k), path)
+    (row,) = [r for r in onnx_kernels(path) if r["signature"].startswith("matmul")]
+    assert kernel_flops(row["signature"]) == fvcore_flops(QK(), (q, k))
