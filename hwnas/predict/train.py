@@ -535,8 +535,11 @@ def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | o
         while data.n_kernels < budget:
             rng = np.random.default_rng([seed, len(data.models)])
             if len(data.models) < initial:
-                queue = [random_config(rng, STYLE_CYCLE[len(data.models) % len(STYLE_CYCLE)], max_macs,
-                                       min_macs=min_macs)]
+                try:
+                    queue = [random_config(rng, STYLE_CYCLE[len(data.models) % len(STYLE_CYCLE)], max_macs,
+                                           min_macs=min_macs)]
+                except RuntimeError:  # a style with no model in [min_macs, max_macs] (tiny budgets): any style
+                    queue = [random_config(rng, None, max_macs, min_macs=min_macs)]
                 phase = "initial"
             else:
                 phase = "adaptive"
