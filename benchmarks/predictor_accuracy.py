@@ -225,7 +225,7 @@ def run_unseen(args: argparse.Namespace) -> None:
 
     paths = [args.predictor, *(args.compare or [])]
     preds = [load_predictor(p, device=args.device) for p in paths]
-    labels = [Path(str(p)).stem if p else "shipped" for p in paths]
+    labels = [f"{Path(str(p)).parent.name}-{Path(str(p)).stem}" if p else "shipped" for p in paths]
     dev = get_device(args.device)
     t0 = time.perf_counter()
     load = [os.getloadavg()[0]]
@@ -239,8 +239,10 @@ def run_unseen(args: argparse.Namespace) -> None:
                     warnings.simplefilter("always")
                     try:
                         r["pred"][lab] = predict_latency(r["path"], device=args.device, predictor=pred).total_ms
+                        # from the module too, for the first predictor (the same kernels for the others)
                         r["pred_torch"][lab] = predict_latency(r["module"], r["x"], device=args.device,
-                                                               predictor=pred).total_ms
+                                                               predictor=pred).total_ms \
+                            if lab == labels[0] else float("nan")
                     except Exception as e:  # an unreadable model is a result, not a crash of the benchmark
                         r["pred"].setdefault(lab, float("nan"))
                         r["pred_torch"][lab] = float("nan")
