@@ -253,3 +253,17 @@ def test_matmul_kernel_macs_equal_fvcore(tmp_path):
     export_onnx(QK(), (q, k), path)
     (row,) = [r for r in onnx_kernels(path) if r["signature"].startswith("matmul")]
     assert kernel_flops(row["signature"]) == fvcore_flops(QK(), (q, k))
+
+
+def test_multihead_attention_layout(tmp_path):
+    """``nn.MultiheadAttention`` exports (L, N, E) tensors; ORT folds their transposes into FusedMatMul's
+    transBatch attributes: the attention matmuls are still (1, heads, L, L) and (1, heads, L, d)."""
+    from hwnas import zoo
+
+    torch.manual_seed(0)
+    model, x = zoo.create("vit_tiny", image_size=64).eval(), torch.randn(1, 3, 64, 64)
+    path = export_onnx(model, x, tmp_path / "mha.onnx")
+    mm = [r["signature"] for r in onnx_kernels(path) if r["signature"].startswith("matmul")]
+    heads, tokens = model.blocks[0].attention.num_heads, (64 // 16) ** 2 + 1
+    assert mm and all(f"out=1x{heads}x{tokens}x" in s for s in mm), mm
+    assert sum(f"out=1x{heads}x{tokens}x{tokens}|" in s for s in mm) == len(mm) // 2

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["UnknownOpError", "ShapeError", "bind_inputs", "infer_original", "propagate", "node_class", "attr",
-           "static_shapes", "ELTWISE_NAMES", "POOL_NAMES", "CLASS_OF"]
+           "static_shapes", "matmul_operands", "ELTWISE_NAMES", "POOL_NAMES", "CLASS_OF"]
 
 
 class UnknownOpError(ValueError):
@@ -226,6 +226,19 @@ def _matmul(a: Sequence[int], b: Sequence[int], ta: int = 0, tb: int = 0) -> tup
     return (*_bshape(a[:-2], b[:-2]), a[-2], b[-1])
 
 
+def matmul_operands(node: Any, a: Sequence[int], b: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...], int,
+                                                                            int]:
+    """``(a, b, transA, transB)`` of a MatMul/FusedMatMul/Gemm with ORT's ``transBatchA``/``transBatchB`` applied:
+    ORT's ``MatmulTransposeFusion`` folds a Transpose that moves the first axis behind the batch axes
+    (``(L, N, H, d)`` -> ``(N, H, L, d)``, ``nn.MultiheadAttention``'s layout) into the FusedMatMul."""
+    a, b = tuple(a), tuple(b)
+    if attr(node, "transBatchA", 0) and len(a) > 2:
+        a = (*a[1:-1], a[0], a[-1])
+    if attr(node, "transBatchB", 0) and len(b) > 2:
+        b = (*b[1:-1], b[0], b[-1])
+    return a, b, int(attr(node, "transA", 0)), int(attr(node, "transB", 0))
+
+
 def _conv_out(x: Sequence[int], w: Sequence[int], node: Any) -> tuple[int, ...]:
     nd = len(x) - 2
     strides = attr(node, "strides", [1] * nd)
@@ -248,7 +261,8 @@ def _contrib(node: Any, ins: list[tuple[int, ...] | None]) -> list[tuple[int, ..
         n = b[0] if attr(node, "transB", 0) else b[1]
         return [(m, n)]
     if op == "FusedMatMul" and ins[0] is not None and ins[1] is not None:
-        return [_matmul(ins[0], ins[1], attr(node, "transA", 0), attr(node, "transB", 0))]
+        a, b, ta, tb = matmul_operands(node, ins[0], ins[1])
+        return [_matmul(a, b, ta, tb)]
     if op in ("Gelu", "FastGelu", "BiasGelu", "QuickGelu", "BiasAdd") and all(s is not None for s in ins):
         return [_bshape(*ins)]
     if op in ("SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization") \
@@ -275,7 +289,9 @@ def _contrib(node: Any, ins: list[tuple[int, ...] | None]) -> list[tuple[int, ..
 
 def propagate(model: Any, seed: dict[str, tuple[int, ...]], path: str = "the model") -> dict[str, tuple[int, ...]]:
     """Static shapes of every tensor of ``model`` (the graph ORT runs, topologically sorted), seeded with
-    ``seed`` (shapes known from the original model; a name ORT kept means the same tensor).
+    ``seed`` (shapes known from the original model). A shape computed from this graph's own nodes wins over the
+    seed: ORT's transpose optimizer can keep a tensor's name while changing its layout (``nn.MultiheadAttention``'s
+    exports); the seed fills in only where no rule gives a shape.
 
     Raises:
         ShapeError: a node whose output shape no rule could find (naming the node and its input shapes).
@@ -298,7 +314,6 @@ def propagate(model: Any, seed: dict[str, tuple[int, ...]], path: str = "the mod
     opsets = {o.domain: o.version for o in model.opset_import}
     opset = opsets.get("", opsets.get("ai.onnx", 17))
     for node in model.graph.node:
-        outs = [o for o in node.output if o]
         ins = [shapes.get(n) if n else None for n in node.input]
         if node.op_type == "Constant":
             arr = numpy_helper.to_array(attr_tensor(node))
@@ -324,8 +339,6 @@ def propagate(model: Any, seed: dict[str, tuple[int, ...]], path: str = "the mod
                 continue
             except Exception:  # fall through to shape rules
                 pass
-        if all(o in shapes for o in outs):
-            continue
         got = _contrib(node, ins) if node.domain not in ("", "ai.onnx") else None
         if got is None and node.domain not in ("", "ai.onnx"):
             continue  # NCHWc and other layout ops: the caller reads their standard-layout twins
@@ -334,8 +347,8 @@ def propagate(model: Any, seed: dict[str, tuple[int, ...]], path: str = "the mod
         if got is None:
             got = _onnx_rule(node, ins, dtypes, values, opset, onnx)
         for o, s in zip(node.output, got):
-            if o and s is not None and o not in shapes:
-                shapes[o] = tuple(int(d) for d in s)
+            if o and s is not None:  # computed from this graph: it wins over the seed (ORT's transpose
+                shapes[o] = tuple(int(d) for d in s)  # optimizer can keep a name for a re-laid-out tensor)
     return shapes
 
 

@@ -47,6 +47,7 @@ from hwnas.predict.onnx_graph import (
     attr,
     bind_inputs,
     infer_original,
+    matmul_operands,
     node_class,
     propagate,
 )
@@ -317,8 +318,7 @@ def _kernel_rows(src: Any, ran: Any, cls: str, shapes: dict, initializers: set[s
         return [{"layer": ran.name, "kind": f"conv+{act}",
                  "signature": str(KernelSignature("conv", (x,), out, tuple(attrs)))}]
     if cls in ("linear", "matmul"):
-        a, b = _need(shapes, names[:2], src, path)
-        ta, tb = int(attr(src, "transA", 0)), int(attr(src, "transB", 0))
+        a, b, ta, tb = matmul_operands(src, *_need(shapes, names[:2], src, path))
         name = attr(ran, "activation", "") or ""
         act = FUSED_ACTS.get(name, name.lower() or "none")
         if cls == "linear" or (names[1] in initializers and len(b) == 2 and not ta):
