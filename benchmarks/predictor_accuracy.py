@@ -31,6 +31,19 @@ predictor_accuracy.png (predicted vs measured).
 
     python benchmarks/predictor_accuracy.py --device cpu-ort-1t --n 60
 
+``--unseen`` (issue 17): an unseen zoo of CNNs and transformers instead: the hwnas.zoo models at 224 and the
+hand-written look-alikes of :mod:`lookalikes` (ViT/DeiT, Swin-like window attention, MobileViT, LeViT,
+EfficientFormer, BERT, GPT-2, ConvNeXt, RegNetY, DenseNet-like), each exported to ONNX and predicted from the
+file (and from the module), against the conventional steady-state median of ONNX Runtime at the predictor's
+device settings (warm-up, then consecutive runs in turns of >= 150 ms, turns interleaved across models, the
+median; :data:`hwnas.predict.train.STEADY_SETTINGS`), measured twice in this run with sessions of their own
+(geometric mean). Several predictors (``--predictor`` and ``--compare``) are scored on the same measurements. Each
+predictor's own training models (8 of them) are measured in the same turns: ``speed_factor`` (median of now over
+then) says how the machine's speed differs from the training session's, ``corrected_*`` columns apply it.
+Writes benchmarks/results/predictor_accuracy_unseen[_TAG].csv (summary) and ..._models.csv (per model).
+
+    python benchmarks/predictor_accuracy.py --unseen --predictor new.skops --compare predictors/cpu-ort-1t.skops
+
 Targets at 1 thread (issue 5): (a) >= 95% within +-10%, (b) >= 90% within +-10%, with <= 1,500 kernel
 measurements and <= 20 minutes of building.
 """
@@ -54,10 +67,11 @@ from latency_accuracy import accuracy_stats
 import hwnas
 from hwnas import zoo
 from hwnas.hw.device import get_device
+from hwnas.hw.measure import measure_many
 from hwnas.hw.session import export_onnx
 from hwnas.predict import load_predictor, predict_latency, speed
 from hwnas.predict.predictor import PredictorError
-from hwnas.predict.train import Reference, export_training_model, measure_interleaved
+from hwnas.predict.train import LONG_MS, Reference, export_training_model, measure_interleaved
 
 ZOO = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0",
        "shufflenet_v2_x1_0", "squeezenet1_0", "vgg11_bn", "vgg16"]
@@ -181,6 +195,139 @@ def summarize(rows: list[dict], checks: list[dict], alone: float, tr: dict, devi
     write_table(tag, header, summary)
 
 
+def unseen_models(work: Path) -> list[dict]:
+    """The unseen zoo: hwnas.zoo at 224 and the look-alikes, exported to ONNX."""
+    import lookalikes
+
+    rows = []
+    for name in UNSEEN_ZOO:
+        torch.manual_seed(0)
+        model, x = zoo.create(name).eval(), torch.randn(1, 3, 224, 224)
+        rows.append({"model": name, "family": "cnn" if not name.startswith("vit") else "transformer",
+                     "module": model, "x": x, "path": export_onnx(model, x, work / f"{name}.onnx")})
+    for name in lookalikes.LOOKALIKES:
+        model, x = lookalikes.create(name)
+        kind = "cnn" if name.split("_")[0] in ("convnext", "regnety", "densenet") else "transformer"
+        rows.append({"model": name, "family": kind, "module": model, "x": x,
+                     "path": export_onnx(model, x, work / f"{name}.onnx")})
+    return rows
+
+
+UNSEEN_ZOO = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0",
+              "shufflenet_v2_x1_0", "squeezenet1_0", "densenet121", "regnet_x_400mf", "vit_tiny"]
+
+
+def run_unseen(args: argparse.Namespace) -> None:
+    """``--unseen``: see the module docstring."""
+    import os
+
+    from hwnas.predict.train import STEADY_SETTINGS
+
+    paths = [args.predictor, *(args.compare or [])]
+    preds = [load_predictor(p, device=args.device) for p in paths]
+    labels = [f"{Path(str(p)).parent.name}-{Path(str(p)).stem}" if p else "shipped" for p in paths]
+    dev = get_device(args.device)
+    t0 = time.perf_counter()
+    load = [os.getloadavg()[0]]
+    with tempfile.TemporaryDirectory(prefix="hwnas-unseen-") as tmp:
+        work = Path(tmp)
+        rows = unseen_models(work)
+        for r in rows:
+            r["pred"], r["pred_torch"], r["notes"] = {}, {}, {}
+            for lab, pred in zip(labels, preds):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    try:
+                        r["pred"][lab] = predict_latency(r["path"], device=args.device, predictor=pred).total_ms
+                        # from the module too, for the first predictor (the same kernels for the others)
+                        r["pred_torch"][lab] = predict_latency(r["module"], r["x"], device=args.device,
+                                                               predictor=pred).total_ms \
+                            if lab == labels[0] else float("nan")
+                    except Exception as e:  # an unreadable model is a result, not a crash of the benchmark
+                        r["pred"].setdefault(lab, float("nan"))
+                        r["pred_torch"][lab] = float("nan")
+                        r["notes"][lab] = f"{type(e).__name__}: {str(e)[:160]}"
+                    if caught and lab not in r["notes"]:
+                        r["notes"][lab] = "; ".join(sorted({str(w.message)[:80] for w in caught}))
+        checks = []
+        for lab, pred in zip(labels, preds):
+            try:
+                models = speed.training_models(pred)[:8]
+            except PredictorError as e:
+                print(f"{lab}: no speed check ({e})")
+                continue
+            for i, m in enumerate(models):
+                path, x = export_training_model(m["config"], work / f"{lab}_training_{i}.onnx")
+                checks.append({"label": lab, "then_ms": m["end_to_end_ms"], "path": path, "x": x})
+        both = rows + checks
+        expected = [max(v for v in r["pred"].values() if np.isfinite(v)) if "pred" in r and
+                    any(np.isfinite(v) for v in r["pred"].values()) else r.get("then_ms", 10.0) for r in both]
+        each: list[list[float]] = [[] for _ in both]
+        low: list[list[float]] = [[] for _ in both]  # p10: less inflated by other processes on a loaded host
+        for c in range(args.measurements):
+            for g, name in enumerate(("short", "long")):
+                idx = [i for i, e in enumerate(expected) if (e < LONG_MS) == (name == "short")]
+                if not idx:
+                    continue
+                recs = measure_many([both[i]["path"] for i in idx], dev, dummy_inputs=[both[i]["x"] for i in idx],
+                                    seed=args.seed + 100 * c + g, progress=True, **STEADY_SETTINGS[name])
+                for i, rec in zip(idx, recs):
+                    each[i].append(rec.median_ms)
+                    low[i].append(rec.p10_ms)
+            load.append(os.getloadavg()[0])
+    for r, v, lo in zip(both, each, low):
+        r["measured_ms"] = float(np.exp(np.mean(np.log(v))))
+        r["measured_p10_ms"] = float(np.exp(np.mean(np.log(lo))))
+        r["measurements_ms"] = v
+    minutes = (time.perf_counter() - t0) / 60
+    tag = "predictor_accuracy_unseen" + (f"_{args.tag}" if args.tag else "")
+    summary = []
+    meas = np.array([r["measured_ms"] for r in rows])
+    meas_p10 = np.array([r["measured_p10_ms"] for r in rows])
+    for lab, pred in zip(labels, preds):
+        own = [c for c in checks if c["label"] == lab]
+        factor = float(np.median([c["measured_ms"] / c["then_ms"] for c in own])) if own else float("nan")
+        for subset in ("all", "cnn", "transformer"):
+            sel = np.array([subset == "all" or r["family"] == subset for r in rows])
+            for source, key in (("onnx", "pred"), ("torch", "pred_torch")):
+                p = np.array([r[key][lab] for r in rows])[sel]
+                ok = np.isfinite(p)
+                st = accuracy_stats(p[ok], meas[sel][ok])
+                sc = accuracy_stats(p[ok] * factor, meas[sel][ok]) if own else {k: float("nan") for k in st}
+                lo = accuracy_stats(p[ok], meas_p10[sel][ok])
+                tr = pred.metadata.get("training", {})
+                summary.append([lab, subset, source, int(sel.sum()), int(ok.sum()), st["within_5pct"],
+                                st["within_10pct"], st["kendall_tau"], st["rmspe"], st["mean_err_pct"], factor,
+                                sc["within_5pct"], sc["within_10pct"], sc["kendall_tau"], sc["mean_err_pct"],
+                                lo["within_5pct"], lo["within_10pct"], lo["kendall_tau"], lo["mean_err_pct"],
+                                tr.get("kernel_measurements"), round(float(tr.get("minutes", float("nan"))), 2),
+                                round(min(load), 2), round(max(load), 2)])
+    header = ["predictor", "models", "source", "n", "readable", "within_5pct", "within_10pct", "kendall_tau", "rmspe",
+              "mean_err_pct", "speed_factor", "corrected_within_5pct", "corrected_within_10pct",
+              "corrected_kendall_tau", "corrected_mean_err_pct", "vs_p10_within_5pct", "vs_p10_within_10pct",
+              "vs_p10_kendall_tau", "vs_p10_mean_err_pct", "kernel_measurements", "training_minutes",
+              "load_min", "load_max"]
+    write_table(tag, header, summary)
+    with (RESULTS / f"{tag}_models.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "family", "measured_ms", "measured_p10_ms", "measurements_ms",
+                    *[f"{k}_{lab}" for lab in labels for k in ("pred_onnx_ms", "pred_torch_ms", "err_onnx_pct")],
+                    "notes"])
+        for r in rows:
+            w.writerow([r["model"], r["family"], round(r["measured_ms"], 5), round(r["measured_p10_ms"], 5), json.dumps([round(v, 5) for v in
+                                                                                           r["measurements_ms"]]),
+                        *[v for lab in labels for v in (round(r["pred"][lab], 5), round(r["pred_torch"][lab], 5),
+                                                         round(100 * (r["pred"][lab] / r["measured_ms"] - 1), 2))],
+                        " | ".join(f"{lab}: {n}" for lab, n in r["notes"].items())])
+    print(f"unseen zoo: {len(rows)} models, measured twice (steady-state median, 1 thread) in {minutes:.1f} min; "
+          f"load average {min(load):.2f}-{max(load):.2f} on {os.cpu_count()} cores")
+    for r in rows:
+        errs = "  ".join(f"{lab} {r['pred'][lab]:8.3f} ({100 * (r['pred'][lab] / r['measured_ms'] - 1):+6.1f}%)"
+                         for lab in labels)
+        print(f"  {r['model']:22s} {r['family']:11s} measured {r['measured_ms']:8.3f} ms  {errs}")
+    print(f"written: {RESULTS / (tag + '.csv')} and {RESULTS / (tag + '_models.csv')}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu-ort-1t")
@@ -196,9 +343,15 @@ def main() -> None:
     ap.add_argument("--rescore", metavar="MODELS_CSV", default=None,
                     help="measure nothing: score the models of an earlier run (a predictor_accuracy*_models.csv) "
                          "again with this hwnas's speed check, into the same name with _rescored for _models")
+    ap.add_argument("--unseen", action="store_true", help="the unseen zoo of CNNs and transformers (issue 17)")
+    ap.add_argument("--compare", nargs="*", default=None, help="more predictor files scored on the same measurements")
+    ap.add_argument("--tag", default="", help="suffix of the result files")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     pin_threads(1)
+    if args.unseen:
+        run_unseen(args)
+        return
     pred = load_predictor(args.predictor, device=args.device)
     if args.rescore:
         tag = Path(args.rescore).stem.replace("_models", "_rescored")

@@ -28,9 +28,11 @@ def main() -> None:
     ap.add_argument("--device", default="cpu-ort-1t")
     ap.add_argument("--out", default=None, help="predictor file (default ./<device>.skops, never the shipped one)")
     ap.add_argument("--budget", type=int, default=1500, help="kernel measurements at most")
-    ap.add_argument("--initial", type=int, default=18, help="models of the initial spread")
+    ap.add_argument("--initial", type=int, default=24,
+                    help="models of the initial spread (24: one of each style of generator.STYLE_CYCLE)")
     ap.add_argument("--batch", type=int, default=4, help="models measured per adaptive round")
-    ap.add_argument("--pool", type=int, default=40, help="candidate models per adaptive round")
+    ap.add_argument("--pool", type=int, default=16,
+                    help="candidate models per adaptive round (each is exported and read as ONNX Runtime runs it)")
     ap.add_argument("--runs", type=int, default=20, help="profiled runs per model")
     ap.add_argument("--target-rmspe", type=float, default=0.02,
                     help="stop early at this out-of-fold RMSPE of whole training models")

@@ -7,7 +7,8 @@
   saved safely with skops and its metadata (:mod:`hwnas.predict.predictor`); :func:`load_predictor`.
 - :func:`train`: adaptive sampling of random whole models on a device, resumable (:mod:`hwnas.predict.train`).
 - :func:`predict_latency`: a PyTorch model or an ONNX file -> total ms and a per-layer table
-  (:mod:`hwnas.predict.whole`).
+  (:mod:`hwnas.predict.whole`); ONNX files of any exporter are read by :mod:`hwnas.predict.onnx_graph` (symbolic
+  dims bound, static shapes of the graph ORT runs; :class:`UnknownOpError` for an op it cannot cost).
 - :func:`speed_check`: the machine's speed now against the training session, from some training models
   measured again (:mod:`hwnas.predict.speed`); ``predictor.with_speed(check)`` applies it.
 
@@ -17,6 +18,7 @@ as the fallback for kernels a LUT lacks.
 
 from hwnas.predict.estimator import CANDIDATES, KernelLatencyPredictor
 from hwnas.predict.features import FAMILIES, family_of, featurize
+from hwnas.predict.onnx_graph import ShapeError, UnknownOpError
 from hwnas.predict.physical import physical_terms
 from hwnas.predict.predictor import (
     TRUSTED_TYPES,
@@ -36,7 +38,9 @@ __all__ = [
     "LatencyPredictor",
     "ModelLatency",
     "PredictorError",
+    "ShapeError",
     "TRUSTED_TYPES",
+    "UnknownOpError",
     "UnseenKernelWarning",
     "default_predictor_path",
     "family_of",

@@ -52,7 +52,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from hwnas.hw.kernels import KernelSignature
-from hwnas.predict.features import FAMILIES, feature_matrix, generic_features, work_log2
+from hwnas.predict.features import FAMILIES, LEGACY_COUNTS, feature_matrix, generic_features, work_log2
 from hwnas.predict.physical import fit_physical, predict_physical
 
 __all__ = ["KernelLatencyPredictor", "CANDIDATES", "weighted_rmspe"]
@@ -259,6 +259,11 @@ class KernelLatencyPredictor(RegressorMixin, BaseEstimator):
 
     def _features(self, X: list, context: Any, fit: bool = False):
         fams, index, feats = feature_matrix(X, self.nchwc_block)
+        if fit:
+            self.feature_counts_ = {f: int(v.shape[1]) for f, v in feats.items()}
+        # a predictor fitted with fewer features per family (an older hwnas) reads the prefix it knew
+        counts = getattr(self, "feature_counts_", LEGACY_COUNTS)
+        feats = {f: v[:, :counts.get(f, v.shape[1])] for f, v in feats.items()}
         if fit:
             self.uses_context_ = context is not None
             if context is not None:

@@ -7,9 +7,11 @@ A latency predictor does not see models, only kernel signatures (``str(KernelSig
 ``conv``      dense convolutions (groups = 1), any kernel, stride, padding, fused activation/add
 ``dwconv``    depthwise convolutions (groups = input channels)
 ``gconv``     other grouped convolutions
-``linear``    fully connected layers (GEMM / GEMV)
+``linear``    fully connected layers (GEMM / GEMV against constant weights, any number of leading dims)
+``matmul``    products of two activations (attention's ``Q K^T`` and ``A V``: batched 3-D / 4-D, broadcasting)
 ``pool``      max/average/adaptive pooling and spatial reductions (``mean``, ``sum``, ``amax``)
-``eltwise``   everything else: elementwise arithmetic, unfused activations, normalisations, ...
+``eltwise``   everything else: elementwise arithmetic, unfused activations, normalisations (LayerNorm, also
+              ORT's SkipLayerNormalization), softmax, GELU, ...
 ============  ===================================================================================
 
 Features are pure functions of the signature and the CPU's NCHWc block (deterministic, no state), mostly
@@ -35,15 +37,19 @@ import numpy as np
 
 from hwnas.hw.kernels import KernelSignature
 
-__all__ = ["FAMILIES", "FEATURES", "GENERIC_FEATURES", "family_of", "featurize", "feature_matrix", "generic_features",
+__all__ = ["FAMILIES", "FEATURES", "LEGACY_COUNTS", "EXTRA_ELTWISE_OPS", "GENERIC_FEATURES", "family_of", "featurize", "feature_matrix", "generic_features",
            "kernel_flops", "weight_bytes", "model_weight_bytes", "work_log2", "nchwc_block", "nchwc_conv"]
 
-FAMILIES = ("conv", "dwconv", "gconv", "linear", "pool", "eltwise")
+FAMILIES = ("conv", "dwconv", "gconv", "linear", "matmul", "pool", "eltwise")
 
 CONV_ACTS = ("none", "relu", "clip", "hardswish", "hardsigmoid", "sigmoid", "tanh", "leaky_relu")
 POOL_OPS = ("max_pool", "avg_pool", "adaptive_avg_pool", "adaptive_max_pool", "mean", "sum", "amax")
 ELTWISE_OPS = ("add", "sub", "mul", "div", "relu", "relu6", "clamp", "hardswish", "hardsigmoid", "sigmoid", "silu",
                "tanh", "gelu", "leaky_relu", "softmax", "layer_norm", "batch_norm", "matmul")
+#: Elementwise-family ops with flags of their own added after ``op_other`` (transformers' kernels as ONNX Runtime
+#: runs them); a predictor fitted before them reads the features up to ``op_other`` only (:data:`LEGACY_COUNTS`).
+EXTRA_ELTWISE_OPS = ("skip_layer_norm", "erf", "where", "pow", "sqrt", "exp", "neg", "reciprocal", "equal",
+                     "log_softmax", "upsample", "mish", "elu", "instance_norm", "group_norm", "cumsum")
 
 _CONV = ["log_n", "log_cin", "log_cout", "log_hw_in", "log_hw_out", "log_k_area", "k", "stride", "log_groups",
          "log_cin_per_group", "log_cout_per_group", "log_macs", "log_in_elems", "log_out_elems", "log_weight_elems",
@@ -57,9 +63,15 @@ FEATURES: dict[str, list[str]] = {
                "log_intensity", "in_pad8", "out_pad8", "act_relu"],
     "pool": ["log_channels", "log_hw_in", "log_hw_out", "log_in_elems", "log_out_elems", "log_window", "stride",
              "global", *(f"op_{o}" for o in POOL_OPS)],
+    "matmul": ["log_batch", "log_m", "log_k", "log_n", "log_macs", "log_bytes", "log_intensity", "ta", "tb",
+               "b_broadcast", "log_in_elems", "log_out_elems", "n_pad8", "k_pad8"],
     "eltwise": ["log_out_elems", "log_in_elems", "log_min_in_elems", "n_inputs", "broadcast", "log_last_dim",
-                *(f"op_{o}" for o in ELTWISE_OPS), "op_other"],
+                *(f"op_{o}" for o in ELTWISE_OPS), "op_other", *(f"op_{o}" for o in EXTRA_ELTWISE_OPS),
+                "log_rows"],
 }
+#: Features per family of predictors fitted before the ``matmul`` family and the extra elementwise flags (a
+#: prefix of today's vectors).
+LEGACY_COUNTS = {"eltwise": 6 + len(ELTWISE_OPS) + 1}
 
 
 def _log2(v: float) -> float:
@@ -137,6 +149,8 @@ def family_of(signature: str | KernelSignature) -> str:
         return "dwconv" if g == cin else "gconv"
     if sig.op == "linear":
         return "linear"
+    if sig.op == "matmul":
+        return "matmul"
     if sig.op in POOL_OPS:
         return "pool"
     return "eltwise"
@@ -152,7 +166,24 @@ def kernel_flops(signature: str | KernelSignature) -> int:
         return _prod(sig.output) * (sig.inputs[0][1] // g) * _prod(_dims(at.get("k", 1), nd))
     if sig.op == "linear":
         return _prod(sig.output) * sig.inputs[0][-1]
+    if sig.op == "matmul":
+        return _prod(sig.output) * _matmul_mkn(sig)[2]
     return 0
+
+
+def _matmul_mkn(sig: KernelSignature) -> tuple[int, int, int, int]:
+    """``(batch, m, k, n)`` of a matmul signature (its operands as stored, with ``ta``/``tb`` transposes)."""
+    at = dict(sig.attrs)
+    a = list(sig.inputs[0])
+    b = list(sig.inputs[1]) if len(sig.inputs) > 1 else [a[-1], sig.output[-1]]
+    if int(at.get("ta", 0)) and len(a) >= 2:
+        a[-1], a[-2] = a[-2], a[-1]
+    if int(at.get("tb", 0)) and len(b) >= 2:
+        b[-1], b[-2] = b[-2], b[-1]
+    m = a[-2] if len(a) >= 2 else 1
+    n = b[-1] if len(b) >= 2 else 1
+    batch = _prod(sig.output) // max(m * n, 1)
+    return batch, m, a[-1], n
 
 
 def featurize(signature: str | KernelSignature, block: int = 16) -> tuple[str, list[float]]:
@@ -198,11 +229,22 @@ def featurize(signature: str | KernelSignature, block: int = 16) -> tuple[str, l
         stride = _dims(at["stride"], nd)[0] if "stride" in at else 1
         return fam, [_log2(c), _log2(hw_in), _log2(hw_out), _log2(_prod(x)), _log2(_prod(y)), _log2(window),
                      float(stride), float(hw_out == 1), *(float(sig.op == o) for o in POOL_OPS)]
+    if fam == "matmul":
+        batch, m, k, n = _matmul_mkn(sig)
+        ins = [_prod(s) for s in sig.inputs]
+        macs = batch * m * k * n
+        byts = 4 * (sum(ins) + _prod(sig.output))
+        b_batch = _prod(sig.inputs[1][:-2]) if len(sig.inputs) > 1 else 1
+        return fam, [_log2(batch), _log2(m), _log2(k), _log2(n), _log2(macs), _log2(byts), _log2(macs) - _log2(byts),
+                     float(int(at.get("ta", 0))), float(int(at.get("tb", 0))), float(b_batch < batch),
+                     _log2(sum(ins)), _log2(_prod(sig.output)), _pad(n, 8), _pad(k, 8)]
     ins = [_prod(s) for s in sig.inputs] or [1]
     out = _prod(sig.output)
+    last = sig.output[-1] if sig.output else 1
     return fam, [_log2(out), _log2(sum(ins)), _log2(min(ins)), float(len(sig.inputs)), float(min(ins) < out),
-                 _log2(sig.output[-1] if sig.output else 1), *(float(sig.op == o) for o in ELTWISE_OPS),
-                 float(sig.op not in ELTWISE_OPS)]
+                 _log2(last), *(float(sig.op == o) for o in ELTWISE_OPS),
+                 float(sig.op not in ELTWISE_OPS), *(float(sig.op == o) for o in EXTRA_ELTWISE_OPS),
+                 _log2(out / max(last, 1))]
 
 
 def weight_bytes(signature: str | KernelSignature) -> int:

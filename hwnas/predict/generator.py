@@ -37,21 +37,31 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwnas.predict import gen_blocks as gb
 from hwnas.zoo._layers import ConvNormAct, InvertedResidual, init_cnn_weights_, make_divisible
 from hwnas.zoo.misc import Fire
 from hwnas.zoo.resnet import BasicBlock, Bottleneck
 from hwnas.zoo.shufflenet import ShuffleUnit
 
-__all__ = ["STYLES", "STYLE_WEIGHTS", "STYLE_CYCLE", "random_config", "build_model", "config_input"]
+__all__ = ["TOKEN_STYLES", "STYLES", "STYLE_WEIGHTS", "STYLE_CYCLE", "random_config", "build_model", "config_input"]
 
-STYLES = ("mobile", "resnet", "plain", "grouped", "shuffle", "fire", "wide")
+STYLES = ("mobile", "resnet", "plain", "grouped", "shuffle", "fire", "wide", "vit", "seq", "hybrid", "convnext",
+          "dense", "segroup")
+#: Styles whose models start from or end in tokens ``(B, N, C)`` (a hybrid may too, after a patch embedding).
+TOKEN_STYLES = ("vit", "seq")
 #: How often ``random_config(style=None)`` draws each style. Inverted residuals count three times: the networks
 #: a NAS predicts are mostly MobileNet-like, and their kernels (NCHWc depthwise convolutions of kernel 5 and 7 at
 #: stride 2, squeeze-excite with hard activations, 14 and 7 pixel stages) were the rarest in 63 training
 #: models drawn uniformly (7 stride-2 depthwise convolutions of kernel 5 or 7 in the blocked layout).
-STYLE_WEIGHTS = {"mobile": 3.0, "resnet": 1.0, "plain": 1.0, "grouped": 1.0, "shuffle": 1.0, "fire": 1.0, "wide": 1.0}
-#: The initial spread of :func:`hwnas.predict.train.train` cycles through this order (the same proportions).
-STYLE_CYCLE = ("mobile", "resnet", "plain", "mobile", "grouped", "shuffle", "mobile", "fire", "wide")
+#: Transformers (ViT/DeiT-like ``vit``, BERT/GPT-like ``seq`` on token inputs), hybrids (convolutions, then
+#: MobileViT blocks or tokens), ConvNeXt, DenseNet-like concatenations and RegNetY-like grouped convolutions with
+#: squeeze-excite gating were added for models users run that random CNNs did not cover.
+STYLE_WEIGHTS = {"mobile": 2.0, "resnet": 1.0, "plain": 0.7, "grouped": 0.7, "shuffle": 0.7, "fire": 0.5,
+                 "wide": 0.7, "vit": 2.0, "seq": 1.5, "hybrid": 1.2, "convnext": 1.0, "dense": 1.0, "segroup": 1.0}
+#: The initial spread of :func:`hwnas.predict.train.train` cycles through this order.
+STYLE_CYCLE = ("mobile", "vit", "resnet", "seq", "hybrid", "convnext", "mobile", "vit", "dense", "segroup", "plain",
+               "seq", "grouped", "vit", "shuffle", "hybrid", "wide", "fire", "mobile", "vit", "seq", "convnext",
+               "dense", "segroup")
 RES_LADDER = (224, 192, 160, 128, 112, 96, 80, 64, 56, 48, 40, 32, 28, 24, 20, 16, 14, 12, 10, 8, 7, 5)
 ACTS = {"relu": partial(nn.ReLU, inplace=True), "relu6": partial(nn.ReLU6, inplace=True), "hardswish": nn.Hardswish,
         "silu": nn.SiLU, "none": None}
@@ -192,8 +202,100 @@ def _wide(b: _Builder, n: int) -> None:
         b.add(["conv", b.c, cout, k, s, "relu", True], b.conv_macs(b.c, cout, k, s), cout, s)
 
 
+def _tblocks(b: _Builder, n: int, tokens: int, kinds: tuple[str, ...], post_p: float = 0.0,
+             mask_p: float = 0.0) -> None:
+    """``n`` transformer blocks on ``tokens`` tokens of width ``b.c``."""
+    dim = b.c
+    hd = int(b.rng.choice([d for d in (32, 64, 48) if dim % d == 0] or [dim]))
+    ratio = float(b.rng.choice([2, 3, 4, 4]))
+    act = str(b.rng.choice(["gelu", "gelu", "gelu", "gelu_tanh", "hardswish", "silu"]))
+    kind = str(b.rng.choice(kinds))
+    post = bool(b.rng.random() < post_p)
+    mask = bool(kind != "sdpa" and b.rng.random() < mask_p)
+    for _ in range(n):
+        hidden = make_divisible(dim * ratio, 8)
+        macs = tokens * dim * 4 * dim + 2 * tokens * tokens * dim + 2 * tokens * dim * hidden
+        b.add(["tblock", dim, dim // hd, hidden, kind, act, post, tokens, mask], macs, dim, 1)
+
+
+def _vit(b: _Builder, n: int) -> None:
+    """ViT / DeiT: a patch embedding (49 to 256 tokens), 1-4 pre-norm blocks, a final LayerNorm."""
+    patches = [p for p in (4, 7, 8, 12, 14, 16, 32) if b.r % p == 0 and 36 <= (b.r // p) ** 2 <= 256]
+    p = int(b.rng.choice(patches))
+    dim = int(b.rng.choice([64, 96, 128, 192, 192, 256, 320, 384]))
+    cls = bool(b.rng.random() < 0.7)
+    tokens = (b.r // p) ** 2 + int(cls)
+    b.blocks.append(["patch", b.c, dim, p, b.r, cls, bool(b.rng.random() < 0.8)])
+    b.macs += (b.r // p) ** 2 * dim * b.c * p * p
+    b.c = dim
+    _tblocks(b, min(n, int(b.rng.integers(1, 5))), tokens, ("sdpa", "explicit"))
+    if b.rng.random() < 0.8:
+        b.blocks.append(["lnorm", dim])
+
+
+def _seq(b: _Builder, n: int) -> None:
+    """BERT / GPT-like blocks on a ``(1, L, D)`` input: separate or fused q/k/v, post-norm, additive masks."""
+    _tblocks(b, min(n, int(b.rng.integers(1, 4))), b.r, ("separate", "separate", "sdpa", "explicit"), 0.5, 0.5)
+
+
+def _hybrid(b: _Builder, n: int) -> None:
+    """MobileNet blocks down to 32-8 pixels, then MobileViT blocks or tokens with transformer blocks
+    (EfficientFormer, LeViT-like)."""
+    _mobile(b, int(b.rng.integers(2, 5)))
+    while b.r > 32:
+        _mobile(b, 1)
+    if b.r % 2 == 0 and b.rng.random() < 0.5:
+        dim = int(b.rng.choice([64, 96, 144, 192]))
+        depth = int(b.rng.integers(1, 3))
+        tokens = (b.r // 2) ** 2
+        macs = 4 * depth * (tokens * dim * 8 * dim + 2 * tokens * tokens * dim) + b.r ** 2 * b.c * (9 * b.c + dim)
+        b.add(["mvit", b.c, dim, depth, dim // 32], macs, b.c, 1)
+        return
+    tokens = b.r * b.r
+    b.blocks.append(["patch", b.c, b.c, 1, b.r, False, False])
+    _tblocks(b, int(b.rng.integers(1, 3)), tokens, ("sdpa", "explicit"))
+    b.blocks.append(["lnorm", b.c])
+
+
+def _convnext(b: _Builder, n: int) -> None:
+    """ConvNeXt: a patchify stem, blocks of a depthwise 7x7 and a channels-last MLP, LayerNorm downsampling."""
+    c = _ch(b.rng, 24, 96, 8)
+    b.add(["down", b.c, c, 4, False], b.conv_macs(b.c, c, 4, 4), c, 4)
+    for _ in range(min(n, 8)):
+        if b.r >= 8 and b.rng.random() < 0.3:
+            c2 = min(768, 2 * b.c)
+            b.add(["down", b.c, c2, 2, True], b.conv_macs(b.c, c2, 2, 2), c2, 2)
+        b.add(["cnx", b.c, 4], b.r ** 2 * b.c * (49 + 8 * b.c), b.c, 1)
+
+
+def _dense(b: _Builder, n: int) -> None:
+    """DenseNet: dense blocks (concatenations of every earlier output) and 1x1 + average-pool transitions."""
+    for _ in range(int(b.rng.integers(1, 3))):
+        growth = int(b.rng.choice([12, 16, 24, 32]))
+        layers = int(b.rng.integers(3, 9))
+        macs = sum(b.r ** 2 * ((b.c + j * growth) * 4 * growth + 36 * growth * growth) for j in range(layers))
+        b.add(["dense", b.c, layers, growth], macs, b.c + layers * growth, 1)
+        if b.r >= 8:
+            c = make_divisible(b.c // 2, b.div)
+            b.add(["conv", b.c, c, 1, 1, "relu", True], b.conv_macs(b.c, c, 1, 1), c, 1)
+            b.blocks.append(["avgpool", 2, 2, 0])
+            b.r //= 2
+
+
+def _segroup(b: _Builder, n: int) -> None:
+    """RegNetY / ResNeXt blocks: grouped 3x3 convolutions of 8-64 channels per group, squeeze-excite gating."""
+    gw = int(b.rng.choice([8, 16, 24, 32, 48, 64]))
+    for _ in range(min(n, 8)):
+        s = b.stride(0.3)
+        cout = max(gw, (b.width(s, 768) // gw) * gw)
+        se = make_divisible(b.c / 4, 8) if b.rng.random() < 0.7 else 0
+        macs = b.r ** 2 * b.c * cout + b.conv_macs(cout, cout, 3, s, cout // gw) + _out(b.r, s) ** 2 * cout * cout
+        b.add(["segroup", b.c, cout, s, gw, se], macs, cout, s)
+
+
 _STYLE_FNS = {"mobile": _mobile, "resnet": _resnet, "plain": _plain, "grouped": _grouped, "shuffle": _shuffle,
-              "fire": _fire, "wide": _wide}
+              "fire": _fire, "wide": _wide, "vit": _vit, "seq": _seq, "hybrid": _hybrid, "convnext": _convnext,
+              "dense": _dense, "segroup": _segroup}
 
 
 _STYLE_P = np.array([STYLE_WEIGHTS[s] for s in STYLES]) / sum(STYLE_WEIGHTS.values())
@@ -215,8 +317,14 @@ def random_config(rng: np.random.Generator, style: str | None = None, max_macs: 
     for _ in range(max_tries):
         st = style or str(rng.choice(STYLES, p=_STYLE_P))
         div = int(rng.choice([8, 8, 8, 8, 8, 2]))  # real widths are not all multiples of the 8-float block
-        stem = bool(rng.random() < 0.5) and st != "wide"
-        if st == "wide":  # a stage of VGG or ResNet: 16-64 channels at 224 ... 256-512 at 14
+        stem = (bool(rng.random() < 0.5) or st == "hybrid") and st not in ("wide", "vit", "seq", "convnext")
+        if st in ("vit", "convnext"):
+            r = int(rng.choice([96, 112, 128, 160, 192, 224] if st == "vit" else [96, 128, 160, 192, 224]))
+            c_in = 3
+        elif st == "seq":  # tokens: (1, L, D)
+            r = int(rng.choice([49, 64, 96, 128, 197, 256]))
+            c_in = int(rng.choice([64, 128, 192, 256, 384, 512]))
+        elif st == "wide":  # a stage of VGG or ResNet: 16-64 channels at 224 ... 256-512 at 14
             r = int(rng.choice([224, 112, 56, 28, 14, 160, 80, 40]))
             c_in = _ch(rng, max(16.0, 0.3 * 14336 / r), min(512.0, 14336 / r), div)
         elif stem:
@@ -235,9 +343,20 @@ def random_config(rng: np.random.Generator, style: str | None = None, max_macs: 
             if st in ("resnet", "fire") and rng.random() < 0.6:
                 b.blocks.append(["maxpool", 3, 2, 1])
                 b.r = (b.r - 1) // 2 + 1
+        if stem and st == "hybrid":
+            r = int(rng.choice([128, 160, 192, 224, 256]))
         _STYLE_FNS[st](b, int(rng.integers(4, 13)))
         head: dict[str, Any] = {"pool": str(rng.choice(["avg", "avg", "mean"])), "fcs": [],
                                 "act": str(rng.choice(["relu", "relu", "hardswish", "silu", "relu6"]))}
+        if st == "seq" or any(bl[0] == "patch" for bl in b.blocks):  # ends in tokens
+            head["pool"] = str(rng.choice(["tokens", "cls"]))
+            n = _ch(rng, 10, 1000, 2)
+            head["fcs"] = [n]
+            b.macs += b.c * n
+            if min_macs <= b.macs <= max_macs:
+                shape = [1, r, c_in] if st == "seq" else [1, 3, r, r]
+                return {"input": shape, "style": st, "blocks": b.blocks, "head": head, "macs": int(b.macs)}
+            continue
         if b.r <= 8 and b.r * b.r * b.c >= 1024 and rng.random() < 0.25:
             # a classifier on the flattened feature map (VGG, AlexNet): large, memory-bound GEMVs
             head["pool"] = "flatten"
@@ -271,6 +390,7 @@ class _Head(nn.Module):
         self.conv = ConvNormAct(cin, head["conv"], 1, act=ACTS[head["conv_act"]]) if "conv" in head else None
         self.mean = head["pool"] == "mean"
         self.flatten = head["pool"] == "flatten"
+        self.tokens = head["pool"] if head["pool"] in ("tokens", "cls") else ""
         self.pool = nn.AdaptiveAvgPool2d(1)
         layers: list[nn.Module] = []
         feats = head.get("conv", cin) * (head.get("hw", 1) if self.flatten else 1)
@@ -284,7 +404,9 @@ class _Head(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv is not None:
             x = self.conv(x)
-        if self.flatten:
+        if self.tokens:
+            x = x.mean(1) if self.tokens == "tokens" else x[:, 0]
+        elif self.flatten:
             x = torch.flatten(x, 1)
         else:
             x = x.mean((2, 3)) if self.mean else torch.flatten(self.pool(x), 1)
@@ -313,6 +435,23 @@ def _block(spec: list) -> nn.Module:
         return ShuffleUnit(*a)
     if kind == "fire":
         return Fire(*a)
+    if kind == "patch":
+        return gb.PatchEmbed(*a)
+    if kind == "tblock":
+        dim, heads, hidden, attn, act, post, tokens, mask = a
+        return gb.TransformerBlock(dim, heads, hidden, attn, act, post, tokens, mask)
+    if kind == "lnorm":
+        return nn.LayerNorm(a[0])
+    if kind == "mvit":
+        return gb.MobileViTBlock(*a)
+    if kind == "cnx":
+        return gb.ConvNeXtBlock(*a)
+    if kind == "down":
+        return gb.Downsample(*a)
+    if kind == "dense":
+        return gb.DenseBlock(*a)
+    if kind == "segroup":
+        return gb.SEGroupBlock(*a)
     if kind == "maxpool":
         k, s, p = a
         return nn.MaxPool2d(k, s, p)
@@ -326,7 +465,9 @@ def _block(spec: list) -> nn.Module:
 def _out_channels(spec: list, c: int) -> int:
     kind, *a = spec
     return {"conv": lambda: a[1], "gconv": lambda: a[1], "mbconv": lambda: a[2], "basic": lambda: a[1],
-            "bottleneck": lambda: 4 * a[1], "shuffle": lambda: a[1], "fire": lambda: a[2] + a[3]}.get(kind, lambda: c)()
+            "bottleneck": lambda: 4 * a[1], "shuffle": lambda: a[1], "fire": lambda: a[2] + a[3],
+            "patch": lambda: a[1], "tblock": lambda: a[0], "down": lambda: a[1], "dense": lambda: a[0] + a[1] * a[2],
+            "segroup": lambda: a[1]}.get(kind, lambda: c)()
 
 
 def build_model(config: dict[str, Any], weights: bool = True) -> nn.Module:

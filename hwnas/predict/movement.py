@@ -22,10 +22,14 @@ __all__ = ["ONNX_MOVEMENT", "ONNX_COPYING", "movement_of_nodes", "movement_ops"]
 #: ORT node types that move data (not kernels).
 ONNX_MOVEMENT = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split", "Slice",
                            "Gather", "Identity", "Dropout", "Shape", "Constant", "ConstantOfShape", "Expand", "Cast",
-                           "Tile"})
+                           "Tile", "Pad", "GatherElements", "GatherND", "ScatterND", "ScatterElements",
+                           "DepthToSpace", "SpaceToDepth", "Trilu", "Range", "OneHot", "NonZero", "CastLike",
+                           "Compress", "Size"})
 #: Of those, the ones that copy their output (the others are views or are folded away).
-ONNX_COPYING = frozenset({"Transpose", "Concat", "Split", "Slice", "Gather", "Expand", "Tile"})
-_FREE = frozenset({"Identity", "Dropout", "Shape", "Constant", "ConstantOfShape"})
+ONNX_COPYING = frozenset({"Transpose", "Concat", "Split", "Slice", "Gather", "Expand", "Tile", "Pad", "GatherElements",
+                          "GatherND", "ScatterND", "ScatterElements", "DepthToSpace", "SpaceToDepth", "Trilu",
+                          "Compress"})
+_FREE = frozenset({"Identity", "Dropout", "Shape", "Constant", "ConstantOfShape", "Size"})
 
 # hwnas op type -> (copies its output, is a node ORT runs)
 _TORCH = {"cat": (True, True), "stack": (True, True), "transpose": (True, True), "permute": (True, True),

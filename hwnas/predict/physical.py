@@ -13,7 +13,9 @@ with, for a convolution, its multiply-adds (channel-padded to the NCHWc block, a
 at a rate shared by all convolutions of the family plus an extra cost per multiply-add for each *regime*
 (layout blocked or plain, pointwise or spatial, depthwise stride), the elements it reads and writes, its
 weights, a fixed cost per kernel, and the elements of a fused activation pass, an expensive activation or a
-residual add; for the other families, their elements (per op for elementwise and pooling kernels) and a fixed
+residual add; for a product of two activations (``matmul``: attention), its multiply-adds (and those with a
+transposed second operand apart), the elements it reads and writes and a cost per matrix of the batch; for the
+other families, their elements (per op for elementwise and pooling kernels) and a fixed
 cost. The activation pass: ONNX Runtime's convolutions apply a fused ReLU inside the kernel but any other
 activation (ReLU6, exported as Clip, too) in a pass over the output. MobileNetV2 with ReLU6 ran 7-9% slower end
 to end than the same network with ReLU here (three interleaved measurements; its convolutions 14% slower in
@@ -42,7 +44,16 @@ import numpy as np
 from scipy.optimize import nnls
 
 from hwnas.hw.kernels import KernelSignature
-from hwnas.predict.features import _dims, _pad, _parse, _prod, family_of, kernel_flops, nchwc_conv
+from hwnas.predict.features import (
+    _dims,
+    _matmul_mkn,
+    _pad,
+    _parse,
+    _prod,
+    family_of,
+    kernel_flops,
+    nchwc_conv,
+)
 
 __all__ = ["physical_terms", "fit_physical", "predict_physical", "HEAVY_ACTS", "IN_KERNEL_ACTS", "CONV_FAMILIES",
            "SHARED_TERMS", "WEIGHT_POWER"]
@@ -94,6 +105,11 @@ def physical_terms(signature: str | KernelSignature, block: int = 16) -> tuple[s
         rows, kin, kout = _prod(x[:-1]), x[-1], y[-1]
         return fam, {"mac": float(rows * kin * kout), "weights": float(kin * kout), "io": float(rows * (kin + kout)),
                      "one": 1.0}
+    if fam == "matmul":
+        batch, m, k, n = _matmul_mkn(sig)
+        io = float(sum(_prod(t) for t in sig.inputs) + _prod(sig.output))
+        return fam, {"mac": float(batch * m * k * n), "io": io, "mats": float(batch), "one": 1.0,
+                     "mac_tb": float(batch * m * k * n) * float(int(at.get("tb", 0)))}
     ins = float(sum(_prod(t) for t in sig.inputs)) if sig.inputs else 1.0
     out = float(_prod(sig.output))
     return fam, {f"in_{sig.op}": ins, "in": ins, "out": out, "one": 1.0}

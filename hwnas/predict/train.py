@@ -3,9 +3,10 @@
 ``train(device, budget=1500, path="my-cpu-ort-1t.skops")``:
 
 1. *Initial spread*: ``initial`` random training models (:mod:`hwnas.predict.generator`), cycling through the
-   block styles. Each is exported to ONNX, profiled by ONNX Runtime, and its node times are charged to its
-   kernels by the LUT builder's code (:func:`hwnas.hw.kernels.map_kernels` and ``attribute_nodes``: same kernel
-   mapping, same attribution), data movement apart (:mod:`hwnas.predict.movement`) and NCHWc layout reorders
+   block styles. Each is exported to ONNX, read as ONNX Runtime runs it (:func:`hwnas.predict.whole.onnx_kernels`,
+   the reader that predicts ONNX files, so training and prediction share one kernel mapping for CNNs and
+   transformers alike), profiled by ONNX Runtime, and its node times are charged to its kernels by ORT node name
+   (:func:`charge_by_node`), data movement apart (:mod:`hwnas.predict.movement`) and NCHWc layout reorders
    charged to the op on their plain-layout side, which causes them (unlike a LUT, which charges them to the
    kernel before: see ``_reorders_to_plain_side``); its end-to-end time is measured too.
 2. *Adaptive rounds*: fit the predictor, draw a pool of ``pool`` candidate models, and measure the ``batch``
@@ -38,33 +39,34 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.graph.trace import build_graph
 from hwnas.hw.device import Device, fingerprint, get_device
-from hwnas.hw.kernels import active_kernels, attribute_nodes, map_kernels
 from hwnas.hw.lut import LUTError
 from hwnas.hw.measure import measure, measure_many
 from hwnas.hw.profiling import profile_run
 from hwnas.hw.session import export_onnx
 from hwnas.io import atomic_write_json, read_json
 from hwnas.predict.estimator import KernelLatencyPredictor
-from hwnas.predict.features import model_weight_bytes, nchwc_block
+from hwnas.predict.features import kernel_flops, model_weight_bytes, nchwc_block
 from hwnas.predict.generator import STYLE_CYCLE, build_model, config_input, random_config
 from hwnas.predict.movement import ONNX_MOVEMENT, movement_of_nodes
 from hwnas.predict.predictor import LatencyPredictor, PredictorError, training_data_path
+from hwnas.predict.whole import onnx_kernels
 
 __all__ = ["train", "model_signatures", "fit_predictor", "fit_calibration", "calibrated_ms", "validate",
            "TrainingData", "measure_config", "measure_module", "Reference", "REFERENCE_CONFIG",
-           "interleave_training_models", "measure_interleaved", "export_training_model"]
+           "interleave_training_models", "measure_interleaved", "export_training_model", "charge_by_node"]
 
 log = logging.getLogger(__name__)
 
 DATA_FORMAT = "hwnas-predictor-data"
 
 
-def model_signatures(model: Any, dummy_input: Any) -> list[str]:
-    """The kernel signatures a plain ``nn.Module`` runs, in order (the LUT's kernel mapping)."""
-    graph = build_graph(model, dummy_input)
-    return [str(sig) for _, sig in active_kernels(map_kernels(graph), graph, {})]
+def model_signatures(model: Any, dummy_input: Any, device: str | Device = "cpu-ort-1t") -> list[str]:
+    """The kernel signatures a plain ``nn.Module`` runs, in order: exported to ONNX and read as ONNX Runtime runs
+    it (:func:`hwnas.predict.whole.onnx_kernels`), the way training harvests its kernels."""
+    with tempfile.TemporaryDirectory(prefix="hwnas-sigs-") as tmp:
+        path = export_onnx(model.eval(), dummy_input, Path(tmp) / "model.onnx")
+        return [r["signature"] for r in onnx_kernels(path, device)]
 
 
 class TrainingData:
@@ -204,8 +206,8 @@ def measure_module(model: Any, x: Any, device: Device, workdir: str | os.PathLik
                    warmup: int = 5, reference: Reference | None = None, name: str = "the model") -> dict[str, Any]:
     """Export, profile and time one model: its kernels with their in-context times, and its end-to-end time.
 
-    The node times of ORT's profile are charged to kernels by the LUT builder's attribution
-    (:func:`hwnas.hw.kernels.attribute_nodes`), except data-movement nodes (Concat, Transpose, Split, Reshape,
+    The node times of ORT's profile are charged to the kernels of :func:`~hwnas.predict.whole.onnx_kernels` by node
+    name (:func:`charge_by_node`), except data-movement nodes (Concat, Transpose, Split, Reshape,
     ...), which are summed apart (``movement``): their time follows the bytes they copy, not the kernel before
     them, and whole-model prediction adds them from the model's own movement ops (:func:`movement_of_nodes`).
     With a ``reference``, every profiled and timed run is paired with a reference run; times are the paired
@@ -215,9 +217,8 @@ def measure_module(model: Any, x: Any, device: Device, workdir: str | os.PathLik
         LUTError: ORT's profile could not be matched with the model's kernels.
     """
     model = model.eval()
-    graph = build_graph(model, x)
-    act = active_kernels(map_kernels(graph), graph, {})
     path = export_onnx(model, x, Path(workdir) / "model.onnx")
+    rows = onnx_kernels(path, device)
     # paired: node times at the reference's level within this profile, then at the first session's speed
     ref_kw = {"reference": reference.runner} if reference is not None else {}
     prof = profile_run(path, device, x, runs=runs, warmup=warmup, **ref_kw)
@@ -225,11 +226,10 @@ def measure_module(model: Any, x: Any, device: Device, workdir: str | os.PathLik
     raw = [{**n, "median_ms": float(n["median_ms"]) * scale} for n in prof.nodes.to_dict("records")]
     nodes = _reorders_to_plain_side(raw)
     moving = [n for n in nodes if n["op_type"] in ONNX_MOVEMENT]
-    times, lead, n_anchor = attribute_nodes([n for n in nodes if n["op_type"] not in ONNX_MOVEMENT], act)
-    anchors = sum(k.kind in ("conv", "linear") for k, _ in act)
-    if n_anchor != anchors:
-        raise LUTError(f"could not match ORT's profile to the kernels of {name} ({n_anchor} of {anchors} "
-                       "convolutions/GEMMs matched).")
+    times, lead, missing = charge_by_node([n for n in nodes if n["op_type"] not in ONNX_MOVEMENT], rows)
+    if missing:
+        raise LUTError(f"could not match ORT's profile to the kernels of {name}: {len(missing)} kernel node(s) "
+                       f"never ran in the profile, e.g. {missing[:3]}.")
     if reference is not None:
         rec = measure_many([path], device, x, warmup=warmup, repeats=3, rounds=max(3, runs // 2), rewarm=1,
                            reference=reference.path, reference_input=reference.input)[0]
@@ -240,7 +240,7 @@ def measure_module(model: Any, x: Any, device: Device, workdir: str | os.PathLik
     # the profiled runs' own end-to-end time (same session and speed as the node times, profiler overhead
     # included): tells a drift between the profile and the unprofiled end-to-end measurement from a kernel error
     out_speed["profile_end_to_end_ms"] = float(prof.end_to_end_median_ms) * scale
-    return {**out_speed, "kernels": [[str(sig), float(ms), 1] for (_, sig), ms in zip(act, times)],
+    return {**out_speed, "kernels": [[r["signature"], float(ms), 1] for r, ms in zip(rows, times)],
             "lead_ms": float(lead), "nodes": len(nodes), "sum_nodes_ms": float(sum(n["median_ms"] for n in nodes)),
             "movement": {**movement_of_nodes([(n["op_type"], n["output_shapes"]) for n in moving]),
                          "ms": float(sum(n["median_ms"] for n in moving))},
@@ -256,9 +256,16 @@ GROUP_SETTINGS = {"short": dict(warmup=10, repeats=3, rounds=15, min_turn_ms=2.0
                   "long": dict(warmup=3, repeats=2, rounds=4)}
 
 
+#: ``measure_many`` settings of the conventional steady-state protocol (warm-up, then consecutive runs in turns of
+#: at least 150 ms, turns interleaved across models; the median).
+STEADY_SETTINGS = {"short": dict(warmup=10, repeats=5, rounds=5, rewarm=2, min_turn_ms=150.0),
+                   "long": dict(warmup=3, repeats=3, rounds=4, rewarm=1)}
+
+
 def measure_interleaved(paths: list[Path], inputs: list[Any], device: Device, expected_ms: list[float],
                         reference: Reference | None, measurements: int = 2, seed: int = 0,
-                        progress: bool = False, speed_basis: bool = True) -> list[dict[str, Any]]:
+                        progress: bool = False, speed_basis: bool = True,
+                        protocol: str = "paired") -> list[dict[str, Any]]:
     """Measure models end to end, all interleaved: those expected under :data:`LONG_MS` together, the longer ones
     together (fewer runs), each run paired with the reference's one open session (``reference.runner``), in
     ``measurements`` separate measurements (each opens its own sessions; the time is their geometric mean).
@@ -266,6 +273,9 @@ def measure_interleaved(paths: list[Path], inputs: list[Any], device: Device, ex
     Args:
         speed_basis: return times at the reference's speed basis (the first training session's, as training
             stores them); ``False``: at this session's speed (to compare with stored times, a speed check).
+        protocol: ``"paired"`` (each run between reference runs, the paired statistic) or ``"steady"`` (the
+            conventional steady-state median of consecutive runs, :data:`STEADY_SETTINGS`; the reference only
+            sets the speed basis).
 
     Returns:
         per model ``{"ms": paired ms (the median without a reference), "measurements_ms": [...]}``.
@@ -279,10 +289,12 @@ def measure_interleaved(paths: list[Path], inputs: list[Any], device: Device, ex
         for g, (name, idx) in enumerate(groups.items()):
             if not idx:
                 continue
+            steady = protocol == "steady"
             recs = measure_many([paths[i] for i in idx], device, dummy_inputs=[inputs[i] for i in idx],
-                                seed=seed + 100 * c + g, progress=progress, **GROUP_SETTINGS[name], **kw)
+                                seed=seed + 100 * c + g, progress=progress,
+                                **(STEADY_SETTINGS if steady else GROUP_SETTINGS)[name], **({} if steady else kw))
             for i, r in zip(idx, recs):
-                each[i].append((r.paired_ms if reference is not None else r.median_ms) * scale)
+                each[i].append((r.paired_ms if reference is not None and not steady else r.median_ms) * scale)
     return [{"ms": float(np.exp(np.mean(np.log(v)))), "measurements_ms": [round(float(t), 6) for t in v]}
             for v in each]
 
@@ -299,8 +311,9 @@ def export_training_model(config: dict[str, Any], path: str | os.PathLike) -> tu
 
 def interleave_training_models(data: TrainingData, device: Device, reference: Reference, workdir: str | os.PathLike,
                                measurements: int = 2, progress: bool = False) -> int:
-    """Measure the end-to-end times of all training models not yet measured so, interleaved
-    (:func:`measure_interleaved`), and store them as ``end_to_end_ms`` (the first, one-by-one time stays in
+    """Measure the end-to-end times of all training models not yet measured so, interleaved, by the conventional
+    steady-state median that a predictor predicts (:func:`measure_interleaved`, ``protocol="steady"``), and store
+    them as ``end_to_end_ms`` (the first, one-by-one time stays in
     ``end_to_end_single_ms``). Returns how many models were measured."""
     todo = [m for m in data.models if not m.get("interleaved")]
     if not todo:
@@ -309,12 +322,13 @@ def interleave_training_models(data: TrainingData, device: Device, reference: Re
                           for i, m in enumerate(todo)])
     log.info("measuring %d training models end to end, interleaved", len(todo))
     out = measure_interleaved(list(paths), list(inputs), device, [m["end_to_end_ms"] for m in todo], reference,
-                              measurements=measurements, progress=progress)
+                              measurements=measurements, progress=progress, protocol="steady")
     for m, o in zip(todo, out):
         m.setdefault("end_to_end_single_ms", m["end_to_end_ms"])
         m["end_to_end_ms"] = o["ms"]
         m["end_to_end_measurements_ms"] = o["measurements_ms"]
         m["interleaved"] = True
+        m["end_to_end_protocol"] = "steady"
     for p in paths:
         p.unlink()
     data.save()
@@ -347,6 +361,42 @@ def _reorders_to_plain_side(nodes: list[dict]) -> list[dict]:
             target = k  # the op that wrote the tensor (or, at the very end, the last op)
         out[target]["median_ms"] = out[target]["median_ms"] + n["median_ms"]
     return lead + out
+
+
+def charge_by_node(nodes: list[dict], rows: list[dict]) -> tuple[list[float], float, list[str]]:
+    """Charge profiled node times to the kernel rows of :func:`~hwnas.predict.whole.onnx_kernels` by ORT node
+    name (a fused attention node's rows share its time by their multiply-adds, elements where they have none);
+    a profiled node that is no kernel (an op ORT runs for free, e.g. a no-op) goes to the kernel before it.
+
+    Returns:
+        ``(ms per row, ms before the first kernel, names of kernel nodes absent from the profile)``.
+    """
+    by_node: dict[str, list[int]] = {}
+    unnamed: dict[str, list[str]] = {}  # ORT's profile names a node without a name "<op type>_<its index>"
+    for i, r in enumerate(rows):
+        key = r["node"] or f"(unnamed {r.get('op_type', '?')} {i})"
+        if not r["node"]:
+            unnamed.setdefault(r.get("op_type", "?"), []).append(key)
+        by_node.setdefault(key, []).append(i)
+    times = [0.0] * len(rows)
+    seen: set[str] = set()
+    lead, current = 0.0, -1
+    for n in nodes:
+        key = n["node"]
+        if key not in by_node and unnamed.get(n["op_type"]) and key.rsplit("_", 1)[-1].isdigit():
+            key = unnamed[n["op_type"]].pop(0)
+        idx = by_node.get(key)
+        if idx:
+            seen.add(key)
+            work = np.array([max(kernel_flops(rows[i]["signature"]), 1) for i in idx], float)
+            for i, w in zip(idx, work / work.sum()):
+                times[i] += n["median_ms"] * float(w)
+            current = idx[-1]
+        elif current >= 0:
+            times[current] += n["median_ms"]
+        else:
+            lead += n["median_ms"]
+    return times, lead, [k for k in by_node if k not in seen]
 
 
 def _calib_row(m: dict[str, Any], kernel_sum: float) -> list[float]:
@@ -480,11 +530,16 @@ def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | o
                                  "hwnas); their speeds cannot be matched with new ones. Use another data_path.")
         ref = Reference(dev, work, **(data.reference or {}))
         data.reference = ref.record()
+        import torch
+
         while data.n_kernels < budget:
             rng = np.random.default_rng([seed, len(data.models)])
             if len(data.models) < initial:
-                queue = [random_config(rng, STYLE_CYCLE[len(data.models) % len(STYLE_CYCLE)], max_macs,
-                                       min_macs=min_macs)]
+                try:
+                    queue = [random_config(rng, STYLE_CYCLE[len(data.models) % len(STYLE_CYCLE)], max_macs,
+                                           min_macs=min_macs)]
+                except RuntimeError:  # a style with no model in [min_macs, max_macs] (tiny budgets): any style
+                    queue = [random_config(rng, None, max_macs, min_macs=min_macs)]
                 phase = "initial"
             else:
                 phase = "adaptive"
@@ -499,7 +554,8 @@ def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | o
                 cands = []
                 for _ in range(pool):
                     cfg = random_config(rng, None, max_macs, min_macs=min_macs)
-                    sigs = model_signatures(build_model(cfg, weights=False), config_input(cfg))
+                    torch.manual_seed(0)
+                    sigs = model_signatures(build_model(cfg), config_input(cfg), dev)
                     if data.n_kernels + len(sigs) <= budget:
                         cands.append((_uncertainty(est, sigs), cfg))
                 cands.sort(key=lambda c: -c[0])

@@ -24,6 +24,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,23 @@ import pandas as pd
 
 from hwnas.graph.trace import build_graph
 from hwnas.hw.device import Device, get_device
-from hwnas.hw.kernels import ORT_TYPES, KernelSignature, active_kernels, map_kernels
+from hwnas.hw.kernels import KernelSignature, active_kernels, map_kernels
 from hwnas.predict.features import family_of, model_weight_bytes
-from hwnas.predict.movement import ONNX_MOVEMENT, movement_of_nodes, movement_ops
+from hwnas.predict.movement import movement_of_nodes, movement_ops
+from hwnas.predict.onnx_graph import (
+    ELTWISE_NAMES,
+    POOL_NAMES,
+    ShapeError,
+    UnknownOpError,
+    _conv_out,
+    _matmul,
+    attr,
+    bind_inputs,
+    infer_original,
+    matmul_operands,
+    node_class,
+    propagate,
+)
 from hwnas.predict.predictor import LatencyPredictor, load_predictor
 
 __all__ = ["ModelLatency", "predict_latency", "onnx_kernels", "UnseenKernelWarning"]
@@ -44,11 +59,6 @@ log = logging.getLogger(__name__)
 
 FUSED_ACTS = {"Relu": "relu", "Clip": "clip", "HardSigmoid": "hardsigmoid", "Sigmoid": "sigmoid", "Tanh": "tanh",
               "LeakyRelu": "leaky_relu", "HardSwish": "hardswish"}
-# ORT node -> the hwnas op name the torch mapping gives the same computation
-ONNX_OPS = {"GlobalAveragePool": "adaptive_avg_pool", "AveragePool": "avg_pool", "MaxPool": "max_pool",
-            "GlobalMaxPool": "adaptive_max_pool", "ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "amax",
-            "Clip": "relu6", "QuickGelu": "silu", "Sum": "add", "BiasGelu": "gelu", "Erf": "gelu"}
-
 
 class UnseenKernelWarning(UserWarning):
     """Some kernels are of a family the predictor was not trained on (predicted from sizes only)."""
@@ -66,7 +76,8 @@ class ModelLatency:
             predictor had no model for the kernel's family); then one ``(data movement)`` row for the model's
             Concat/Transpose/Split/Reshape/... nodes, if any (see :mod:`hwnas.predict.movement`).
         device: the device name.
-        source: ``"torch"`` or ``"onnx"``.
+        source: ``"torch"``, ``"torch (via ONNX)"`` (a module with ops beyond a CNN's, exported and read as an
+            ONNX file) or ``"onnx"``.
     """
 
     total_ms: float
@@ -132,16 +143,15 @@ def predict_latency(model_or_onnx_path: Any, dummy_input: Any = None, device: st
         if dummy_input is None:
             raise ValueError(f"predict_latency({type(model_or_onnx_path).__name__}): dummy_input is required for a "
                              "torch module (its shapes decide the kernels); pass e.g. torch.randn(1, 3, 224, 224).")
-        graph = build_graph(model_or_onnx_path, dummy_input)
-        if graph.choices:
-            raise ValueError(f"predict_latency: {type(model_or_onnx_path).__name__} is a model space with "
-                             f"{len(graph.choices)} choices (e.g. {next(iter(graph.choices))!r}); predict one subnet "
-                             "(hwnas.export(space, sample)) or use hwnas.LatencyProfiler(space, x, predictor=...).")
-        rows = [{"layer": k.name, "kind": k.kind if k.kind not in ("conv", "linear") else f"{k.kind}+{k.act}",
-                 "signature": str(sig)} for k, sig in active_kernels(map_kernels(graph), graph, {})]
-        moves = movement_ops(graph)
-        movement = {"nodes": float(sum(n for _, _, n in moves)), "copy_elements": float(sum(c for _, c, _ in moves))}
+        rows = _torch_rows(model_or_onnx_path, dummy_input, movement)
         source = "torch"
+        if rows is None:  # attention, normalisations, ...: read as ONNX Runtime runs it
+            with tempfile.TemporaryDirectory(prefix="hwnas-predict-") as tmp:
+                from hwnas.hw.session import export_onnx
+
+                path = export_onnx(model_or_onnx_path, dummy_input, Path(tmp) / "model.onnx")
+                rows = onnx_kernels(path, pred.device, dummy_input, movement=movement)
+            source = "torch (via ONNX)"
     sigs = [r["signature"] for r in rows]
     notes = []
     if pred.speed:
@@ -181,99 +191,46 @@ def predict_latency(model_or_onnx_path: Any, dummy_input: Any = None, device: st
     return ModelLatency(total, overhead, df, pred.device.name, source, notes)
 
 
-# ------------------------------------------------------------------------------------------ ONNX files
-def _attr(node: Any, name: str, default: Any = None) -> Any:
-    import onnx
-
-    for a in node.attribute:
-        if a.name == name:
-            v = onnx.helper.get_attribute_value(a)
-            return v.decode() if isinstance(v, bytes) else v
-    return default
+#: Kernel ops of a traced torch model that the torch mapping gives the same signatures as ONNX Runtime's graph;
+#: a model with any other op (attention, LayerNorm, GELU, matmul, ...) is exported and read as ONNX instead.
+TORCH_MAPPED = frozenset({"conv", "linear", "max_pool", "avg_pool", "adaptive_avg_pool", "adaptive_max_pool", "mean",
+                          "sum", "amax", "add", "sub", "mul", "div", "relu", "relu6", "clamp", "hardswish",
+                          "hardsigmoid", "sigmoid", "silu", "tanh", "leaky_relu", "batch_norm"})
 
 
-def _shapes(model: Any) -> dict[str, tuple[int, ...]]:
-    out: dict[str, tuple[int, ...]] = {}
-    g = model.graph
-    for vi in [*g.input, *g.value_info, *g.output]:
-        t = vi.type.tensor_type
-        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
-            out[vi.name] = tuple(int(d.dim_value) for d in t.shape.dim)
-    for init in g.initializer:
-        out[init.name] = tuple(int(d) for d in init.dims)
-    return out
-
-
-def _with_input_shapes(model: Any, dummy_input: Any) -> Any:
-    import onnx
-
-    inputs = [i for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
-    values = list(dummy_input) if isinstance(dummy_input, (tuple, list)) else [dummy_input]
-    if len(values) != len(inputs):
-        raise ValueError(f"dummy_input has {len(values)} tensor(s) but the ONNX model has {len(inputs)} input(s) "
-                         f"{[i.name for i in inputs]}; pass one per input.")
-    for inp, v in zip(inputs, values):
-        dims = inp.type.tensor_type.shape.dim
-        for d, n in zip(dims, tuple(v.shape)):
-            d.Clear()
-            d.dim_value = int(n)
-    onnx.checker.check_model(model)
-    return model
-
-
-def _skeleton(model: Any) -> Any:
-    """``model`` without the data of its large initializers (declared as inputs of their shape instead), so
-    that repeated shape inference does not copy hundreds of megabytes of weights."""
-    import onnx
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    keep = []
-    for init in m.graph.initializer:
-        if int(np.prod(init.dims)) > 4096:
-            m.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-        else:
-            keep.append(init)
-    del m.graph.initializer[:]
-    m.graph.initializer.extend(keep)
-    return m
-
-
-def _infer_with(model: Any, shapes: dict[str, tuple[int, ...]]) -> Any:
-    """ONNX shape inference of ORT's graph, seeded with the shapes known so far (ORT folded the shape arithmetic
-    that the exporter wrote for ``chunk``/``split``, so the folded graph's slices have static shapes)."""
-    import onnx
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {vi.name for vi in [*m.graph.input, *m.graph.output, *m.graph.value_info]} | \
-        {i.name for i in m.graph.initializer}
-    for name, dims in shapes.items():
-        if name not in have:
-            m.graph.value_info.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(dims)))
+def _torch_rows(model: Any, dummy_input: Any, movement: dict[str, float]) -> list[dict[str, str]] | None:
+    """Kernel rows of a CNN from its traced graph (the LUT's mapping), or ``None`` for a model with other ops."""
     try:
-        return onnx.shape_inference.infer_shapes(m)
-    except Exception:  # ORT-internal ops can trip strict checks; the shapes known so far stand
-        return m
+        graph = build_graph(model, dummy_input)
+    except Exception as e:  # an op the tracer has no rule for: ONNX Runtime's graph will tell
+        log.info("tracing %s failed (%s); reading its ONNX export instead", type(model).__name__, e)
+        return None
+    if graph.choices:
+        raise ValueError(f"predict_latency: {type(model).__name__} is a model space with {len(graph.choices)} choices "
+                         f"(e.g. {next(iter(graph.choices))!r}); predict one subnet (hwnas.export(space, sample)) or "
+                         "use hwnas.LatencyProfiler(space, x, predictor=...).")
+    kernels = active_kernels(map_kernels(graph), graph, {})
+    if any(k.kind not in TORCH_MAPPED for k, _ in kernels):
+        return None
+    moves = movement_ops(graph)
+    movement.update({"nodes": float(sum(n for _, _, n in moves)), "copy_elements": float(sum(c for _, c, _ in moves))})
+    return [{"layer": k.name, "kind": k.kind if k.kind not in ("conv", "linear") else f"{k.kind}+{k.act}",
+             "signature": str(sig)} for k, sig in kernels]
 
 
-def _conv_out(x: tuple, w: tuple, node: Any) -> tuple[int, ...]:
-    nd = len(x) - 2
-    strides = _attr(node, "strides", [1] * nd)
-    pads = _attr(node, "pads", [0] * (2 * nd))
-    dil = _attr(node, "dilations", [1] * nd)
-    sp = [(x[2 + i] + pads[i] + pads[nd + i] - dil[i] * (w[2 + i] - 1) - 1) // strides[i] + 1 for i in range(nd)]
-    return (x[0], w[0], *sp)
-
-
+# ------------------------------------------------------------------------------------------ ONNX files
 def onnx_kernels(path: str | os.PathLike, device: str | Device = "cpu-ort-1t",
                  dummy_input: Any = None, movement: dict[str, float] | None = None) -> list[dict[str, str]]:
-    """The kernels ONNX Runtime runs for an ONNX file, as ``layer``/``kind``/``signature`` rows in run order.
+    """The kernels ONNX Runtime runs for an ONNX file, as ``layer``/``kind``/``signature``/``node``/``op_type`` rows
+    in run order (``node``: the name of the ORT node, empty for a node ORT created without one; a fused attention
+    node gives several rows).
 
     The kernels are the nodes of the graph ORT runs on ``device`` (its own fusions, including the NCHWc
     convolutions that absorb activations and residual adds); layout reorders and data movement are not kernels.
-    Shapes and attributes come from the graph after ORT's ``"extended"`` fusions (standard layout, with ONNX
-    shape inference of the original file): every NCHWc node is named after the tensor it replaces there.
+    Shapes and attributes come from the graph after ORT's ``"extended"`` fusions (standard layout), whose
+    tensors get static shapes by :mod:`hwnas.predict.onnx_graph` (symbolic dims bound from ``dummy_input``, or
+    a batch of 1). Every node is a kernel, data movement or free; an op type hwnas cannot cost raises
+    :class:`~hwnas.predict.onnx_graph.UnknownOpError`.
     """
     import onnx
 
@@ -283,113 +240,144 @@ def onnx_kernels(path: str | os.PathLike, device: str | Device = "cpu-ort-1t",
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {str(path)!r} not found; check the path.")
     model = onnx.load(str(path))
-    if dummy_input is not None:
-        model = _with_input_shapes(model, dummy_input)
-    shapes = _shapes(onnx.shape_inference.infer_shapes(_skeleton(model)))
+    try:
+        bind_inputs(model, dummy_input)
+    except ShapeError as e:
+        raise ShapeError(f"{str(path)!r}: {e}") from None
+    seed = infer_original(model)
     dev = get_device(device)
     with tempfile.TemporaryDirectory(prefix="hwnas-onnx-") as tmp:
         src = Path(tmp) / "model.onnx"
         onnx.save(model, str(src))
         ext = optimized_graph(src, dev.replace(graph_optimization="extended"))
         run = optimized_graph(src, dev) if dev.graph_optimization != "extended" else ext
-    shapes.update({k: v for k, v in _shapes(ext).items() if k not in shapes})
-    ext_skeleton = _skeleton(ext)
-    for _ in range(len(ext.graph.node)):  # alternate ONNX inference and ORT's fused convolutions until stable
-        before = len(shapes)
-        shapes.update({k: v for k, v in _shapes(_infer_with(ext_skeleton, shapes)).items() if k not in shapes})
-        for n in ext.graph.node:
-            if n.op_type == "FusedConv" and n.output[0] not in shapes and n.input[0] in shapes and n.input[1] in shapes:
-                shapes[n.output[0]] = _conv_out(shapes[n.input[0]], shapes[n.input[1]], n)
-        if len(shapes) == before:
-            break
+    shapes = propagate(ext, seed, str(path))
     initializers = {i.name for i in ext.graph.initializer}
     by_output = {o: n for n in ext.graph.node for o in n.output}
     by_name = {n.name: n for n in ext.graph.node if n.name}
-    rows, unmapped, moving = [], [], []
+    rows, moving = [], []
     for node in run.graph.node:
-        op = node.op_type
-        if op in ONNX_MOVEMENT:
-            moving.append((op, [shapes.get(o, ()) for o in node.output]))
-            continue
-        if op in ("ReorderInput", "ReorderOutput"):
-            continue
         if node.domain == "com.microsoft.nchwc":
-            src_node = by_output.get(node.name[: -len("_nchwc")]) if node.name.endswith("_nchwc") else None
+            if node.op_type in ("ReorderInput", "ReorderOutput"):
+                continue
+            base = node.name[: -len("_nchwc")] if node.name.endswith("_nchwc") else ""
+            # a batch norm ORT runs as an NCHWc convolution is named "<its output>_bn_nchwc"
+            src_node = by_output.get(base) or by_output.get(base[: -len("_bn")] if base.endswith("_bn") else "")
         else:
             src_node = by_name.get(node.name) or (by_output.get(node.output[0]) if node.output else None)
-        if src_node is None:
-            unmapped.append(f"{op} {node.name!r}")
+        if src_node is None:  # a node ORT made at the "all" level only: its own shapes (run graph)
+            src_node = node
+        try:
+            cls = node_class(src_node)
+        except UnknownOpError as e:
+            raise UnknownOpError(f"{str(path)!r}: {e}") from None
+        if cls in ("free", "layout"):
             continue
-        row = _kernel_row(src_node, node, shapes, initializers, path)
-        if row is not None:
-            rows.append(row)
+        if cls == "movement":
+            moving.append((src_node.op_type, [shapes.get(o, ()) for o in src_node.output if o]))
+            continue
+        for row in _kernel_rows(src_node, node, cls, shapes, initializers, path):
+            rows.append({**row, "node": node.name, "op_type": node.op_type})
     if movement is not None:
         movement.update(movement_of_nodes(moving))
-    if unmapped:
-        msg = (f"{str(path)!r}: {len(unmapped)} node(s) that ONNX Runtime runs could not be traced back to the "
-               f"model's tensors and are not predicted: {unmapped[:5]}. Please report this with the model.")
-        warnings.warn(msg, UnseenKernelWarning, stacklevel=3)
     return rows
 
 
-def _kernel_row(src: Any, ran: Any, shapes: dict, initializers: set[str], path: Path) -> dict[str, str] | None:
-    """One kernel row: shapes and attributes from ``src`` (the standard-layout node), activation and fused add
-    from ``ran`` (the node ORT runs)."""
+def _need(shapes: dict, names: Sequence[str], node: Any, path: Path) -> list[tuple[int, ...]]:
+    out = []
+    for n in names:
+        if n not in shapes:
+            known = {m: shapes.get(m) for m in node.input if m}
+            raise ShapeError(f"{str(path)!r}: no static shape for tensor {n!r} of {node.op_type} node {node.name!r} "
+                             f"(shapes of its inputs: {known}); pass dummy_input with the shape to predict for, or "
+                             "report the model if that does not help.")
+        out.append(shapes[n])
+    return out
+
+
+def _kernel_rows(src: Any, ran: Any, cls: str, shapes: dict, initializers: set[str], path: Path) -> list[dict]:
+    """Kernel rows of one node: shapes and attributes from ``src`` (the standard-layout node), activation and
+    fused add from ``ran`` (the node ORT runs)."""
     op = src.op_type
-    ins = [shapes.get(n) for n in src.input if n]
-    out = shapes.get(src.output[0]) if src.output else None
-    if op in ("Conv", "FusedConv"):
-        x, w = ins[0], ins[1]
-        if x is None or w is None:
-            raise ValueError(f"{str(path)!r}: no static shape for the input of {op} node {src.name!r}; pass "
-                             "dummy_input with the shape to predict for.")
-        out = out or _conv_out(x, w, src)
+    names = [n for n in src.input if n]
+    if cls == "conv":
+        x, w = _need(shapes, names[:2], src, path)
+        out = shapes.get(src.output[0]) or _conv_out(x, w, src)
         nd = len(x) - 2
-        pads = _attr(src, "pads", [0] * (2 * nd))
-        dil = _attr(src, "dilations", [1] * nd)
+        pads = attr(src, "pads", [0] * (2 * nd))
+        dil = attr(src, "dilations", [1] * nd)
         attrs: list[tuple[str, Any]] = [("k", "x".join(str(d) for d in w[2:])),
-                                        ("s", "x".join(str(d) for d in _attr(src, "strides", [1] * nd))),
-                                        ("g", int(_attr(src, "group", 1))), ("p", "x".join(str(p) for p in pads[:nd]))]
+                                        ("s", "x".join(str(d) for d in attr(src, "strides", [1] * nd))),
+                                        ("g", int(attr(src, "group", 1))), ("p", "x".join(str(p) for p in pads[:nd]))]
         if any(d != 1 for d in dil):
             attrs.append(("d", "x".join(str(d) for d in dil)))
-        name = _attr(ran, "activation", "") or ""
+        name = attr(ran, "activation", "") or ""
         act = FUSED_ACTS.get(name, name.lower() or "none")
         fused_add = ran.op_type in ("Conv", "FusedConv") and len([n for n in ran.input if n]) > 3
         attrs += [("act", act), ("add", int(fused_add))]
-        return {"layer": ran.name, "kind": f"conv+{act}", "signature": str(KernelSignature("conv", (x,), out,
-                                                                                           tuple(attrs)))}
-    if op in ("Gemm", "FusedGemm", "MatMul") and len(ins) >= 2 and ins[1] is not None and len(ins[1]) == 2 \
-            and src.input[1] in initializers:
-        x = ins[0]
-        if x is None:
-            raise ValueError(f"{str(path)!r}: no static shape for the input of {op} node {src.name!r}; pass "
-                             "dummy_input.")
-        n_out = ins[1][0] if op != "MatMul" and _attr(src, "transB", 0) else ins[1][-1]
-        act = "relu" if _attr(ran, "activation") == "Relu" else "none"
-        return {"layer": ran.name, "kind": f"linear+{act}",
-                "signature": str(KernelSignature("linear", (x,), (*x[:-1], n_out), (("act", act),)))}
-    name = ONNX_OPS.get(op) or _torch_name(op)
-    known = [s for s in ins if s is not None]
-    if known and len(known) < len(ins) and op not in ONNX_OPS:  # tensors ORT created (e.g. an inlined HardSwish)
-        ins = [s if s is not None else tuple(np.broadcast_shapes(*known)) for s in ins]
-    if out is None and known and op not in ONNX_OPS:
-        out = tuple(np.broadcast_shapes(*ins))
-    if out is None or any(s is None for s in ins):
-        raise ValueError(f"{str(path)!r}: no static shape for {op} node {src.name!r}; pass dummy_input with the "
-                         "shape to predict for.")
+        return [{"layer": ran.name, "kind": f"conv+{act}",
+                 "signature": str(KernelSignature("conv", (x,), out, tuple(attrs)))}]
+    if cls in ("linear", "matmul"):
+        a, b, ta, tb = matmul_operands(src, *_need(shapes, names[:2], src, path))
+        name = attr(ran, "activation", "") or ""
+        act = FUSED_ACTS.get(name, name.lower() or "none")
+        if cls == "linear" or (names[1] in initializers and len(b) == 2 and not ta):
+            if ta and len(a) == 2:
+                a = (a[1], a[0])
+            n_out = b[0] if tb else b[1]
+            return [{"layer": ran.name, "kind": f"linear+{act}",
+                     "signature": str(KernelSignature("linear", (a,), (*a[:-1], n_out), (("act", act),)))}]
+        out = _matmul(a, b, ta, tb)
+        return [{"layer": ran.name, "kind": "matmul",
+                 "signature": str(KernelSignature("matmul", (a, b), out, (("ta", ta), ("tb", tb))))}]
+    if cls == "attention":
+        return _attention_rows(src, ran, shapes, path)
+    if cls == "conv_transpose":
+        x, w = _need(shapes, names[:2], src, path)
+        out = _need(shapes, src.output[:1], src, path)[0]
+        return [{"layer": ran.name, "kind": "conv_transpose",
+                 "signature": str(KernelSignature("conv_transpose", (x, w), out))}]
+    ins = _need(shapes, names, src, path)
+    out = _need(shapes, src.output[:1], src, path)[0]
+    name = POOL_NAMES[op] if cls == "pool" else ELTWISE_NAMES[op]
     attrs = []
     if op in ("MaxPool", "AveragePool"):
-        k = _attr(src, "kernel_shape")
+        k = attr(src, "kernel_shape")
         nd = len(k)
-        pads = _attr(src, "pads", [0] * (2 * nd))
-        attrs = [("kernel", "x".join(map(str, k))), ("stride", "x".join(map(str, _attr(src, "strides", [1] * nd)))),
+        pads = attr(src, "pads", [0] * (2 * nd))
+        attrs = [("kernel", "x".join(map(str, k))), ("stride", "x".join(map(str, attr(src, "strides", [1] * nd)))),
                  ("padding", "x".join(map(str, pads[:nd])))]
-    tensors = tuple(s for s, n in zip(ins, [n for n in src.input if n]) if n not in initializers or len(s) > 1)
-    return {"layer": ran.name, "kind": name,
-            "signature": str(KernelSignature(name, tensors or tuple(ins[:1]), out, tuple(attrs)))}
+    tensors = tuple(s for s, n in zip(ins, names) if n not in initializers or len(s) > 1)
+    return [{"layer": ran.name, "kind": name,
+             "signature": str(KernelSignature(name, tensors or tuple(ins[:1]), out, tuple(attrs)))}]
 
 
-def _torch_name(op_type: str) -> str:
-    """The hwnas op name of an ORT node type (via the LUT's ORT_TYPES table), else the lower-cased type."""
-    names = ORT_TYPES.get(op_type)
-    return sorted(names)[0] if names else op_type.lower()
+def _attention_rows(src: Any, ran: Any, shapes: dict, path: Path) -> list[dict]:
+    """A fused attention node (com.microsoft ``Attention`` / ``MultiHeadAttention``) as the kernels it does:
+    the QKV projection (``Attention`` only), ``Q K^T``, softmax and ``A V`` per head."""
+    names = list(src.input)
+    heads = int(attr(src, "num_heads", 1))
+    rows = []
+    if src.op_type == "Attention":
+        x, w = _need(shapes, names[:2], src, path)
+        sizes = attr(src, "qkv_hidden_sizes") or [w[1] // 3] * 3
+        b, s = x[0], x[1]
+        q_dim, v_dim = sizes[0], sizes[2]
+        rows.append(("linear", (x,), (b, s, w[1]), (("act", "none"),)))
+        kv_len = s
+    else:
+        q = _need(shapes, names[:1], src, path)[0]
+        k = shapes.get(names[1]) if len(names) > 1 and names[1] else None
+        v = shapes.get(names[2]) if len(names) > 2 and names[2] else None
+        if len(q) != 3:
+            raise ShapeError(f"{str(path)!r}: MultiHeadAttention node {src.name!r} with packed query of shape {q} is "
+                             "not supported; export the attention unfused.")
+        b, s, q_dim = q
+        kv_len = (k[2] if len(k) == 4 else k[1]) if k is not None else s
+        v_dim = (v[1] * v[3] if len(v) == 4 else v[2]) if v is not None else q_dim
+    dq, dv = q_dim // heads, v_dim // heads
+    rows += [("matmul", ((b, heads, s, dq), (b, heads, kv_len, dq)), (b, heads, s, kv_len), (("ta", 0), ("tb", 1))),
+             ("softmax", ((b, heads, s, kv_len),), (b, heads, s, kv_len), ()),
+             ("matmul", ((b, heads, s, kv_len), (b, heads, kv_len, dv)), (b, heads, s, dv), (("ta", 0), ("tb", 0)))]
+    return [{"layer": f"{ran.name}#{i}", "kind": op, "signature": str(KernelSignature(op, ins, out, at))}
+            for i, (op, ins, out, at) in enumerate(rows)]
