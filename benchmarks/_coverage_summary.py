@@ -1,0 +1,130 @@
+"""The summary of ``benchmarks/coverage.py``: coverage per source and resolution, and failures by pattern."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+FIELDS = ["source", "family", "model", "params_m", "res", "input", "note", "status", "params", "fvcore_ok",
+          "fvcore_flops", "profile_ok", "hwnas_flops", "flops_equal", "hwnas_params", "params_equal",
+          "uncounted_ops", "convert_ok", "convert_s", "labels", "largest_equal", "subnets_flops_ok",
+          "subnets_params_ok", "subnets_flops_worst_rel", "profile_error", "profile_pattern", "profile_message",
+          "convert_error", "convert_pattern", "convert_message", "subnet_error", "subnet_pattern",
+          "subnet_message", "fvcore_error", "fvcore_message", "build_error", "build_message", "check_s",
+          "wall_s", "hwnas"]
+
+SOURCES = {"timm": "timm families", "torchvision": "torchvision classification", "hf": "Hugging Face (config)"}
+
+
+def searchable(r: dict) -> bool:
+    """Converted, at least one label, and the largest subnet computes what the model computes."""
+    return r.get("convert_ok") == "yes" and int(r.get("labels") or 0) > 0 and r.get("largest_equal") == "yes"
+
+
+def subnets_exact(r: dict) -> bool:
+    f, p = r.get("subnets_flops_ok", ""), r.get("subnets_params_ok", "")
+    return bool(f) and "/" in f and f.split("/")[0] == f.split("/")[1] and p == f
+
+
+def _frac(k: int, n: int) -> str:
+    return f"{k}/{n} ({100 * k / n:.0f}%)" if n else "0/0"
+
+
+def coverage_rows(rows: list[dict]) -> list[list[str]]:
+    """One line per (source, resolution)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["source"], int(r["res"]))].append(r)
+    out = []
+    for (source, res), rs in sorted(groups.items(), key=lambda kv: (list(SOURCES).index(kv[0][0]), kv[0][1])):
+        counted = [r for r in rs if r.get("fvcore_ok") == "yes"]
+        exact = [r for r in counted if r.get("flops_equal") == "yes"]
+        prof = [r for r in rs if r.get("profile_ok") == "yes"]
+        params = [r for r in prof if r.get("params_equal") == "yes"]
+        conv = [r for r in rs if r.get("convert_ok") == "yes"]
+        search = [r for r in rs if searchable(r)]
+        sub = [r for r in search if subnets_exact(r)]
+        times = [(float(r["convert_s"]), r["model"]) for r in conv if r.get("convert_s")]
+        slow = max(times) if times else (0.0, "-")
+        med = statistics.median(t for t, _ in times) if times else 0.0
+        lost = sum(r.get("status") != "done" for r in rs)
+        out.append([SOURCES[source], str(res), str(len(rs)), _frac(len(exact), len(counted)),
+                    _frac(len(prof), len(rs)), _frac(len(params), len(prof)), _frac(len(conv), len(rs)),
+                    _frac(len(search), len(rs)), _frac(len(sub), len(search)), f"{med:.2f}",
+                    f"{slow[0]:.2f} ({slow[1]})", str(lost)])
+    return out
+
+
+def failure_patterns(rows: list[dict]) -> list[list[str]]:
+    """Failures grouped by stage and pattern: how many timm families / torchvision / HF models, examples."""
+    groups: dict[tuple, dict] = {}
+    for r in rows:
+        for stage, key in _failures(r):
+            g = groups.setdefault((stage, key), {"timm": set(), "torchvision": set(), "hf": set(), "ex": []})
+            g[r["source"]].add(r["family"])
+            name = f"{r['model']}@{r['res']}"
+            if len(g["ex"]) < 2 and not any(e.startswith(r["model"] + "@") for e in g["ex"]):
+                g["ex"].append(name)
+    out = [[stage, key, str(len(g["timm"])), str(len(g["torchvision"])), str(len(g["hf"])), ", ".join(g["ex"])]
+           for (stage, key), g in groups.items()]
+    return sorted(out, key=lambda r: (-(int(r[2]) + int(r[3]) + int(r[4])), r[0], r[1]))
+
+
+def _failures(r: dict) -> list[tuple[str, str]]:
+    if r.get("status") != "done":
+        return [("run", r.get("status", "") + (f": {r['build_error']}: {r['build_message'][:80]}"
+                                               if r.get("build_error") else ""))]
+    out = []
+    if r.get("fvcore_ok") == "no":
+        out.append(("fvcore", f"{r.get('fvcore_error')}: {r.get('fvcore_message', '')[:80]}"))
+    if r.get("profile_ok") == "no":
+        out.append(("profile", r.get("profile_pattern", "")))
+    elif r.get("fvcore_ok") == "yes" and r.get("flops_equal") == "no":
+        out.append(("profile", "FLOPs != fvcore"))
+    if r.get("profile_ok") == "yes" and r.get("params_equal") == "no":
+        out.append(("profile", "params != numel"))
+    if r.get("convert_ok") == "no":
+        out.append(("convert", r.get("convert_pattern", "")))
+    elif r.get("convert_ok") == "yes":
+        if str(r.get("labels")) == "0":
+            out.append(("convert", "0 labels (nothing to search)"))
+        if r.get("largest_equal") not in ("yes", None, ""):
+            out.append(("convert", f"largest subnet != original ({r.get('largest_equal')})"))
+        if r.get("subnet_pattern"):
+            out.append(("subnets", r["subnet_pattern"]))
+        elif searchable(r) and not subnets_exact(r):
+            out.append(("subnets", f"random subnets: FLOPs {r.get('subnets_flops_ok')}, params "
+                                   f"{r.get('subnets_params_ok')} exact"))
+    return out
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows]
+
+
+def summarize(rows: list[dict], version: str) -> str:
+    """The markdown summary: coverage table, convert times, failure patterns, FLOPs mismatches."""
+    lines = [f"# hwnas coverage of real models ({version})", "",
+             "Random init, batch 1, eval mode. 'exact' = hwnas FLOPs == fvcore among models fvcore counts; "
+             "'searchable' = convert ok, >= 1 label, largest subnet == original; 'subnets exact' = 3 random "
+             "subnets' FLOPs == fvcore of their export and params == numel. Convert times are seconds on a "
+             "shared 2-core host.", ""]
+    header = ["models", "res", "n", "FLOPs == fvcore", "profile ok", "params == numel", "convert ok",
+              "searchable", "subnets exact", "convert s median", "convert s max", "timeout/crash"]
+    lines += _table(header, coverage_rows(rows)) + [""]
+    notes = [r for r in rows if r.get("note")]
+    if notes:
+        lines += ["Input sizes other than asked:", ""]
+        lines += [f"- {r['model']}@{r['res']}: {r['note']} (input {r.get('input')})" for r in notes] + [""]
+    lines += ["## Failures by pattern", "", "Counts are timm families / torchvision models / HF models (over "
+              "all resolutions run); stage 'profile' = FlopsProfiler/NumParamsProfiler of the plain model.", ""]
+    lines += _table(["stage", "pattern", "timm", "tv", "hf", "examples"], failure_patterns(rows)) + [""]
+    diff = [r for r in rows if r.get("flops_equal") == "no" and r.get("fvcore_ok") == "yes"]
+    if diff:
+        lines += ["## FLOPs != fvcore", ""]
+        lines += _table(["model", "res", "hwnas", "fvcore", "ratio", "uncounted ops"],
+                        [[r["model"], str(r["res"]), r["hwnas_flops"], r["fvcore_flops"],
+                          f"{int(r['hwnas_flops']) / max(int(r['fvcore_flops']), 1):.4f}",
+                          r.get("uncounted_ops", "")] for r in diff]) + [""]
+    return "\n".join(lines)
