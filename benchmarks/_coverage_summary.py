@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import defaultdict
 
@@ -14,6 +15,33 @@ FIELDS = ["source", "family", "model", "params_m", "res", "input", "note", "stat
           "wall_s", "hwnas"]
 
 SOURCES = {"timm": "timm families", "torchvision": "torchvision classification", "hf": "Hugging Face (config)"}
+
+
+_RULE = re.compile(r"no shape rule for (module [\w.]+\.(\w+)|tensor method (\.\w+\(\))|function ([\w.<>]+))")
+_UNTRACE = re.compile(r"torch\.fx could not trace .*?(?:in its submodule '[^']*' \((\w+)\))?"
+                      r"(?: at (?:\S*/)?([^/\s]+):\d+: `([^`]*)`)?: (.*)")
+
+
+def pattern(cls: str, msg: str) -> str:
+    """A short key that groups failures of the same cause: the op, module or message with numbers blanked."""
+    m = _RULE.search(msg)
+    if m:
+        return "no shape rule: " + (f"module {m.group(2)}" if m.group(2) else m.group(3) or m.group(4))
+    m = re.search(r"no FLOP rule for op '([^']+)'", msg)
+    if m:
+        return f"no FLOP rule: {m.group(1)}"
+    m = _UNTRACE.search(msg)
+    if m and cls == "UntraceableError":
+        where = m.group(1) or (f"{m.group(2)}: `{m.group(3)[:50]}`" if m.group(2) else "root")
+        cause = re.sub(r"\d+", "N", m.group(4).split(". Data-dependent")[0])[:70]
+        return f"untraceable ({where}): {cause}"
+    m = re.search(r"fails on the dummy input of shape\(s\) \[.*?\]: (\w+): (.*)", msg)
+    if cls == "ConversionError" and m:
+        return "convert's forward fails: " + pattern(m.group(1), m.group(2))
+    short = re.sub(r"'[^']{40,}'", "'…'", msg)  # keep short quoted names (ops, attributes), drop long ones
+    short = re.sub(r"\(\d+(, \d+)*\)|\[\d+(, \d+)*\]", "(…)", short)
+    short = re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "N", short)
+    return f"{cls}: {short[:100]}"
 
 
 def searchable(r: dict) -> bool:
@@ -59,6 +87,9 @@ def failure_patterns(rows: list[dict]) -> list[list[str]]:
     """Failures grouped by stage and pattern: how many timm families / torchvision / HF models, examples."""
     groups: dict[tuple, dict] = {}
     for r in rows:
+        for stage in ("profile", "convert", "subnet"):
+            if r.get(f"{stage}_error"):
+                r[f"{stage}_pattern"] = pattern(r[f"{stage}_error"], r.get(f"{stage}_message", ""))
         for stage, key in _failures(r):
             g = groups.setdefault((stage, key), {"timm": set(), "torchvision": set(), "hf": set(), "ex": []})
             g[r["source"]].add(r["family"])

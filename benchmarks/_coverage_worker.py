@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import time
 import warnings
@@ -16,6 +15,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fvcore_count  # noqa: E402
+from _coverage_summary import pattern  # noqa: E402
 
 import hwnas  # noqa: E402
 
@@ -133,29 +133,6 @@ def error_fields(prefix: str, e: BaseException) -> dict:
             f"{prefix}_pattern": pattern(type(e).__name__, msg)}
 
 
-_RULE = re.compile(r"no shape rule for (module [\w.]+\.(\w+)|tensor method (\.\w+\(\))|function ([\w.<>]+))")
-_UNTRACE = re.compile(r"torch\.fx could not trace .*?(?:in its submodule '[^']*' \((\w+)\))?"
-                      r"(?: at (?:\S*/)?([^/\s]+):\d+: `([^`]*)`)?: (.*)")
-
-
-def pattern(cls: str, msg: str) -> str:
-    """A short key that groups failures of the same cause: the op, module or message with numbers blanked."""
-    m = _RULE.search(msg)
-    if m:
-        return "no shape rule: " + (f"module {m.group(2)}" if m.group(2) else m.group(3) or m.group(4))
-    m = re.search(r"no FLOP rule for op '([^']+)'", msg)
-    if m:
-        return f"no FLOP rule: {m.group(1)}"
-    m = _UNTRACE.search(msg)
-    if m and cls == "UntraceableError":
-        where = m.group(1) or (f"{m.group(2)}: `{m.group(3)[:50]}`" if m.group(2) else "root")
-        cause = re.sub(r"\d+", "N", m.group(4).split(". Data-dependent")[0])[:70]
-        return f"untraceable ({where}): {cause}"
-    short = re.sub(r"'[^']*'", "'…'", msg)
-    short = re.sub(r"\d+(\.\d+)?", "N", short)
-    return f"{cls}: {short[:90]}"
-
-
 def check(task: dict) -> dict:
     torch.manual_seed(0)
     out: dict = {}
@@ -242,12 +219,23 @@ def _yes(b: bool) -> str:
     return "yes" if b else "no"
 
 
+def warm_up() -> None:
+    """One tiny convert, profile and fvcore count, so the first model's convert time holds no imports."""
+    tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 4, 1)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    space = hwnas.convert(tiny, x)
+    hwnas.FlopsProfiler(space, x).profile(space.max_sample())
+    fvcore_count(hwnas.export(space, space.min_sample()), x)
+
+
 def main() -> None:
     result_out = os.fdopen(os.dup(1), "w")  # results only; the models' own prints go to stderr
     os.dup2(2, 1)
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     torch.set_num_threads(1)
+    warm_up()
     for line in sys.stdin:
         task = json.loads(line)
         try:

@@ -271,7 +271,7 @@ def _brief(row: dict) -> str:
     prof = ("flops " + ("==" if row.get("flops_equal") == "yes" else "!=") + " fvcore") \
         if row.get("profile_ok") == "yes" else f"profile: {row.get('profile_pattern', '')}"
     conv = (f"{row.get('labels')} labels, largest {'==' if row.get('largest_equal') == 'yes' else '!='}"
-            f" original, subnets {row.get('subnets_flops_ok')} {row.get('convert_s')} s") \
+            f" original, subnets {row.get('subnets_flops_ok') or '-'}, {row.get('convert_s')} s") \
         if row.get("convert_ok") == "yes" else f"convert: {row.get('convert_pattern', '')}"
     return f"{prof}; {conv}"
 
