@@ -10,8 +10,8 @@ FIELDS = ["source", "family", "model", "params_m", "res", "input", "note", "stat
           "fvcore_flops", "profile_ok", "hwnas_flops", "flops_equal", "hwnas_params", "params_equal",
           "uncounted_ops", "convert_ok", "convert_s", "labels", "largest_equal", "subnets_flops_ok",
           "subnets_params_ok", "subnets_flops_worst_rel", "profile_error", "profile_pattern", "profile_message",
-          "convert_error", "convert_pattern", "convert_message", "subnet_error", "subnet_pattern",
-          "subnet_message", "fvcore_error", "fvcore_message", "build_error", "build_message", "check_s",
+          "profile_where", "convert_error", "convert_pattern", "convert_message", "convert_where", "subnet_error",
+          "subnet_pattern", "subnet_message", "subnet_where", "fvcore_error", "fvcore_message", "build_error", "build_message", "check_s",
           "wall_s", "hwnas"]
 
 SOURCES = {"timm": "timm families", "torchvision": "torchvision classification", "hf": "Hugging Face (config)"}
@@ -41,6 +41,7 @@ def pattern(cls: str, msg: str) -> str:
     short = re.sub(r"'[^']{40,}'", "'…'", msg)  # keep short quoted names (ops, attributes), drop long ones
     short = re.sub(r"\(\d+(, \d+)*\)|\[\d+(, \d+)*\]", "(…)", short)
     short = re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "N", short)
+    short = re.sub(r"\b([A-Za-z]\w*?)_N\b", r"\1", short)  # fx node names: add_28 -> add
     return f"{cls}: {short[:100]}"
 
 
@@ -84,24 +85,29 @@ def coverage_rows(rows: list[dict]) -> list[list[str]]:
 
 
 def failure_patterns(rows: list[dict]) -> list[list[str]]:
-    """Failures grouped by stage and pattern: how many timm families / torchvision / HF models, examples."""
-    groups: dict[tuple, dict] = {}
+    """Failures grouped by pattern: the stages it hit, how many timm families / torchvision / HF models,
+    and up to two examples."""
+    order = ["run", "fvcore", "profile", "convert", "subnets"]
+    groups: dict[str, dict] = {}
     for r in rows:
         for stage in ("profile", "convert", "subnet"):
             if r.get(f"{stage}_error"):
                 r[f"{stage}_pattern"] = pattern(r[f"{stage}_error"], r.get(f"{stage}_message", ""))
-        for stage, key in _failures(r):
-            g = groups.setdefault((stage, key), {"timm": set(), "torchvision": set(), "hf": set(), "ex": []})
+        merged: dict[str, set] = {}
+        for stage, key in _stage_failures(r):
+            merged.setdefault(key, set()).add(stage)
+        for key, stages in merged.items():
+            g = groups.setdefault(key, {"timm": set(), "torchvision": set(), "hf": set(), "ex": [], "st": set()})
             g[r["source"]].add(r["family"])
-            name = f"{r['model']}@{r['res']}"
+            g["st"] |= stages
             if len(g["ex"]) < 2 and not any(e.startswith(r["model"] + "@") for e in g["ex"]):
-                g["ex"].append(name)
-    out = [[stage, key, str(len(g["timm"])), str(len(g["torchvision"])), str(len(g["hf"])), ", ".join(g["ex"])]
-           for (stage, key), g in groups.items()]
-    return sorted(out, key=lambda r: (-(int(r[2]) + int(r[3]) + int(r[4])), r[0], r[1]))
+                g["ex"].append(f"{r['model']}@{r['res']}")
+    out = [["+".join(s for s in order if s in g["st"]), key, str(len(g["timm"])), str(len(g["torchvision"])),
+            str(len(g["hf"])), ", ".join(g["ex"])] for key, g in groups.items()]
+    return sorted(out, key=lambda r: (-(int(r[2]) + int(r[3]) + int(r[4])), r[1]))
 
 
-def _failures(r: dict) -> list[tuple[str, str]]:
+def _stage_failures(r: dict) -> list[tuple[str, str]]:
     if r.get("status") != "done":
         return [("run", r.get("status", "") + (f": {r['build_error']}: {r['build_message'][:80]}"
                                                if r.get("build_error") else ""))]

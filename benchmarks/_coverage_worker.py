@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -128,9 +129,12 @@ def numel(m) -> int:
 
 
 def error_fields(prefix: str, e: BaseException) -> dict:
+    """Error class, first line of the message, its pattern, and the innermost hwnas frame that raised it."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if "/hwnas/" in f.filename]
+    where = f"{frames[-1].filename.rsplit('/hwnas/', 1)[1]}:{frames[-1].lineno} {frames[-1].name}" if frames else ""
     return {f"{prefix}_error": type(e).__name__, f"{prefix}_message": msg[:400],
-            f"{prefix}_pattern": pattern(type(e).__name__, msg)}
+            f"{prefix}_pattern": pattern(type(e).__name__, msg), f"{prefix}_where": where}
 
 
 def check(task: dict) -> dict:

@@ -99,8 +99,11 @@ def _count_params(build) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-def timm_families(max_params: float) -> list[dict]:
-    """The smallest model (by parameters, meta device) of every timm module, cached per timm version."""
+def timm_families(max_params: float, test_models: bool = False) -> list[dict]:
+    """The smallest model (by parameters, meta device) of every timm module, cached per timm version.
+
+    timm's own ``test_*`` models (tiny configurations for its unit tests) are left out unless ``test_models``.
+    """
     import timm
 
     path = CACHE / f"timm-{timm.__version__}.json"
@@ -121,6 +124,7 @@ def timm_families(max_params: float) -> list[dict]:
         path.write_text(json.dumps(table, indent=0))
     out = []
     for module, sizes in sorted(table.items()):
+        sizes = {k: v for k, v in sizes.items() if test_models or not k.startswith("test_")}
         if not sizes:
             continue
         name, n = min(sizes.items(), key=lambda kv: (kv[1], kv[0]))
@@ -148,16 +152,18 @@ def torchvision_models(max_params: float) -> list[dict]:
 
 
 def all_models(args) -> list[dict]:
-    models = timm_families(args.timm_max_params * 1e6) + torchvision_models(args.tv_max_params * 1e6)
+    models = timm_families(args.timm_max_params * 1e6, args.timm_test_models) + torchvision_models(args.tv_max_params * 1e6)
     models += [{"source": "hf", "family": n, "model": n, "params_m": ""} for n in HF_MODELS]
     return [m for m in models if m["source"] in args.sources]
 
 
-def tasks(models: list[dict], args) -> list[dict]:
-    """(model, resolution) pairs: torchvision only at ``--tv-res``, text models only at the first resolution."""
+def tasks(models: list[dict], args, select: bool = True) -> list[dict]:
+    """(model, resolution) pairs at each source's resolutions (text models only at the first), picked by
+    ``--only`` and ``--limit`` when ``select``."""
     out = []
     for m in models:
-        if args.only and not any(fnmatch.fnmatch(m[k], p) for p in args.only for k in ("model", "family")):
+        if select and args.only and not any(fnmatch.fnmatch(m[k], p) for p in args.only
+                                            for k in ("model", "family")):
             continue
         only = {"timm": args.timm_res, "torchvision": args.tv_res, "hf": args.hf_res}[m["source"]]
         for res in args.res:
@@ -166,7 +172,7 @@ def tasks(models: list[dict], args) -> list[dict]:
             if m["model"] in ("BertModel", "GPT2Model") and res != args.res[0]:
                 continue  # text: the resolution does not apply
             out.append({**m, "res": res})
-    return out[: args.limit] if args.limit else out
+    return out[: args.limit] if args.limit and select else out
 
 
 # --------------------------------------------------------------------------------------------- running
@@ -208,12 +214,13 @@ class Worker:
             self.proc = None
 
 
-def read_rows(path: Path, version: str) -> list[dict]:
+def read_rows(path: Path, version: str | None) -> list[dict]:
+    """The rows of ``path`` measured with hwnas ``version`` (all rows for ``None``)."""
     if not path.exists():
         return []
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    keep = [r for r in rows if r.get("hwnas") == version]
+    keep = [r for r in rows if version is None or r.get("hwnas") == version]
     if len(keep) < len(rows):
         print(f"resume: dropped {len(rows) - len(keep)} rows of another hwnas than {version}", file=sys.stderr)
     return keep
@@ -290,6 +297,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=300, help="seconds per model and resolution (default 300)")
     ap.add_argument("--restart-every", type=int, default=25, help="restart a worker after this many models")
     ap.add_argument("--timm-max-params", type=float, default=40, help="millions (default 40)")
+    ap.add_argument("--timm-test-models", action="store_true", help="let timm's own test_* models be picked")
     ap.add_argument("--tv-max-params", type=float, default=100, help="millions (default 100)")
     ap.add_argument("--out", type=Path, default=RESULTS / "coverage.csv", help="CSV (default results/coverage.csv)")
     ap.add_argument("--fresh", action="store_true", help="start over instead of resuming from --out")
@@ -297,9 +305,20 @@ def main() -> None:
     args = ap.parse_args()
     require_zoo()
     version = hwnas_version()
-    rows = [] if args.fresh else read_rows(args.out, version)
+    if args.summary_only:
+        rows = read_rows(args.out, None)
+        version = ", ".join(sorted({r["hwnas"] for r in rows})) or version
+    else:
+        rows = [] if args.fresh else read_rows(args.out, version)
     if not args.summary_only:
-        todo = tasks(all_models(args), args)
+        models = all_models(args)
+        wanted = {(t["source"], t["model"], str(t["res"])) for t in tasks(models, args, select=False)}
+        old = [r for r in rows if (r["source"], r["model"], str(r["res"])) not in wanted]
+        if old:
+            print(f"dropped {len(old)} rows of models or resolutions not selected now: "
+                  f"{', '.join(r['model'] + '@' + str(r['res']) for r in old)}", file=sys.stderr)
+            rows = [r for r in rows if r not in old]
+        todo = tasks(models, args)
         done = {(r["source"], r["model"], str(r["res"])) for r in rows}
         todo = [t for t in todo if (t["source"], t["model"], str(t["res"])) not in done]
         print(f"hwnas {version}: {len(todo)} (model, resolution) pairs to run, {len(rows)} already in {args.out}",
