@@ -9,12 +9,13 @@ from collections import defaultdict
 FIELDS = ["source", "family", "model", "params_m", "res", "input", "note", "status", "params", "fvcore_ok",
           "fvcore_flops", "profile_ok", "hwnas_flops", "flops_equal", "hwnas_params", "params_equal",
           "uncounted_ops", "convert_ok", "convert_s", "labels", "largest_equal", "subnets_flops_ok",
-          "subnets_params_ok", "subnets_flops_worst_rel", "profile_error", "profile_pattern", "profile_message",
-          "profile_where", "convert_error", "convert_pattern", "convert_message", "convert_where", "subnet_error",
-          "subnet_pattern", "subnet_message", "subnet_where", "fvcore_error", "fvcore_message", "build_error", "build_message", "check_s",
-          "wall_s", "hwnas"]
+          "subnets_params_ok", "subnets_flops_worst_rel", "profile_error", "profile_pattern",
+          "profile_message", "profile_where", "convert_error", "convert_pattern", "convert_message",
+          "convert_where", "subnet_error", "subnet_pattern", "subnet_message", "subnet_where", "fvcore_error",
+          "fvcore_message", "build_error", "build_message", "check_s", "wall_s", "hwnas"]
 
-SOURCES = {"timm": "timm families", "torchvision": "torchvision classification", "hf": "Hugging Face (config)"}
+SOURCES = {"timm": "timm families", "torchvision": "torchvision classification",
+           "hf": "Hugging Face (config)"}
 
 
 _RULE = re.compile(r"no shape rule for (module [\w.]+\.(\w+)|tensor method (\.\w+\(\))|function ([\w.<>]+))")
@@ -97,7 +98,8 @@ def failure_patterns(rows: list[dict]) -> list[list[str]]:
         for stage, key in _stage_failures(r):
             merged.setdefault(key, set()).add(stage)
         for key, stages in merged.items():
-            g = groups.setdefault(key, {"timm": set(), "torchvision": set(), "hf": set(), "ex": [], "st": set()})
+            g = groups.setdefault(key, {"timm": set(), "torchvision": set(), "hf": set(), "ex": [],
+                                        "st": set()})
             g[r["source"]].add(r["family"])
             g["st"] |= stages
             if len(g["ex"]) < 2 and not any(e.startswith(r["model"] + "@") for e in g["ex"]):
@@ -155,7 +157,8 @@ def summarize(rows: list[dict], version: str) -> str:
         lines += ["Input sizes other than asked:", ""]
         lines += [f"- {r['model']}@{r['res']}: {r['note']} (input {r.get('input')})" for r in notes] + [""]
     lines += ["## Failures by pattern", "", "Counts are timm families / torchvision models / HF models (over "
-              "all resolutions run); stage 'profile' = FlopsProfiler/NumParamsProfiler of the plain model.", ""]
+              "all resolutions run); stage 'profile' = FlopsProfiler/NumParamsProfiler of the plain model.",
+              ""]
     lines += _table(["stage", "pattern", "timm", "tv", "hf", "examples"], failure_patterns(rows)) + [""]
     diff = [r for r in rows if r.get("flops_equal") == "no" and r.get("fvcore_ok") == "yes"]
     if diff:

@@ -92,7 +92,7 @@ def build_hf(name: str, res: int):
         model = tf.ViTModel(tf.ViTConfig(image_size=res, patch_size=16, return_dict=False, **small))
         return model.eval(), _image(res), ""
     else:
-        raise ValueError(f"unknown Hugging Face model {name!r}; expected one of BertModel, GPT2Model, ViTModel")
+        raise ValueError(f"unknown Hugging Face model {name!r}; expected BertModel, GPT2Model or ViTModel")
     ids = torch.randint(0, 1000, (1, TEXT_LEN))
     return model.eval(), ids, f"text: input_ids 1x{TEXT_LEN} (any --res)"
 
@@ -119,7 +119,8 @@ def close(got, want) -> bool:
     for g, w in zip(a, b):
         if g.shape != w.shape:
             return False
-        if g.numel() and float((g.float() - w.float()).abs().max()) > 1e-4 * max(1.0, float(w.float().abs().max())):
+        scale = max(1.0, float(w.float().abs().max())) if w.numel() else 1.0
+        if g.numel() and float((g.float() - w.float()).abs().max()) > 1e-4 * scale:
             return False
     return True
 
@@ -132,7 +133,8 @@ def error_fields(prefix: str, e: BaseException) -> dict:
     """Error class, first line of the message, its pattern, and the innermost hwnas frame that raised it."""
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
     frames = [f for f in traceback.extract_tb(e.__traceback__) if "/hwnas/" in f.filename]
-    where = f"{frames[-1].filename.rsplit('/hwnas/', 1)[1]}:{frames[-1].lineno} {frames[-1].name}" if frames else ""
+    f = frames[-1] if frames else None
+    where = f"{f.filename.rsplit('/hwnas/', 1)[1]}:{f.lineno} {f.name}" if f else ""
     return {f"{prefix}_error": type(e).__name__, f"{prefix}_message": msg[:400],
             f"{prefix}_pattern": pattern(type(e).__name__, msg), f"{prefix}_where": where}
 

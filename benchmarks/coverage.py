@@ -3,7 +3,7 @@
 Runs in its own venv (torch 2.14.1 with torchvision 0.29.1 and timm; see ``benchmarks/make_zoo_venv.sh``):
 
     bash benchmarks/make_zoo_venv.sh                       # once: ~/.cache/hwnas-zoo-venv
-    ~/.cache/hwnas-zoo-venv/bin/python benchmarks/coverage.py            # 96 px everywhere, 224 on torchvision
+    ~/.cache/hwnas-zoo-venv/bin/python benchmarks/coverage.py
     PYTHONPATH=/path/to/checkout ~/.cache/hwnas-zoo-venv/bin/python benchmarks/coverage.py --res 96 224
 
 Models (random init, ``pretrained=False``; nothing is downloaded):
