@@ -65,7 +65,8 @@ def require_zoo() -> None:
     if missing:
         raise SystemExit(
             f"benchmarks/coverage.py: cannot import {', '.join(missing)} in {sys.executable}.\n"
-            "It runs in its own venv (torch 2.14.1 + torchvision 0.29.1 + timm + transformers + fvcore). Create it "
+            "It runs in its own venv (torch 2.14.1 + torchvision 0.29.1 + timm + transformers + fvcore). "
+            "Create it "
             "with\n    bash benchmarks/make_zoo_venv.sh\nthen run\n"
             "    ~/.cache/hwnas-zoo-venv/bin/python benchmarks/coverage.py")
 
@@ -131,7 +132,8 @@ def timm_families(max_params: float, test_models: bool = False) -> list[dict]:
         if n <= max_params:
             out.append({"source": "timm", "family": module, "model": name, "params_m": round(n / 1e6, 2)})
         else:
-            print(f"  timm.{module}: smallest model {name} has {n / 1e6:.0f}M params; skipped", file=sys.stderr)
+            print(f"  timm.{module}: smallest model {name} has {n / 1e6:.0f}M params; skipped",
+                  file=sys.stderr)
     return out
 
 
@@ -152,7 +154,8 @@ def torchvision_models(max_params: float) -> list[dict]:
 
 
 def all_models(args) -> list[dict]:
-    models = timm_families(args.timm_max_params * 1e6, args.timm_test_models) + torchvision_models(args.tv_max_params * 1e6)
+    models = timm_families(args.timm_max_params * 1e6, args.timm_test_models)
+    models += torchvision_models(args.tv_max_params * 1e6)
     models += [{"source": "hf", "family": n, "model": n, "params_m": ""} for n in HF_MODELS]
     return [m for m in models if m["source"] in args.sources]
 
@@ -184,7 +187,8 @@ class Worker:
 
     def _start(self) -> None:
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "_coverage_worker.py")], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "_coverage_worker.py")],
+                                     stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.log.open("a"), text=True, env=env)
 
     def run(self, task: dict, timeout: float) -> dict:
@@ -222,7 +226,8 @@ def read_rows(path: Path, version: str | None) -> list[dict]:
         rows = list(csv.DictReader(f))
     keep = [r for r in rows if version is None or r.get("hwnas") == version]
     if len(keep) < len(rows):
-        print(f"resume: dropped {len(rows) - len(keep)} rows of another hwnas than {version}", file=sys.stderr)
+        print(f"resume: dropped {len(rows) - len(keep)} rows of another hwnas than {version}",
+              file=sys.stderr)
     return keep
 
 
@@ -286,20 +291,24 @@ def _brief(row: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--res", type=int, nargs="+", default=[96, 224], help="input resolutions (default 96 224)")
+    ap.add_argument("--res", type=int, nargs="+", default=[96, 224],
+                    help="input resolutions (default 96 224)")
     for src in ("timm", "tv", "hf"):
         ap.add_argument(f"--{src}-res", type=int, nargs="*", default=None,
                         help=f"run {src} models only at these of --res (default: all of --res)")
-    ap.add_argument("--sources", nargs="+", default=["timm", "torchvision", "hf"], choices=["timm", "torchvision", "hf"])
+    ap.add_argument("--sources", nargs="+", default=["timm", "torchvision", "hf"],
+                    choices=["timm", "torchvision", "hf"])
     ap.add_argument("--only", nargs="+", help="glob patterns of model or family names (e.g. 'resnet*' vit)")
     ap.add_argument("--limit", type=int, help="run at most this many (model, resolution) pairs")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes (default 1; the host has 2 cores)")
-    ap.add_argument("--timeout", type=float, default=300, help="seconds per model and resolution (default 300)")
+    ap.add_argument("--timeout", type=float, default=300,
+                    help="seconds per model and resolution (default 300)")
     ap.add_argument("--restart-every", type=int, default=25, help="restart a worker after this many models")
     ap.add_argument("--timm-max-params", type=float, default=40, help="millions (default 40)")
     ap.add_argument("--timm-test-models", action="store_true", help="let timm's own test_* models be picked")
     ap.add_argument("--tv-max-params", type=float, default=100, help="millions (default 100)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "coverage.csv", help="CSV (default results/coverage.csv)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "coverage.csv",
+                    help="CSV (default results/coverage.csv)")
     ap.add_argument("--fresh", action="store_true", help="start over instead of resuming from --out")
     ap.add_argument("--summary-only", action="store_true", help="summarize --out without running anything")
     args = ap.parse_args()
@@ -321,7 +330,8 @@ def main() -> None:
         todo = tasks(models, args)
         done = {(r["source"], r["model"], str(r["res"])) for r in rows}
         todo = [t for t in todo if (t["source"], t["model"], str(t["res"])) not in done]
-        print(f"hwnas {version}: {len(todo)} (model, resolution) pairs to run, {len(rows)} already in {args.out}",
+        print(f"hwnas {version}: {len(todo)} (model, resolution) pairs to run, {len(rows)} already in "
+              f"{args.out}",
               file=sys.stderr)
         t0 = time.monotonic()
         run(todo, rows, args.out, args, version)
