@@ -144,6 +144,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def summarize(rows: list[dict], version: str) -> str:
     """The markdown summary: coverage table, convert times, failure patterns, FLOPs mismatches."""
+    rows = [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows]  # as read from the CSV
     lines = [f"# hwnas coverage of real models ({version})", "",
              "Random init, batch 1, eval mode. 'exact' = hwnas FLOPs == fvcore among models fvcore counts; "
              "'searchable' = convert ok, >= 1 label, largest subnet == original; 'subnets exact' = 3 random "

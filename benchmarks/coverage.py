@@ -218,20 +218,16 @@ class Worker:
             self.proc = None
 
 
-def read_rows(path: Path, version: str | None) -> list[dict]:
-    """The rows of ``path`` measured with hwnas ``version`` (all rows for ``None``)."""
+def read_rows(path: Path) -> list[dict]:
+    """All rows of ``path`` (none if it does not exist)."""
     if not path.exists():
         return []
     with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    keep = [r for r in rows if version is None or r.get("hwnas") == version]
-    if len(keep) < len(rows):
-        print(f"resume: dropped {len(rows) - len(keep)} rows of another hwnas than {version}",
-              file=sys.stderr)
-    return keep
+        return list(csv.DictReader(f))
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
+    """Write ``rows`` to ``path`` atomically (a killed run leaves the last complete file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
@@ -241,7 +237,8 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-def run(todo: list[dict], rows: list[dict], path: Path, args, version: str) -> None:
+def run(todo: list[dict], rows: list[dict], aside: list[dict], path: Path, args, version: str) -> None:
+    """Run ``todo`` in ``--jobs`` workers, appending to ``rows``; the file holds ``aside + rows``."""
     lock, queue, t_start = threading.Lock(), list(todo), time.monotonic()
     total = len(todo)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -263,7 +260,7 @@ def run(todo: list[dict], rows: list[dict], path: Path, args, version: str) -> N
             row.setdefault("status", "done")
             with lock:
                 rows.append(row)
-                write_rows(path, rows)
+                write_rows(path, aside + rows)
                 n = total - len(queue)
                 el = time.monotonic() - t_start
                 print(f"[{n}/{total} {el / 60:.1f} min] {task['source']} {task['model']} @{task['res']}: "
@@ -310,31 +307,36 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "coverage.csv",
                     help="CSV (default results/coverage.csv)")
     ap.add_argument("--fresh", action="store_true", help="start over instead of resuming from --out")
+    ap.add_argument("--any-version", action="store_true",
+                    help="count rows of any hwnas commit as done (when hwnas changed elsewhere only)")
     ap.add_argument("--summary-only", action="store_true", help="summarize --out without running anything")
     args = ap.parse_args()
     require_zoo()
     version = hwnas_version()
+    every = [] if args.fresh and not args.summary_only else read_rows(args.out)
+    if args.summary_only and every and not args.any_version:
+        version = every[-1]["hwnas"]  # the last run's
+    ours = [r for r in every if args.any_version or r.get("hwnas") == version]
+    if len(ours) < len(every):
+        print(f"{len(every) - len(ours)} rows of another hwnas than {version} stay in {args.out} but are not "
+              "counted (--any-version counts them, --fresh drops them)", file=sys.stderr)
     if args.summary_only:
-        rows = read_rows(args.out, None)
+        rows, aside = ours, []
         version = ", ".join(sorted({r["hwnas"] for r in rows})) or version
     else:
-        rows = [] if args.fresh else read_rows(args.out, version)
-    if not args.summary_only:
         models = all_models(args)
         wanted = {(t["source"], t["model"], str(t["res"])) for t in tasks(models, args, select=False)}
-        old = [r for r in rows if (r["source"], r["model"], str(r["res"])) not in wanted]
-        if old:
-            print(f"dropped {len(old)} rows of models or resolutions not selected now: "
-                  f"{', '.join(r['model'] + '@' + str(r['res']) for r in old)}", file=sys.stderr)
-            rows = [r for r in rows if r not in old]
-        todo = tasks(models, args)
+        rows = [r for r in ours if (r["source"], r["model"], str(r["res"])) in wanted]
+        aside = [r for r in every if not any(r is q for q in rows)]
+        if len(rows) < len(ours):
+            print(f"{len(ours) - len(rows)} rows of models or resolutions not selected now are not counted",
+                  file=sys.stderr)
         done = {(r["source"], r["model"], str(r["res"])) for r in rows}
-        todo = [t for t in todo if (t["source"], t["model"], str(t["res"])) not in done]
+        todo = [t for t in tasks(models, args) if (t["source"], t["model"], str(t["res"])) not in done]
         print(f"hwnas {version}: {len(todo)} (model, resolution) pairs to run, {len(rows)} already in "
-              f"{args.out}",
-              file=sys.stderr)
+              f"{args.out}", file=sys.stderr)
         t0 = time.monotonic()
-        run(todo, rows, args.out, args, version)
+        run(todo, rows, aside, args.out, args, version)
         print(f"ran {len(todo)} pairs in {(time.monotonic() - t0) / 60:.1f} min", file=sys.stderr)
     text = summarize(rows, version)
     print(text)
