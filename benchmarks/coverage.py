@@ -3,7 +3,7 @@
 Runs in its own venv (torch 2.14.1 with torchvision 0.29.1 and timm; see ``benchmarks/make_zoo_venv.sh``):
 
     bash benchmarks/make_zoo_venv.sh                       # once: ~/.cache/hwnas-zoo-venv
-    ~/.cache/hwnas-zoo-venv/bin/python benchmarks/coverage.py
+    ~/.cache/hwnas-zoo-venv/bin/python benchmarks/coverage.py   # timm + HF at 96 and 224, torchvision at 224
     PYTHONPATH=/path/to/checkout ~/.cache/hwnas-zoo-venv/bin/python benchmarks/coverage.py --res 96 224
 
 Models (random init, ``pretrained=False``; nothing is downloaded):
@@ -168,7 +168,8 @@ def tasks(models: list[dict], args, select: bool = True) -> list[dict]:
         if select and args.only and not any(fnmatch.fnmatch(m[k], p) for p in args.only
                                             for k in ("model", "family")):
             continue
-        only = {"timm": args.timm_res, "torchvision": args.tv_res, "hf": args.hf_res}[m["source"]]
+        tv_res = args.tv_res if args.tv_res is not None else ([224] if 224 in args.res else None)
+        only = {"timm": args.timm_res, "torchvision": tv_res, "hf": args.hf_res}[m["source"]]
         for res in args.res:
             if only and res not in only:
                 continue
@@ -290,9 +291,11 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--res", type=int, nargs="+", default=[96, 224],
                     help="input resolutions (default 96 224)")
-    for src in ("timm", "tv", "hf"):
-        ap.add_argument(f"--{src}-res", type=int, nargs="*", default=None,
-                        help=f"run {src} models only at these of --res (default: all of --res)")
+    ap.add_argument("--timm-res", type=int, nargs="*", help="timm models only at these (default: all --res)")
+    ap.add_argument("--tv-res", type=int, nargs="*",
+                    help="torchvision models only at these (default: 224 when --res has it, where the "
+                         "convert-time target is, else all of --res; '--tv-res' alone: all of --res)")
+    ap.add_argument("--hf-res", type=int, nargs="*", help="HF ViTModel only at these (default: all of --res)")
     ap.add_argument("--sources", nargs="+", default=["timm", "torchvision", "hf"],
                     choices=["timm", "torchvision", "hf"])
     ap.add_argument("--only", nargs="+", help="glob patterns of model or family names (e.g. 'resnet*' vit)")
