@@ -242,6 +242,8 @@ def main() -> None:
     logging.disable(logging.WARNING)
     torch.set_num_threads(1)
     warm_up()
+    result_out.write("READY\n")
+    result_out.flush()
     for line in sys.stdin:
         task = json.loads(line)
         try:

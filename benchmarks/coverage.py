@@ -191,10 +191,17 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, str(HERE / "_coverage_worker.py")],
                                      stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.log.open("a"), text=True, env=env)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 600)  # imports and warm-up, not timed
+        if not ready or self.proc.stdout.readline().strip() != "READY":
+            raise SystemExit(f"benchmarks/coverage.py: the worker did not start; see {self.log}")
 
-    def run(self, task: dict, timeout: float) -> dict:
+    def ensure_started(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             self._start()
+
+    def run(self, task: dict, timeout: float) -> dict:
+        """The worker's result for ``task``, or a ``timeout``/``crash`` row (the worker is then restarted)."""
+        self.ensure_started()
         self.proc.stdin.write(json.dumps(task) + "\n")
         self.proc.stdin.flush()
         deadline = time.monotonic() + timeout
@@ -241,7 +248,7 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 def run(todo: list[dict], rows: list[dict], aside: list[dict], path: Path, args, version: str) -> None:
     """Run ``todo`` in ``--jobs`` workers, appending to ``rows``; the file holds ``aside + rows``."""
     lock, queue, t_start = threading.Lock(), list(todo), time.monotonic()
-    total = len(todo)
+    total, finished = len(todo), [0]
     CACHE.mkdir(parents=True, exist_ok=True)
 
     def loop(k: int) -> None:
@@ -252,6 +259,7 @@ def run(todo: list[dict], rows: list[dict], aside: list[dict], path: Path, args,
                 if not queue:
                     break
                 task = queue.pop(0)
+            worker.ensure_started()  # the worker's imports are not part of a model's time
             t0 = time.monotonic()
             result = worker.run(task, args.timeout)
             done_here += 1
@@ -262,10 +270,10 @@ def run(todo: list[dict], rows: list[dict], aside: list[dict], path: Path, args,
             with lock:
                 rows.append(row)
                 write_rows(path, aside + rows)
-                n = total - len(queue)
+                finished[0] += 1
                 el = time.monotonic() - t_start
-                print(f"[{n}/{total} {el / 60:.1f} min] {task['source']} {task['model']} @{task['res']}: "
-                      f"{_brief(row)} ({row['wall_s']} s)", file=sys.stderr, flush=True)
+                print(f"[{finished[0]}/{total} {el / 60:.1f} min] {task['source']} {task['model']} "
+                      f"@{task['res']}: {_brief(row)} ({row['wall_s']} s)", file=sys.stderr, flush=True)
         worker.stop()
 
     threads = [threading.Thread(target=loop, args=(k,)) for k in range(args.jobs)]
