@@ -87,7 +87,7 @@ def build_hf(name: str, res: int):
         model = tf.BertModel(tf.BertConfig(vocab_size=1000, return_dict=False, **small))
     elif name == "GPT2Model":
         model = tf.GPT2Model(tf.GPT2Config(vocab_size=1000, n_embd=128, n_layer=2, n_head=4, n_inner=512,
-                                           return_dict=False))
+                                           use_cache=False, return_dict=False))  # fvcore: tensors out only
     elif name == "ViTModel":
         model = tf.ViTModel(tf.ViTConfig(image_size=res, patch_size=16, return_dict=False, **small))
         return model.eval(), _image(res), ""
