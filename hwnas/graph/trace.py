@@ -142,10 +142,14 @@ def _user_frame(exc: BaseException) -> str:
 _SETITEM = ("does not support item assignment",)
 
 
+def _is_setitem(e: BaseException) -> bool:
+    return any(phrase in str(e) for phrase in _SETITEM)
+
+
 def _why(e: BaseException) -> str:
     """What torch.fx's error ``e`` means for the user, with the fix."""
-    if any(phrase in str(e) for phrase in _SETITEM):
-        return ("an in-place slice assignment (such as `x[:, :4] = 0`) cannot be traced: torch.fx records calls, "
+    if _is_setitem(e):
+        return ("An in-place slice assignment (such as `x[:, :4] = 0`) cannot be traced: torch.fx records calls, "
                 "not writes into a tensor. Write it out-of-place (e.g. `x = torch.cat([torch.zeros_like(x[:, :4]), "
                 "x[:, 4:]], 1)`, `x = x.masked_fill(mask, 0)` or `torch.where`), or make the module a leaf with "
                 "hwnas.graph.register_leaf(ThatModule).")
@@ -179,8 +183,7 @@ def trace_module(module: nn.Module, path: str = "", auto_leaf: bool = True) -> f
 
 
 def _leaf_reason(e: BaseException) -> str:
-    why = _why(e)
-    return f"torch.fx cannot trace it{_user_frame(e)}: " + (why if why != _why(ValueError()) else str(e))
+    return f"torch.fx cannot trace it{_user_frame(e)}: " + (_why(e) if _is_setitem(e) else str(e))
 
 
 def _can_be_block(m: nn.Module) -> bool:
@@ -197,12 +200,14 @@ def _raise_untraceable(module: nn.Module, path: str, failed: Any, e: Exception) 
         fix = (f"It holds choices, so it cannot be profiled as a fixed block: make {failed[1]} a leaf with "
                f"hwnas.graph.register_leaf({failed[1]}) and give it a shape rule with "
                f"@hwnas.graph.register_shape_rule({failed[1]}), or move the data-dependent code out of it.")
+    elif _is_setitem(e):
+        fix = ""  # the diagnosis says the fix
     else:
         fix = ("Move that code into its own module, make it a leaf with hwnas.graph.register_leaf(ThatModule) "
                "and give it a shape rule with @hwnas.graph.register_shape_rule(ThatModule).")
     raise UntraceableError(
         f"torch.fx could not trace {where}{_user_frame(e)}: {e}. "
-        f"{_why(e)} {fix}"
+        f"{_why(e)} {fix}".rstrip()
     ) from e
 
 
