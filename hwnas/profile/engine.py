@@ -91,16 +91,16 @@ class CostModel:
 
     def _compile(self) -> None:
         """Generate the single-sample function: values -> indices -> table cells -> sum."""
-        ns: dict[str, Any] = {"C": self.const, "N": len(self.labels), "K": self.labels, "B": _BOOLS}
+        ns: dict[str, Any] = {"C": self.const, "N": len(self.labels), "B": _BOOLS}
         lines = ["def profile(s):", "    if len(s) != N: raise KeyError"]
         for i in range(len(self.labels)):
-            ns[f"V{i}"] = self.value_index[i]
+            ns[f"V{i}"], ns[f"K{i}"] = self.value_index[i], self.labels[i]
             kind = self._bool_risk[i]
             if kind is None:  # no value a bool equals (0/1/True/False): the dict lookup alone is exact
-                lines.append(f"    i{i} = V{i}[s[K[{i}]]]")
+                lines.append(f"    i{i} = V{i}[s[K{i}]]")
             else:  # True == 1 and hash(True) == hash(1): check the type (validate_sample then explains)
-                lines.append(f"    v{i} = s[K[{i}]]")
-                lines.append(f"    if (v{i}.__class__ in B) != {kind}: raise TypeError")
+                lines.append(f"    v{i} = s[K{i}]")
+                lines.append(f"    if v{i}.__class__ {'not in' if kind else 'in'} B: raise TypeError")
                 lines.append(f"    i{i} = V{i}[v{i}]")
         terms = ["C"]
         self._flat = []
