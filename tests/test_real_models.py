@@ -620,3 +620,35 @@ def test_layer_choice_candidates_return_dict_or_tuple(as_dict):
         assert params.profile(sample) == num_params(subnet), sample
         got.append(flops.profile(sample))
     assert got[0] != got[1]
+
+
+class SumPerWidth(nn.Module):
+    """Adds a conv of the shared width 'w' to a fixed conv of ``c`` channels: they broadcast only where w == c."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.a = hnn.Conv2d(8, hnn.Choice([16, 32], label="w"), 1)
+        self.b = nn.Conv2d(8, c, 1)
+        self.out = nn.Conv2d(c, 8, 1)
+
+    def forward(self, x):
+        return self.out(self.a(x) + self.b(x))
+
+
+def test_layer_choice_broadcast_checked_only_where_chosen():
+    """Issue 16: broadcasting in an unchosen candidate is not checked either."""
+    class Net(hnn.Space):
+        def __init__(self):
+            super().__init__()
+            self.lc = hnn.LayerChoice({16: SumPerWidth(16), 32: SumPerWidth(32)}, label="w")
+
+        def forward(self, x):
+            return self.lc(x)
+
+    space, x = Net().eval(), torch.randn(1, 8, 6, 6)
+    flops = hwnas.FlopsProfiler(space, x, elementwise=True)
+    for sample in ({"w": 16}, {"w": 32}):
+        subnet = hwnas.export(space, sample).eval()
+        with torch.no_grad():
+            add = subnet.lc.a(x).numel()  # the elementwise add: one op per output element (fvcore counts none)
+        assert flops.profile(sample) - add == fvcore_flops(subnet, x), sample
