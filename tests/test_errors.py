@@ -184,3 +184,81 @@ def test_constraint_errors():
     largest = metric_range(flops)[2]
     assert largest >= flops.profile(space.max_sample())
     assert c.bound == pytest.approx(0.6 * largest)
+
+
+# ----------------------------------------------------------------------------- issue 18: dtype, setitem, bools
+def test_integer_input_to_a_float_layer_is_refused_at_build_time():
+    """A long dummy input for a conv/linear model: PyTorch itself refuses to run it, so hwnas does too."""
+    for model, x in ((nn.Sequential(nn.Conv2d(3, 4, 3)), torch.ones(1, 3, 8, 8, dtype=torch.long)),
+                     (nn.Sequential(nn.Linear(6, 4)), torch.ones(2, 6, dtype=torch.int32))):
+        with pytest.raises(RuntimeError):
+            model(x)  # the reference: the model cannot run on it
+        with pytest.raises(TypeError, match=rf"'0' \({type(model[0]).__name__}\) gets an input of dtype "
+                                            rf"{x.dtype}, .*needs a floating-point input.*torch.randn"):
+            hwnas.FlopsProfiler(model, x)
+
+
+def test_integer_input_to_an_embedding_still_works():
+    from conftest import fvcore_flops, num_params
+
+    model = nn.Sequential(nn.Embedding(50, 8), nn.Linear(8, 4)).eval()
+    tokens = torch.randint(0, 50, (2, 7))
+    flops = hwnas.FlopsProfiler(model, tokens)
+    assert flops.profile({}) == fvcore_flops(model, tokens)
+    assert hwnas.NumParamsProfiler(model, graph=flops.graph).profile({}) == num_params(model)
+
+
+class ZeroFirst(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(3, c, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y[:, :2] = 0
+        return y
+
+
+def test_slice_assignment_is_diagnosed_as_such():
+    """An in-place slice assignment is named as such, with the fix, not called data-dependent control flow."""
+    flops = hwnas.FlopsProfiler(ZeroFirst(4), torch.randn(1, 3, 8, 8))  # no choice inside: a fixed block
+    (path, cls, why), = flops.graph.blocks
+    assert (path, cls) == ("<root>", "ZeroFirst")
+    assert "in-place slice assignment" in why and "out-of-place" in why and "control flow" not in why
+
+    class Space(ZeroFirst, hnn.Space):
+        def __init__(self):
+            super().__init__(4)
+            self.conv = hnn.Conv2d(3, hnn.Choice([4, 8], label="w"), 3)
+
+    with pytest.raises(UntraceableError, match=r"<root> \(Space\).*`y\[:, :2\] = 0`.*in-place slice assignment.*"
+                                               r"out-of-place.*register_leaf") as err:
+        hwnas.FlopsProfiler(Space(), torch.randn(1, 3, 8, 8))
+    assert "control flow" not in str(err.value)
+
+
+def test_profile_refuses_a_bool_for_a_number_like_validate():
+    """``True == 1`` and ``hash(True) == hash(1)``: profile()'s fast path must not take True for the choice 1."""
+    from hwnas.space.space import SampleError, validate_sample
+
+    class Net(hnn.Space):
+        def __init__(self):
+            super().__init__()
+            self.body = hnn.Repeat(lambda i: hnn.Conv2d(4, 4, 3, padding=1), hnn.Choice([0, 1, 2], label="d"))
+            self.stem = hnn.Conv2d(3, 4, hnn.Choice([1, 3], label="k"))
+
+        def forward(self, x):
+            return self.body(self.stem(x))
+
+    space = Net()
+    flops = hwnas.FlopsProfiler(space, torch.randn(1, 3, 8, 8))
+    good = {"d": 1, "k": 3}
+    assert flops.profile(good) == flops.profile({"d": 1.0, "k": np.int64(3)})  # equal numbers are fine
+    for bad in ({"d": True, "k": 3}, {"d": 1, "k": np.True_}, {"d": False, "k": 3}):
+        with pytest.raises(SampleError) as want:
+            validate_sample(flops.graph.choices, dict(bad))
+        with pytest.raises(SampleError, match="a bool is not a number here") as got:
+            flops.profile(dict(bad))
+        assert str(got.value) == str(want.value)
+        with pytest.raises(SampleError, match="a bool is not a number here"):
+            flops.profile_batch([dict(bad)])

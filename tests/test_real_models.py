@@ -386,15 +386,18 @@ def test_untraceable_model_is_one_fixed_block():
     assert flops.graph.blocks[0][:2] == ("<root>", "Gate")
 
 
-@pytest.mark.parametrize("model, shape, rank", [(nn.Conv2d(3, 4, 3), (3, 8, 8), "4"),
-                                                (nn.BatchNorm2d(3), (3, 8, 8), "4"),
-                                                (nn.MultiheadAttention(8, 2), (5, 8), "3")])
+@pytest.mark.parametrize("model, shape, rank", [(nn.Conv2d(3, 4, 3), (3, 8, 8), r"4 \(N, C, H, W\)"),
+                                                (nn.BatchNorm2d(3), (3, 8, 8), r"4 \(N, C, H, W\)"),
+                                                (nn.Conv1d(3, 4, 3), (3, 8), r"3 \(N, C, L\)"),
+                                                (nn.MultiheadAttention(8, 2), (5, 8), "3 dims")])
 def test_input_without_batch_dim_is_a_clear_error(model, shape, rank):
+    """A rank/shape problem, not a channel mismatch (issue 18): the expected layout, the rank got, the fix."""
     x = torch.randn(shape)
     args = (x, x, x) if isinstance(model, nn.MultiheadAttention) else x
-    with pytest.raises(ShapeMismatchError, match=rf"expects an input of {rank} dims but got {len(shape)} dims .*batch "
-                                                 r"dimension missing.*unsqueeze\(0\)"):
+    with pytest.raises(ShapeMismatchError, match=rf"expects an input of rank {rank}, got rank {len(shape)} .*did you "
+                                                 r"forget the batch dimension\?.*unsqueeze\(0\)") as err:
         hwnas.FlopsProfiler(model, args)
+    assert "channels" not in str(err.value)
 
 
 # ----------------------------------------------------------------------------- a space: ops without a rule on choice-dependent shapes
@@ -536,3 +539,116 @@ def test_dtypes_follow_pytorch():
     graph = hwnas.graph.build_graph(model, x)
     want = model(x)
     assert [(tuple(t.shape), t.dtype) for t in graph.output] == [(tuple(t.shape), t.dtype) for t in want]
+
+
+# ----------------------------------------------------------------------------- LayerChoice: shapes per candidate (peer ports)
+def _per_width(c):
+    """A candidate whose inner conv fits only the width ``c`` of the shared label 'w' (so only where it is chosen)."""
+    return nn.Sequential(hnn.Conv2d(8, hnn.Choice([16, 32], label="w"), 1), nn.Conv2d(c, 8, 3 if c == 16 else 5,
+                                                                                      padding=1 if c == 16 else 2))
+
+
+class PerWidth(hnn.Space):
+    """A kernel size per width: candidate ``c`` of LayerChoice 'w' runs a fixed conv of ``c`` input channels after
+    a conv whose width follows the same label 'w'. Every subnet runs; the unchosen candidate would not fit."""
+
+    def __init__(self, bad: bool = False):
+        super().__init__()
+        self.stem = hnn.Conv2d(3, 8, 3)
+        self.lc = hnn.LayerChoice({16: _per_width(32 if bad else 16), 32: _per_width(32)}, label="w")
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.head(self.lc(self.stem(x)).mean((2, 3)))
+
+
+
+
+def test_layer_choice_candidates_are_shape_checked_only_where_chosen():
+    """Issue 16: a candidate's shape checks apply only under the samples that choose it."""
+    space, x = PerWidth().eval(), torch.randn(2, 3, 12, 12)
+    samples = [{"w": 16}, {"w": 32}]
+    flops = hwnas.FlopsProfiler(space, x)
+    params = hwnas.NumParamsProfiler(space, graph=flops.graph)
+    for sample in samples:
+        subnet = hwnas.export(space, sample).eval()
+        assert flops.profile(sample) == fvcore_flops(subnet, x), sample
+        assert params.profile(sample) == num_params(subnet), sample
+    assert flops.profile(samples[0]) != flops.profile(samples[1])
+    # a candidate that does not fit where it *is* chosen is still an error
+    with pytest.raises(ShapeMismatchError, match=r"'lc.candidates.0.1' \(Conv2d\) declares in_channels = 32 but its "
+                                                 r"input has \[16, 32\] over \['w'\]"):
+        hwnas.FlopsProfiler(PerWidth(bad=True), x)
+
+
+class TwoOut(nn.Module):
+    def __init__(self, stride: int, k: int, as_dict: bool):
+        super().__init__()
+        self.as_dict = as_dict
+        self.main = nn.Conv2d(8, 8, k, padding=k // 2)
+        self.aux = nn.Conv2d(8, 4, 3, stride=stride, padding=1)
+
+    def forward(self, x):
+        main, aux = self.main(x), self.aux(x)
+        return {"main": main, "aux": aux} if self.as_dict else (main, aux)
+
+
+@pytest.mark.parametrize("as_dict", [True, False])
+def test_layer_choice_candidates_return_dict_or_tuple(as_dict):
+    """Issue 16: candidates returning a dict (or a tuple) of tensors: each output is selected per key; here the
+    'aux' output's size differs per candidate, and the head's FLOPs follow it."""
+    class Net(hnn.Space):
+        def __init__(self):
+            super().__init__()
+            self.stem = hnn.Conv2d(3, 8, 3)
+            self.lc = hnn.LayerChoice([TwoOut(1, 3, as_dict), TwoOut(2, 5, as_dict)], label="op")
+            self.head = nn.Conv2d(4, 4, 3)
+            self.fc = nn.Linear(12, 10)
+
+        def forward(self, x):
+            out = self.lc(self.stem(x))
+            main, aux = (out["main"], out["aux"]) if as_dict else out
+            return self.fc(torch.cat([main.mean((2, 3)), self.head(aux).mean((2, 3))], 1))
+
+    space, x = Net().eval(), torch.randn(2, 3, 16, 16)
+    flops = hwnas.FlopsProfiler(space, x)
+    params = hwnas.NumParamsProfiler(space, graph=flops.graph)
+    got = []
+    for sample in ({"op": 0}, {"op": 1}):
+        subnet = hwnas.export(space, sample).eval()
+        assert flops.profile(sample) == fvcore_flops(subnet, x), sample
+        assert params.profile(sample) == num_params(subnet), sample
+        got.append(flops.profile(sample))
+    assert got[0] != got[1]
+
+
+class SumPerWidth(nn.Module):
+    """Adds a conv of the shared width 'w' to a fixed conv of ``c`` channels: they broadcast only where w == c."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.a = hnn.Conv2d(8, hnn.Choice([16, 32], label="w"), 1)
+        self.b = nn.Conv2d(8, c, 1)
+        self.out = nn.Conv2d(c, 8, 1)
+
+    def forward(self, x):
+        return self.out(self.a(x) + self.b(x))
+
+
+def test_layer_choice_broadcast_checked_only_where_chosen():
+    """Issue 16: broadcasting in an unchosen candidate is not checked either."""
+    class Net(hnn.Space):
+        def __init__(self):
+            super().__init__()
+            self.lc = hnn.LayerChoice({16: SumPerWidth(16), 32: SumPerWidth(32)}, label="w")
+
+        def forward(self, x):
+            return self.lc(x)
+
+    space, x = Net().eval(), torch.randn(1, 8, 6, 6)
+    flops = hwnas.FlopsProfiler(space, x, elementwise=True)
+    for sample in ({"w": 16}, {"w": 32}):
+        subnet = hwnas.export(space, sample).eval()
+        with torch.no_grad():
+            add = subnet.lc.a(x).numel()  # the elementwise add: one op per output element (fvcore counts none)
+        assert flops.profile(sample) - add == fvcore_flops(subnet, x), sample

@@ -252,8 +252,14 @@ def as_larray(value: Any) -> LArray:
     return LArray((), np.asarray(value))
 
 
-def dims_equal(a: Any, b: Any) -> bool:
-    """True when two dims are equal for every combination of choices."""
+def dims_equal(a: Any, b: Any, active: Any = 1) -> bool:
+    """True when two dims are equal for every combination of choices where ``active`` (1, 0 or an LArray of
+    0/1, an op's activity) is not 0: a candidate that is not chosen need not fit."""
+    if not isinstance(active, LArray) and not active:
+        return True
     if not isinstance(a, LArray) and not isinstance(b, LArray):
         return a == b
-    return bool(np.all(binary(operator.eq, a, b).data))
+    eq = binary(operator.eq, a, b)
+    if isinstance(active, LArray):
+        eq = binary(lambda e, act: np.logical_or(e, act == 0), eq, active)
+    return bool(np.all(eq.data)) if isinstance(eq, LArray) else bool(eq)

@@ -70,6 +70,8 @@ class Call:
     module: nn.Module | None
     path: str
     attrs: dict[str, Any] = field(default_factory=dict)
+    activity: Any = 1
+    """1, or an LArray of 0/1 saying for which samples the op runs: shape checks hold only there."""
 
     def arg(self, index: int, name: str, default: Any = None) -> Any:
         """Positional argument ``index`` or keyword ``name`` (or ``default``)."""

@@ -28,19 +28,27 @@ def _tuple(v: Any, n: int) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
-def need_batch(call: Call, x: TensorMeta, ranks: tuple[int, ...]) -> None:
-    """Raise a clear error when ``x`` has not one of ``ranks`` dims (usually: the batch dim is missing)."""
+_LAYOUT = {2: "(N, C)", 3: "(N, C, L)", 4: "(N, C, H, W)", 5: "(N, C, D, H, W)"}
+
+
+def need_batch(call: Call, x: TensorMeta, ranks: tuple[int, ...], layout: bool = True) -> None:
+    """Raise a clear error when ``x`` has not one of ``ranks`` dims (usually: the batch dim is missing).
+
+    ``layout`` names the channels-first layout of each rank in the message (for convolutions, norms, pools).
+    """
     if ranks and x.ndim not in ranks:
         layer = type(call.module).__name__ if call.module is not None else call.op_type
-        missing = " (is the batch dimension missing? hwnas profiles batched inputs: pass x.unsqueeze(0) for one " \
-                  "sample)" if x.ndim + 1 in ranks else ""
-        raise ShapeMismatchError(f"{call.path or '<root>'!r} ({layer}) expects an input of {' or '.join(map(str, ranks))} "
-                                 f"dims but got {x.ndim} dims {tuple(x.shape)}{missing}.")
+        expected = " or ".join(_LAYOUT.get(r, f"{r} dims") for r in ranks) if layout else "dims"
+        missing = "; did you forget the batch dimension? hwnas profiles batched inputs: pass x.unsqueeze(0) for " \
+                  "one sample" if x.ndim + 1 in ranks else ""
+        raise ShapeMismatchError(f"{call.path or '<root>'!r} ({layer}) expects an input of rank "
+                                 f"{' or '.join(map(str, ranks))} {expected}, got rank {x.ndim} with shape "
+                                 f"{tuple(x.shape)}{missing}.")
 
 
 def check_dim(call: Call, what: str, declared: Any, got: Any) -> None:
     """Raise :class:`ShapeMismatchError` unless ``declared`` equals ``got`` for every sample."""
-    if not dims_equal(declared, got):
+    if not dims_equal(declared, got, call.activity):
         raise ShapeMismatchError(
             f"{call.path or '<root>'!r} ({type(call.module).__name__ if call.module is not None else call.op_type}) declares "
             f"{what} = {_show(declared)} but its input has {_show(got)}; make the layer's declared size the same "
@@ -302,7 +310,7 @@ def attention(call: Call, embed_dim: Any, kdim: Any, vdim: Any) -> tuple:
     """Shape rule of multi-head attention modules (``nn.MultiheadAttention`` and searchable ones)."""
     m = call.module
     q, k = call.tensor(0, "query"), call.tensor(1, "key")
-    need_batch(call, q, (3,))
+    need_batch(call, q, (3,), layout=False)
     need_weights = call.arg(4, "need_weights", True)
     average = call.arg(6, "average_attn_weights", True)
     if m.batch_first:

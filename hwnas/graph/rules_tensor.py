@@ -24,7 +24,7 @@ def _broadcast_dim(a: Any, b: Any, call: Call) -> Any:
         return b
     if isinstance(b, int) and b == 1:
         return a
-    if dims_equal(a, b):
+    if dims_equal(a, b, call.activity):
         return a if not isinstance(a, LArray) else b if not isinstance(b, LArray) else a
     raise ValueError(f"{call.path!r}: cannot broadcast dims {a!r} and {b!r} in {call.op_type!r}; the operands' "
                      "shapes must agree for every sample (use the same Choice for both channel counts).")

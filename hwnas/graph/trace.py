@@ -139,6 +139,23 @@ def _user_frame(exc: BaseException) -> str:
     return f" at {f.filename}:{f.lineno}: `{(f.line or '').strip()}`"
 
 
+_SETITEM = ("does not support item assignment",)
+
+
+def _is_setitem(e: BaseException) -> bool:
+    return any(phrase in str(e) for phrase in _SETITEM)
+
+
+def _why(e: BaseException) -> str:
+    """What torch.fx's error ``e`` means for the user, with the fix."""
+    if _is_setitem(e):
+        return ("An in-place slice assignment (such as `x[:, :4] = 0`) cannot be traced: torch.fx records calls, "
+                "not writes into a tensor. Write it out-of-place (e.g. `x = torch.cat([torch.zeros_like(x[:, :4]), "
+                "x[:, 4:]], 1)`, `x = x.masked_fill(mask, 0)` or `torch.where`), or make the module a leaf with "
+                "hwnas.graph.register_leaf(ThatModule).")
+    return "Data-dependent Python control flow cannot be traced."
+
+
 def trace_module(module: nn.Module, path: str = "", auto_leaf: bool = True) -> fx.Graph:
     """Trace ``module`` with :class:`HwnasTracer`.
 
@@ -159,10 +176,14 @@ def trace_module(module: nn.Module, path: str = "", auto_leaf: bool = True) -> f
         except Exception as e:  # torch.fx raises several types here (TraceError, TypeError, ...)
             failed = tracer.failed_module
             if auto_leaf and failed is not None and failed[0] and _can_be_block(failed[2]):
-                mark_auto_leaf(failed[2], f"torch.fx cannot trace it{_user_frame(e)}: {e}")
+                mark_auto_leaf(failed[2], _leaf_reason(e))
                 continue
             _raise_untraceable(module, path, failed, e)
     raise RuntimeError("trace_module: no progress")  # pragma: no cover - each retry adds one leaf
+
+
+def _leaf_reason(e: BaseException) -> str:
+    return f"torch.fx cannot trace it{_user_frame(e)}: " + (_why(e) if _is_setitem(e) else str(e))
 
 
 def _can_be_block(m: nn.Module) -> bool:
@@ -179,12 +200,14 @@ def _raise_untraceable(module: nn.Module, path: str, failed: Any, e: Exception) 
         fix = (f"It holds choices, so it cannot be profiled as a fixed block: make {failed[1]} a leaf with "
                f"hwnas.graph.register_leaf({failed[1]}) and give it a shape rule with "
                f"@hwnas.graph.register_shape_rule({failed[1]}), or move the data-dependent code out of it.")
+    elif _is_setitem(e):
+        fix = ""  # the diagnosis says the fix
     else:
         fix = ("Move that code into its own module, make it a leaf with hwnas.graph.register_leaf(ThatModule) "
                "and give it a shape rule with @hwnas.graph.register_shape_rule(ThatModule).")
     raise UntraceableError(
         f"torch.fx could not trace {where}{_user_frame(e)}: {e}. "
-        f"Data-dependent Python control flow cannot be traced. {fix}"
+        f"{_why(e)} {fix}".rstrip()
     ) from e
 
 
@@ -212,7 +235,16 @@ def _select(label_value: Any, options: list[tuple[Any, Any]]) -> Any:
                              "block or candidate must return tensors of the same rank.")
         return TensorMeta(tuple(_select(label_value, [(k, o.shape[i]) for k, o in options])
                                 for i in range(first.ndim)))
+    if isinstance(first, dict):
+        keys = [sorted(map(str, o)) for _, o in options]
+        if any(k != keys[0] for k in keys):
+            raise ValueError(f"the candidates of a structural choice return dicts with different keys {keys}; every "
+                             "candidate must return the same keys.")
+        return {k: _select(label_value, [(i, o[k]) for i, o in options]) for k in first}
     if isinstance(first, (tuple, list)):
+        if any(len(o) != len(first) for _, o in options):
+            raise ValueError("the candidates of a structural choice return sequences of different lengths "
+                             f"{[len(o) for _, o in options]}; every candidate must return as many outputs.")
         return type(first)(_select(label_value, [(k, o[i]) for k, o in options]) for i in range(len(first)))
     if first is None:
         return None
@@ -255,7 +287,7 @@ class _Interpreter:
             if not _can_be_block(module):
                 raise
             cause = e.__cause__ or e
-            mark_auto_leaf(module, f"torch.fx cannot trace it{_user_frame(cause)}: {cause}")
+            mark_auto_leaf(module, _leaf_reason(cause))
             return self._call("call_module", module, tuple(args), {}, path, path or "<root>", activity, module)
         return self._run_graph(module, graph, args, path, activity)
 
@@ -325,15 +357,22 @@ class _Interpreter:
               module: nn.Module | None) -> Any:
         found = lookup_rule(kind, target)
         op_type, rule = found if found is not None else fallback_rule(kind, target)
-        call = Call(op_type, tuple(args), dict(kwargs), module, path)
+        call = Call(op_type, tuple(args), dict(kwargs), module, path, activity=activity)
         tensors = tuple(call.tensors()) + tuple(t for v in args if isinstance(v, (list, tuple))
                                                 for t in v if isinstance(t, TensorMeta))
+        if tensors and op_type in _FLOAT_INPUT and not (tensors[0].dtype.is_floating_point
+                                                        or tensors[0].dtype.is_complex):
+            raise TypeError(
+                f"{path or '<root>'!r} ({type(module).__name__ if module is not None else op_type}) gets an input of "
+                f"dtype {tensors[0].dtype}, but a {op_type} layer needs a floating-point input (PyTorch would refuse "
+                f"it: its weights are floats). Pass a float dummy input, e.g. torch.randn(shape), or x.float(); "
+                "integer inputs (token ids) belong to a model whose first layer is an nn.Embedding.")
         try:
             out = rule(call)
         except UnsupportedOpError:
             raise
         except NotImplementedError as e:  # the hand-written rule defers to PyTorch for this call
-            call = Call(op_type, tuple(args), dict(kwargs), module, path)
+            call = Call(op_type, tuple(args), dict(kwargs), module, path, activity=activity)
             try:
                 out = fallback_rule(kind, target)[1](call)
             except UnsupportedOpError as e2:
@@ -353,6 +392,10 @@ class _Interpreter:
                 self._producer[id(t)] = op.name
         return out
 
+
+# layers whose weights are floats: PyTorch refuses an integer input
+_FLOAT_INPUT = frozenset({"conv", "linear", "batch_norm", "layer_norm", "group_norm", "instance_norm",
+                          "multihead_attention"})
 
 # hand-written rules may build new TensorMetas of the default dtype; these ops move data: they keep their input's
 _KEEPS_DTYPE = frozenset({"reshape", "permute", "transpose", "flatten", "unsqueeze", "squeeze", "expand", "cat",

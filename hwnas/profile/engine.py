@@ -29,6 +29,18 @@ from hwnas.space.space import validate_sample
 
 __all__ = ["CostModel"]
 
+_BOOLS = (bool, np.bool_)
+
+
+def _bool_risk(values: Sequence[Any]) -> bool | None:
+    """For a label's values: None when no bool can be mistaken for one of them (no 0 or 1, or a mix of bools and
+    numbers, which validation sorts out), else whether they are bools (then only bools are valid; else none)."""
+    numbers = [v for v in values if isinstance(v, (int, float, np.bool_, np.integer, np.floating))]
+    if len(numbers) != len(values) or not any(v in (0, 1) for v in numbers):
+        return None
+    bools = [isinstance(v, _BOOLS) for v in values]
+    return bools[0] if all(b == bools[0] for b in bools) else None
+
 
 class CostModel:
     """Sum of cost tables over a space's labels.
@@ -44,6 +56,8 @@ class CostModel:
         self.position = {lab: i for i, lab in enumerate(self.labels)}
         self.sizes = {lab: len(c.values) for lab, c in choices.items()}
         self.value_index = [{v: i for i, v in enumerate(c.values)} for c in choices.values()]
+        # per label: None when no bool equals a value, else whether its values are bools
+        self._bool_risk = [_bool_risk(c.values) for c in choices.values()]
         const = 0.0
         groups: dict[tuple[str, ...], np.ndarray] = {}
         for cost in costs:
@@ -77,11 +91,17 @@ class CostModel:
 
     def _compile(self) -> None:
         """Generate the single-sample function: values -> indices -> table cells -> sum."""
-        ns: dict[str, Any] = {"C": self.const, "N": len(self.labels), "K": self.labels}
+        ns: dict[str, Any] = {"C": self.const, "N": len(self.labels), "B": _BOOLS}
         lines = ["def profile(s):", "    if len(s) != N: raise KeyError"]
         for i in range(len(self.labels)):
-            ns[f"V{i}"] = self.value_index[i]
-            lines.append(f"    i{i} = V{i}[s[K[{i}]]]")
+            ns[f"V{i}"], ns[f"K{i}"] = self.value_index[i], self.labels[i]
+            kind = self._bool_risk[i]
+            if kind is None:  # no value a bool equals (0/1/True/False): the dict lookup alone is exact
+                lines.append(f"    i{i} = V{i}[s[K{i}]]")
+            else:  # True == 1 and hash(True) == hash(1): check the type (validate_sample then explains)
+                lines.append(f"    v{i} = s[K{i}]")
+                lines.append(f"    if v{i}.__class__ {'not in' if kind else 'in'} B: raise TypeError")
+                lines.append(f"    i{i} = V{i}[v{i}]")
         terms = ["C"]
         self._flat = []
         for t, (key, arr) in enumerate(self.tables):
@@ -100,6 +120,10 @@ class CostModel:
         try:
             if len(sample) != len(self.labels):
                 raise KeyError
+            for i, lab in enumerate(self.labels):
+                kind = self._bool_risk[i]
+                if kind is not None and isinstance(sample[lab], _BOOLS) != kind:
+                    raise TypeError
             return np.array([self.value_index[i][sample[lab]] for i, lab in enumerate(self.labels)], dtype=np.int64)
         except (KeyError, TypeError):
             validate_sample(self.choices, sample)
