@@ -221,9 +221,9 @@ class LUT:
         if lut.definition != "steady":
             log.warning("LUT %r predicts the %r protocol's level (%s), not the steady-state median hwnas now "
                         "predicts (warm-up, then consecutive runs; see hwnas.hw.measure); bring it to the steady-state "
-                        "definition with: hwnas lut recalibrate %s --space <space>", str(path), lut.definition,
+                        "definition with: %s", str(path), lut.definition,
                         "each run between two runs of a reference model, 5-15% above steady state"
-                        if lut.definition == "paired" else "an older protocol", str(path))
+                        if lut.definition == "paired" else "an older protocol", _recalibrate_command(lut, path))
         if check_fingerprint:
             diffs = fingerprint_matches(lut.fingerprint, fingerprint(device))
             if diffs:
@@ -467,7 +467,7 @@ class LUT:
 
         The choice differs between LUTs and builds: the `digits` LUT of the morning of 2026-12-03 chose ridge 0.001
         without the per-node term (CV error 0.8% against 2.1% for the old fixed 0.1 with the term), its rebuild
-        that afternoon 0.01 with the term (1.5% against 1.8%); `mobilenet_v3`'s is nearly indifferent (README,
+        that afternoon 0.01 with the term (1.5% against 1.8%); `mobilenet_v3`'s is nearly indifferent (docs/latency.md,
         "Latency on a device").
         """
         import copy
@@ -585,6 +585,14 @@ def _validate_definition(d: Any, where: str) -> None:
                        "(hwnas lut recalibrate FILE --space NAME).")
 
 
+def _recalibrate_command(lut: LUT, path: Any) -> str:
+    """The ``hwnas lut recalibrate`` command for a LUT: its space filled in, a shipped LUT written to a user file."""
+    names = [str(s).split("@", 1)[0] for s in lut.spaces]
+    name = shipped_name(path) if path is not None else None
+    out = f" --out {name}.json" if name else ""
+    return f"hwnas lut recalibrate {name or path} --space {names[0] if names else '<space>'}{out}"
+
+
 def _check_definition(lut: LUT, path: Any) -> None:
     d = lut.settings.get("definition")
     if d is None:
@@ -592,7 +600,7 @@ def _check_definition(lut: LUT, path: Any) -> None:
     if not isinstance(d, dict) or d.get("latency") != "steady" or d.get("from") != "paired":
         raise LUTError(f"LUT {str(path)!r} has settings.definition {d!r}; expected {{\"latency\": \"steady\", "
                        "\"from\": \"paired\", \"ratio\": ..., \"offset_ms\": ...}. Restore the file, or run "
-                       f"hwnas lut recalibrate {path} --space <space> to measure it again.")
+                       f"{_recalibrate_command(lut, path)} to measure it again.")
     _validate_definition(d, f"LUT {str(path)!r}")
 
 

@@ -58,7 +58,7 @@ class SpeedCheck:
     predictor.
 
     Drift need not be uniform: on this project's host, models of a few ms slowed by 10-15% while models of 70-120
-    ms kept their speed, in two runs a day apart (README, "Predicting latency"). When the models' times then are
+    ms kept their speed, in two runs a day apart (docs/predictor.md). When the models' times then are
     given, the check also fits a size term, ``ln(ratio) = intercept + slope * ln(time then)`` (Theil-Sen: the
     median of pairwise slopes, robust to a few odd models), and keeps it only if it predicts each model's ratio
     from the others' (leave-one-out) better than their median does; :meth:`factor_at` applies it.

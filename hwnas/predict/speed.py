@@ -2,7 +2,7 @@
 
 A predictor's milliseconds are at the speed of its training session. A shared machine drifts: on this
 project's host the same models ran 11% slower one evening than in training, and within 10 minutes the host had
-moved by that much (README, "Predicting latency"). :func:`speed_check` measures some of the predictor's own
+moved by that much (docs/predictor.md). :func:`speed_check` measures some of the predictor's own
 training models again (their configs and end-to-end times ship next to it, in ``<predictor>.data.json``), the
 way they were measured in training (interleaved, each run paired with the predictor's reference model), and
 returns the median of their times now over their stored times: a :class:`~hwnas.hw.speed.SpeedCheck`, as for a
