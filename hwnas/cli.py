@@ -277,7 +277,7 @@ def _lut(args) -> int:
 
         target = _user_target(args, args.path, args.out, "--out")  # before measuring: never over a shipped LUT
         space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
-        lut = LUT.load(_lut_path(args))
+        lut = LUT.load(_lut_path(args, args.path))
         was = lut.definition
         rec = calibrate_definition(lut, space, _input(args), n=args.subnets, progress=True, max_error=args.max_error)
         lut.save(target)

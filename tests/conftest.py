@@ -50,8 +50,8 @@ def retry_once(test):
 def rel_spread(rec) -> float:
     """A measurement's own spread: the interquartile range of its timed runs over their median (0.02 on a quiet
     machine, 0.3 and more with other work running). Tolerances between measured figures scale with it."""
-    times = np.asarray(rec.times_ms, dtype=float).ravel()
-    q25, q50, q75 = np.percentile(times, [25, 50, 75])
+    times = np.asarray(rec.times_ms, dtype=float).ravel()  # NaN where a steady turn ended early
+    q25, q50, q75 = np.nanpercentile(times, [25, 50, 75])
     return float((q75 - q25) / q50)
 
 

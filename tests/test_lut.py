@@ -221,10 +221,12 @@ def test_a_lut_speed_check_with_a_size_term_scales_each_total_by_its_own_factor(
     prof = LatencyProfiler(space, X, lut=lut)
     assert prof.profile_batch(samples) == pytest.approx(then * check.factor_at(then), rel=1e-9)
     assert prof.profile(samples[0]) == pytest.approx(then[0] * check.factor_at(then[0]), rel=1e-9)
+    # the file keeps kernel times to 1e-7 ms: a few dozen roundings of up to 5e-8 ms each on a ~0.02 ms total can
+    # reach 1e-5 relative (seen: 1.09e-5), so the reloaded LUT is compared at 1e-4
     again = LUT.load(lut.save(tmp_path / "sized.json"))
     assert again.speed["curve"] == check.curve() and again.speed["subnets"] == 16
     assert LatencyProfiler(space, X, lut=again).profile_batch(samples) == pytest.approx(prof.profile_batch(samples),
-                                                                                      rel=1e-5)  # rounded in the file
+                                                                                      rel=1e-4)  # rounded in the file
     data = json.loads((tmp_path / "sized.json").read_text())
     data["speed"]["curve"]["min_ms"] = -1
     (tmp_path / "bad.json").write_text(json.dumps(data))
@@ -415,10 +417,12 @@ def test_old_luts_load_with_a_note_and_bad_definitions_are_refused(small_lut, tm
 
 
 def test_lut_predicts_the_plain_steady_state_median_of_held_out_subnets(space, small_lut, tmp_path):
-    """The LUT's level against an independent plain steady-state measurement (ONNX Runtime directly: warm-up, then
-    consecutive runs) of subnets the build never ran, in the same run. The tolerance comes from the measurement's
-    own spread (two passes); one retry. The small test LUT (one measurement per kernel) ranks roughly, so its
-    level is checked: the median of predicted / measured."""
+    """The LUT's level on subnets the build never ran against an independent plain steady-state measurement (ONNX
+    Runtime directly: warm-up, then consecutive runs), relative to its level on build subnets measured in the same
+    run: the machine's speed may have moved since the build (a shared host's load does), which moves both alike, so
+    only the difference is asserted. The tolerance comes from the measurement's own spread (two passes); one retry.
+    The small test LUT (one measurement per kernel) ranks roughly, so the level is checked: the median of
+    log(predicted / measured)."""
     seen = {json.dumps(r["sample"], sort_keys=True) for r in small_lut.subnets}
     rng = np.random.default_rng(7)
     samples = []
@@ -426,17 +430,22 @@ def test_lut_predicts_the_plain_steady_state_median_of_held_out_subnets(space, s
         s = space.random_sample(rng)
         if json.dumps(s, sort_keys=True) not in seen:
             samples.append(s)
-    paths = [hwnas.to_onnx(hwnas.export(space, s), X, tmp_path / f"held{i}.onnx") for i, s in enumerate(samples)]
-    pred = LatencyProfiler(space, X, lut=small_lut).profile_batch(samples)
+    built = [r["sample"] for r in small_lut.subnets[:: max(1, len(small_lut.subnets) // 6)]][:6]
+    everything = samples + built
+    paths = [hwnas.to_onnx(hwnas.export(space, s), X, tmp_path / f"m{i}.onnx") for i, s in enumerate(everything)]
+    pred = LatencyProfiler(space, X, lut=small_lut).profile_batch(everything)
     for attempt in range(2):
         a, b = plain_steady_ms(paths, seed=attempt), plain_steady_ms(paths, seed=attempt + 10)
         spread = float(np.median(np.abs(np.log(a / b))))
-        level = float(np.median(np.log(pred / np.sqrt(a * b))))
+        logs = np.log(pred / np.sqrt(a * b))
+        held, drift = float(np.median(logs[: len(samples)])), float(np.median(logs[len(samples):]))
         tol = 0.05 + 3 * spread
-        if abs(level) <= tol:
+        if abs(held - drift) <= tol:
             break
-    assert abs(level) <= tol, (f"LUT level {np.exp(level):.3f} x the plain steady-state median (tolerance "
-                               f"{tol:.3f}, spread {spread:.4f})")
+    assert abs(drift) < np.log(5), f"the host runs {np.exp(-drift):.2f}x the LUT's build speed"
+    assert abs(held - drift) <= tol, (f"LUT level on held-out subnets {np.exp(held):.3f} x the plain steady-state "
+                                      f"median, on its build subnets {np.exp(drift):.3f} x (tolerance {tol:.3f}, "
+                                      f"spread {spread:.4f})")
 
 
 def test_cli_recalibrate_measures_the_level_again(small_lut, tmp_path, capsys):
