@@ -134,6 +134,7 @@ def test_bad_files_are_refused(tmp_path, small_lut):
             LUT.load(tmp_path / "broken.json")
 
 
+@pytest.mark.slow  # 45 s: the default suite keeps to 6 min; run with -m slow
 def test_killed_build_resumes_without_loss(space, tmp_path):
     path = tmp_path / "resume.json"
     script = textwrap.dedent(f"""
@@ -251,6 +252,7 @@ def _held_out_error(lut: LUT, per_node: bool, ridge: float) -> float:
     return math.sqrt(sum(e * e for e in err) / len(err))
 
 
+@pytest.mark.slow  # 36 s: the default suite keeps to 6 min
 def test_fit_chooses_its_ridge_and_per_node_term_by_cross_validation(tmp_path, capsys):
     from hwnas.cli import main
 

@@ -475,6 +475,7 @@ def test_cli_predict(tmp_path, capsys):
     assert "neither an ONNX file nor a zoo model" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 36 s: the default suite keeps to 6 min
 def test_training_resumes_without_remeasuring(tmp_path):
     path = tmp_path / "tiny.skops"
     kw = dict(initial=2, batch=1, pool=3, runs=3, warmup=1, max_macs=3e6, min_macs=1e5, progress=False,

@@ -18,6 +18,24 @@ DOCS = sorted((ROOT / "docs").glob("*.md"))
 _BLOCK = re.compile(r"^```python\n(.*?)^```", flags=re.S | re.M)  # not ```python no-run
 
 
+@pytest.fixture(autouse=True)
+def _registries_restored():
+    """The examples register a space, shape and cost rules and a device, as users do; the rest of the suite must
+    not see them (a test lists the registered spaces), so every registry is restored after each test here."""
+    from hwnas.graph import registry as shapes
+    from hwnas.hw import device
+    from hwnas.profile import rules
+    from hwnas.spaces import registry as spaces
+
+    tables = [spaces._SPACES, spaces._INPUTS, shapes._MODULE_RULES, shapes._FUNCTION_RULES, shapes._METHOD_RULES,
+              shapes._NAMED_RULES, shapes._LEAVES, rules._FLOPS, rules._PARAMS, rules._BUILTIN, device._REGISTRY]
+    saved = [t.copy() for t in tables]
+    yield
+    for table, copy in zip(tables, saved):
+        table.clear()
+        table.update(copy)
+
+
 def _run_blocks(text: str, name: str) -> int:
     blocks = _BLOCK.findall(text)
     for i, code in enumerate(blocks):
