@@ -929,3 +929,23 @@ def test_functional_linear_over_the_models_weight():
     torch.manual_seed(0)
     space = _check(TimmMlpNet(), torch.randn(2, 5, 8), min_labels=1)
     assert set(space.choices()) == {"fc1.width"}  # the residual width is the model's input: fixed
+
+
+# ----------------------------------------------------------------------------- fixed chunks (EdgeNeXt, MaxViT)
+class _FixedChunk(nn.Module):
+    """A chunk whose equal parts are fixed together (one part reaches the model's output), next to a searched
+    conv: convert gave a KeyError on the fixed tie (timm's EdgeNeXt and MaxViT, torchvision's MaxViT)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.mid = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.left = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        a, b = self.mid(F.relu(self.stem(x))).chunk(2, dim=1)
+        return torch.cat([self.left(a), b], 1)
+
+
+def test_a_chunk_whose_parts_are_fixed_converts():
+    space = _check(_FixedChunk(), torch.randn(1, 3, 12, 12), min_labels=1)
+    assert "stem.width" in space.choices(), space.summary()
