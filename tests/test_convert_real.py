@@ -949,3 +949,49 @@ class _FixedChunk(nn.Module):
 def test_a_chunk_whose_parts_are_fixed_converts():
     space = _check(_FixedChunk(), torch.randn(1, 3, 12, 12), min_labels=1)
     assert "stem.width" in space.choices(), space.summary()
+
+
+# ----------------------------------------------------------------------------- EfficientViM's HSM-SSD, by hand
+class _HSMSSD(nn.Module):
+    """timm's EfficientViM mixer: split(B, C, dt) of one projection, a state axis that a pointwise Conv1d
+    carries along its length (``hz``, ``out``) before ``h @ c`` contracts it again. The state group's
+    permutation must reach ``c``: the largest subnet differed from the model by 0.03 before."""
+
+    def __init__(self, dim: int = 16, state: int = 6):
+        super().__init__()
+        self.state = state
+        self.stem = nn.Conv2d(3, dim, 3, padding=1)
+        self.bcdt, self.dw = nn.Conv1d(dim, 3 * state, 1), nn.Conv2d(3 * state, 3 * state, 3, padding=1,
+                                                                     groups=3 * state)
+        self.A = nn.Parameter(torch.rand(state) * 4)
+        self.hz, self.out = nn.Conv1d(dim, 2 * dim, 1), nn.Conv1d(dim, dim, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b_, _, h_, w_ = x.shape
+        x = x.flatten(2)
+        bcdt = self.dw(self.bcdt(x).reshape(b_, -1, h_, w_)).flatten(2)
+        b, c, dt = torch.split(bcdt, [self.state, self.state, self.state], dim=1)
+        a = (dt + self.A.view(1, -1, 1)).softmax(-1)
+        h = x @ (a * b).transpose(-2, -1)
+        h, z = torch.split(self.hz(h), [16, 16], dim=1)
+        h = self.out(h * F.silu(z) + h)
+        return (h @ c).reshape(b_, -1, h_, w_)
+
+
+class _SpatialConvOverState(_HSMSSD):
+    """The same, but a 3-tap Conv1d mixes neighbours along the state axis: the state keeps its channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Conv1d(16, 16, 3, padding=1)
+
+
+def test_a_channel_group_carried_along_a_pointwise_conv1d_axis_keeps_its_permutation():
+    space = _check(_HSMSSD(), torch.randn(1, 3, 8, 8), min_labels=3)
+    assert "bcdt.width" in space.choices(), space.summary()
+
+
+def test_a_channel_group_along_a_mixing_conv_axis_is_fixed_with_the_reason():
+    space = _check(_SpatialConvOverState(), torch.randn(1, 3, 8, 8), min_labels=2)
+    assert "bcdt.width" not in space.choices() and "spatial axis of the convolution out" in space.summary()

@@ -369,6 +369,9 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
         elif _is(m, _ACT_MODULES) and x is not None and out_shape == self.shapes[n.args[0]]:
             self.ann[n] = x
         elif _is(m, _SPATIAL_MODULES) and x is not None and isinstance(out_shape, tuple):
+            for a in x[2:]:
+                if a is not None:
+                    self.ch.fix_ann(a, f"laid along a spatial axis of {type(m).__name__} ({path})")
             self.ann[n] = x[:2] + [None] * (len(out_shape) - 2)
         elif _is(m, (nn.Flatten, nn.Unflatten)) and x is not None:
             self._reshape(n, n.args[0])
@@ -406,7 +409,20 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
             out = self._fresh(cout, f"{why} ({path})")
             rec = LayerRecord(path, "conv", m, {"in": xin, "out": out}, "fixed", kernels)
         self.layers[path] = rec
-        self.ann[n] = [None, out] + [None] * (len(self.shapes[n]) - 2)
+        self.ann[n] = [None, out] + self._conv_spatial(path, m, x[2:])
+
+    def _conv_spatial(self, path: str, m: nn.Module, xs: list[Ann]) -> list[Ann]:
+        """The output's spatial axes: a pointwise convolution keeps each position, so channel groups laid
+        along a spatial axis (EfficientViM's state axis, fed to a Conv1d) pass through; any other convolution
+        mixes neighbouring positions, so such groups keep their channels (a permutation would reorder them)."""
+        pointwise = not isinstance(m.padding, str) and set(m.kernel_size) == {1} and set(m.stride) == {1} \
+            and set(m.padding) == {0} and not isinstance(m, nn.modules.conv._ConvTransposeNd)
+        if pointwise:
+            return list(xs)
+        for a in xs:
+            if a is not None:
+                self.ch.fix_ann(a, f"laid along a spatial axis of the convolution {path}")
+        return [None] * len(xs)
 
     def _kernel_choices(self, m: nn.Module) -> tuple[int, ...]:
         """Odd kernel sizes up to the conv's own that keep the output shape ("same"-style padding); the kernel
