@@ -995,3 +995,32 @@ def test_a_channel_group_carried_along_a_pointwise_conv1d_axis_keeps_its_permuta
 def test_a_channel_group_along_a_mixing_conv_axis_is_fixed_with_the_reason():
     space = _check(_SpatialConvOverState(), torch.randn(1, 3, 8, 8), min_labels=2)
     assert "bcdt.width" not in space.choices() and "spatial axis of the convolution out" in space.summary()
+
+
+# ----------------------------------------------------------------------------- timm's not-traceable marks
+class _MarkedBlock(nn.Module):
+    """A plain residual block that a third party marks not traceable (timm's NormFreeBlock is registered with
+    ``register_notrace_module`` for its feature extraction): NF-RegNet converted to 0 labels."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(c, 2 * c, 1), nn.Conv2d(2 * c, c, 1)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class _Untraceable(_MarkedBlock):
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent: torch.fx cannot trace it
+            return x + self.conv2(F.relu(self.conv1(x)))
+        return x
+
+
+def test_a_block_marked_not_traceable_by_a_third_party_is_searched_inside_when_fx_traces_it(monkeypatch):
+    import hwnas.graph.trace as trace
+
+    monkeypatch.setattr(trace, "third_party_leaf_classes", lambda: (_MarkedBlock,))
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), _MarkedBlock(), _Untraceable(), nn.Conv2d(16, 4, 1))
+    space = _check(model, torch.randn(1, 3, 8, 8), min_labels=1)
+    assert "1.conv1.width" in space.choices() and "2.conv1.width" not in space.choices(), space.summary()

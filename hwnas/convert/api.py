@@ -15,7 +15,8 @@ from hwnas.convert.analysis import Analyzer, record_shapes
 from hwnas.convert.blocks import find_runs
 from hwnas.convert.build import Options, build
 from hwnas.convert.space import Conversion, ConvertedSpace, make_space
-from hwnas.graph.registry import _LEAVES
+from hwnas.graph.leaves import auto_leaf_reason
+from hwnas.graph.registry import _LEAVES, is_registered_leaf
 from hwnas.graph.trace import HwnasTracer, trace_module
 from hwnas.space.modules import HwnasModule
 
@@ -70,7 +71,23 @@ class _ConvertTracer(HwnasTracer):
         if own and torch_layer and not isinstance(m, HwnasModule) and any("forward" in c.__dict__ for c in own) \
                 and not any(c in _LEAVES for c in own):  # a leaf the user registered stays one
             return False
+        if self._third_party and isinstance(m, self._third_party) and _traces_alone(m):
+            return False  # timm marks it for its feature extraction, but its ops are plain: search inside
         return super().is_leaf_module(m, qualname)
+
+
+def _traces_alone(m: nn.Module) -> bool:
+    """True when :class:`_ConvertTracer` traces ``m`` by itself (timm marks whole blocks, e.g. NF-RegNet's
+    ``NormFreeBlock``, not traceable for its own feature extraction although torch.fx traces them)."""
+    if is_registered_leaf(m) or auto_leaf_reason(m) is not None:
+        return False
+    try:
+        tracer = _ConvertTracer()
+        tracer._third_party = ()  # the marked module itself is the root here
+        tracer.trace(m)
+    except Exception:  # noqa: BLE001 - any tracing failure: keep it a leaf
+        return False
+    return True
 
 
 def _trace(work: nn.Module) -> fx.Graph:
