@@ -1024,3 +1024,46 @@ def test_a_block_marked_not_traceable_by_a_third_party_is_searched_inside_when_f
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), _MarkedBlock(), _Untraceable(), nn.Conv2d(16, 4, 1))
     space = _check(model, torch.randn(1, 3, 8, 8), min_labels=1)
     assert "1.conv1.width" in space.choices() and "2.conv1.width" not in space.choices(), space.summary()
+
+
+# ----------------------------------------------------------------------------- PoolFormerV2, by hand
+class _StarReLU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale, self.bias = nn.Parameter(torch.ones(1)), nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.scale * F.relu(x) ** 2 + self.bias
+
+
+class _GroupNorm1(nn.GroupNorm):
+    """timm's GroupNorm1: ``F.group_norm(x, 1, ...)`` with its own tensors."""
+
+    def __init__(self, c: int):
+        super().__init__(1, c)
+
+    def forward(self, x):
+        return F.group_norm(x, 1, self.weight, self.bias, self.eps)
+
+
+class _PoolFormerBlock(nn.Module):
+    """timm's PoolFormerV2 block: ``GroupNorm(1, C)`` norms (one group of any width) and StarReLU (``** 2``);
+    poolformerv2_s12 converted to 0 labels (its widths were 'too narrow', its MLPs fixed by ``pow``)."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.norm1, self.norm2 = nn.GroupNorm(1, c), _GroupNorm1(c)
+        self.pool = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.fc1, self.act, self.fc2 = nn.Conv2d(c, 4 * c, 1), _StarReLU(), nn.Conv2d(4 * c, c, 1)
+
+    def forward(self, x):
+        y = self.norm1(x)
+        x = x + self.pool(y) - y
+        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+
+
+def test_poolformer_lookalike_searches_single_group_norms_and_star_relu_mlps():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), _PoolFormerBlock(), _PoolFormerBlock(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+    space = _check(model, torch.randn(1, 3, 8, 8), min_labels=3)
+    assert {"0.width", "1.fc1.width", "2.fc1.width"} <= set(space.choices()), space.summary()

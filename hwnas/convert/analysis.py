@@ -59,13 +59,15 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2
 _ELEMENTWISE = {operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
                 operator.truediv, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div,
                 "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "__add__", "__radd__", "__mul__",
-                "__rmul__", "__sub__", "__rsub__", "__truediv__"}
+                "__rmul__", "__sub__", "__rsub__", "__truediv__", operator.pow, torch.pow, "pow", "__pow__"}
 _ADDS = {operator.add, operator.iadd, torch.add, "add", "add_", "__add__", "__radd__"}
 _PASS_FUNCS = {F.relu, torch.relu, F.relu6, F.hardswish, F.hardsigmoid, F.silu, F.gelu, torch.sigmoid, F.sigmoid,
                torch.tanh, F.tanh, F.leaky_relu, F.elu, F.mish, F.dropout, F.dropout1d, F.dropout2d, torch.dropout,
                F.softmax, torch.softmax, F.log_softmax, torch.clamp, torch.clip, F.hardtanh, F.relu_, torch.relu_,
                "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "softmax", "log_softmax", "clamp",
-               "clamp_", "clip", "contiguous", "clone", "float", "detach", "to", "type_as", "half", "double"}
+               "clamp_", "clip", "contiguous", "clone", "float", "detach", "to", "type_as", "half", "double",
+               torch.abs, torch.exp, torch.sqrt, torch.rsqrt, torch.square, torch.neg, operator.neg, F.softplus,
+               "abs", "exp", "sqrt", "rsqrt", "square", "neg", "__neg__"}
 _SPATIAL_FUNCS = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
                   F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
                   F.max_pool1d, F.max_pool2d, F.max_pool3d, F.interpolate}
@@ -468,14 +470,14 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
 
     def _group_norm(self, n: fx.Node, path: str, m: nn.GroupNorm, x: list[Ann]) -> None:
         """Group norm keeps the channels per group (whole groups move together; the group count follows the
-        width)."""
-        a, block = x[1], m.num_channels // m.num_groups
+        width); a single group (timm's ``GroupNorm1``, PoolFormer) stays one group of any width (block 0)."""
+        a, block = x[1], (m.num_channels // m.num_groups if m.num_groups > 1 else 0)
         if a is not None:
-            if any(sg.mult != 1 or sg.width % block for sg in a):
+            if any(sg.mult != 1 or (block and sg.width % block) for sg in a):
                 self.ch.fix_ann(a, f"group norm over flattened features or groups across a concatenation ({path})")
             else:
                 for sg in a:
-                    self.ch.constrain(sg.group, block=block)
+                    self.ch.constrain(sg.group, block=max(block, 1))
                 attrs = ("weight", "bias") if m.affine else ()
                 self._segs_slots(a, path, attrs, 0, "member")
                 self.layers[path] = LayerRecord(path, "gn", m, {"in": a}, block)
