@@ -1067,3 +1067,27 @@ def test_poolformer_lookalike_searches_single_group_norms_and_star_relu_mlps():
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
     space = _check(model, torch.randn(1, 3, 8, 8), min_labels=3)
     assert {"0.width", "1.fc1.width", "2.fc1.width"} <= set(space.choices()), space.summary()
+
+
+# ----------------------------------------------------------------------------- EdgeNeXt's uneven chunk
+class _UnevenChunk(nn.Module):
+    """timm's EdgeNeXt SplitTransposeBlock: ``x.chunk(3, dim=1)`` of 88 channels gives 30, 30 and 28 (torch's
+    last part takes the rest); the shape rule gave 3 x 30, and the profile failed ("declares in_features = 88
+    but its input has 90")."""
+
+    def __init__(self, c: int = 88):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.convs = nn.ModuleList(nn.Conv2d(30, 30, 3, padding=1, groups=30) for _ in range(2))
+        self.fc = nn.Linear(c, 10)
+
+    def forward(self, x):
+        parts = self.stem(x).chunk(3, dim=1)
+        y = torch.cat([self.convs[0](parts[0]), self.convs[1](parts[1]), parts[2]], 1)
+        return self.fc(y.mean((2, 3)))
+
+
+def test_an_uneven_chunk_is_profiled_and_converted_exactly():
+    model, x = _UnevenChunk().eval(), torch.randn(1, 3, 8, 8)
+    assert hwnas.FlopsProfiler(model, x).profile({}) == fvcore_flops(model, x)
+    _check(model, x, min_labels=0)
