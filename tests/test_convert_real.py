@@ -1091,3 +1091,24 @@ def test_an_uneven_chunk_is_profiled_and_converted_exactly():
     model, x = _UnevenChunk().eval(), torch.randn(1, 3, 8, 8)
     assert hwnas.FlopsProfiler(model, x).profile({}) == fvcore_flops(model, x)
     _check(model, x, min_labels=0)
+
+
+# ----------------------------------------------------------------------------- Hiera's optional mask
+class _MaskedStem(nn.Module):
+    """timm's Hiera: ``forward(x, mask=None)`` with ``if mask is not None`` branches; torch.fx traced ``mask``
+    as a tensor, so the converted model ran the masked branch ('NoneType' object has no attribute 'view')."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 1)
+
+    def forward(self, x, mask=None):
+        y = F.relu(self.conv1(x))
+        if mask is not None:
+            y = y * mask.view(x.shape[0], 1, *y.shape[2:])
+        return self.conv2(y)
+
+
+def test_an_optional_none_argument_is_traced_as_none():
+    space = _check(_MaskedStem(), torch.randn(1, 3, 8, 8), min_labels=1)
+    assert "conv1.width" in space.choices(), space.summary()

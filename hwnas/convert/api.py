@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -90,10 +91,24 @@ def _traces_alone(m: nn.Module) -> bool:
     return True
 
 
-def _trace(work: nn.Module) -> fx.Graph:
+def _none_defaults(work: nn.Module, n_inputs: int) -> dict[str, Any] | None:
+    """``forward``'s optional arguments after the given inputs whose default is ``None`` (Hiera's ``mask``):
+    traced as ``None``, so ``if mask is not None`` takes the branch that the model runs."""
+    try:
+        params = list(inspect.signature(work.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    plain = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if len(plain) != len(params):  # *args / **kwargs: leave it to torch.fx
+        return None
+    found = {p.name: None for p in plain[n_inputs:] if p.default is None}
+    return found or None
+
+
+def _trace(work: nn.Module, n_inputs: int = 1) -> fx.Graph:
     """Trace with :class:`_ConvertTracer`; where that fails, the usual tracer (and its clear error)."""
     try:
-        return _ConvertTracer().trace(work)
+        return _ConvertTracer().trace(work, concrete_args=_none_defaults(work, n_inputs))
     except Exception:  # noqa: BLE001 - any tracing failure: fall back to the usual tracer
         return trace_module(work)
 
@@ -175,7 +190,7 @@ def convert(model: nn.Module, dummy_input: Any, mode: str = "width",
     work = copy.deepcopy(model)
     training = work.training
     work.eval()  # traced in eval mode: code that branches on self.training takes its inference path
-    graph = _trace(work)
+    graph = _trace(work, len(inputs))
     gm = fx.GraphModule(work, graph, class_name=name)
     gm.eval()
     try:
