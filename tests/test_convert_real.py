@@ -929,3 +929,186 @@ def test_functional_linear_over_the_models_weight():
     torch.manual_seed(0)
     space = _check(TimmMlpNet(), torch.randn(2, 5, 8), min_labels=1)
     assert set(space.choices()) == {"fc1.width"}  # the residual width is the model's input: fixed
+
+
+# ----------------------------------------------------------------------------- fixed chunks (EdgeNeXt, MaxViT)
+class _FixedChunk(nn.Module):
+    """A chunk whose equal parts are fixed together (one part reaches the model's output), next to a searched
+    conv: convert gave a KeyError on the fixed tie (timm's EdgeNeXt and MaxViT, torchvision's MaxViT)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.mid = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.left = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        a, b = self.mid(F.relu(self.stem(x))).chunk(2, dim=1)
+        return torch.cat([self.left(a), b], 1)
+
+
+def test_a_chunk_whose_parts_are_fixed_converts():
+    space = _check(_FixedChunk(), torch.randn(1, 3, 12, 12), min_labels=1)
+    assert "stem.width" in space.choices(), space.summary()
+
+
+# ----------------------------------------------------------------------------- EfficientViM's HSM-SSD, by hand
+class _HSMSSD(nn.Module):
+    """timm's EfficientViM mixer: split(B, C, dt) of one projection, a state axis that a pointwise Conv1d
+    carries along its length (``hz``, ``out``) before ``h @ c`` contracts it again. The state group's
+    permutation must reach ``c``: the largest subnet differed from the model by 0.03 before."""
+
+    def __init__(self, dim: int = 16, state: int = 6):
+        super().__init__()
+        self.state = state
+        self.stem = nn.Conv2d(3, dim, 3, padding=1)
+        self.bcdt, self.dw = nn.Conv1d(dim, 3 * state, 1), nn.Conv2d(3 * state, 3 * state, 3, padding=1,
+                                                                     groups=3 * state)
+        self.A = nn.Parameter(torch.rand(state) * 4)
+        self.hz, self.out = nn.Conv1d(dim, 2 * dim, 1), nn.Conv1d(dim, dim, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b_, _, h_, w_ = x.shape
+        x = x.flatten(2)
+        bcdt = self.dw(self.bcdt(x).reshape(b_, -1, h_, w_)).flatten(2)
+        b, c, dt = torch.split(bcdt, [self.state, self.state, self.state], dim=1)
+        a = (dt + self.A.view(1, -1, 1)).softmax(-1)
+        h = x @ (a * b).transpose(-2, -1)
+        h, z = torch.split(self.hz(h), [16, 16], dim=1)
+        h = self.out(h * F.silu(z) + h)
+        return (h @ c).reshape(b_, -1, h_, w_)
+
+
+class _SpatialConvOverState(_HSMSSD):
+    """The same, but a 3-tap Conv1d mixes neighbours along the state axis: the state keeps its channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Conv1d(16, 16, 3, padding=1)
+
+
+def test_a_channel_group_carried_along_a_pointwise_conv1d_axis_keeps_its_permutation():
+    space = _check(_HSMSSD(), torch.randn(1, 3, 8, 8), min_labels=3)
+    assert "bcdt.width" in space.choices(), space.summary()
+
+
+def test_a_channel_group_along_a_mixing_conv_axis_is_fixed_with_the_reason():
+    space = _check(_SpatialConvOverState(), torch.randn(1, 3, 8, 8), min_labels=2)
+    assert "bcdt.width" not in space.choices() and "spatial axis of the convolution out" in space.summary()
+
+
+# ----------------------------------------------------------------------------- timm's not-traceable marks
+class _MarkedBlock(nn.Module):
+    """A plain residual block that a third party marks not traceable (timm's NormFreeBlock is registered with
+    ``register_notrace_module`` for its feature extraction): NF-RegNet converted to 0 labels."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(c, 2 * c, 1), nn.Conv2d(2 * c, c, 1)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class _Untraceable(_MarkedBlock):
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent: torch.fx cannot trace it
+            return x + self.conv2(F.relu(self.conv1(x)))
+        return x
+
+
+def test_a_block_marked_not_traceable_by_a_third_party_is_searched_inside_when_fx_traces_it(monkeypatch):
+    import hwnas.graph.trace as trace
+
+    monkeypatch.setattr(trace, "third_party_leaf_classes", lambda: (_MarkedBlock,))
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), _MarkedBlock(), _Untraceable(), nn.Conv2d(16, 4, 1))
+    space = _check(model, torch.randn(1, 3, 8, 8), min_labels=1)
+    assert "1.conv1.width" in space.choices() and "2.conv1.width" not in space.choices(), space.summary()
+
+
+# ----------------------------------------------------------------------------- PoolFormerV2, by hand
+class _StarReLU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale, self.bias = nn.Parameter(torch.ones(1)), nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.scale * F.relu(x) ** 2 + self.bias
+
+
+class _GroupNorm1(nn.GroupNorm):
+    """timm's GroupNorm1: ``F.group_norm(x, 1, ...)`` with its own tensors."""
+
+    def __init__(self, c: int):
+        super().__init__(1, c)
+
+    def forward(self, x):
+        return F.group_norm(x, 1, self.weight, self.bias, self.eps)
+
+
+class _PoolFormerBlock(nn.Module):
+    """timm's PoolFormerV2 block: ``GroupNorm(1, C)`` norms (one group of any width) and StarReLU (``** 2``);
+    poolformerv2_s12 converted to 0 labels (its widths were 'too narrow', its MLPs fixed by ``pow``)."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        self.norm1, self.norm2 = nn.GroupNorm(1, c), _GroupNorm1(c)
+        self.pool = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.fc1, self.act, self.fc2 = nn.Conv2d(c, 4 * c, 1), _StarReLU(), nn.Conv2d(4 * c, c, 1)
+
+    def forward(self, x):
+        y = self.norm1(x)
+        x = x + self.pool(y) - y
+        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+
+
+def test_poolformer_lookalike_searches_single_group_norms_and_star_relu_mlps():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), _PoolFormerBlock(), _PoolFormerBlock(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+    space = _check(model, torch.randn(1, 3, 8, 8), min_labels=3)
+    assert {"0.width", "1.fc1.width", "2.fc1.width"} <= set(space.choices()), space.summary()
+
+
+# ----------------------------------------------------------------------------- EdgeNeXt's uneven chunk
+class _UnevenChunk(nn.Module):
+    """timm's EdgeNeXt SplitTransposeBlock: ``x.chunk(3, dim=1)`` of 88 channels gives 30, 30 and 28 (torch's
+    last part takes the rest); the shape rule gave 3 x 30, and the profile failed ("declares in_features = 88
+    but its input has 90")."""
+
+    def __init__(self, c: int = 88):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 3, padding=1)
+        self.convs = nn.ModuleList(nn.Conv2d(30, 30, 3, padding=1, groups=30) for _ in range(2))
+        self.fc = nn.Linear(c, 10)
+
+    def forward(self, x):
+        parts = self.stem(x).chunk(3, dim=1)
+        y = torch.cat([self.convs[0](parts[0]), self.convs[1](parts[1]), parts[2]], 1)
+        return self.fc(y.mean((2, 3)))
+
+
+def test_an_uneven_chunk_is_profiled_and_converted_exactly():
+    model, x = _UnevenChunk().eval(), torch.randn(1, 3, 8, 8)
+    assert hwnas.FlopsProfiler(model, x).profile({}) == fvcore_flops(model, x)
+    _check(model, x, min_labels=0)
+
+
+# ----------------------------------------------------------------------------- Hiera's optional mask
+class _MaskedStem(nn.Module):
+    """timm's Hiera: ``forward(x, mask=None)`` with ``if mask is not None`` branches; torch.fx traced ``mask``
+    as a tensor, so the converted model ran the masked branch ('NoneType' object has no attribute 'view')."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 1)
+
+    def forward(self, x, mask=None):
+        y = F.relu(self.conv1(x))
+        if mask is not None:
+            y = y * mask.view(x.shape[0], 1, *y.shape[2:])
+        return self.conv2(y)
+
+
+def test_an_optional_none_argument_is_traced_as_none():
+    space = _check(_MaskedStem(), torch.randn(1, 3, 8, 8), min_labels=1)
+    assert "conv1.width" in space.choices(), space.summary()

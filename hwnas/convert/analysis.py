@@ -59,13 +59,15 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2
 _ELEMENTWISE = {operator.add, operator.iadd, operator.sub, operator.isub, operator.mul, operator.imul,
                 operator.truediv, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div,
                 "add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "__add__", "__radd__", "__mul__",
-                "__rmul__", "__sub__", "__rsub__", "__truediv__"}
+                "__rmul__", "__sub__", "__rsub__", "__truediv__", operator.pow, torch.pow, "pow", "__pow__"}
 _ADDS = {operator.add, operator.iadd, torch.add, "add", "add_", "__add__", "__radd__"}
 _PASS_FUNCS = {F.relu, torch.relu, F.relu6, F.hardswish, F.hardsigmoid, F.silu, F.gelu, torch.sigmoid, F.sigmoid,
                torch.tanh, F.tanh, F.leaky_relu, F.elu, F.mish, F.dropout, F.dropout1d, F.dropout2d, torch.dropout,
                F.softmax, torch.softmax, F.log_softmax, torch.clamp, torch.clip, F.hardtanh, F.relu_, torch.relu_,
                "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "softmax", "log_softmax", "clamp",
-               "clamp_", "clip", "contiguous", "clone", "float", "detach", "to", "type_as", "half", "double"}
+               "clamp_", "clip", "contiguous", "clone", "float", "detach", "to", "type_as", "half", "double",
+               torch.abs, torch.exp, torch.sqrt, torch.rsqrt, torch.square, torch.neg, operator.neg, F.softplus,
+               "abs", "exp", "sqrt", "rsqrt", "square", "neg", "__neg__"}
 _SPATIAL_FUNCS = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool1d,
                   F.adaptive_max_pool2d, F.adaptive_max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
                   F.max_pool1d, F.max_pool2d, F.max_pool3d, F.interpolate}
@@ -369,6 +371,9 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
         elif _is(m, _ACT_MODULES) and x is not None and out_shape == self.shapes[n.args[0]]:
             self.ann[n] = x
         elif _is(m, _SPATIAL_MODULES) and x is not None and isinstance(out_shape, tuple):
+            for a in x[2:]:
+                if a is not None:
+                    self.ch.fix_ann(a, f"laid along a spatial axis of {type(m).__name__} ({path})")
             self.ann[n] = x[:2] + [None] * (len(out_shape) - 2)
         elif _is(m, (nn.Flatten, nn.Unflatten)) and x is not None:
             self._reshape(n, n.args[0])
@@ -406,7 +411,20 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
             out = self._fresh(cout, f"{why} ({path})")
             rec = LayerRecord(path, "conv", m, {"in": xin, "out": out}, "fixed", kernels)
         self.layers[path] = rec
-        self.ann[n] = [None, out] + [None] * (len(self.shapes[n]) - 2)
+        self.ann[n] = [None, out] + self._conv_spatial(path, m, x[2:])
+
+    def _conv_spatial(self, path: str, m: nn.Module, xs: list[Ann]) -> list[Ann]:
+        """The output's spatial axes: a pointwise convolution keeps each position, so channel groups laid
+        along a spatial axis (EfficientViM's state axis, fed to a Conv1d) pass through; any other convolution
+        mixes neighbouring positions, so such groups keep their channels (a permutation would reorder them)."""
+        pointwise = not isinstance(m.padding, str) and set(m.kernel_size) == {1} and set(m.stride) == {1} \
+            and set(m.padding) == {0} and not isinstance(m, nn.modules.conv._ConvTransposeNd)
+        if pointwise:
+            return list(xs)
+        for a in xs:
+            if a is not None:
+                self.ch.fix_ann(a, f"laid along a spatial axis of the convolution {path}")
+        return [None] * len(xs)
 
     def _kernel_choices(self, m: nn.Module) -> tuple[int, ...]:
         """Odd kernel sizes up to the conv's own that keep the output shape ("same"-style padding); the kernel
@@ -452,14 +470,14 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
 
     def _group_norm(self, n: fx.Node, path: str, m: nn.GroupNorm, x: list[Ann]) -> None:
         """Group norm keeps the channels per group (whole groups move together; the group count follows the
-        width)."""
-        a, block = x[1], m.num_channels // m.num_groups
+        width); a single group (timm's ``GroupNorm1``, PoolFormer) stays one group of any width (block 0)."""
+        a, block = x[1], (m.num_channels // m.num_groups if m.num_groups > 1 else 0)
         if a is not None:
-            if any(sg.mult != 1 or sg.width % block for sg in a):
+            if any(sg.mult != 1 or (block and sg.width % block) for sg in a):
                 self.ch.fix_ann(a, f"group norm over flattened features or groups across a concatenation ({path})")
             else:
                 for sg in a:
-                    self.ch.constrain(sg.group, block=block)
+                    self.ch.constrain(sg.group, block=max(block, 1))
                 attrs = ("weight", "bias") if m.affine else ()
                 self._segs_slots(a, path, attrs, 0, "member")
                 self.layers[path] = LayerRecord(path, "gn", m, {"in": a}, block)

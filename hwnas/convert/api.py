@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -15,7 +16,8 @@ from hwnas.convert.analysis import Analyzer, record_shapes
 from hwnas.convert.blocks import find_runs
 from hwnas.convert.build import Options, build
 from hwnas.convert.space import Conversion, ConvertedSpace, make_space
-from hwnas.graph.registry import _LEAVES
+from hwnas.graph.leaves import auto_leaf_reason
+from hwnas.graph.registry import _LEAVES, is_registered_leaf
 from hwnas.graph.trace import HwnasTracer, trace_module
 from hwnas.space.modules import HwnasModule
 
@@ -70,13 +72,43 @@ class _ConvertTracer(HwnasTracer):
         if own and torch_layer and not isinstance(m, HwnasModule) and any("forward" in c.__dict__ for c in own) \
                 and not any(c in _LEAVES for c in own):  # a leaf the user registered stays one
             return False
+        if self._third_party and isinstance(m, self._third_party) and _traces_alone(m):
+            return False  # timm marks it for its feature extraction, but its ops are plain: search inside
         return super().is_leaf_module(m, qualname)
 
 
-def _trace(work: nn.Module) -> fx.Graph:
+def _traces_alone(m: nn.Module) -> bool:
+    """True when :class:`_ConvertTracer` traces ``m`` by itself (timm marks whole blocks, e.g. NF-RegNet's
+    ``NormFreeBlock``, not traceable for its own feature extraction although torch.fx traces them)."""
+    if is_registered_leaf(m) or auto_leaf_reason(m) is not None:
+        return False
+    try:
+        tracer = _ConvertTracer()
+        tracer._third_party = ()  # the marked module itself is the root here
+        tracer.trace(m)
+    except Exception:  # noqa: BLE001 - any tracing failure: keep it a leaf
+        return False
+    return True
+
+
+def _none_defaults(work: nn.Module, n_inputs: int) -> dict[str, Any] | None:
+    """``forward``'s optional arguments after the given inputs whose default is ``None`` (Hiera's ``mask``):
+    traced as ``None``, so ``if mask is not None`` takes the branch that the model runs."""
+    try:
+        params = list(inspect.signature(work.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    plain = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if len(plain) != len(params):  # *args / **kwargs: leave it to torch.fx
+        return None
+    found = {p.name: None for p in plain[n_inputs:] if p.default is None}
+    return found or None
+
+
+def _trace(work: nn.Module, n_inputs: int = 1) -> fx.Graph:
     """Trace with :class:`_ConvertTracer`; where that fails, the usual tracer (and its clear error)."""
     try:
-        return _ConvertTracer().trace(work)
+        return _ConvertTracer().trace(work, concrete_args=_none_defaults(work, n_inputs))
     except Exception:  # noqa: BLE001 - any tracing failure: fall back to the usual tracer
         return trace_module(work)
 
@@ -158,7 +190,7 @@ def convert(model: nn.Module, dummy_input: Any, mode: str = "width",
     work = copy.deepcopy(model)
     training = work.training
     work.eval()  # traced in eval mode: code that branches on self.training takes its inference path
-    graph = _trace(work)
+    graph = _trace(work, len(inputs))
     gm = fx.GraphModule(work, graph, class_name=name)
     gm.eval()
     try:

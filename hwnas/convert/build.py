@@ -153,7 +153,9 @@ def _choose_labels(an: Analyzer, opts: Options) -> tuple[dict[int, Choice], list
                 changed = True
     searched = [r for r in ch.roots() if ch.state[r].fixed is None]
     labels = _Labels(searched)
-    for tie in an.ties:
+    for tie in an.ties:  # a tie is searched or fixed as a whole (above); a fixed one has no label
+        if ch.find(tie[0]) not in labels.parent:
+            continue
         for g in tie[1:]:
             labels.union(ch.find(tie[0]), ch.find(g))
     for where, ax in _multi_seg_axes(an):

@@ -102,12 +102,12 @@ class FunctionalOps:
         if not isinstance(groups, int) or len(n.args) < 2 or a is None:
             self.opaque(n, "group norm with a computed group count")
             return
-        block = self.shapes[n][1] // groups
-        if any(sg.mult != 1 or sg.width % block for sg in a):
+        block = self.shapes[n][1] // groups if groups > 1 else 0  # one group: any width, the count stays 1
+        if any(sg.mult != 1 or (block and sg.width % block) for sg in a):
             self.opaque(n, "group norm over flattened features or groups across a concatenation")
             return
         for sg in a:
-            self.ch.constrain(sg.group, block=block)
+            self.ch.constrain(sg.group, block=max(block, 1))
         for i, name in ((2, "weight"), (3, "bias")):
             t = n.args[i] if i < len(n.args) else n.kwargs.get(name)
             if isinstance(t, fx.Node):
@@ -115,7 +115,8 @@ class FunctionalOps:
                     self.opaque(n, f"group norm with a computed {name}")
                     return
                 self._bind_param(t, 0, a, f"group norm at {_where(n)}")
-        self.group_counts[n] = block
+        if block:
+            self.group_counts[n] = block
         self.ann[n] = x
 
     def _addmm(self, n: fx.Node) -> None:

@@ -202,7 +202,11 @@ def chunk(call: Call) -> tuple:
     n, d = call.arg(1, "chunks"), normalize_dim(call.arg(2, "dim", 0), x.ndim)
     size = x.shape[d]
     part = -((-size) // n)
-    return tuple(TensorMeta((*x.shape[:d], part, *x.shape[d + 1:])) for _ in range(n))
+    sizes = [part] * n
+    if isinstance(size, int) and isinstance(part, int) and part > 0:  # torch: the last part takes the rest
+        k = -((-size) // part)
+        sizes = [part] * (k - 1) + [size - part * (k - 1)]
+    return tuple(TensorMeta((*x.shape[:d], p, *x.shape[d + 1:])) for p in sizes)
 
 
 @register_shape_rule(torch.split, "split", op="split")

@@ -351,7 +351,7 @@ class DynLayerNorm(HwnasModule):
 
 class DynGroupNorm(HwnasModule):
     """``GroupNorm`` over a searchable channel axis that keeps the channels per group (``block``): the group
-    count is the active width over ``block``."""
+    count is the active width over ``block``; ``block`` 0 keeps one group of any width."""
 
     def __init__(self, gn: nn.GroupNorm, segs: Sequence, block: int):
         super().__init__()
@@ -366,12 +366,12 @@ class DynGroupNorm(HwnasModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         idx = self.axis.index(self.active)
         c = int(self.active(self.num_channels))
-        return F.group_norm(x, c // self.block, _take(self.weight, idx), _take(self.bias, idx), self.eps)
+        return F.group_norm(x, c // self.block if self.block else 1, _take(self.weight, idx), _take(self.bias, idx), self.eps)
 
     def export(self, sample: dict[str, Any]) -> nn.GroupNorm:
         idx = self.axis.index(lambda v: evaluate(v, sample))
         c = int(evaluate(self.num_channels, sample))
-        out = nn.GroupNorm(c // self.block, c, self.eps, self.affine)
+        out = nn.GroupNorm(c // self.block if self.block else 1, c, self.eps, self.affine)
         _copy_into(out.weight, _take(self.weight, idx))
         _copy_into(out.bias, _take(self.bias, idx))
         return out
