@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.predict import gen_blocks
+
 __all__ = ["LOOKALIKES", "create"]
 
 
@@ -463,19 +465,11 @@ class RegNetY(nn.Module):
         return self.head(self.body(x).mean((2, 3)))
 
 
-class DenseBlock(nn.Module):
-    def __init__(self, c: int, layers: int, growth: int = 32):
-        super().__init__()
-        self.layers = nn.ModuleList(
-            nn.Sequential(nn.BatchNorm2d(c + i * growth), nn.ReLU(), nn.Conv2d(c + i * growth, 4 * growth, 1),
-                          nn.BatchNorm2d(4 * growth), nn.ReLU(), nn.Conv2d(4 * growth, growth, 3, 1, 1))
-            for i in range(layers))
+class DenseBlock(gen_blocks.DenseBlock):
+    """hwnas's DenseNet block (BN-ReLU-1x1-BN-ReLU-3x3 over the concatenation of all earlier outputs), growth 32."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = [x]
-        for layer in self.layers:
-            feats.append(layer(torch.cat(feats, 1)))
-        return torch.cat(feats, 1)
+    def __init__(self, c: int, layers: int, growth: int = 32):
+        super().__init__(c, layers, growth)
 
 
 class DenseNetLike(nn.Module):
