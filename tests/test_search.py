@@ -505,6 +505,7 @@ def test_thread_pool_batches_are_reproducible(digits):
     assert [t.batch for t in a.history][:7] == [0, 0, 0, 1, 1, 1, 2] and a.history[-1].batch == 5
 
 
+@pytest.mark.slow  # 11 s (starts a Ray instance): .ci/run runs it as a step of its own
 def test_ray_executor_on_a_local_instance(digits):
     """executor="ray" without an address starts a local Ray instance, evaluates there, and shuts it down."""
     ray = pytest.importorskip("ray")

@@ -38,6 +38,7 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow  # 34 s: outside the 6-minute default suite; .ci/run runs it as a step of its own
 def test_wheel_in_a_fresh_venv_runs_demo_predict_and_profile_outside_the_checkout(tmp_path):
     t0 = time.perf_counter()
     src = tmp_path / "src"
