@@ -31,12 +31,10 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.optimize import nnls
-from tqdm.auto import tqdm
 
 from hwnas.hw.device import Device, fingerprint, get_device
 from hwnas.hw.lut import FAMILIES, LUT, LUTError, family_of, now
@@ -189,9 +187,8 @@ def adapt(artefact: LUT | str | os.PathLike, device: str | Device, n: int = 40, 
         KeyError: unknown device.
     """
     from hwnas.graph.subnet import export
-    from hwnas.hw.build import input_for
+    from hwnas.hw.build import export_subnets
     from hwnas.hw.measure import measure_many
-    from hwnas.hw.session import export_onnx
 
     t0 = time.perf_counter()
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 5 <= n <= 200:
@@ -207,11 +204,8 @@ def adapt(artefact: LUT | str | os.PathLike, device: str | Device, n: int = 40, 
     x, columns = family_matrix(source, rows)
     export_fn = export_fn or export
     with tempfile.TemporaryDirectory(prefix="hwnas-adapt-") as work:
-        paths, inputs = [], []
-        for i, r in enumerate(tqdm(rows, desc="adapt: export subnets", disable=not progress, leave=False)):
-            xi = input_for(space, r["sample"], dummy_input)
-            paths.append(export_onnx(export_fn(space, r["sample"]).eval(), xi, Path(work) / f"adapt{i}.onnx"))
-            inputs.append(xi)
+        paths, inputs = export_subnets(space, [r["sample"] for r in rows], dummy_input, work, "adapt", export_fn,
+                                       progress=progress, desc="adapt: export subnets")
         # as many rounds (up to 5) as the budget leaves, after the exports, the sessions and ~10% for the fit
         left = 0.85 * budget_s - (time.perf_counter() - t0) - 0.1 * len(rows)
         log.info("adapt: measuring %d subnets on %s (steady, up to 5 rounds in %.0f s)", len(rows), dev.name, left)

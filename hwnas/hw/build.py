@@ -72,6 +72,22 @@ def input_for(space: Any, sample: dict[str, Any], dummy_input: torch.Tensor) -> 
     return dummy_input
 
 
+def export_subnets(space: Any, samples: list[dict[str, Any]], dummy_input: torch.Tensor, workdir: str | os.PathLike,
+                   stem: str, export_fn: Any = None, progress: bool = False,
+                   desc: str = "export subnets") -> tuple[list[Path], list[torch.Tensor]]:
+    """Export each sample's subnet to ``<workdir>/<stem><i>.onnx`` with its input (:func:`input_for`); returns
+    ``(paths, inputs)``. ``export_fn`` defaults to :func:`hwnas.export`."""
+    from tqdm.auto import tqdm
+
+    export_fn = export_fn or export
+    paths, inputs = [], []
+    for i, sample in enumerate(tqdm(samples, desc=desc, disable=not progress, leave=False)):
+        x = input_for(space, sample, dummy_input)
+        paths.append(export_onnx(export_fn(space, sample).eval(), x, Path(workdir) / f"{stem}{i}.onnx"))
+        inputs.append(x)
+    return paths, inputs
+
+
 def measure_subnet_kernels(space: Any, graph: OpGraph, kernels: list[Kernel], sample: dict[str, Any],
                            dummy_input: torch.Tensor, device: Device, runs: int, warmup: int,
                            export_fn: Any, workdir: str | os.PathLike,

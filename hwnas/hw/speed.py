@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from hwnas.graph.subnet import export
-from hwnas.hw.build import input_for
+from hwnas.hw.build import export_subnets, input_for
 from hwnas.hw.lut import LUT, LUTError, now
 from hwnas.hw.measure import measure_many
 from hwnas.hw.session import export_onnx
@@ -291,11 +291,7 @@ def speed_check(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int = 8, rou
                            "again (hwnas adapt) instead of a speed check.")
         export_fn = export_fn or export
         with tempfile.TemporaryDirectory(prefix="hwnas-speed-") as work:
-            paths, inputs = [], []
-            for i, r in enumerate(rows):
-                x = input_for(space, r["sample"], dummy_input)
-                paths.append(export_onnx(export_fn(space, r["sample"]).eval(), x, Path(work) / f"ref{i}.onnx"))
-                inputs.append(x)
+            paths, inputs = export_subnets(space, [r["sample"] for r in rows], dummy_input, work, "ref", export_fn)
             recs = measure_many(paths, lut.device, dummy_inputs=inputs, method="steady", rounds=3, seed=seed,
                                 progress=progress)
         return SpeedCheck.from_ratios([rec.median_ms / r["measured_ms"] for rec, r in zip(recs, rows)],
@@ -317,11 +313,7 @@ def measure_subnets(lut: LUT, space: Any, dummy_input: torch.Tensor, samples: Se
     export_fn = export_fn or export
     pair = pairing_reference(lut, space, dummy_input)
     with tempfile.TemporaryDirectory(prefix="hwnas-speed-") as work:
-        paths, inputs = [], []
-        for i, sample in enumerate(samples):
-            x = input_for(space, sample, dummy_input)
-            paths.append(export_onnx(export_fn(space, sample).eval(), x, Path(work) / f"ref{i}.onnx"))
-            inputs.append(x)
+        paths, inputs = export_subnets(space, samples, dummy_input, work, "ref", export_fn)
         kw: dict[str, Any] = {}
         if pair is not None:
             kw["reference_input"] = input_for(space, pair, dummy_input)
@@ -432,11 +424,7 @@ def calibrate_definition(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int
     export_fn = export_fn or export
     samples = [r["sample"] for r in rows]
     with tempfile.TemporaryDirectory(prefix="hwnas-level-") as work:
-        paths, inputs = [], []
-        for i, sample in enumerate(samples):
-            x = input_for(space, sample, dummy_input)
-            paths.append(export_onnx(export_fn(space, sample).eval(), x, Path(work) / f"level{i}.onnx"))
-            inputs.append(x)
+        paths, inputs = export_subnets(space, samples, dummy_input, work, "level", export_fn)
         steady_kw = dict(dummy_inputs=inputs, method="steady", turn_ms=turn_ms, progress=progress)
         first = measure_many(paths, lut.device, rounds=max(1, rounds // 2), seed=seed, **steady_kw)
         paired = measure_subnets(lut, space, dummy_input, samples, rounds=paired_rounds, seed=seed,
