@@ -42,6 +42,7 @@ from hwnas.convert.cuts import CuttingOps
 from hwnas.convert.functional import FunctionalOps
 from hwnas.convert.sizes import SizeTracking
 from hwnas.convert.sizes import nodes_in as _nodes_in
+from hwnas.convert.sizes import what as _what
 from hwnas.convert.sizes import where as _where
 
 __all__ = ["Analyzer", "LayerRecord", "FixedOp", "record_shapes", "UNTRACKED"]
@@ -158,12 +159,6 @@ def record_shapes(gm: fx.GraphModule, inputs: tuple) -> tuple[dict[fx.Node, Any]
     return rec.shapes, out
 
 
-def _what(n: fx.Node, module: nn.Module | None = None) -> str:
-    if module is not None:
-        return type(module).__name__
-    if n.op == "call_method":
-        return f".{n.target}()"
-    return getattr(n.target, "__name__", str(n.target))
 
 
 class Analyzer(SizeTracking, CuttingOps, FunctionalOps):

@@ -22,13 +22,10 @@ from torch import fx
 
 from hwnas.convert.channels import Ann, Seg, Slot
 from hwnas.convert.sizes import SizeOf
+from hwnas.convert.sizes import what as _what
 from hwnas.convert.sizes import where as _where
 
 __all__ = ["CuttingOps"]
-
-
-def _what(n: fx.Node) -> str:
-    return f".{n.target}()" if n.op == "call_method" else getattr(n.target, "__name__", str(n.target))
 
 
 class CuttingOps:

@@ -18,13 +18,10 @@ from torch import fx
 
 from hwnas.convert.channels import UNTRACKED, Ann, Slot
 from hwnas.convert.sizes import nodes_in as _nodes_in
+from hwnas.convert.sizes import what as _what
 from hwnas.convert.sizes import where as _where
 
 __all__ = ["FunctionalOps"]
-
-
-def _what(n: fx.Node) -> str:
-    return f".{n.target}()" if n.op == "call_method" else getattr(n.target, "__name__", str(n.target))
 
 
 class FunctionalOps:

@@ -22,7 +22,7 @@ from torch import fx
 
 from hwnas.convert.channels import Ann
 
-__all__ = ["SizeOf", "SizeTracking", "nodes_in", "where"]
+__all__ = ["SizeOf", "SizeTracking", "nodes_in", "what", "where"]
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class SizeTracking:
         deps = self.size_deps((n.args, n.kwargs))
         if deps:
             self.ch.fix_ann(deps, f"its channel count is used as a size ({use}) at {where(n)}")
-            self._note_fixed(n, _what_of(n), f"uses a channel count as a size ({use})")
+            self._note_fixed(n, what(n), f"uses a channel count as a size ({use})")
 
     def size_entries(self, n: fx.Node, sizes: list[Any]) -> list[Any]:
         """The size arguments of a reshape/expand, one per output axis, with ``torch.Size`` nodes expanded."""
@@ -152,7 +152,7 @@ class SizeTracking:
             if ax is not None:
                 self.ch.fix_ann(ax, f"{literal} sets the channel count from a computed size at {where(n)}")
             if isinstance(v, SizeOf) and v.deps or ax is not None:
-                self._note_fixed(n, _what_of(n), f"{literal} sizes computed from channel counts")
+                self._note_fixed(n, what(n), f"{literal} sizes computed from channel counts")
 
 
     def _minus_one(self, n: fx.Node, sizes: list[Any], entries: list[Any], out: list[Ann]) -> int | None:
@@ -188,7 +188,10 @@ def where(n: fx.Node) -> str:
     return f"{stack[-1]}:{n.name}" if stack else n.name
 
 
-def _what_of(n: fx.Node) -> str:
+def what(n: fx.Node, module: Any = None) -> str:
+    """How an error names what a node calls: the module's class, ``.method()``, or the function's name."""
+    if module is not None:
+        return type(module).__name__
     if n.op == "call_method":
         return f".{n.target}()"
     return getattr(n.target, "__name__", str(n.target))
