@@ -113,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("--input", type=_shape, default=None)
     lc.add_argument("--subnets", type=int, default=16, help="build subnets measured both ways")
     lc.add_argument("--out", default=None, help="write here instead of over PATH (required for a shipped LUT)")
-    lc.add_argument("--max-error", type=float, default=0.03,
-                    help="apply the level only if its leave-one-out error is at most this (default 0.03)")
+    lc.add_argument("--max-error", type=float, default=0.01,
+                    help="apply the level only if its standard error (bootstrap over the subnets) is at most this "
+                    "(default 0.01)")
     lc.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
     ls = lut.add_parser("speed-check", help="measure a few of the LUT's build subnets again: how much faster or "
                         "slower the machine runs now than at the build")
@@ -282,7 +283,8 @@ def _lut(args) -> int:
         rec = calibrate_definition(lut, space, _input(args), n=args.subnets, progress=True, max_error=args.max_error)
         lut.save(target)
         print(f"recalibrated {args.path} ({was} -> steady-state median): steady = {rec['ratio']:.4f} x paired "
-              f"{1000 * rec['offset_ms']:+.2f} us over {rec['subnets']} build subnets (spread +-{rec['spread']:.4f}, "
+              f"{1000 * rec['offset_ms']:+.2f} us over {rec['subnets']} build subnets (standard error "
+              f"{100 * rec['se']:.2f}%, spread +-{rec['spread']:.4f}, "
               f"leave-one-out error {rec['loo_rms']}, load {rec['load_avg']}); refitted, cross-validated error "
               f"{100 * (lut.calibration.get('selected') or {}).get('cv_rms', float('nan')):.2f}%; written: "
               f"{target}")

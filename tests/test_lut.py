@@ -403,6 +403,27 @@ def test_fit_level_recovers_a_known_map_and_refuses_bad_input():
         fit_level([1.0, 2.0], [1.0, 2.0])
 
 
+def test_the_level_guard_is_the_levels_standard_error_which_shrinks_with_more_subnets():
+    """Per-subnet scatter of 4% (log sd) gives a median level whose standard error is about
+    1.25 * 0.04 / sqrt(n): 4x more subnets halve it, while the leave-one-out error stays near 4%."""
+    from hwnas.hw.speed import fit_level
+
+    rng = np.random.default_rng(1)
+    se, loo = {}, {}
+    for n in (16, 64):
+        ses, loos = [], []
+        for _ in range(20):
+            paired = np.exp(rng.uniform(np.log(0.5), np.log(5.0), n))
+            level = fit_level(paired, 0.95 * paired * np.exp(rng.normal(0, 0.04, n)))
+            ses.append(level["se"])
+            loos.append(level["loo_rms"]["ratio"])
+        se[n], loo[n] = np.median(ses), np.median(loos)
+    expected = 1.2533 * 0.04 / np.sqrt(16)  # asymptotic standard error of a normal sample's median
+    assert se[16] == pytest.approx(expected, rel=0.35)
+    assert se[64] == pytest.approx(se[16] / 2, rel=0.35)
+    assert loo[16] == pytest.approx(0.04, rel=0.25) and loo[64] == pytest.approx(0.04, rel=0.25)
+
+
 def test_old_luts_load_with_a_note_and_bad_definitions_are_refused(small_lut, tmp_path, caplog):
     data = json.loads(json.dumps(small_lut.to_dict()))
     del data["settings"]["definition"]
