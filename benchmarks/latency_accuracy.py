@@ -31,7 +31,9 @@ level (``settings["definition"]``) predicts it, an older one the paired level.
 
 The ``corrected_*`` columns scale the predictions by the machine's speed now against the LUT build, as
 ``hwnas.hw.speed_check`` measures it: the median over ``--refs`` (16) of the build's own subnets, measured in the
-same rounds, of their time now over their time at the build (the pairing reference's time now over its time at
+same run, of their time now over their time at the build (for the ``steady`` row of a LUT at the steady-state
+level: measured steady, against the LUT's steady-level times, as the library's check does; otherwise paired, in
+the same rounds) (the pairing reference's time now over its time at
 the build gives a second estimate, printed). A shared machine drifts by several percent between a build and a
 check, and not always all models alike: when the build subnets' ratios follow their size, the check keeps a
 size term (``speed_size_slope``, see ``hwnas.hw.SpeedCheck``) and ``corrected_*`` applies the factor for each
@@ -113,7 +115,8 @@ def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: 
                                       **kw))
         # hwnas's definition of latency: the steady-state median (warm-up, then consecutive runs in turns of
         # 100 ms), two separate measurements of the held-out subnets, right after the paired ones
-        steady_calls = [measure_many(paths[:n], device, dummy_inputs=inputs[:n], method="steady",
+        # (the build subnets too: a steady LUT's speed check measures them steady, as hwnas.hw.speed_check does)
+        steady_calls = [measure_many(paths, device, dummy_inputs=inputs, method="steady",
                                      rounds=steady_rounds, progress=True, seed=seed + 7000 + c)
                         for c in range(2 if steady_rounds else 0)]
         seconds = time.perf_counter() - t0
@@ -142,13 +145,19 @@ def run_space(name: str, device: str, lut_path: str, n: int, seed: int, rounds: 
               for name, v in each.items()} if measurements > 1 else \
         {name: np.array([[np.median(r.times_ms[h::2]) if name == "median" else np.median(r.ratios[h::2]) *
                           r.reference_ms for h in (0, 1)] for r in calls[0][:n]]) for name in names}
+    checks = {}
     if steady_calls:
-        st_each = np.array([[recs[i].median_ms for recs in steady_calls] for i in range(n)])
-        meas["steady"] = np.exp(np.log(st_each).mean(axis=1))
-        halves["steady"] = st_each
+        st_all = np.array([[recs[i].median_ms for recs in steady_calls] for i in range(len(paths))])
+        meas["steady"] = np.exp(np.log(st_all[:n]).mean(axis=1))
+        halves["steady"] = st_all[:n]
+        if refs and prof.lut.definition == "steady":  # the steady check of a steady LUT: steady now / LUT's then
+            st_ref = np.exp(np.log(st_all[n:]).mean(axis=1))
+            checks["steady"] = SpeedCheck.from_ratios([t / r["end_to_end_ms"] for t, r in zip(st_ref, refs)],
+                                                      times_ms=[r["end_to_end_ms"] for r in refs])
+            print(f"{name}: steady speed factor {checks['steady'].describe()}")
     pred = np.array([prof.profile(s) for s in samples])
     per_call = [json.dumps([round(float(v), 6) for v in each[stat][i]]) for i in range(n)]
-    return samples, pred, meas, halves, seconds, check, stat, per_call
+    return samples, pred, meas, halves, seconds, check, stat, per_call, checks
 
 
 def rescore(subnets_csv: Path, lut_dir: str, tag: str) -> None:
@@ -215,14 +224,16 @@ def main() -> None:
     rows, per_subnet, plots = [], [], []
     for name in args.spaces.split(","):
         lut_path = f"{args.lut_dir}/{name}_{args.device}.json"
-        samples, pred, meas, halves, seconds, check, stat, per_call = run_space(
+        samples, pred, meas, halves, seconds, paired_check, stat, per_call, checks = run_space(
             name, args.device, lut_path, args.n, args.seed, args.rounds, args.repeats, args.refs, args.measurements,
             args.steady_rounds)
-        factor = check.factor if check else float("nan")
-        now = pred * check.factor_at(pred) if check else pred * factor  # what lut.with_speed(check) predicts
         # the steady-state median first (hwnas's definition, what a calibrated LUT predicts), then the LUT's own
-        # build statistic and the median of the paired runs for comparison
+        # build statistic and the median of the paired runs for comparison; each row corrected by the speed check
+        # hwnas.hw.speed_check would make for this LUT (steady for a steady LUT, else paired)
         for which in dict.fromkeys([*(["steady"] if "steady" in meas else []), stat, "median"]):
+            check = checks["steady"] if which == "steady" and "steady" in checks else paired_check
+            factor = check.factor if check else float("nan")
+            now = pred * check.factor_at(pred) if check else pred * factor  # what lut.with_speed(check) predicts
             m = meas[which]
             st = accuracy_stats(pred, m)
             nan = {k: float("nan") for k in st}
