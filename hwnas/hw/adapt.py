@@ -144,11 +144,16 @@ def family_factors(fit: AdaptFit, x: np.ndarray, y: np.ndarray, names: Sequence[
 
 def is_predictor(artefact: Any) -> bool:
     """Whether ``artefact`` is a learned latency predictor (:class:`hwnas.predict.LatencyPredictor`, a ``.skops``
-    file or a zip, or the name of a shipped predictor) rather than a LUT (an object, a JSON file or a LUT name)."""
+    file or a zip, or the name of a shipped predictor) rather than a LUT (an object, a JSON file or a LUT name).
+
+    Raises:
+        ArtifactNotFoundError: a name that no shipped LUT or predictor has (the message lists them).
+        TypeError: neither an artefact nor a path or name.
+    """
     import zipfile
     from pathlib import Path
 
-    from hwnas.artifacts import ArtifactNotFoundError, find_artifact
+    from hwnas.artifacts import find_artifact
 
     if isinstance(artefact, LUT):
         return False
@@ -162,10 +167,7 @@ def is_predictor(artefact: Any) -> bool:
         return True
     if path.suffix == ".json" or path.is_file() or "/" in str(artefact) or os.sep in str(artefact):
         return False
-    try:
-        return find_artifact(str(artefact)).kind == "predictor"
-    except ArtifactNotFoundError:
-        return False  # the LUT loader names what ships
+    return find_artifact(str(artefact)).kind == "predictor"
 
 
 def adapt(artefact: Any, device: str | Device | None = None, n: int = 40, **kwargs: Any) -> Any:
