@@ -67,15 +67,20 @@ def draw_models(n: int, seed: int = 0) -> list[dict[str, Any]]:
         STYLE_CYCLE)], 2e8), min_macs=5e6) for i in range(n)]
 
 
-def family_split(predictor: LatencyPredictor, model: Any, dummy_input: Any = None) -> np.ndarray:
+def family_split(predictor: LatencyPredictor, model: Any, dummy_input: Any = None,
+                 device: str | Device | None = None) -> np.ndarray:
     """A model's predicted time split into :data:`COLUMNS` (ms, without a speed factor; an earlier adaptation's
     factors included): each kernel's calibrated cost under its family (:func:`hwnas.hw.lut.family_of` of its
     signature), data movement under ``"movement"``, the overhead last. ``model`` is an ONNX path or a module (with
-    ``dummy_input``), read by :func:`hwnas.predict.predict_latency`; the columns add up to its total."""
+    ``dummy_input``), read by :func:`hwnas.predict.predict_latency` as ONNX Runtime runs it on ``device`` (default:
+    the predictor's; an adaptation reads on its target, whose graph level may fuse otherwise); the columns add up
+    to its total."""
     from hwnas.predict.whole import predict_latency
 
     base = copy.copy(predictor)
     base.speed = {}
+    if device is not None:
+        base.device = get_device(device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # families the predictor predicts from sizes only are split all the same
         rec = predict_latency(model, dummy_input, device=base.device, predictor=base)
@@ -166,7 +171,7 @@ def adapt(artefact: LatencyPredictor | str | os.PathLike, device: str | Device |
                             time.perf_counter() - t0, budget_s, i, n)
                 break
             path, x = export_training_model(cfg, Path(work) / f"adapt{i}.onnx")
-            rows.append(family_split(source, path))
+            rows.append(family_split(source, path, device=dev))
             paths.append(path)
             inputs.append(x)
         left = 0.92 * budget_s - (time.perf_counter() - t0)
