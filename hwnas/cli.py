@@ -418,6 +418,8 @@ def _adapt_predictor(args, src) -> int:
     out = pathlib.Path(args.out) if args.out else pathlib.Path(f"{src.stem}_adapted_{device}.skops")
     pred = adapt(source, device, n=args.n, out=out, budget_s=args.budget, seed=args.seed, progress=True)
     _print_adapted(args.artefact, device, pred.adapted["adapted_from"], out, "generator models")
+    if pred.adapted["adapted_from"].get("warning"):
+        print(f"hwnas adapt: warning: {pred.adapted['adapted_from']['warning']}", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,6 @@
 """``hwnas adapt`` for learned predictors: one factor per kernel family, fitted from generator models measured on the
 target (the fit is hwnas.hw.adapt's, shared with LUTs). The default tests check the fit against known factors
-and the written predictor; the slow one adapts the shipped predictor to 2 threads with real measurements and
+and the written predictor; the slow one adapts a predictor with known distortions with real measurements and
 compares it with an independent plain ONNX Runtime measurement of held-out models."""
 
 from __future__ import annotations
@@ -114,6 +114,16 @@ def test_a_family_without_signal_keeps_the_single_factor(small):
     assert all(adapted.family_factor(c) == pytest.approx(1.7, rel=0.01) for c in COLUMNS)
 
 
+def test_disturbed_measurements_are_reported(small, caplog):
+    x, _ = _synthetic(20, seed=5)
+    y = x.sum(axis=1) * np.exp(np.random.default_rng(6).normal(0, 0.8, 20))  # times that follow no factor
+    adapted = adapt_from_measurements(small, "cpu-ort-1t", x, y, load_avg=17.2)
+    assert "measurements were probably disturbed (load 17.2)" in adapted.adapted["adapted_from"]["warning"]
+    assert "leave-one-out error" in caplog.text
+    clean = adapt_from_measurements(small, "cpu-ort-1t", *_synthetic(20, seed=5))
+    assert "warning" not in clean.adapted["adapted_from"]
+
+
 def test_adapt_refuses_bad_input_clearly(small, tmp_path, capsys):
     for n in (19, 61, 40.0, True):
         with pytest.raises(ValueError, match="n must be an int from 20 to 60"):
@@ -184,38 +194,49 @@ def test_cli_names_the_adapt_command_once_for_a_predictor_from_another_machine(s
 
 
 @pytest.mark.slow
-def test_adapt_the_shipped_predictor_to_two_threads_with_real_measurements(tmp_path, capsys):
-    """Adapted to cpu-ort-2t from 20 generator models measured here, through the CLI; then held-out generator models
-    (other seeds) measured by an independent plain ONNX Runtime loop at 2 threads, twice: the adapted predictor
-    is closer to them than the 1-thread one, within a tolerance from the measurement's own spread (one retry)."""
+def test_adapt_undoes_known_family_distortions_with_real_measurements(tmp_path, capsys):
+    """A predictor "from another machine": the shipped one with GEMMs 2x slower and dense convolutions 2x faster
+    than here (an adaptation record with known factors). Adapted here (cpu-ort-1t) from 20 generator models through
+    the CLI, the result must undo that: its GEMM and dense-convolution factors end up within 30% of each other (the
+    source's were 4x apart), and on held-out generator models (other seeds) measured by an independent plain ONNX
+    Runtime loop, twice, it is within a tolerance from the measurement's own spread (one retry) and closer than the
+    distorted source."""
     from hwnas.predict import predict_latency
     from hwnas.predict.train import export_training_model
 
-    out = tmp_path / "two.skops"
-    assert main(["adapt", "cpu-ort-1t", "--device", "cpu-ort-2t", "--n", "20", "--out", str(out)]) == 0
-    assert "adapted cpu-ort-1t" in capsys.readouterr().out
+    shipped = load_predictor(device="cpu-ort-1t")
+    known = {f: 1.0 for f in FAMILIES} | {"gemm": 2.0, "dense_conv": 0.5}
+    distorted = copy.copy(shipped)
+    distorted.metadata = {**shipped.metadata, "adapted": {"families": known, "overhead": 1.0,
+                                                          "adapted_from": {"device": "elsewhere"}}}
+    distorted.path = None
+    src = distorted.save(tmp_path / "elsewhere.skops")
+    out = tmp_path / "here.skops"
+    assert main(["adapt", str(src), "--n", "20", "--out", str(out)]) == 0
+    assert "adapted" in capsys.readouterr().out
     with warnings.catch_warnings():
         warnings.simplefilter("error", FingerprintWarning)
-        adapted = load_predictor(out, device="cpu-ort-2t")
-    source = load_predictor(device="cpu-ort-1t")
+        adapted = load_predictor(out, device="cpu-ort-1t")
     info = adapted.adapted["adapted_from"]
     assert info["n"] == 20 and info["definition"] == "steady" and len(adapted.adapted["measurements"]) == 20
     assert info["cv_rms"] <= info["cv_rms_one_factor"] + 1e-12
     assert all(np.isfinite(v) and v > 0 for v in info["factors"].values())
+    ratio = adapted.family_factor("gemm") / adapted.family_factor("dense_conv")
+    assert 1 / 1.3 < ratio < 1.3, f"gemm/dense compound factors {ratio:.3f} (source 4.0): {info['factors']}"
 
-    held = [c for c in draw_models(8, seed=101) if c["style"] not in ("seq",)][:6]
+    held = draw_models(8, seed=101)[:6]
     paths = [export_training_model(c, tmp_path / f"held{i}.onnx")[0] for i, c in enumerate(held)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        new = np.array([predict_latency(p, predictor=adapted, device="cpu-ort-2t").total_ms for p in paths])
-        old = np.array([predict_latency(p, predictor=source).total_ms for p in paths])
+        new = np.array([predict_latency(p, predictor=adapted).total_ms for p in paths])
+        old = np.array([predict_latency(p, predictor=distorted).total_ms for p in paths])
     for attempt in range(2):
-        a = plain_steady_ms(paths, "cpu-ort-2t", seed=attempt)
-        b = plain_steady_ms(paths, "cpu-ort-2t", seed=attempt + 10)
+        a, b = plain_steady_ms(paths, seed=attempt), plain_steady_ms(paths, seed=attempt + 10)
         meas = np.sqrt(a * b)
         spread = float(np.median(np.abs(np.log(a / b))))
         err_new, err_old = np.median(np.abs(np.log(new / meas))), np.median(np.abs(np.log(old / meas)))
-        tol = 0.25 + 3 * spread
-        if err_new <= tol:
+        tol = 0.2 + 3 * spread
+        if err_new <= tol and err_new < err_old:
             break
-    assert err_new <= tol, f"adapted median error {err_new:.3f} > {tol:.3f} (spread {spread:.4f}; 1t {err_old:.3f})"
+    assert err_new <= tol, f"adapted median error {err_new:.3f} > {tol:.3f} (spread {spread:.4f})"
+    assert err_new < err_old, f"adapted {err_new:.3f} not closer than the distorted source {err_old:.3f}"

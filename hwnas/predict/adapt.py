@@ -55,6 +55,8 @@ COLUMNS = (*FAMILIES, "overhead")
 #: The multiply-adds cap of an adaptation model per style (transformer styles run slower per multiply-add; the
 #: others at 2e8): each model takes milliseconds, so that 40 of them are measured within the budget.
 MAX_MACS = {"vit": 3e7, "seq": 3e7, "hybrid": 4e7, "convnext": 4e7, "wide": 3e8, "plain": 3e8}
+#: A leave-one-out error (RMS of ln(predicted / measured)) above this is reported as disturbed measurements.
+NOISY_CV = 0.25
 #: How many models :func:`adapt` measures.
 N_RANGE = (20, 60)
 
@@ -243,6 +245,13 @@ def adapt_from_measurements(source: LatencyPredictor, device: str | Device, spli
         "measurements": [{"config": c, "measured_ms": round(float(t), 6), "predicted_ms": round(float(s), 6)}
                          for c, t, s in zip(configs or [None] * y.size, y, x.sum(axis=1))],
     }
+    if fit.cv_rms > NOISY_CV:
+        meta["adapted"]["adapted_from"]["warning"] = note = (
+            f"the measured models do not follow the predictor's families: leave-one-out error {100 * fit.cv_rms:.0f}% "
+            f"(one factor {100 * fit.cv_rms_one_factor:.0f}%); the measurements were probably disturbed (load "
+            f"{info.get('load_avg', '?')}) or the device runs the kernels unlike any factor of them. Measure again on a "
+            "quiet machine before relying on the factors.")
+        log.warning("adapt: %s", note)
     adapted.metadata = meta
     log.info("adapted the predictor of %s to %s in %.0f s: %s; LOO error %.2f%% (one factor %.2f%%, unadapted "
              "%.2f%%)", source.device.name, dev.name, seconds, meta["adapted"]["adapted_from"]["factors"],
