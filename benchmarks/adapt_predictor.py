@@ -91,7 +91,7 @@ def run_target(args, source, rows: list[dict], target: str) -> tuple[list, list,
 
     t0 = time.perf_counter()
     adapted = adapt(source, dev, n=args.n, budget_s=args.budget, seed=args.seed, progress=False,
-                    out=RESULTS / f"adapt_predictor_{Path(str(source.path)).stem}_to_{target}.skops")
+                    out=Path(args.keep) / f"{Path(str(source.path)).stem}_to_{target}.skops" if args.keep else None)
     timings["adapt"] = time.perf_counter() - t0
     info = adapted.adapted["adapted_from"]
     print(f"[{target}] adapt: {info['factors']} prior {info['prior']} ridge {info['ridge']}; LOO error "
@@ -145,6 +145,7 @@ def main() -> None:
     p.add_argument("--measurements", type=int, default=2, help="steady measurements of the unseen zoo")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="", help="suffix for the result files")
+    p.add_argument("--keep", default=None, help="a folder to write the adapted predictors to (megabytes each)")
     args = p.parse_args()
     pin_threads(1)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
