@@ -357,16 +357,19 @@ def _predict(args) -> int:
 
 # ---------------------------------------------------------------------------------------------------- adapt
 def _add_adapt_parser(sub) -> None:
-    a = sub.add_parser("adapt", help="carry a LUT to this machine / another device: measure 20-60 of its subnets "
-                       "here (steady state, at most ~2 min) and refit one factor per kernel family")
-    a.add_argument("artefact", help="a LUT: a shipped name (e.g. digits, mobilenet_v3_cpu-ort-2t) or a file, "
-                   "typically from another machine")
+    a = sub.add_parser("adapt", help="carry a LUT or a learned predictor to this machine / another device: measure "
+                       "20-60 models here (steady state, at most ~2 min) and refit one factor per kernel family")
+    a.add_argument("artefact", help="a LUT or a predictor: a shipped name (digits, mobilenet_v3_cpu-ort-2t; the "
+                   "predictor cpu-ort-1t) or a file (.json LUT, .skops predictor), typically from another machine")
     a.add_argument("--device", default=None, help="the target device measured here, e.g. cpu-ort-1t, cpu-ort-2t "
-                   "(default: the LUT's own device, i.e. the same runtime set-up on this machine)")
-    a.add_argument("--n", "--measurements", dest="n", type=int, default=40, help="subnets measured (20-60; default 40)")
-    a.add_argument("--out", default=None, help="the adapted LUT (default: <artefact stem>_adapted_<device>.json here)")
-    a.add_argument("--space", default=None, help="the LUT's space (default: the first registered space it was built for)")
-    a.add_argument("--input", type=_shape, default=None, help="input shape with --space (default per space)")
+                   "(default: the artefact's own device, i.e. the same runtime set-up on this machine)")
+    a.add_argument("--n", "--measurements", dest="n", type=int, default=40,
+                   help="models measured: a LUT's build subnets, or a predictor's generator models (20-60; default 40)")
+    a.add_argument("--out", default=None, help="the adapted artefact (default: <artefact stem>_adapted_<device>.json "
+                   "or .skops here)")
+    a.add_argument("--space", default=None, help="LUTs: the LUT's space (default: the first registered space it was "
+                   "built for)")
+    a.add_argument("--input", type=_shape, default=None, help="LUTs: input shape with --space (default per space)")
     a.add_argument("--budget", type=float, default=120.0, help="time budget in seconds (default 120)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
@@ -376,36 +379,59 @@ def _adapt(args) -> int:
     import pathlib
 
     import hwnas
-    from hwnas.artifacts import resolve_lut
-    from hwnas.hw.adapt import adapt
+    from hwnas.artifacts import resolve_lut, resolve_predictor
+    from hwnas.hw.adapt import adapt_lut, is_predictor
     from hwnas.hw.lut import LUT
 
-    if str(args.artefact).endswith(".skops"):
-        src = pathlib.Path(args.artefact)
-    else:
-        src = resolve_lut(args.artefact)
-        if not src.is_file():
-            raise FileNotFoundError(f"{args.artefact!r} is not a file; pass a LUT file or a shipped name such as "
-                                    "digits (hwnas lut list shows them).")
-    if src.suffix != ".json":
-        raise ValueError(f"{args.artefact!r}: hwnas adapt takes a LUT file (.json); learned predictors are not "
-                         "adapted yet (use hwnas predict --speed-check N for one factor).")
+    if is_predictor(args.artefact):
+        return _adapt_predictor(args, resolve_predictor(args.artefact))
+    src = resolve_lut(args.artefact)
+    if not src.is_file():
+        raise FileNotFoundError(f"{args.artefact!r} is not a file; pass a LUT file (.json), a predictor file (.skops) "
+                                "or a shipped name such as digits or cpu-ort-1t (hwnas lut list shows them).")
     space = x = None
     if args.space:
         space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
         x = _input(args)
     device = args.device or LUT.load(src, check_fingerprint=False).device.name
     out = pathlib.Path(args.out) if args.out else pathlib.Path(f"{src.stem}_adapted_{device}.json")
-    lut = adapt(src, device, n=args.n, space=space, dummy_input=x, out=out, budget_s=args.budget,
-                seed=args.seed, progress=True)
-    info = lut.adapted["adapted_from"]
+    lut = adapt_lut(src, device, n=args.n, space=space, dummy_input=x, out=out, budget_s=args.budget,
+                    seed=args.seed, progress=True)
+    _print_adapted(args.artefact, device, lut.adapted["adapted_from"], out, "subnets")
+    return 0
+
+
+def _adapt_predictor(args, src) -> int:
+    import pathlib
+
+    from hwnas.predict.adapt import _check_n, _check_out, adapt
+    from hwnas.predict.predictor import load_predictor
+
+    _check_n(args.n)  # before the predictor loads (seconds)
+    _check_out(args.out)
+    if args.space or args.input:
+        raise ValueError(f"{args.artefact!r} is a learned predictor: --space and --input are for LUTs (a predictor "
+                         "is adapted with models of its own training generator); drop them.")
+    if not src.is_file():
+        raise FileNotFoundError(f"predictor {str(src)!r} is not a file; pass a .skops file or the name of a shipped "
+                                "predictor (hwnas lut list shows them).")
+    source = load_predictor(src, check_fingerprint=False)
+    device = args.device or source.device.name
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(f"{src.stem}_adapted_{device}.skops")
+    pred = adapt(source, device, n=args.n, out=out, budget_s=args.budget, seed=args.seed, progress=True)
+    _print_adapted(args.artefact, device, pred.adapted["adapted_from"], out, "generator models")
+    if pred.adapted["adapted_from"].get("warning"):
+        print(f"hwnas adapt: warning: {pred.adapted['adapted_from']['warning']}", file=sys.stderr)
+    return 0
+
+
+def _print_adapted(name: str, device: str, info: dict, out, what: str) -> None:
     factors = ", ".join(f"{k} {v:.3f}" for k, v in info["factors"].items())
-    print(f"adapted {args.artefact} ({info['device']}, {info['cpu_model']}) to {device} on this machine in "
-          f"{info['seconds']:.0f} s from {info['n']} subnets: {factors}; prior {info['prior']!r}, ridge "
+    print(f"adapted {name} ({info['device']}, {info['cpu_model']}) to {device} on this machine in "
+          f"{info['seconds']:.0f} s from {info['n']} {what}: {factors}; prior {info['prior']!r}, ridge "
           f"{info['ridge']:g}; leave-one-out error {100 * info['cv_rms']:.2f}% (one factor "
           f"{100 * info['cv_rms_one_factor']:.2f}%, unadapted {100 * info['rms_unadapted']:.2f}%); load "
           f"{info['load_avg']}; written: {out}")
-    return 0
 
 
 # ---------------------------------------------------------------------------------------- demo and search

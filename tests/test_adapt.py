@@ -117,7 +117,7 @@ def test_adapt_refuses_bad_input_clearly(tmp_path, capsys):
     assert "is not a file" in capsys.readouterr().err
     (tmp_path / "p.skops").write_text("x")
     assert main(["adapt", str(tmp_path / "p.skops"), "--device", "cpu-ort-1t"]) == 2
-    assert "takes a LUT file" in capsys.readouterr().err
+    assert "is not an hwnas latency predictor" in capsys.readouterr().err  # a .skops is adapted as a predictor
     data = LUT.new("cpu-ort-1t").to_dict()
     data["adapted"] = {"families": {"dense_conv": -1.0}, "overhead_ms": 0.01, "adapted_from": {}}
     (tmp_path / "bad.json").write_text(json.dumps(data))

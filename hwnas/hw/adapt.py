@@ -39,12 +39,15 @@ from scipy.optimize import nnls
 from hwnas.hw.device import Device, fingerprint, get_device
 from hwnas.hw.lut import FAMILIES, LUT, LUTError, family_of, now
 
-__all__ = ["adapt", "AdaptFit", "fit_families", "family_matrix", "RIDGES"]
+__all__ = ["adapt", "adapt_lut", "AdaptFit", "fit_families", "family_factors", "family_matrix", "is_predictor",
+           "RIDGES", "PRIORS"]
 
 log = logging.getLogger(__name__)
 
 #: ridge strengths tried by cross-validation (relative-error units; a large one keeps the prior)
 RIDGES = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+#: priors a factor is pulled towards: the artefact as it is (1) or one common factor for all
+PRIORS = ("shipped", "common")
 
 
 @dataclass
@@ -100,11 +103,15 @@ def _candidate(x: np.ndarray, y: np.ndarray, prior: str, ridge: float) -> np.nda
     return _solve(x, y, base, ridge)
 
 
-def fit_families(x: np.ndarray, y: np.ndarray, columns: Sequence[str], ridges: Sequence[float] = RIDGES) -> AdaptFit:
-    """Choose prior (``"shipped"``, ``"common"``) and ridge (or a single factor) by leave-one-out CV over the
-    measured subnets (rows of ``x``, times ``y``) and fit the factors on all of them."""
+def fit_families(x: np.ndarray, y: np.ndarray, columns: Sequence[str], ridges: Sequence[float] = RIDGES,
+                 priors: Sequence[str] = PRIORS) -> AdaptFit:
+    """Choose prior (among ``priors``: ``"shipped"``, ``"common"``) and ridge (or a single factor) by leave-one-out
+    CV over the measured models (rows of ``x``: predicted time per column; times ``y``) and fit the factors on all
+    of them. Serves LUTs (:func:`adapt_lut`) and learned predictors (:func:`hwnas.predict.adapt`) alike."""
+    if not set(priors) <= set(PRIORS) or not priors:
+        raise ValueError(f"fit_families: priors must be a non-empty subset of {PRIORS}, got {tuple(priors)!r}.")
     n = len(y)
-    candidates = [("one factor", 0.0)] + [(p, r) for p in ("shipped", "common") for r in ridges]
+    candidates = [("one factor", 0.0)] + [(p, r) for p in priors for r in ridges]
     cv: dict[str, float] = {}
     best = None
     for prior, ridge in candidates:
@@ -121,6 +128,57 @@ def fit_families(x: np.ndarray, y: np.ndarray, columns: Sequence[str], ridges: S
     rms, prior, ridge = best
     shipped = float(np.sqrt(np.mean(np.square(np.log(x.sum(axis=1) / y)))))
     return AdaptFit(_candidate(x, y, prior, ridge), list(columns), prior, ridge, rms, cv, cv["one factor"], shipped)
+
+
+def family_factors(fit: AdaptFit, x: np.ndarray, y: np.ndarray, names: Sequence[str],
+                   absent: str = "prior") -> dict[str, float]:
+    """Every name's factor from ``fit`` (columns of ``x``); a name without a column (no time in any measured model)
+    takes ``absent``: ``"prior"`` (1 under the ``"shipped"`` prior, else the common factor) or ``"one factor"``
+    (always the single factor over all models, what a speed check would give)."""
+    if absent not in ("prior", "one factor"):
+        raise ValueError(f"family_factors: absent must be 'prior' or 'one factor', got {absent!r}.")
+    default = _one_factor(x, y) if absent == "one factor" or fit.prior != "shipped" else 1.0
+    got = dict(zip(fit.columns, (float(f) for f in fit.factors)))
+    return {name: got.get(name, default) for name in names}
+
+
+def is_predictor(artefact: Any) -> bool:
+    """Whether ``artefact`` is a learned latency predictor (:class:`hwnas.predict.LatencyPredictor`, a ``.skops``
+    file or a zip, or the name of a shipped predictor) rather than a LUT (an object, a JSON file or a LUT name).
+
+    Raises:
+        ArtifactNotFoundError: a name that no shipped LUT or predictor has (the message lists them).
+        TypeError: neither an artefact nor a path or name.
+    """
+    import zipfile
+    from pathlib import Path
+
+    from hwnas.artifacts import find_artifact
+
+    if isinstance(artefact, LUT):
+        return False
+    if type(artefact).__name__ == "LatencyPredictor":
+        return True
+    if not isinstance(artefact, (str, os.PathLike)):
+        raise TypeError(f"adapt: artefact must be a LUT, a LatencyPredictor, a file path or a shipped name, got "
+                        f"{type(artefact).__name__}.")
+    path = Path(artefact)
+    if path.suffix == ".skops" or (path.is_file() and zipfile.is_zipfile(path)):
+        return True
+    if path.suffix == ".json" or path.is_file() or "/" in str(artefact) or os.sep in str(artefact):
+        return False
+    return find_artifact(str(artefact)).kind == "predictor"
+
+
+def adapt(artefact: Any, device: str | Device | None = None, n: int = 40, **kwargs: Any) -> Any:
+    """Adapt a LUT or a learned predictor to ``device`` on this machine: :func:`adapt_lut` for a LUT,
+    :func:`hwnas.predict.adapt` for a predictor (:func:`is_predictor` decides; see those for the arguments).
+    ``device`` defaults to the artefact's own (the same runtime set-up, on this machine)."""
+    if is_predictor(artefact):
+        from hwnas.predict.adapt import adapt as adapt_predictor
+
+        return adapt_predictor(artefact, device, n, **kwargs)
+    return adapt_lut(artefact, device, n, **kwargs)
 
 
 def _space_of(lut: LUT, space: Any, dummy_input: Any) -> tuple[Any, Any, str]:
@@ -161,14 +219,15 @@ def _pick(lut: LUT, tag: str, n: int, seed: int) -> list[dict[str, Any]]:
     return chosen + [others[i] for i in rng.permutation(len(others))[: n - k]]
 
 
-def adapt(artefact: LUT | str | os.PathLike, device: str | Device, n: int = 40, *, space: Any = None,
+def adapt_lut(artefact: LUT | str | os.PathLike, device: str | Device | None = None, n: int = 40, *, space: Any = None,
           dummy_input: Any = None, out: str | os.PathLike | None = None, budget_s: float = 120.0,
           turn_ms: float = 100.0, seed: int = 0, progress: bool = True, export_fn: Any = None) -> LUT:
     """Adapt a LUT to ``device`` on this machine from ``n`` steady-state measurements (see the module docstring).
 
     Args:
         artefact: a :class:`~hwnas.hw.lut.LUT` or the path of a LUT file (typically from another machine).
-        device: the target device (a registered name or a :class:`~hwnas.hw.device.Device`), measured here.
+        device: the target device (a registered name or a :class:`~hwnas.hw.device.Device`), measured here;
+            ``None``: the LUT's own.
         n: how many of the LUT's build subnets to measure (20-60 is the intended range; 5 to 200 accepted).
         space, dummy_input: the space and input the LUT was built for (default: its first registered space).
         out: write the adapted LUT here (atomically); ``None`` only returns it.
@@ -197,7 +256,7 @@ def adapt(artefact: LUT | str | os.PathLike, device: str | Device, n: int = 40, 
     if not isinstance(budget_s, (int, float)) or budget_s < 10:
         raise ValueError(f"adapt: budget_s must be at least 10 seconds, got {budget_s!r}.")
     source = artefact if isinstance(artefact, LUT) else LUT.load(artefact, check_fingerprint=False)
-    dev = get_device(device)
+    dev = get_device(device if device is not None else source.device)
     dev.check_available()
     space, dummy_input, tag = _space_of(source, space, dummy_input)
     rows = _pick(source, tag, int(n), seed)
@@ -215,18 +274,18 @@ def adapt(artefact: LUT | str | os.PathLike, device: str | Device, n: int = 40, 
     y = np.array([r.median_ms for r in recs])
     fit = fit_families(x, y, columns)
     factors = dict(zip(columns, fit.factors))
+    # families absent from the measured subnets take the prior: 1 ("shipped") or the common factor
+    every = family_factors(fit, x, y, [*FAMILIES, "overhead"])
     adapted = copy.deepcopy(source)
     adapted.device = dev
     adapted.fingerprint = fingerprint(dev)
     adapted.speed = {}
     old = source.adapted.get("families", {}) if source.adapted else {}
     old_overhead = source.adapted["overhead_ms"] if source.adapted else source._built_overhead_ms
-    # families absent from the measured subnets take the prior: 1 ("shipped") or the common factor
-    default = _one_factor(x, y) if fit.prior != "shipped" else 1.0
     seconds = time.perf_counter() - t0
     adapted.adapted = {
-        "families": {f: round(float(old.get(f, 1.0)) * float(factors.get(f, default)), 6) for f in FAMILIES},
-        "overhead_ms": round(old_overhead * float(factors.get("overhead", default)), 7),
+        "families": {f: round(float(old.get(f, 1.0)) * every[f], 6) for f in FAMILIES},
+        "overhead_ms": round(old_overhead * every["overhead"], 7),
         "adapted_from": {
             "device": source.device.name, "fingerprint": source.fingerprint,
             "cpu_model": source.fingerprint.get("cpu_model"), "path": str(source.path) if source.path else None,

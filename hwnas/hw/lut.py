@@ -110,6 +110,17 @@ def family_of(signature: str) -> str:
     return "elementwise"
 
 
+_noted: set[Any] = set()
+
+
+def _note_once(key: Any) -> bool:
+    """True the first time ``key`` is seen in this process (a note logged on every load would repeat itself)."""
+    if key in _noted:
+        return False
+    _noted.add(key)
+    return True
+
+
 class LUTError(ValueError):
     """A LUT file is malformed or does not fit what it is used for."""
 
@@ -218,7 +229,7 @@ class LUT:
             raise LUTError(f"LUT {str(path)!r} has a speed size term {curve!r}; expected "
                            "{\"slope\", \"intercept\", \"min_ms\", \"max_ms\"} numbers with 0 < min_ms <= max_ms "
                            "(from hwnas.hw.speed_check). Delete the \"speed\" field to use the LUT as built.")
-        if lut.definition != "steady":
+        if lut.definition != "steady" and _note_once(("definition", str(Path(path).resolve()))):
             log.warning("LUT %r predicts the %r protocol's level (%s), not the steady-state median hwnas now "
                         "predicts (warm-up, then consecutive runs; see hwnas.hw.measure); bring it to the steady-state "
                         "definition with: %s", str(path), lut.definition,

@@ -11,11 +11,14 @@
   dims bound, static shapes of the graph ORT runs; :class:`UnknownOpError` for an op it cannot cost).
 - :func:`speed_check`: the machine's speed now against the training session, from some training models
   measured again (:mod:`hwnas.predict.speed`); ``predictor.with_speed(check)`` applies it.
+- :func:`adapt`: a predictor carried to another machine or device, one factor per kernel family fitted from
+  20-60 generator models measured there (:mod:`hwnas.predict.adapt`; ``hwnas adapt NAME_OR_FILE``).
 
 A predictor also plugs into the cost-table engine: ``hwnas.LatencyProfiler(space, x, predictor=p)``, alone or
 as the fallback for kernels a LUT lacks.
 """
 
+from hwnas.predict.adapt import adapt
 from hwnas.predict.estimator import CANDIDATES, KernelLatencyPredictor
 from hwnas.predict.features import FAMILIES, family_of, featurize
 from hwnas.predict.onnx_graph import ShapeError, UnknownOpError
@@ -42,6 +45,7 @@ __all__ = [
     "TRUSTED_TYPES",
     "UnknownOpError",
     "UnseenKernelWarning",
+    "adapt",
     "default_predictor_path",
     "family_of",
     "featurize",

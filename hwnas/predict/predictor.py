@@ -17,6 +17,11 @@ library versions, and a SHA-256 digest over all of it. Loading
 The whole-model time is ``scale * sum(kernel predictions) + per_kernel_ms * kernels + data movement +
 overhead_ms``, the calibration form of a LUT (:mod:`hwnas.hw.lut`) plus a cost per element copied and per node
 of data movement (:mod:`hwnas.predict.movement`), fitted on the training models' unprofiled end-to-end times.
+A predictor adapted to another machine (:func:`hwnas.predict.adapt`) carries an ``adapted`` record in its metadata:
+``{"families": {family: factor}, "overhead": factor, "adapted_from": {...}, "measurements": [...]}``; each
+kernel's calibrated cost is multiplied by its family's factor (:func:`hwnas.hw.lut.family_of`: dense, depthwise
+and 1x1 convolutions, GEMM/attention, pooling, elementwise), data movement by ``families["movement"]`` and the
+overhead by ``overhead``.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ import numpy as np
 
 from hwnas.artifacts import adapt_command, predictor_path, resolve_predictor, shipped_name
 from hwnas.hw.device import Device, fingerprint, fingerprint_matches, get_device
-from hwnas.hw.lut import FingerprintWarning
+from hwnas.hw.lut import FAMILIES as ADAPT_FAMILIES
+from hwnas.hw.lut import FingerprintWarning, family_of
 from hwnas.hw.speed import at_model_speed, copy_at_speed
 from hwnas.io import atomic_write_text
 from hwnas.predict.estimator import KernelLatencyPredictor
@@ -142,14 +148,36 @@ class LatencyPredictor:
     def kernel_costs_ms(self, signatures: list[str], context: float | None = None) -> np.ndarray:
         """Calibrated ms of each kernel (:meth:`calibrate` of its prediction); a model's total is their sum plus
         its data movement and :attr:`overhead_ms`."""
-        return self.calibrate(self.predict_signatures(signatures, context))
+        return self.calibrate(self.predict_signatures(signatures, context), signatures)
 
-    def calibrate(self, predicted_ms: Any) -> np.ndarray:
+    def calibrate(self, predicted_ms: Any, signatures: list[str] | None = None) -> np.ndarray:
         """Kernel predictions (:meth:`predict_signatures`) as calibrated ms: ``speed_factor * max(0, scale *
-        prediction + per_kernel_ms)``."""
+        prediction + per_kernel_ms)``, times each kernel's family factor (:meth:`family_factor`) when the
+        predictor was adapted; an adapted predictor needs the kernels' ``signatures`` (in the same order)."""
         c = self.calibration
-        return self.speed_factor * np.maximum(0.0, c["scale"] * np.asarray(predicted_ms, dtype=float)
-                                              + c["per_kernel_ms"])
+        out = self.speed_factor * np.maximum(0.0, c["scale"] * np.asarray(predicted_ms, dtype=float)
+                                             + c["per_kernel_ms"])
+        if self.adapted:
+            if signatures is None or len(signatures) != out.size:
+                raise PredictorError(f"calibrate: this predictor was adapted per kernel family (hwnas adapt), so it "
+                                     f"needs the kernels' signatures, one per prediction; got "
+                                     f"{'none' if signatures is None else len(signatures)} for {out.size}.")
+            out = out * np.array([self.family_factor(family_of(str(s))) for s in signatures]).reshape(out.shape)
+        return out
+
+    @property
+    def adapted(self) -> dict[str, Any]:
+        """The adaptation record (:func:`hwnas.predict.adapt`), empty for a predictor as trained."""
+        return self.metadata.get("adapted") or {}
+
+    def family_factor(self, family: str) -> float:
+        """The adaptation's factor for a kernel family (:data:`hwnas.hw.lut.FAMILIES`, or ``"overhead"``); 1 for
+        a predictor as trained."""
+        if not self.adapted:
+            return 1.0
+        if family == "overhead":
+            return float(self.adapted["overhead"])
+        return float(self.adapted["families"].get(family, 1.0))
 
     @property
     def speed_factor(self) -> float:
@@ -186,14 +214,14 @@ class LatencyPredictor:
     def overhead_ms(self) -> float:
         """The fixed per-model time (session run, input/output handling) of the calibration, times
         :attr:`speed_factor`."""
-        return self.speed_factor * float(self.calibration.get("overhead_ms", 0.0))
+        return self.speed_factor * self.family_factor("overhead") * float(self.calibration.get("overhead_ms", 0.0))
 
     def movement_ms(self, copy_elements: Any, nodes: Any) -> Any:
         """Calibrated ms of a model's data movement (elements copied by Concat/Transpose/Split/..., and the
         number of movement nodes); works on numbers and on LArrays of them."""
         c = self.calibration
-        return self.speed_factor * (c.get("per_copied_melement_ms", 0.0) * copy_elements / 1e6
-                                    + c.get("per_movement_node_ms", 0.0) * nodes)
+        return self.speed_factor * self.family_factor("movement") * (
+            c.get("per_copied_melement_ms", 0.0) * copy_elements / 1e6 + c.get("per_movement_node_ms", 0.0) * nodes)
 
     def graph_extra_costs(self, graph: Any) -> list[tuple[Any, Any]]:
         """``(op, ms)`` of the data-movement ops of a traced graph (for the cost-table engine)."""
@@ -211,9 +239,15 @@ class LatencyPredictor:
 
     def summary(self) -> str:
         tr, val = self.metadata.get("training", {}), self.metadata.get("validation", {})
+        adapted = ""
+        if self.adapted:
+            src = self.adapted.get("adapted_from", {})
+            adapted = (f"; adapted from {src.get('device', '?')} ({src.get('cpu_model', '?')}) with {src.get('n', '?')} "
+                       f"models measured here, factors {src.get('factors', {})}, LOO error "
+                       f"{100 * float(src.get('cv_rms', float('nan'))):.1f}%")
         return (f"latency predictor for {self.device.name}: {tr.get('kernel_measurements', '?')} kernel measurements "
                 f"from {tr.get('models', '?')} models ({tr.get('minutes', float('nan')):.1f} min); regressors "
-                f"{getattr(self.kernels, 'choice_', {})}; validation {val}")
+                f"{getattr(self.kernels, 'choice_', {})}; validation {val}{adapted}")
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
@@ -307,6 +341,7 @@ class LatencyPredictor:
             dev = Device(**fields)
         except (TypeError, ValueError) as e:
             raise PredictorError(f"{str(path)!r}: the device in its metadata is malformed ({e}). {fix}") from None
+        _check_adapted(meta.get("adapted"), path, fix)
         if device is not None:
             want = get_device(device)
             if want.__dict__ != dev.__dict__:
@@ -353,6 +388,23 @@ class LatencyPredictor:
         _check_trees(est, path)
         calibration = {k: float(v) for k, v in meta["calibration"].items() if isinstance(v, (int, float))}
         return cls(est, dev, calibration, meta, path)
+
+
+def _check_adapted(record: Any, path: Path, fix: str) -> None:
+    """Refuse a malformed ``adapted`` record (factors must be finite and non-negative, one per known family)."""
+    if record is None:
+        return
+    fams = record.get("families") if isinstance(record, dict) else None
+
+    def ok(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v >= 0
+
+    if not (isinstance(fams, dict) and set(fams) <= set(ADAPT_FAMILIES) and all(ok(v) for v in fams.values())
+            and ok(record.get("overhead")) and isinstance(record.get("adapted_from"), dict)):
+        raise PredictorError(f"{str(path)!r} has a malformed \"adapted\" record (expected {{\"families\": {{family: "
+                             f"factor >= 0}} over {ADAPT_FAMILIES}, \"overhead\": factor >= 0, \"adapted_from\": "
+                             f"{{...}}}} from hwnas adapt), got {str(record)[:200]}. Adapt the source predictor again. "
+                             f"{fix}")
 
 
 def _schema_types(node: Any) -> set[str]:

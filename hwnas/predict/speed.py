@@ -45,11 +45,16 @@ log = logging.getLogger(__name__)
 
 def training_models(predictor: LatencyPredictor) -> list[dict[str, Any]]:
     """The predictor's training models that were measured interleaved (``config``, ``end_to_end_ms``, ...), from
-    ``<predictor file>.data.json``.
+    ``<predictor file>.data.json``; for an adapted predictor (:func:`hwnas.predict.adapt`), the models its
+    adaptation measured on its device.
 
     Raises:
         PredictorError: the predictor has no file, or its training data are not next to it.
     """
+    measured = [m for m in predictor.adapted.get("measurements", []) if m.get("config")]
+    if measured:  # an adapted predictor: the models its adaptation measured on this device, steady
+        return [{"config": m["config"], "end_to_end_ms": m["measured_ms"], "interleaved": True,
+                 "end_to_end_protocol": "steady"} for m in measured]
     data = training_data_path(predictor.path) if predictor.path is not None else None
     if data is None or not data.is_file():
         raise PredictorError(f"a speed check measures the predictor's training models again, which are listed in "

@@ -159,7 +159,7 @@ def predict_latency(model_or_onnx_path: Any, dummy_input: Any = None, device: st
                      f"predictor's training session, speed check of {pred.speed.get('measured', '?')})")
     if sigs:
         details = pred.kernels.predict_details(sigs, context=model_weight_bytes(sigs))
-        costs = pred.calibrate(details["ms"].to_numpy())
+        costs = pred.calibrate(details["ms"].to_numpy(), sigs)
         regressor = details["model"].to_list()
     else:
         costs, regressor = np.zeros(0), []
