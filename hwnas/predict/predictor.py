@@ -46,6 +46,7 @@ from hwnas.hw.lut import FingerprintWarning, family_of
 from hwnas.hw.speed import at_model_speed, copy_at_speed
 from hwnas.io import atomic_write_text
 from hwnas.predict.estimator import KernelLatencyPredictor
+from hwnas.predict.features import family_of as regressor_family
 
 __all__ = ["LatencyPredictor", "PredictorError", "load_predictor", "TRUSTED_TYPES", "default_predictor_path"]
 
@@ -152,18 +153,32 @@ class LatencyPredictor:
 
     def calibrate(self, predicted_ms: Any, signatures: list[str] | None = None) -> np.ndarray:
         """Kernel predictions (:meth:`predict_signatures`) as calibrated ms: ``speed_factor * max(0, scale *
-        prediction + per_kernel_ms)``, times each kernel's family factor (:meth:`family_factor`) when the
-        predictor was adapted; an adapted predictor needs the kernels' ``signatures`` (in the same order)."""
+        prediction + per_kernel_ms)``, times the training's factor of each kernel's regressor family
+        (:attr:`family_calibration`) and, when the predictor was adapted, the adaptation's factor of its family
+        (:meth:`family_factor`); with either, the kernels' ``signatures`` are needed (in the same order)."""
         c = self.calibration
         out = self.speed_factor * np.maximum(0.0, c["scale"] * np.asarray(predicted_ms, dtype=float)
                                              + c["per_kernel_ms"])
-        if self.adapted:
+        trained = self.family_calibration.get("factors") or {}
+        if self.adapted or trained:
             if signatures is None or len(signatures) != out.size:
-                raise PredictorError(f"calibrate: this predictor was adapted per kernel family (hwnas adapt), so it "
-                                     f"needs the kernels' signatures, one per prediction; got "
+                raise PredictorError(f"calibrate: this predictor calibrates each kernel family on its own (training "
+                                     f"or hwnas adapt), so it needs the kernels' signatures, one per prediction; got "
                                      f"{'none' if signatures is None else len(signatures)} for {out.size}.")
-            out = out * np.array([self.family_factor(family_of(str(s))) for s in signatures]).reshape(out.shape)
+            f = [trained.get(regressor_family(str(s)), 1.0) * self.family_factor(family_of(str(s)))
+                 for s in signatures]
+            out = out * np.array(f).reshape(out.shape)
         return out
+
+    @property
+    def family_calibration(self) -> dict[str, Any]:
+        """The training's factors per regressor family (:func:`hwnas.predict.train.fit_family_calibration`):
+        ``{"factors": {family: f}, "rest": f, ...}``; empty for a predictor trained without them."""
+        return self.metadata.get("family_calibration") or {}
+
+    def _rest_factor(self) -> float:
+        """The training's factor of data movement and overhead (1 without a family calibration)."""
+        return float(self.family_calibration.get("rest", 1.0))
 
     @property
     def adapted(self) -> dict[str, Any]:
@@ -214,13 +229,14 @@ class LatencyPredictor:
     def overhead_ms(self) -> float:
         """The fixed per-model time (session run, input/output handling) of the calibration, times
         :attr:`speed_factor`."""
-        return self.speed_factor * self.family_factor("overhead") * float(self.calibration.get("overhead_ms", 0.0))
+        return (self.speed_factor * self._rest_factor() * self.family_factor("overhead")
+                * float(self.calibration.get("overhead_ms", 0.0)))
 
     def movement_ms(self, copy_elements: Any, nodes: Any) -> Any:
         """Calibrated ms of a model's data movement (elements copied by Concat/Transpose/Split/..., and the
         number of movement nodes); works on numbers and on LArrays of them."""
         c = self.calibration
-        return self.speed_factor * self.family_factor("movement") * (
+        return self.speed_factor * self._rest_factor() * self.family_factor("movement") * (
             c.get("per_copied_melement_ms", 0.0) * copy_elements / 1e6 + c.get("per_movement_node_ms", 0.0) * nodes)
 
     def graph_extra_costs(self, graph: Any) -> list[tuple[Any, Any]]:
@@ -342,6 +358,7 @@ class LatencyPredictor:
         except (TypeError, ValueError) as e:
             raise PredictorError(f"{str(path)!r}: the device in its metadata is malformed ({e}). {fix}") from None
         _check_adapted(meta.get("adapted"), path, fix)
+        _check_family_calibration(meta.get("family_calibration"), path, fix)
         if device is not None:
             want = get_device(device)
             if want.__dict__ != dev.__dict__:
@@ -388,6 +405,22 @@ class LatencyPredictor:
         _check_trees(est, path)
         calibration = {k: float(v) for k, v in meta["calibration"].items() if isinstance(v, (int, float))}
         return cls(est, dev, calibration, meta, path)
+
+
+def _check_family_calibration(record: Any, path: Path, fix: str) -> None:
+    """Refuse a malformed ``family_calibration`` record (factors finite and non-negative)."""
+    if not record:
+        return
+
+    def ok(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v)) and v >= 0
+
+    fams = record.get("factors") if isinstance(record, dict) else None
+    if not (isinstance(fams, dict) and all(isinstance(k, str) and ok(v) for k, v in fams.items())
+            and ok(record.get("rest"))):
+        raise PredictorError(f"{str(path)!r} has a malformed \"family_calibration\" record (expected {{\"factors\": "
+                             f"{{family: factor >= 0}}, \"rest\": factor >= 0, ...}} from hwnas.predict.train), got "
+                             f"{str(record)[:200]}. {fix}")
 
 
 def _check_adapted(record: Any, path: Path, fix: str) -> None:
