@@ -23,16 +23,22 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-import pandas as pd
 
 from hwnas.hw.device import Device, get_device
 from hwnas.hw.session import BoundRunner, check_counts, create_session, make_feed
 
-__all__ = ["NodeProfile", "profile_run", "profile_nodes", "optimized_graph"]
+if TYPE_CHECKING:  # onnx and pandas load when used: a measurement agent's light install has neither
+    import onnx
+    import pandas as pd
+
+__all__ = ["NodeProfile", "profile_run", "profile_nodes", "optimized_graph", "NODE_COLUMNS"]
+
+#: The columns of :attr:`NodeProfile.nodes`.
+NODE_COLUMNS = ["node", "op_type", "provider", "median_ms", "p10_ms", "p90_ms", "node_index", "input_shapes",
+                "output_shapes"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +80,9 @@ def _shapes(entries: Any) -> list[list[int]]:
     return out
 
 
-def _parse_trace(events: list[dict], runs: int, speed: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
-    """Per-node times over the last ``runs`` runs of a trace; each run's times divided by ``speed[run]``."""
+def _parse_trace(events: list[dict], runs: int, speed: np.ndarray | None = None) -> tuple[list[dict], np.ndarray]:
+    """Per-node times over the last ``runs`` runs of a trace (rows of :data:`NODE_COLUMNS`); each run's times
+    divided by ``speed[run]``."""
     run_events = sorted(
         (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
         key=lambda e: e["ts"],
@@ -125,9 +132,7 @@ def _parse_trace(events: list[dict], runs: int, speed: np.ndarray | None = None)
                 "output_shapes": meta[node]["output_shapes"],
             }
         )
-    columns = ["node", "op_type", "provider", "median_ms", "p10_ms", "p90_ms", "node_index",
-               "input_shapes", "output_shapes"]  # fmt: skip
-    return pd.DataFrame(rows, columns=columns), (ends - starts) / 1e3
+    return rows, (ends - starts) / 1e3
 
 
 def reference_means(ref_ns: np.ndarray) -> np.ndarray:
@@ -165,6 +170,26 @@ def profile_run(
         reference_ms: the reference's time at the speed the node times should be expressed in (default:
             the median of the means around the runs here, the level of :attr:`~hwnas.hw.measure.LatencyRecord.paired_ms`).
     """
+    import pandas as pd
+
+    dev = get_device(device)
+    if dev.agent:  # on the measurement agent
+        from hwnas.hw.remote import remote_profile_run
+
+        return remote_profile_run(onnx_path, dev, dummy_input_or_feed, runs=runs, warmup=warmup, seed=seed,
+                                  reference=reference, reference_ms=reference_ms)
+    out = profile_rows(onnx_path, dev, dummy_input_or_feed, runs, warmup, seed=seed, reference=reference,
+                       reference_ms=reference_ms)
+    nodes = pd.DataFrame(out["rows"], columns=NODE_COLUMNS)
+    nodes.attrs.update(end_to_end_median_ms=out["end_to_end_median_ms"], runs=runs, device=dev.name)
+    return NodeProfile(nodes, out["end_to_end_median_ms"], out["wall_median_ms"], runs, dev.name, out["speeds"])
+
+
+def profile_rows(onnx_path: str | os.PathLike, device: str | Device, dummy_input_or_feed: Any = None, runs: int = 50,
+                 warmup: int = 10, *, seed: int = 0, reference: Any = None,
+                 reference_ms: float | None = None) -> dict[str, Any]:
+    """:func:`profile_run` on this machine without pandas: ``{"rows": [...], "end_to_end_median_ms",
+    "wall_median_ms", "speeds"}`` (the measurement agent sends this back)."""
     check_counts(runs=runs, warmup=warmup)
     dev = get_device(device)
     tmp = tempfile.mkdtemp(prefix="hwnas_profile_")
@@ -208,9 +233,8 @@ def profile_run(
         run_ms = run_ms / speeds[-len(run_ms):]
         wall = wall / speeds
     logger.debug("profiled %s on %s: %d nodes, %d runs", onnx_path, dev.name, len(nodes), runs)
-    nodes.attrs.update(end_to_end_median_ms=float(np.median(run_ms)), runs=runs, device=dev.name)
-    return NodeProfile(nodes, float(np.median(run_ms)), float(np.median(wall)), runs, dev.name,
-                       None if speeds is None else [float(v) for v in speeds])
+    return {"rows": nodes, "end_to_end_median_ms": float(np.median(run_ms)), "wall_median_ms": float(np.median(wall)),
+            "speeds": None if speeds is None else [float(v) for v in speeds]}
 
 
 def profile_nodes(
@@ -231,9 +255,22 @@ def optimized_graph(onnx_path: str | os.PathLike, device: str | Device) -> onnx.
     """The model as ORT runs it on ``device``, after its graph optimisations (fusions, layout changes).
 
     At ``graph_optimization="all"`` the result can hold ORT-internal ops (``FusedConv``,
-    ``com.microsoft.nchwc`` ``Conv``/``ReorderInput``/``ReorderOutput``); it is loaded unchecked.
+    ``com.microsoft.nchwc`` ``Conv``/``ReorderInput``/``ReorderOutput``); it is loaded unchecked. For a device behind
+    a measurement agent, the agent writes it with its provider and sends it back.
     """
+    import onnx
+
+    dev = get_device(device)
+    if dev.agent:
+        from hwnas.hw.remote import remote_optimized_bytes
+
+        return onnx.load_from_string(remote_optimized_bytes(onnx_path, dev))
+    return onnx.load_from_string(optimized_bytes(onnx_path, dev))
+
+
+def optimized_bytes(onnx_path: str | os.PathLike, device: str | Device) -> bytes:
+    """The bytes of the model ORT writes after optimising it for ``device`` (``optimized_model_filepath``)."""
     with tempfile.TemporaryDirectory(prefix="hwnas_optimized_") as tmp:
         out = Path(tmp) / "optimized.onnx"
         create_session(onnx_path, device, optimized_model_path=str(out), log_severity_level=3)
-        return onnx.load(str(out))
+        return out.read_bytes()
