@@ -377,7 +377,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._error(e.status, str(e), devices=sorted(state.devices))
                 return
             self._send(200, {"ok": True, "device": fields, "fingerprint": fingerprint(state.devices[name]),
-                             "instance": state.instance, "protocol": wire.PROTOCOL})
+                             "instance": state.instance, "protocol": wire.PROTOCOL,
+                             "limits": {"max_request_bytes": state.max_request_bytes,
+                                        "max_model_bytes": state.max_model_bytes, "timeout_s": state.timeout_s}})
         else:
             self._error(404, f"no endpoint {self.path!r}; the agent has GET /v1/info, GET /v1/devices/<name>, "
                              "POST /v1/job.")

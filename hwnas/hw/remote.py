@@ -19,6 +19,7 @@ raise :class:`RemoteError` at once, with the agent's message.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -62,6 +63,7 @@ class _Agent:
         self.base, self.token = base, token
         self.run_timeout_s, self.retry_s = run_timeout_s, retry_s
         self.sent: set[str] = set()  # blobs this agent instance has
+        self.max_request_bytes = 2 ** 62  # the agent's limit, once known
         self.instance = ""
         self.lock = threading.Lock()
 
@@ -87,7 +89,7 @@ class _Agent:
         while True:
             try:
                 return self._request(method, path, body_fn() if body_fn else None, timeout)
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, http.client.HTTPException) as e:
                 if isinstance(e, urllib.error.URLError) and isinstance(e.reason, str) and "unknown url" in e.reason:
                     raise
                 left = self.retry_s - (time.monotonic() - began)
@@ -150,6 +152,7 @@ def connect(url: str, token: str | None = None, run_timeout_s: float | None = No
     dev = Device(**{**fields, "name": f"{name}@{host}", "agent": f"{base}/{name}"})
     _FINGERPRINTS[dev.agent] = {**answer["fingerprint"], "device": dev.name, "agent": dev.agent}
     agent.instance = answer.get("instance", "")
+    agent.max_request_bytes = int(answer.get("limits", {}).get("max_request_bytes", agent.max_request_bytes))
     _DEVICES[dev.agent] = dev
     return dev
 
@@ -221,7 +224,12 @@ def _job(device: Device, op: str, models: list[bytes], inputs: list[Any], kwargs
               "timeout_s": agent.run_timeout_s}
     for _ in range(3):
         def body() -> bytes:  # built at each try: after a restart the agent holds nothing
-            return wire.pack_job(header, [b for s, b in blobs.items.items() if s not in agent.sent])
+            data = wire.pack_job(header, [b for s, b in blobs.items.items() if s not in agent.sent])
+            if len(data) > agent.max_request_bytes:  # the agent would close the connection unread (413)
+                raise RemoteError(f"{op} on {device.name}: the request of {len(data)} bytes is larger than the agent's "
+                                  f"limit of {agent.max_request_bytes} bytes (413); send fewer or smaller models per "
+                                  "measurement, or start the agent with a larger --max-request-mb.", 413)
+            return data
 
         answer = agent.call("POST", "/v1/job", body, timeout=agent.run_timeout_s + 60)
         if answer.get("status") == 409:  # the agent restarted (or dropped them): send every blob again
