@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import threading
 import time
 import urllib.request
@@ -90,10 +91,37 @@ def test_remote_measurement_matches_plain_ort(dev, tmp_path):
         [n.op_type for n in optimized_graph(path, "cpu-ort-1t").graph.node]
 
 
-def test_remote_lut_build_of_digits(dev, tmp_path, agent):
+@pytest.fixture(scope="module")
+def remote_lut(agent, tmp_path_factory):
+    os.environ[remote.TOKEN_ENV] = TOKEN
+    dev = get_device(agent.device("cpu-ort-1t"))
+    path = tmp_path_factory.mktemp("rlut") / "remote.json"
+    return build_lut(hwnas.spaces.create("digits").eval(), X, dev, path, **FAST), path
+
+
+def test_partial_remote_build_holds_the_kernels_of_its_subnets(dev, tmp_path):
+    """A few subnets of a digits LUT built through the agent: each subnet's kernels (hwnas.hw.kernels of the subnet
+    sampled) are in the file, each with a positive time; the file resumes on the same remote device."""
+    from hwnas.graph.trace import build_graph
+    from hwnas.hw.kernels import active_kernels, map_kernels
+
     space = hwnas.spaces.create("digits").eval()
-    path = tmp_path / "remote.json"
-    lut = build_lut(space, X, dev, path, **FAST)
+    path = tmp_path / "part.json"
+    lut = build_lut(space, X, dev, path, max_subnets=2, **FAST)
+    graph = build_graph(space, X)
+    kernels = map_kernels(graph)
+    assert len(lut.subnets) == 2
+    for rec in lut.subnets:
+        sigs = {str(sig) for _, sig in active_kernels(kernels, graph, rec["sample"])}
+        assert sigs == set(rec["kernels"]) and all(lut.entries[s].median_ms > 0 for s in sigs)
+    lut = build_lut(space, X, dev, path, max_subnets=1, **FAST)
+    assert len(lut.subnets) == 3
+
+
+@pytest.mark.slow  # 45 s on a loaded host
+def test_remote_lut_build_of_digits(dev, remote_lut, tmp_path):
+    space = hwnas.spaces.create("digits").eval()
+    lut, path = remote_lut
     assert space_signatures(space, X) <= set(lut.entries)
     loaded = LUT.load(path)  # no contact with the agent, no fingerprint warning on the same configuration
     assert loaded.device == dev and loaded.fingerprint["agent"] == dev.agent
@@ -110,6 +138,81 @@ def test_remote_lut_build_of_digits(dev, tmp_path, agent):
         meas.append(_plain_ort_ms(p, X, runs=500))
     ratio = np.median(np.array(pred) / np.array(meas))
     assert 0.6 < ratio < 1.6, (pred, meas)
+
+
+@pytest.mark.slow  # 20 s
+def test_cli_commands_on_the_agent(dev, agent, remote_lut, tmp_path, capsys):
+    """lut build, lut speed-check, report latency --measure and adapt run on the agent (its job count grows)."""
+    from hwnas.cli import main
+
+    _, path = remote_lut
+    state = remote.agent_of(dev)
+    jobs = lambda: state.call("GET", "/v1/info")["jobs"]  # noqa: E731
+    n0 = jobs()
+    out = tmp_path / "cli.json"
+    assert main(["lut", "build", "--space", "digits", "--device", agent.device("cpu-ort-1t"), "--out", str(out),
+                 "--max-subnets", "1", "--runs", "3"]) == 0
+    assert LUT.load(out).device == dev and jobs() >= n0 + 2
+    n1 = jobs()
+    assert main(["lut", "speed-check", "--space", "digits", "--lut", str(path), "--subnets", "3"]) == 0
+    assert "the machine runs at" in capsys.readouterr().out and jobs() > n1
+    n2 = jobs()
+    arch = tmp_path / "arch.json"
+    hwnas.save_arch(LUT.load(path).subnets[0]["sample"], arch)
+    assert main(["report", "latency", "--space", "digits", "--arch", str(arch), "--lut", str(path), "--csv",
+                 str(tmp_path / "r.csv"), "--measure"]) == 0
+    assert "measured" in capsys.readouterr().out and jobs() > n2
+    n3 = jobs()
+    adapted = tmp_path / "adapted.json"
+    assert main(["adapt", "digits", "--device", agent.device("cpu-ort-1t"), "--n", "5", "--budget", "10",
+                 "--out", str(adapted)]) == 0
+    assert LUT.load(adapted).device == dev and jobs() > n3
+
+
+@pytest.mark.slow  # about a minute: a build, the agent killed and started again
+def test_agent_killed_mid_build_loses_nothing(remote_lut, tmp_path, monkeypatch):
+    """kill -9 of the agent during a build: the build waits, retries and ends with the uninterrupted build's
+    subnets; every measurement saved before the kill is still in the file."""
+    monkeypatch.setenv(remote.TOKEN_ENV, TOKEN)
+    first = spawn_agent(TOKEN, block_imports=HEAVY, workdir=tmp_path / "a")
+    spec = first.device("cpu-ort-1t")
+    dev = remote.connect(spec[len("remote:"):], retry_s=300)
+    path = tmp_path / "killed.json"
+    result, errors = {}, []
+
+    def build():
+        try:
+            result["lut"] = build_lut(hwnas.spaces.create("digits").eval(), X, dev, path, **FAST)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=build)
+    t.start()
+    snapshot, second = None, None
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and t.is_alive():
+            if path.exists():
+                data = json.loads(path.read_text())
+                if len(data["subnets"]) >= 4:
+                    first.kill()
+                    snapshot = json.loads(path.read_text())
+                    time.sleep(1.0)
+                    second = spawn_agent(TOKEN, port=first.port, block_imports=HEAVY, workdir=tmp_path / "a")
+                    break
+            time.sleep(0.02)
+        t.join(600)
+    finally:
+        first.kill()
+        if second is not None:
+            second.stop()
+    assert snapshot is not None and not errors, errors
+    lut = result["lut"]
+    for sig, entry in snapshot["entries"].items():
+        assert lut.entries[sig].times_ms[: len(entry["times_ms"])] == pytest.approx(entry["times_ms"])
+    reference, _ = remote_lut
+    assert [r["sample"] for r in lut.subnets] == [r["sample"] for r in reference.subnets]
+    assert set(lut.entries) == set(reference.entries)
 
 
 def _post(agent, body, token=TOKEN):
