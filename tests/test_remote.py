@@ -317,3 +317,39 @@ def test_run_over_its_time_limit_is_stopped(dev, agent, tmp_path):
     finally:
         state.run_timeout_s = 600.0
     assert measure_many([path], dev, x, rounds=2)[0].median_ms > 0  # a new worker serves the next job
+
+
+def test_a_pool_of_agents_shares_one_build(dev, agent, tmp_path):
+    """Two agents of one device kind: the build's subnets go to both (each agent's job count grows), one at a time on
+    each, and the LUT holds every kernel of every subnet."""
+    from hwnas.hw.device import device_pool
+
+    second = spawn_agent(TOKEN, block_imports=HEAVY, workdir=tmp_path / "b")
+    try:
+        dev2 = get_device(second.device("cpu-ort-1t"))
+        with pytest.raises(ValueError, match="differs from"):
+            device_pool([dev, get_device(second.device("cpu-ort-2t"))])
+        jobs = [remote.agent_of(d).call("GET", "/v1/info")["jobs"] for d in (dev, dev2)]
+        space = hwnas.spaces.create("digits").eval()
+        lut = build_lut(space, X, f"{agent.device('cpu-ort-1t')},{second.device('cpu-ort-1t')}", tmp_path / "p.json",
+                        max_subnets=4, **FAST)
+        after = [remote.agent_of(d).call("GET", "/v1/info")["jobs"] for d in (dev, dev2)]
+        assert len(lut.subnets) == 4 and all(b >= a + 2 for a, b in zip(jobs, after)), (jobs, after)
+        assert lut.device == dev
+        assert len({json.dumps(r["sample"], sort_keys=True) for r in lut.subnets}) == 4
+        assert all(lut.entries[s].n >= 1 for r in lut.subnets for s in r["kernels"])
+    finally:
+        second.stop()
+
+
+@pytest.mark.parametrize("executor", ["threads", pytest.param("ray", marks=pytest.mark.slow)])
+def test_luts_of_several_devices_in_parallel(dev, agent, tmp_path, executor):
+    from hwnas.hw.remote_pool import build_luts
+
+    space = hwnas.spaces.create("digits").eval()
+    luts = build_luts(space, X, {"one": agent.device("cpu-ort-1t"), "two": agent.device("cpu-ort-2t")},
+                      tmp_path / "{name}.json", executor=executor, max_subnets=2,
+                      **{k: v for k, v in FAST.items() if k != "progress"})
+    assert sorted(luts) == ["one", "two"]
+    assert luts["one"].device.intra_op_threads == 1 and luts["two"].device.intra_op_threads == 2
+    assert all(len(lut.subnets) == 2 and lut.device.agent for lut in luts.values())

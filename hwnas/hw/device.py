@@ -45,6 +45,7 @@ __all__ = [
     "register_device",
     "load_device_file",
     "get_device",
+    "device_pool",
     "list_devices",
     "fingerprint",
     "fingerprint_matches",
@@ -320,6 +321,41 @@ def get_device(name_or_device: str | Device) -> Device:
             f"Unknown device {name_or_device!r}. Known devices: {list_devices()}. "
             f"Register it first with register_device(Device({name_or_device!r}, ...))."
         ) from None
+
+
+#: Fields that may differ between the members of a device pool (the rest is the configuration they share).
+_WHERE = ("name", "agent", "description")
+
+
+def device_pool(devices: Any) -> list[Device]:
+    """Devices of one configuration that can share a LUT build (several measurement agents of one kind).
+
+    ``devices`` is a device, a name, names joined by commas (``"remote:http://a:8765/cpu-ort-1t,remote:..."``) or a
+    list of them. Their provider, options, threads and optimisation must agree, and so must their machines where
+    their fingerprints are known (:func:`fingerprint_matches`).
+    """
+    if isinstance(devices, str):
+        devices = [d.strip() for d in devices.split(",") if d.strip()]
+    elif isinstance(devices, Device):
+        devices = [devices]
+    pool = [get_device(d) for d in devices]
+    if not pool:
+        raise ValueError("device_pool: no device given; pass a device name, a Device or a list of them.")
+    head = {k: v for k, v in pool[0].__dict__.items() if k not in _WHERE}
+    for other in pool[1:]:
+        diff = sorted(k for k, v in other.__dict__.items() if k not in _WHERE and head[k] != v)
+        if diff:
+            raise ValueError(f"device pool: {other.name!r} differs from {pool[0].name!r} in {diff}; a pool shares one "
+                             "configuration (a LUT holds one device's times). Build a LUT per device instead "
+                             "(hwnas.hw.remote_pool.build_luts).")
+        machine = fingerprint_matches(fingerprint(pool[0]), fingerprint(other))
+        if machine:
+            raise ValueError(f"device pool: {other.name!r} runs on another machine or runtime than {pool[0].name!r} "
+                             f"({'; '.join(machine)}); a pool must be machines of one kind.")
+    if len({d.name for d in pool}) != len(pool):
+        raise ValueError(f"device pool: a device is listed twice ({[d.name for d in pool]}); each measures one "
+                         "subnet at a time, so list each once.")
+    return pool
 
 
 def list_devices() -> list[str]:

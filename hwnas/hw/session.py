@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +23,10 @@ import onnxruntime as ort
 
 from hwnas.hw.device import OPSET, Device, get_device
 
-__all__ = ["export_onnx", "create_session", "make_feed", "BoundRunner"]
+__all__ = ["export_onnx", "create_session", "make_feed", "BoundRunner", "EXPORT_LOCK"]
+
+#: Held around every ``torch.onnx.export`` (the exporter keeps global state; builds of several devices run in threads).
+EXPORT_LOCK = threading.RLock()
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +81,7 @@ def export_onnx(
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with EXPORT_LOCK, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
             torch.onnx.export(
                 module,
