@@ -133,3 +133,25 @@ def test_configured_device_measures_with_its_threads(tmp_path):
     s1, s2 = create_session(path, "cpu-ort-1t"), create_session(path, "t-2t")
     feed = {"input": x.numpy()}
     assert np.allclose(s1.run(None, feed)[0], s2.run(None, feed)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("level, fused", [("all", True), ("extended", True), ("basic", False)])
+def test_fusion_is_read_from_the_optimised_model(tmp_path, level, fused):
+    """fused_nodes reads what ORT fused from the model it writes (optimized_model_filepath): against the exported
+    model's own nodes, Conv+Relu and Gemm+Relu are one group each from the 'extended' level on, separate below."""
+    import onnx
+
+    from hwnas.hw.profiling import fused_nodes, optimized_graph
+
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                            torch.nn.Linear(8 * 6 * 6, 10), torch.nn.ReLU())
+    path = export_onnx(m, torch.randn(1, 3, 8, 8), tmp_path / "m.onnx")
+    original = onnx.load(str(path))
+    names = {n.op_type + str(i): n.name for i, n in enumerate(original.graph.node)}
+    groups = [sorted(orig) for _, orig in fused_nodes(original, optimized_graph(path, Device("t", graph_optimization=level)))]
+    assert sorted(n for g in groups for n in g) == sorted(names.values())  # every original node, once
+    conv_relu = sorted([names["Conv0"], names["Relu1"]])
+    gemm_relu = sorted([names["Gemm3"], names["Relu4"]])
+    assert (conv_relu in groups and gemm_relu in groups) == fused
+    if not fused:
+        assert [names["Conv0"]] in groups and [names["Relu1"]] in groups

@@ -113,7 +113,7 @@ def measure_subnet_kernels(space: Any, graph: OpGraph, kernels: list[Kernel], sa
     if n_anchor != anchors:
         raise LUTError(f"could not match ORT's profile to the subnet's kernels ({n_anchor} of {anchors} convolutions/"
                        f"GEMMs matched) for sample {sample}; ORT may have fused differently than hwnas.hw.kernels "
-                       "predicts. Please report this with the sample.")
+                       f"predicts{_fusion_note(path, device)}. Please report this with the sample.")
     counts = _node_counts(nodes, act)
     out = {"kernels": [(k, str(sig), t, counts[i]) for i, ((k, sig), t) in enumerate(zip(act, times))],
            "sum_nodes_ms": float(sum(times) + lead), "nodes": len(nodes), "lead_ms": float(lead)}
@@ -162,6 +162,30 @@ def _measure_batch(batch: list, pool: list[Device], space: Any, graph: OpGraph, 
         return [one(0)]
     with ThreadPoolExecutor(len(batch), thread_name_prefix="hwnas-lut") as ex:
         return list(ex.map(one, range(len(batch))))
+
+
+def _fusion_note(path: Path, device: Device) -> str:
+    """What the device's provider fused, read from the optimised model ORT writes: the nodes that stand for more than
+    one convolution/GEMM (a compiled subgraph, whose time no kernel LUT can split)."""
+    import onnx
+
+    from hwnas.hw.profiling import fused_nodes, optimized_graph
+
+    try:
+        original = onnx.load(str(path))
+        kinds = {n.name: n.op_type for n in original.graph.node}
+        groups = fused_nodes(original, optimized_graph(path, device))
+    except Exception as e:  # the note must not hide the error it explains
+        return f" (the optimised model could not be read: {e})"
+    merged = [(opt, [o for o in orig if kinds.get(o) in ("Conv", "Gemm", "MatMul", "ConvTranspose")])
+              for opt, orig in groups]
+    merged = [(opt, anchors) for opt, anchors in merged if len(anchors) > 1]
+    if not merged:
+        return ""
+    opt, anchors = max(merged, key=lambda m: len(m[1]))
+    return (f": {device.provider} runs {len(anchors)} convolutions/GEMMs ({', '.join(anchors[:4])}"
+            f"{', ...' if len(anchors) > 4 else ''}) as one node group {opt[:3]}, whose time a kernel LUT cannot split "
+            "(use a whole-model predictor, hwnas.predict, or a provider/optimisation level that runs them as nodes)")
 
 
 def _node_counts(nodes: list[dict], act: list) -> list[int]:

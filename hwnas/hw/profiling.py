@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # onnx and pandas load when used: a measurement agent's light
     import onnx
     import pandas as pd
 
-__all__ = ["NodeProfile", "profile_run", "profile_nodes", "optimized_graph", "NODE_COLUMNS"]
+__all__ = ["NodeProfile", "profile_run", "profile_nodes", "optimized_graph", "NODE_COLUMNS", "fused_nodes"]
 
 #: The columns of :attr:`NodeProfile.nodes`.
 NODE_COLUMNS = ["node", "op_type", "provider", "median_ms", "p10_ms", "p90_ms", "node_index", "input_shapes",
@@ -274,3 +274,56 @@ def optimized_bytes(onnx_path: str | os.PathLike, device: str | Device) -> bytes
         out = Path(tmp) / "optimized.onnx"
         create_session(onnx_path, device, optimized_model_path=str(out), log_severity_level=3)
         return out.read_bytes()
+
+
+def fused_nodes(original: onnx.ModelProto, optimized: onnx.ModelProto) -> list[tuple[list[str], list[str]]]:
+    """What a provider fused: groups of the optimised model's nodes and the original nodes each group computes.
+
+    Read from the models alone, for any execution provider (no rules per provider): the optimised model
+    (:func:`optimized_graph`) keeps the names of the original tensors it still computes. Its nodes joined by tensors
+    of their own (an NCHWc convolution and its reorders, a compiled subgraph's parts) form a group; a group computes
+    the original nodes between the original tensors it reads and those it writes. A ``FusedConv`` of a Conv and a
+    Relu is one group of one node standing for both; a provider that compiles the whole graph (TensorRT, OpenVINO)
+    gives one group that stands for every node.
+
+    Returns:
+        ``[(optimised node names, original node names)]`` in the optimised model's order; groups that compute no
+        original node (a copy ORT inserted) have an empty second list.
+    """
+    orig_nodes = list(original.graph.node)
+    producer = {out: i for i, n in enumerate(orig_nodes) for out in n.output if out}
+    known = {t.name for t in original.graph.input} | {t.name for t in original.graph.initializer} | set(producer)
+    opt_nodes = list(optimized.graph.node)
+    present = {t.name for t in optimized.graph.input} | {t.name for t in optimized.graph.initializer}
+    present |= {out for n in opt_nodes for out in n.output} | {i for n in opt_nodes for i in n.input}
+    boundary = known & present  # original tensors the optimised model still has
+    parent = list(range(len(opt_nodes)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    made_by = {out: i for i, n in enumerate(opt_nodes) for out in n.output if out and out not in known}
+    for i, n in enumerate(opt_nodes):  # joined by a tensor of the optimised model's own
+        for t in n.input:
+            if t in made_by:
+                parent[find(i)] = find(made_by[t])
+    groups: dict[int, list[int]] = {}
+    for i in range(len(opt_nodes)):
+        groups.setdefault(find(i), []).append(i)
+    out = []
+    for members in groups.values():
+        reads = {t for i in members for t in opt_nodes[i].input if t in boundary}
+        stack = [t for i in members for t in opt_nodes[i].output if t in producer]
+        covered: set[int] = set()
+        while stack:
+            t = stack.pop()
+            j = producer.get(t)
+            if j is None or j in covered:
+                continue
+            covered.add(j)
+            stack.extend(x for x in orig_nodes[j].input if x and x not in reads and x in producer)
+        out.append(([opt_nodes[i].name for i in members], [orig_nodes[j].name for j in sorted(covered)]))
+    return out
