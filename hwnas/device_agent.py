@@ -54,6 +54,7 @@ JOB_KWARGS = {
     "profile_run": {"runs": int, "warmup": int, "seed": int, "reference_ms": float},
     "optimized": {},
     "check": {},
+    "store": {},  # only keeps the blobs sent with it (models for a later job too large for one request)
 }
 _MODULES = ["hwnas/device_agent.py", "hwnas/hw/device.py", "hwnas/hw/session.py", "hwnas/hw/measure.py",
             "hwnas/hw/profiling.py", "hwnas/hw/remote_wire.py"]
@@ -276,7 +277,13 @@ class AgentState:
         op = header.get("op")
         if op not in JOB_KWARGS:
             raise JobError(400, f"unknown job op {op!r}; expected one of {sorted(JOB_KWARGS)}.")
+        if op == "store":  # the blobs were kept on arrival; no run
+            return {"result": True, "run": {"instance": self.instance}}
         fields = self.device_fields(str(header.get("device")))
+        config = header.get("config") or {}  # the client's settings of that device (e.g. another optimisation level)
+        if not isinstance(config, dict) or set(config) - (set(fields) - {"name", "agent", "description"}):
+            raise JobError(400, f"job config must be a dict of device fields, got {config!r}.")
+        fields.update(config)
         kwargs = dict(header.get("kwargs") or {})
         for key, value in kwargs.items():
             kind = JOB_KWARGS[op].get(key)

@@ -243,7 +243,7 @@ def test_too_large_and_not_onnx_are_refused(dev, agent, tmp_path):
     with pytest.raises(remote.RemoteError, match="400.*larger than this agent's limit"):
         measure_many([big], dev, x)
     huge = export_onnx(torch.nn.Linear(1024, 1024), torch.randn(1, 1024), tmp_path / "huge.onnx")  # 4 MB
-    with pytest.raises(remote.RemoteError, match="larger than the agent's limit of 1048576 bytes \\(413\\)"):
+    with pytest.raises(remote.RemoteError, match="larger than the agent's request limit of 1048576 bytes \\(413\\)"):
         measure_many([huge], dev, torch.randn(1, 1024))
     # the agent itself answers 413 from the header alone, without reading the body
     conn = http.client.HTTPConnection("127.0.0.1", agent.port, timeout=30)
@@ -353,3 +353,36 @@ def test_luts_of_several_devices_in_parallel(dev, agent, tmp_path, executor):
     assert sorted(luts) == ["one", "two"]
     assert luts["one"].device.intra_op_threads == 1 and luts["two"].device.intra_op_threads == 2
     assert all(len(lut.subnets) == 2 and lut.device.agent for lut in luts.values())
+
+
+@pytest.mark.slow  # 30-60 s
+def test_predictor_training_on_the_agent(tmp_path, monkeypatch):
+    """predict.train on a remote device (an agent with the default limits: training models reach a few MB): every
+    profile and timing runs on the agent (its job count grows), and the predictor records the agent's device."""
+    from hwnas.predict import LatencyPredictor
+    from hwnas.predict.train import train
+
+    monkeypatch.setenv(remote.TOKEN_ENV, TOKEN)
+    big = spawn_agent(TOKEN, block_imports=HEAVY, workdir=tmp_path / "agent")
+    try:
+        dev = get_device(big.device("cpu-ort-1t"))
+        state = remote.agent_of(dev)
+        kw = dict(initial=2, batch=1, pool=3, runs=3, warmup=1, max_macs=3e6, min_macs=1e5, progress=False,
+                  params={"n_estimators": 20, "cv": 2, "min_family_size": 4}, e2e_measurements=2)
+        pred = train(dev, budget=60, path=tmp_path / "remote.skops", **kw)
+        assert state.call("GET", "/v1/info")["jobs"] >= 4
+        loaded = LatencyPredictor.load(tmp_path / "remote.skops")
+        assert loaded.metadata["training"]["models"] >= 1 and pred.device.agent == dev.agent
+    finally:
+        big.stop()
+
+
+def test_the_client_settings_of_a_device_travel_with_the_job(dev, tmp_path):
+    """dev.replace(graph_optimization=...) on a remote device is what the agent runs (optimised graph as locally)."""
+    from hwnas.hw.device import Device
+
+    path, _ = _model(tmp_path)
+    for level in ("basic", "all"):
+        got = [n.op_type for n in optimized_graph(path, dev.replace(graph_optimization=level)).graph.node]
+        want = [n.op_type for n in optimized_graph(path, Device("t", graph_optimization=level)).graph.node]
+        assert got == want, (level, got, want)

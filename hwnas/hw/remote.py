@@ -219,16 +219,18 @@ def _job(device: Device, op: str, models: list[bytes], inputs: list[Any], kwargs
     agent = agent_of(device)
     blobs = blobs or _Blobs()
     names = [blobs.add("onnx", m) for m in models]
-    header = {"protocol": wire.PROTOCOL, "op": op, "device": device.agent.rsplit("/", 1)[1], "models": names,
+    config = {k: ([list(p) for p in v] if k == "provider_options" else v) for k, v in device.__dict__.items()
+              if k not in ("name", "agent", "description")}
+    header = {"protocol": wire.PROTOCOL, "op": op, "device": device.agent.rsplit("/", 1)[1], "config": config,
+              "models": names,
               "inputs": [blobs.spec(x) for x in inputs], "kwargs": kwargs, "reference": reference,
               "timeout_s": agent.run_timeout_s}
     for _ in range(3):
         def body() -> bytes:  # built at each try: after a restart the agent holds nothing
             data = wire.pack_job(header, [b for s, b in blobs.items.items() if s not in agent.sent])
-            if len(data) > agent.max_request_bytes:  # the agent would close the connection unread (413)
-                raise RemoteError(f"{op} on {device.name}: the request of {len(data)} bytes is larger than the agent's "
-                                  f"limit of {agent.max_request_bytes} bytes (413); send fewer or smaller models per "
-                                  "measurement, or start the agent with a larger --max-request-mb.", 413)
+            if len(data) > agent.max_request_bytes:  # too large for one request: send the blobs ahead
+                _store_ahead(agent, device, blobs, len(data) - sum(len(b) for _, b in blobs.items.values()))
+                data = wire.pack_job(header, [b for s, b in blobs.items.items() if s not in agent.sent])
             return data
 
         answer = agent.call("POST", "/v1/job", body, timeout=agent.run_timeout_s + 60)
@@ -243,6 +245,36 @@ def _job(device: Device, op: str, models: list[bytes], inputs: list[Any], kwargs
         agent.sent.update(blobs.items)
         return answer["result"]
     raise RemoteError(f"{op} on {device.name}: the agent kept losing the models sent to it (3 tries).")
+
+
+def _store_ahead(agent: _Agent, device: Device, blobs: _Blobs, header_bytes: int) -> None:
+    """Send the blobs the agent lacks in requests within its limit (``store`` jobs), so that the job itself is small.
+
+    Raises:
+        RemoteError: one blob alone is larger than the agent's request limit (413).
+    """
+    room = agent.max_request_bytes - header_bytes - 4096
+    batch: list[tuple[str, tuple[str, bytes]]] = []
+
+    def flush() -> None:
+        if batch:
+            answer = agent.call("POST", "/v1/job", lambda: wire.pack_job(
+                {"protocol": wire.PROTOCOL, "op": "store"}, [kb for _, kb in batch]), timeout=600)
+            _raise_for(answer, f"sending models to {device.name}")
+            agent.sent.update(s for s, _ in batch)
+            batch.clear()
+
+    for sha, (kind, data) in blobs.items.items():
+        if sha in agent.sent:
+            continue
+        if len(data) > room:
+            raise RemoteError(f"sending to {device.name}: a {kind} of {len(data)} bytes is larger than the agent's "
+                              f"request limit of {agent.max_request_bytes} bytes (413); start the agent with a larger "
+                              "--max-request-mb.", 413)
+        if sum(len(d) for _, (_, d) in batch) + len(data) > room:
+            flush()
+        batch.append((sha, (kind, data)))
+    flush()
 
 
 def _model_bytes(model: Any, dummy_input: Any, index: int) -> bytes:
