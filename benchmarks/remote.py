@@ -10,7 +10,9 @@ light install), all on this one machine, so timing figures share its load (``upt
    remote wall time over the local one (target: at most 1.10).
 2. **Agreement**: the first local and remote LUTs predict 30 held-out subnets (random subnets that are not build
    subnets): Kendall tau between the two LUTs' predictions (target >= 0.9) and the ratio of their medians (within
-   5%). Each LUT is also compared with a local steady measurement of those subnets.
+   5%). Each LUT is also compared with a local steady measurement of those subnets, and every build with the others:
+   two builds of one kind minutes apart show how far the host's drift alone moves a LUT (the paired level of a LUT
+   follows the host's speed during its build).
 3. **Faults**: a remote build during which the agent is killed (SIGKILL of its process group) at ``--kills`` random
    points and started again on the same port after a second; it must end with the uninterrupted remote build's
    subnets and kernels, every measurement saved before each kill still in the file.
@@ -135,10 +137,18 @@ def main() -> None:
                 held.append(s)
             if len(held) == args.holdout:
                 break
-        p_local = np.array([hwnas.LatencyProfiler(space, X, lut=lut_local).profile(s) for s in held])
-        p_remote = np.array([hwnas.LatencyProfiler(space, X, lut=lut_remote).profile(s) for s in held])
+        preds = {f"{kind}{i}": np.array([hwnas.LatencyProfiler(space, X, lut=LUT.load(work / f"{kind}{i}.json"))
+                                        .profile(s) for s in held])
+                 for kind in ("local", "remote") for i in range(args.builds)}
+        p_local, p_remote = preds["local0"], preds["remote0"]
         tau = float(kendalltau(p_local, p_remote)[0])
         med_ratio = float(np.median(p_remote) / np.median(p_local))
+        # the yardstick: how far two builds of one kind, minutes apart on this host, are from each other
+        pairs = {f"{a}/{b}": (float(kendalltau(preds[a], preds[b])[0]), float(np.median(preds[a]) / np.median(preds[b])))
+                 for a, b in [(f"remote{i}", f"local{i}") for i in range(args.builds)]
+                 + [(f"local{i}", "local0") for i in range(1, args.builds)]
+                 + [(f"remote{i}", "remote0") for i in range(1, args.builds)]}
+        print("pairs (tau, median ratio):", pairs)
         paths, inputs = export_subnets(space, held, X, work, "held")
         measured = np.array([r.median_ms for r in measure_many(paths, "cpu-ort-1t", dummy_inputs=inputs,
                                                                method="steady", rounds=3)])
@@ -171,6 +181,8 @@ def main() -> None:
         f"| remote / local (medians; pairs {', '.join(f'{r:.3f}' for r in pair_ratios)}) | {ratio:.3f} | <= 1.10 |",
         f"| Kendall tau, local vs remote LUT on {len(held)} held-out subnets | {tau:.3f} | >= 0.9 |",
         f"| median prediction remote / local | {med_ratio:.4f} | 0.95-1.05 |",
+        *[f"| builds {k}: Kendall tau, median ratio | {t:.3f}, {r:.4f} | (same kind: the noise) |"
+          for k, (t, r) in pairs.items()],
         f"| Kendall tau vs local steady measurement: local LUT / remote LUT | {tau_local_meas:.3f} / "
         f"{tau_remote_meas:.3f} | |",
         f"| agent killed (SIGKILL) after subnets | {[e['after_subnets'] for e in events]} | 5 random points |",
