@@ -136,13 +136,8 @@ class _Worker:
 
 def worker_main() -> None:
     """The worker process: read one job per line on stdin, answer one JSON line on the original stdout."""
-    try:  # Linux: die with the agent, even when it is killed with SIGKILL (PR_SET_PDEATHSIG)
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+    # (no PR_SET_PDEATHSIG: it fires when the *thread* that started the worker ends, and a worker restarted after a
+    # timeout is started by a request's thread; a worker whose agent died ends at the end of its stdin instead)
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # stray prints (ORT, user code) go to stderr, never into the answers
     references: dict[str, Any] = {}
