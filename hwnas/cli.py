@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hwnas", description="Hardware-aware neural architecture search.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    p.add_argument("--device-file", default=None, metavar="FILE",
+                   help="register the devices of a JSON/TOML file first (any ONNX Runtime provider; docs/devices.md)")
     sub = p.add_subparsers(dest="command", required=True)
 
     pr = sub.add_parser("profile", help="FLOPs / params (min, centroid, max) of a space and constraint feasibility")
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb = lut.add_parser("build", help="build or resume a LUT for a space on a device (ONNX Runtime)")
     lb.add_argument("--space", required=True)
     lb.add_argument("--input", type=_shape, default=None)
-    lb.add_argument("--device", default="cpu-ort-1t")
+    lb.add_argument("--device", default="cpu-ort-1t", help="a device name, or remote:http://HOST:PORT/DEVICE (a "
+                    "measurement agent; token in HWNAS_DEVICE_TOKEN)")
     lb.add_argument("--out", required=True, help="LUT file of yours (resumed if it exists)")
     lb.add_argument("--repeats", type=int, default=3, help="measurements per kernel signature")
     lb.add_argument("--runs", type=int, default=30)
@@ -155,7 +158,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_search_parsers(sub)
     _add_adapt_parser(sub)
+    _add_device_parser(sub)
     return p
+
+
+def _add_device_parser(sub) -> None:
+    from hwnas.device_agent import add_serve_arguments
+
+    dev = sub.add_parser("device", help="devices: list them, serve this machine's to other hwnas (measurement agent)")
+    dsub = dev.add_subparsers(dest="device_command", required=True)
+    dsub.add_parser("list", help="list the registered devices (with --device-file: those too)")
+    add_serve_arguments(dsub.add_parser("serve", help="run the measurement agent: time ONNX models here for hwnas "
+                                        "elsewhere (--device remote:http://HOST:PORT/DEVICE there)"))
+    pk = dsub.add_parser("pack", help="write the agent as one .pyz file that runs with onnxruntime and numpy only")
+    pk.add_argument("--out", default="hwnas-agent.pyz")
+
+
+def _device(args) -> int:
+    if args.device_command == "serve":
+        from hwnas.device_agent import serve_from_args
+
+        serve_from_args(args)
+        return 0
+    if args.device_command == "pack":
+        from hwnas.device_agent import pack_agent
+
+        print(f"written: {pack_agent(args.out)} (run it with: python {args.out} serve --port 8765 --token T)")
+        return 0
+    from hwnas.hw.device import get_device, list_devices
+
+    for name in list_devices():
+        d = get_device(name)
+        opts = f" {dict(d.provider_options)}" if d.provider_options else ""
+        print(f"{name:16s} {d.provider}{opts}, {d.intra_op_threads} thread(s), optimisation {d.graph_optimization}"
+              + (f"  {d.description}" if d.description else ""))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,6 +246,12 @@ def _user_target(args, given: str, out: str | None, flag: str):
 
 
 def _run(args) -> int:
+    if args.device_file:
+        from hwnas.hw.device import load_device_file
+
+        load_device_file(args.device_file)
+    if args.command == "device":
+        return _device(args)
     import torch
 
     import hwnas
@@ -394,10 +437,16 @@ def _adapt(args) -> int:
         space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
         x = _input(args)
     device = args.device or LUT.load(src, check_fingerprint=False).device.name
-    out = pathlib.Path(args.out) if args.out else pathlib.Path(f"{src.stem}_adapted_{device}.json")
+    if device.startswith("remote:"):  # the device on its agent, named as in its LUTs (no URL in a file name)
+        from hwnas.hw.device import get_device
+
+        device = get_device(device)
+    label = device if isinstance(device, str) else device.name
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(f"{src.stem}_adapted_{label}.json")
     lut = adapt_lut(src, device, n=args.n, space=space, dummy_input=x, out=out, budget_s=args.budget,
                     seed=args.seed, progress=True)
-    _print_adapted(args.artefact, device, lut.adapted["adapted_from"], out, "subnets")
+    _print_adapted(args.artefact, label, lut.adapted["adapted_from"], out, "subnets",
+                   "on this machine" if isinstance(device, str) else "on its agent")
     return 0
 
 
@@ -425,9 +474,9 @@ def _adapt_predictor(args, src) -> int:
     return 0
 
 
-def _print_adapted(name: str, device: str, info: dict, out, what: str) -> None:
+def _print_adapted(name: str, device: str, info: dict, out, what: str, where: str = "on this machine") -> None:
     factors = ", ".join(f"{k} {v:.3f}" for k, v in info["factors"].items())
-    print(f"adapted {name} ({info['device']}, {info['cpu_model']}) to {device} on this machine in "
+    print(f"adapted {name} ({info['device']}, {info['cpu_model']}) to {device} {where} in "
           f"{info['seconds']:.0f} s from {info['n']} {what}: {factors}; prior {info['prior']!r}, ridge "
           f"{info['ridge']:g}; leave-one-out error {100 * info['cv_rms']:.2f}% (one factor "
           f"{100 * info['cv_rms_one_factor']:.2f}%, unadapted {100 * info['rms_unadapted']:.2f}%); load "

@@ -29,6 +29,7 @@ import os
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,12 @@ import torch
 
 from hwnas.graph.subnet import export
 from hwnas.graph.trace import OpGraph, build_graph
-from hwnas.hw.device import Device, get_device
+from hwnas.hw.device import Device, device_pool
 from hwnas.hw.kernels import Kernel, active_kernels, attribute_nodes, map_kernels
 from hwnas.hw.lut import LUT, LUTError, now
 from hwnas.hw.measure import measure, measure_many, open_reference
 from hwnas.hw.profiling import profile_run
-from hwnas.hw.session import export_onnx
+from hwnas.hw.session import EXPORT_LOCK, export_onnx
 from hwnas.profile.constraints import centroid_sample
 from hwnas.space.space import as_rng, collect_choices
 
@@ -101,9 +102,9 @@ def measure_subnet_kernels(space: Any, graph: OpGraph, kernels: list[Kernel], sa
         LUTError: the profile's convolutions/GEMMs could not be matched to the subnet's kernels.
     """
     x = input_for(space, sample, dummy_input)
-    subnet = export_fn(space, sample).eval()
     path = Path(workdir) / onnx_name
-    export_onnx(subnet, x, path)
+    with _EXPORT_LOCK:  # exports share the space's modules: one at a time when a pool measures in threads
+        export_onnx(export_fn(space, sample).eval(), x, path)
     prof = profile_run(path, device, x, runs=runs, warmup=warmup)
     nodes = prof.nodes.to_dict("records")
     act = active_kernels(kernels, graph, sample)
@@ -112,7 +113,7 @@ def measure_subnet_kernels(space: Any, graph: OpGraph, kernels: list[Kernel], sa
     if n_anchor != anchors:
         raise LUTError(f"could not match ORT's profile to the subnet's kernels ({n_anchor} of {anchors} convolutions/"
                        f"GEMMs matched) for sample {sample}; ORT may have fused differently than hwnas.hw.kernels "
-                       "predicts. Please report this with the sample.")
+                       f"predicts{_fusion_note(path, device)}. Please report this with the sample.")
     counts = _node_counts(nodes, act)
     out = {"kernels": [(k, str(sig), t, counts[i]) for i, ((k, sig), t) in enumerate(zip(act, times))],
            "sum_nodes_ms": float(sum(times) + lead), "nodes": len(nodes), "lead_ms": float(lead)}
@@ -120,6 +121,71 @@ def measure_subnet_kernels(space: Any, graph: OpGraph, kernels: list[Kernel], sa
         # a first estimate for the calibration until the interleaved pass (interleave_end_to_end) replaces it
         out["end_to_end_ms"] = measure(path, device, x, warmup=3, repeats=5, rounds=2).median_ms
     return out
+
+
+_EXPORT_LOCK = EXPORT_LOCK  # also around export_fn: a pool's threads export subnets of one space
+
+
+def _plan_subnets(graph: OpGraph, kernels: list[Kernel], tables: list, needed: set[str], counts: Counter,
+                  repeats_per_kernel: int, random_left: int, room: int,
+                  rng: np.random.Generator) -> list[tuple[dict[str, Any], bool]]:
+    """Up to ``room`` subnets to measure next, ``(sample, covering)``: each planned as if the ones before it were
+    measured already (their signatures counted), so that a pool does not measure the same kernels twice."""
+    planned, batch, randoms = Counter(counts), [], 0
+    for _ in range(room):
+        covering = any(planned[s] < repeats_per_kernel for s in needed)
+        if not covering and randoms >= random_left:
+            break
+        sample = _covering_sample(graph, tables, planned, repeats_per_kernel, rng) if covering else \
+            {lab: c.values[int(rng.integers(len(c.values)))] for lab, c in graph.choices.items()}
+        batch.append((sample, covering))
+        randoms += not covering
+        if room > 1:
+            planned.update(str(sig) for _, sig in active_kernels(kernels, graph, sample))
+    return batch
+
+
+def _measure_batch(batch: list, pool: list[Device], space: Any, graph: OpGraph, kernels: list[Kernel],
+                   dummy_input: torch.Tensor, runs: int, warmup: int, export_fn: Any, work: str,
+                   first_index: int) -> list[tuple[str, Any]]:
+    """Measure the subnets of ``batch``, the i-th on ``pool[i]`` (in threads when more than one);
+    ``(ONNX file name, result or LUTError)`` for each, in order."""
+    def one(i: int) -> tuple[str, Any]:
+        name = f"subnet-{first_index + i}.onnx"
+        try:
+            return name, measure_subnet_kernels(space, graph, kernels, batch[i][0], dummy_input, pool[i], runs, warmup,
+                                                export_fn, work, onnx_name=name)
+        except LUTError as e:
+            return name, e
+
+    if len(batch) == 1:
+        return [one(0)]
+    with ThreadPoolExecutor(len(batch), thread_name_prefix="hwnas-lut") as ex:
+        return list(ex.map(one, range(len(batch))))
+
+
+def _fusion_note(path: Path, device: Device) -> str:
+    """What the device's provider fused, read from the optimised model ORT writes: the nodes that stand for more than
+    one convolution/GEMM (a compiled subgraph, whose time no kernel LUT can split)."""
+    import onnx
+
+    from hwnas.hw.profiling import fused_nodes, optimized_graph
+
+    try:
+        original = onnx.load(str(path))
+        kinds = {n.name: n.op_type for n in original.graph.node}
+        groups = fused_nodes(original, optimized_graph(path, device))
+    except Exception as e:  # the note must not hide the error it explains
+        return f" (the optimised model could not be read: {e})"
+    merged = [(opt, [o for o in orig if kinds.get(o) in ("Conv", "Gemm", "MatMul", "ConvTranspose")])
+              for opt, orig in groups]
+    merged = [(opt, anchors) for opt, anchors in merged if len(anchors) > 1]
+    if not merged:
+        return ""
+    opt, anchors = max(merged, key=lambda m: len(m[1]))
+    return (f": {device.provider} runs {len(anchors)} convolutions/GEMMs ({', '.join(anchors[:4])}"
+            f"{', ...' if len(anchors) > 4 else ''}) as one node group {opt[:3]}, whose time a kernel LUT cannot split "
+            "(use a whole-model predictor, hwnas.predict, or a provider/optimisation level that runs them as nodes)")
 
 
 def _node_counts(nodes: list[dict], act: list) -> list[int]:
@@ -161,7 +227,10 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
     Args:
         space: the model space.
         dummy_input: input of the shape the LUT is for (batch size and resolution matter).
-        device: a registered device name or :class:`~hwnas.hw.device.Device` (threads, optimisation level).
+        device: a registered device name or :class:`~hwnas.hw.device.Device` (threads, optimisation level), or a
+            pool of devices of one configuration (a list, or names joined by commas: several measurement agents
+            of one kind, :func:`~hwnas.hw.device.device_pool`): the subnets are spread over them, one at a time on
+            each; the LUT is recorded for the first, which also runs the interleaved end-to-end pass.
         path: the LUT file; if it exists, the build resumes from it (same device required).
         repeats_per_kernel: measurements per signature, each in a different subnet (median is used).
         runs, warmup: profiled runs per subnet and warm-up runs before them.
@@ -183,8 +252,10 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
         The :class:`~hwnas.hw.lut.LUT` (also saved to ``path`` after every subnet).
     """
     export_fn = export_fn or export
-    dev = get_device(device)
-    dev.check_available()
+    pool = device_pool(device)  # several agents of one device: each measures one subnet at a time
+    dev = pool[0]
+    for member in pool:
+        member.check_available()
     settings = {"runs": runs, "warmup": warmup, "repeats_per_kernel": repeats_per_kernel,
                 "random_subnets": random_subnets,
                 "harvest": "per-node ORT profile of whole subnets", "input_shape": list(dummy_input.shape)}
@@ -222,28 +293,30 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
     # build exports the subnets of earlier calls again
     with tempfile.TemporaryDirectory(prefix="hwnas-lut-") as work:
         while missing() > 0 and (max_subnets is None or done_here < max_subnets):
-            covering = any(counts[s] < repeats_per_kernel for s in needed)
-            sample = _covering_sample(graph, tables, counts, repeats_per_kernel, rng) if covering else \
-                {lab: c.values[int(rng.integers(len(c.values)))] for lab, c in graph.choices.items()}
+            # one subnet per device of the pool, measured at once (a pool of one: one subnet, as always)
+            room = len(pool) if max_subnets is None else min(len(pool), max_subnets - done_here)
+            batch = _plan_subnets(graph, kernels, tables, needed, counts, repeats_per_kernel,
+                                  random_subnets - n_random(), room, rng)
             before = missing()
-            try:
-                res = measure_subnet_kernels(space, graph, kernels, sample, dummy_input, dev, runs, warmup,
-                                             export_fn, work, onnx_name=f"subnet-{len(lut.subnets)}.onnx")
-            except LUTError as e:
-                log.warning("skipping a subnet: %s", e)
+            results = _measure_batch(batch, pool, space, graph, kernels, dummy_input, runs, warmup, export_fn, work,
+                                     len(lut.subnets))
+            for (sample, covering), (name, res) in zip(batch, results):
                 done_here += 1
-                continue
-            for _, sig, ms, n_nodes in res["kernels"]:
-                lut.add(sig, ms, n_nodes, subnet=len(lut.subnets))
-                counts[sig] += 1
-            lut.subnets.append({"space": tag, "sample": sample, "end_to_end_ms": res["end_to_end_ms"],
-                                "sum_nodes_ms": res["sum_nodes_ms"], "nodes": res["nodes"],
-                                "kernels": dict(Counter(sig for _, sig, _, _ in res["kernels"])),
-                                "random": not covering})
-            lut.fit(select=False)  # the cross-validated choice at the end, over the interleaved times
-            if path is not None:
-                lut.save(path)
-            done_here += 1
+                if isinstance(res, LUTError):
+                    log.warning("skipping a subnet: %s", res)
+                    continue
+                if name != f"subnet-{len(lut.subnets)}.onnx":  # named for the interleaved pass by its index
+                    os.replace(Path(work) / name, Path(work) / f"subnet-{len(lut.subnets)}.onnx")
+                for _, sig, ms, n_nodes in res["kernels"]:
+                    lut.add(sig, ms, n_nodes, subnet=len(lut.subnets))
+                    counts[sig] += 1
+                lut.subnets.append({"space": tag, "sample": sample, "end_to_end_ms": res["end_to_end_ms"],
+                                    "sum_nodes_ms": res["sum_nodes_ms"], "nodes": res["nodes"],
+                                    "kernels": dict(Counter(sig for _, sig, _, _ in res["kernels"])),
+                                    "random": not covering})
+                lut.fit(select=False)  # the cross-validated choice at the end, over the interleaved times
+                if path is not None:
+                    lut.save(path)
             if bar is not None:
                 bar.update(before - missing())
                 bar.set_postfix(subnets=len(lut.subnets))

@@ -1,10 +1,15 @@
 """Devices: named ONNX Runtime configurations, a registry, and machine fingerprints.
 
 A :class:`Device` is everything that decides how fast a kernel runs apart from the kernel itself:
-the execution provider, the thread counts, the graph optimisation level, thread spinning. Its
-:func:`fingerprint` adds what the machine and the software stack are (CPU model and flags, ONNX
-Runtime version, ...), so that a latency table measured on one machine can warn when it is used on
+the execution provider (any ONNX Runtime EP, with its provider options), the thread counts, the graph
+optimisation level, thread spinning, and where it runs: on this machine, or behind a measurement agent
+(``agent``: ``hwnas device serve`` on the target, see :mod:`hwnas.hw.remote`). Its :func:`fingerprint` adds
+what the machine and the software stack are (CPU model and flags, GPU name and driver for a GPU provider,
+ONNX Runtime version, ...), so that a latency table measured on one machine can warn when it is used on
 another (:func:`fingerprint_matches`).
+
+Devices come from code (:func:`register_device`) or from a device file, JSON or TOML
+(:func:`load_device_file`, the command line's ``--device-file``); see ``docs/devices.md``.
 
 Example:
     >>> from hwnas.hw.device import get_device, list_devices
@@ -19,10 +24,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.metadata
+import json
 import logging
 import os
 import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
@@ -32,11 +43,16 @@ __all__ = [
     "GRAPH_OPTIMIZATION_LEVELS",
     "Device",
     "register_device",
+    "load_device_file",
     "get_device",
+    "device_pool",
     "list_devices",
     "fingerprint",
     "fingerprint_matches",
     "hwnas_version",
+    "EP_PACKAGES",
+    "GPU_PROVIDERS",
+    "check_provider",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,8 +92,11 @@ class Device:
         allow_spinning: Let pool threads spin while waiting for work
             (``session.intra_op.allow_spinning``); changes the time of short kernels.
         denormal_as_zero: Flush denormals to zero in ORT's threads (``session.set_denormal_as_zero``).
-        provider_options: Extra options for the provider, as ``((key, value), ...)`` pairs.
+        provider_options: Options for the provider (a dict, or ``((key, value), ...)`` pairs; stored as sorted
+            string pairs, as ONNX Runtime reads them), e.g. ``{"device_type": "CPU"}`` for OpenVINO.
         description: Free text for reports.
+        agent: URL of the measurement agent that runs this device on its machine
+            (``http://host:port/<device name on the agent>``, :mod:`hwnas.hw.remote`); ``""`` for this machine.
     """
 
     name: str
@@ -89,10 +108,20 @@ class Device:
     denormal_as_zero: bool = False
     provider_options: tuple[tuple[str, str], ...] = ()
     description: str = ""
+    agent: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"Device name must be a non-empty string, got {self.name!r}.")
+        if not isinstance(self.provider, str) or not self.provider.endswith("ExecutionProvider"):
+            raise ValueError(
+                f"Device {self.name!r}: provider must be an ONNX Runtime execution provider name such as "
+                f"'CPUExecutionProvider' or 'CUDAExecutionProvider', got {self.provider!r}."
+            )
+        object.__setattr__(self, "provider_options", _normalise_options(self.name, self.provider_options))
+        if not isinstance(self.agent, str) or (self.agent and not self.agent.startswith(("http://", "https://"))):
+            raise ValueError(f"Device {self.name!r}: agent must be '' (this machine) or an http:// URL of a "
+                             f"measurement agent, got {self.agent!r}.")
         if self.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
             raise ValueError(
                 f"Device {self.name!r}: graph_optimization={self.graph_optimization!r} is not known; "
@@ -107,14 +136,15 @@ class Device:
                 )
 
     def check_available(self) -> None:
-        """Raise if the installed ONNX Runtime lacks this device's execution provider."""
-        available = ort.get_available_providers()
-        if self.provider not in available:
-            raise RuntimeError(
-                f"Device {self.name!r} needs execution provider {self.provider!r}, but the installed "
-                f"onnxruntime {ort.__version__} only has {available}. Install an onnxruntime build with "
-                f"that provider, or use a device that runs on one of these (see list_devices())."
-            )
+        """Raise if this device cannot run here: the installed ONNX Runtime lacks its execution provider (the
+        message names the package to install), or, for a device behind an agent, the agent is unreachable,
+        refuses the token or lacks the provider."""
+        if self.agent:
+            from hwnas.hw.remote import check_agent_device  # the client of hwnas device serve
+
+            check_agent_device(self)
+            return
+        check_provider(self.provider, self.name)
 
     def providers(self) -> list:
         """The ``providers=`` argument for ``onnxruntime.InferenceSession``."""
@@ -168,17 +198,99 @@ class Device:
         return dataclasses.replace(self, **changes)
 
 
+def _normalise_options(name: str, options: Any) -> tuple[tuple[str, str], ...]:
+    """Provider options as sorted ``(str, str)`` pairs (ORT turns every key and value into a string itself)."""
+    if isinstance(options, Mapping):
+        pairs = list(options.items())
+    else:
+        try:
+            pairs = [tuple(p) for p in (options or ())]
+        except TypeError:
+            pairs = [()]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError(f"Device {name!r}: provider_options must be a dict or (key, value) pairs, got {options!r}.")
+    for key, value in pairs:
+        if not isinstance(value, (str, int, float, bool)):
+            raise ValueError(f"Device {name!r}: provider option {key!r} must be a string, number or bool (ONNX Runtime "
+                             f"reads options as strings), got {type(value).__name__} {value!r}.")
+    return tuple(sorted((str(k), str(v)) for k, v in pairs))
+
+
+#: The pip package that brings each ONNX Runtime execution provider (one ``onnxruntime*`` package at a time).
+EP_PACKAGES = {
+    "CPUExecutionProvider": "onnxruntime",
+    "AzureExecutionProvider": "onnxruntime",
+    "CUDAExecutionProvider": "onnxruntime-gpu",
+    "TensorrtExecutionProvider": "onnxruntime-gpu (with NVIDIA TensorRT; on a Jetson, NVIDIA's JetPack wheel)",
+    "OpenVINOExecutionProvider": "onnxruntime-openvino",
+    "DmlExecutionProvider": "onnxruntime-directml",
+    "ROCMExecutionProvider": "onnxruntime-rocm",
+    "MIGraphXExecutionProvider": "onnxruntime-migraphx",
+    "QNNExecutionProvider": "onnxruntime-qnn",
+    "CANNExecutionProvider": "onnxruntime-cann",
+    "VitisAIExecutionProvider": "onnxruntime-vitisai",
+    "CoreMLExecutionProvider": "onnxruntime (the macOS wheel)",
+    "DnnlExecutionProvider": "an onnxruntime built with --use_dnnl",
+    "NnapiExecutionProvider": "onnxruntime-android (ORT mobile on Android)",
+    "XnnpackExecutionProvider": "onnxruntime-android / onnxruntime built with --use_xnnpack",
+    "WebGpuExecutionProvider": "onnxruntime-web / onnxruntime built with --use_webgpu",
+}
+
+
+def check_provider(provider: str, device_name: str = "") -> None:
+    """Raise a clear error unless the installed ONNX Runtime has ``provider`` (naming the package that has it)."""
+    available = ort.get_available_providers()
+    if provider in available:
+        return
+    who = f"Device {device_name!r} needs execution provider" if device_name else "Execution provider"
+    known = ort.get_all_providers()
+    if provider not in known:
+        raise RuntimeError(
+            f"{who} {provider!r}, which onnxruntime {ort.__version__} does not know. Known providers: {known}. "
+            f"Check the spelling (e.g. 'CUDAExecutionProvider')."
+        )
+    package = EP_PACKAGES.get(provider, "an onnxruntime build with that provider")
+    raise RuntimeError(
+        f"{who} {provider!r}, but the installed onnxruntime {ort.__version__} only has {available}. "
+        f"Install {package} in place of onnxruntime (pip uninstall onnxruntime, then pip install "
+        f"{package.split()[0]}; only one onnxruntime package may be installed at a time), or use a device "
+        f"on one of these providers (see list_devices())."
+    )
+
+
 _REGISTRY: dict[str, Device] = {}
 
+#: Keyword aliases that :func:`register_device` accepts.
+_ALIASES = {"threads": "intra_op_threads", "inter_threads": "inter_op_threads"}
 
-def register_device(device: Device, overwrite: bool = False) -> Device:
-    """Add ``device`` to the registry under ``device.name`` and return it.
+
+def register_device(device: Device | str, overwrite: bool = False, **fields: Any) -> Device:
+    """Add a device to the registry under its name and return it.
+
+    Either pass a :class:`Device`, or a name and its fields::
+
+        register_device("gpu-trt", provider="TensorrtExecutionProvider",
+                        provider_options={"trt_fp16_enable": "True"}, threads=1, graph_optimization="all")
+
+    (``threads`` is ``intra_op_threads``.) Registering the same device twice is allowed.
 
     Raises:
-        ValueError: if the name is taken and ``overwrite`` is false.
+        ValueError: if the name is taken by another configuration and ``overwrite`` is false, or a field is bad.
     """
+    if isinstance(device, str):
+        fields = {_ALIASES.get(k, k): v for k, v in fields.items()}
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(Device)} - {"name"})
+        if unknown:
+            raise ValueError(f"register_device({device!r}): unknown field(s) {unknown}; expected some of "
+                             f"{sorted(f.name for f in dataclasses.fields(Device) if f.name != 'name')} "
+                             f"(or threads=).")
+        device = Device(device, **fields)
+    elif fields:
+        raise TypeError("register_device: pass either a Device or a name with fields, not both.")
     if not isinstance(device, Device):
-        raise TypeError(f"register_device expects a Device, got {type(device).__name__}.")
+        raise TypeError(f"register_device expects a Device or a name, got {type(device).__name__}.")
+    if device.name in _REGISTRY and _REGISTRY[device.name] == device:
+        return device
     if device.name in _REGISTRY and not overwrite:
         raise ValueError(
             f"A device named {device.name!r} is already registered ({_REGISTRY[device.name]}). "
@@ -189,11 +301,19 @@ def register_device(device: Device, overwrite: bool = False) -> Device:
 
 
 def get_device(name_or_device: str | Device) -> Device:
-    """Look a device up by name (a :class:`Device` is returned unchanged)."""
+    """Look a device up by name (a :class:`Device` is returned unchanged).
+
+    ``"remote:http://host:port/<name>"`` is the device ``<name>`` of the measurement agent at ``host:port``
+    (:func:`hwnas.hw.remote.connect`; the token comes from the ``HWNAS_DEVICE_TOKEN`` environment variable).
+    """
     if isinstance(name_or_device, Device):
         return name_or_device
     if not isinstance(name_or_device, str):
         raise TypeError(f"get_device expects a device name or a Device, got {type(name_or_device).__name__}.")
+    if name_or_device.startswith("remote:"):
+        from hwnas.hw.remote import connect
+
+        return connect(name_or_device[len("remote:"):])
     try:
         return _REGISTRY[name_or_device]
     except KeyError:
@@ -203,6 +323,41 @@ def get_device(name_or_device: str | Device) -> Device:
         ) from None
 
 
+#: Fields that may differ between the members of a device pool (the rest is the configuration they share).
+_WHERE = ("name", "agent", "description")
+
+
+def device_pool(devices: Any) -> list[Device]:
+    """Devices of one configuration that can share a LUT build (several measurement agents of one kind).
+
+    ``devices`` is a device, a name, names joined by commas (``"remote:http://a:8765/cpu-ort-1t,remote:..."``) or a
+    list of them. Their provider, options, threads and optimisation must agree, and so must their machines where
+    their fingerprints are known (:func:`fingerprint_matches`).
+    """
+    if isinstance(devices, str):
+        devices = [d.strip() for d in devices.split(",") if d.strip()]
+    elif isinstance(devices, Device):
+        devices = [devices]
+    pool = [get_device(d) for d in devices]
+    if not pool:
+        raise ValueError("device_pool: no device given; pass a device name, a Device or a list of them.")
+    head = {k: v for k, v in pool[0].__dict__.items() if k not in _WHERE}
+    for other in pool[1:]:
+        diff = sorted(k for k, v in other.__dict__.items() if k not in _WHERE and head[k] != v)
+        if diff:
+            raise ValueError(f"device pool: {other.name!r} differs from {pool[0].name!r} in {diff}; a pool shares one "
+                             "configuration (a LUT holds one device's times). Build a LUT per device instead "
+                             "(hwnas.hw.remote_pool.build_luts).")
+        machine = fingerprint_matches(fingerprint(pool[0]), fingerprint(other))
+        if machine:
+            raise ValueError(f"device pool: {other.name!r} runs on another machine or runtime than {pool[0].name!r} "
+                             f"({'; '.join(machine)}); a pool must be machines of one kind.")
+    if len({d.name for d in pool}) != len(pool):
+        raise ValueError(f"device pool: a device is listed twice ({[d.name for d in pool]}); each measures one "
+                         "subnet at a time, so list each once.")
+    return pool
+
+
 def list_devices() -> list[str]:
     """Names of the registered devices, sorted."""
     return sorted(_REGISTRY)
@@ -210,6 +365,54 @@ def list_devices() -> list[str]:
 
 register_device(Device("cpu-ort-1t", intra_op_threads=1, description="ORT CPU provider, 1 intra-op thread"))
 register_device(Device("cpu-ort-2t", intra_op_threads=2, description="ORT CPU provider, 2 intra-op threads"))
+
+
+def load_device_file(path: str | os.PathLike, overwrite: bool = False) -> list[Device]:
+    """Register the devices of a JSON or TOML file and return them.
+
+    The file holds a list of devices, as ``{"devices": [{...}, ...]}`` (JSON) or ``[[device]]`` tables (TOML);
+    each has a ``name`` and any :func:`register_device` fields::
+
+        [[device]]
+        name = "ov-cpu-4t"
+        provider = "OpenVINOExecutionProvider"
+        threads = 4
+        [device.provider_options]
+        device_type = "CPU"
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"device file '{path}' not found; expected a .json or .toml file listing devices "
+                                "(see docs/devices.md).")
+    text = path.read_bytes()
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text.decode("utf-8"))
+        else:
+            data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"device file '{path}' is not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: "
+                         f"{e}. Expected e.g. {{\"devices\": [{{\"name\": \"cpu-ort-4t\", \"threads\": 4}}]}}.") \
+            from None
+    entries = data.get("devices", data.get("device")) if isinstance(data, dict) else data
+    if isinstance(entries, dict):
+        entries = [entries]
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"device file '{path}': expected a non-empty list of devices under \"devices\" (JSON) or "
+                         f"[[device]] tables (TOML), got {type(entries).__name__} {str(entries)[:80]}.")
+    out = []
+    for i, entry in enumerate(entries):
+        entry = dict(entry)
+        name = entry.pop("name", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"device file '{path}': device {i} has no \"name\" (got {entry}).")
+        try:
+            out.append(register_device(name, overwrite=overwrite, **entry))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"device file '{path}', device {name!r}: {e}") from None
+    return out
 
 
 # ----------------------------------------------------------------------------------------- fingerprint
@@ -254,18 +457,63 @@ def _machine() -> dict[str, Any]:
     }
 
 
+#: Providers that run on a GPU (their fingerprint names the GPU and its driver).
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider",
+                 "MIGraphXExecutionProvider", "DmlExecutionProvider", "WebGpuExecutionProvider")
+
+
+@functools.lru_cache(maxsize=1)
+def _gpu() -> dict[str, str]:
+    """The first GPU's name and driver version, from nvidia-smi, rocm-smi or the NVIDIA / Tegra driver files."""
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+            name, _, driver = out.splitlines()[0].rpartition(",")
+            return {"gpu_name": name.strip(), "gpu_driver": driver.strip()}
+        except (OSError, subprocess.SubprocessError, IndexError):
+            logger.debug("nvidia-smi did not answer")
+    gpu: dict[str, str] = {}
+    for path, key in (("/proc/device-tree/model", "gpu_name"), ("/etc/nv_tegra_release", "gpu_driver"),
+                      ("/proc/driver/nvidia/version", "gpu_driver"), ("/sys/module/amdgpu/version", "gpu_driver")):
+        if key not in gpu and os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    gpu[key] = fh.readline().strip().strip("\x00")[:120]
+            except OSError:
+                pass
+    return gpu
+
+
+def _agent_fingerprint(dev: Device) -> dict[str, Any] | None:
+    from hwnas.hw.remote import cached_fingerprint
+
+    return cached_fingerprint(dev)
+
+
 def fingerprint(device: str | Device) -> dict[str, Any]:
     """Describe the machine, the software stack and the ORT configuration of ``device``.
 
-    The result is a flat, JSON-serialisable dict (stored in LUT files and latency records).
+    The result is a flat, JSON-serialisable dict (stored in LUT files and latency records). For a device behind a
+    measurement agent it is the agent's fingerprint of its own machine, as last seen by this process; before any
+    contact, only the device's configuration (no machine keys, so no difference is reported on them).
     """
     dev = get_device(device)
-    try:
-        import torch
-
-        torch_version = torch.__version__
-    except ImportError:  # pragma: no cover - torch is a dependency
-        torch_version = "not installed"
+    if dev.agent:
+        seen = _agent_fingerprint(dev)
+        if seen is not None:
+            return dict(seen)
+        return {"device": dev.name, "agent": dev.agent, "provider": dev.provider,
+                "provider_options": [list(p) for p in dev.provider_options],
+                "intra_op_threads": dev.intra_op_threads, "inter_op_threads": dev.inter_op_threads,
+                "graph_optimization": dev.graph_optimization, "allow_spinning": dev.allow_spinning}
+    if "torch" in sys.modules:
+        torch_version = sys.modules["torch"].__version__
+    else:  # without importing it (a measurement agent's worker never needs torch)
+        try:
+            torch_version = importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            torch_version = "not installed"
     return {
         **_machine(),
         "python": platform.python_version(),
@@ -279,6 +527,8 @@ def fingerprint(device: str | Device) -> dict[str, Any]:
         "inter_op_threads": dev.inter_op_threads,
         "graph_optimization": dev.graph_optimization,
         "allow_spinning": dev.allow_spinning,
+        "provider_options": [list(p) for p in dev.provider_options],
+        **(_gpu() if dev.provider in GPU_PROVIDERS else {}),
     }
 
 
@@ -290,6 +540,9 @@ _MATTERS = {
     "onnxruntime": "onnxruntime version",
     "onnx_opset": "ONNX opset",
     "provider": "execution provider",
+    "provider_options": "provider options",
+    "gpu_name": "GPU",
+    "gpu_driver": "GPU driver",
     "intra_op_threads": "intra-op threads",
     "inter_op_threads": "inter-op threads",
     "graph_optimization": "graph optimisation level",
@@ -317,6 +570,9 @@ def fingerprint_matches(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
                 if sb - sa:
                     parts.append(f"only in second: {sorted(sb - sa)}")
                 diffs.append(f"{label} differ ({'; '.join(parts)})")
+        elif key == "provider_options":
+            if [list(p) for p in va] != [list(p) for p in vb]:
+                diffs.append(f"{label}: {va!r} != {vb!r}")
         elif va != vb:
             diffs.append(f"{label}: {va!r} != {vb!r}")
     return diffs

@@ -79,8 +79,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-from tqdm.auto import tqdm
 
 from hwnas.hw.device import OPSET, Device, fingerprint, get_device
 from hwnas.hw.profiling import NodeProfile, optimized_graph, profile_nodes, profile_run, reference_means
@@ -197,6 +195,22 @@ def resolve_method(method: str | None, reference: Any, where: str = "measure_man
     return method
 
 
+def _progress_bar(**kwargs: Any) -> Any:
+    """A tqdm bar; a silent stand-in where tqdm is not installed (a measurement agent's light install)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        class _Silent:
+            def update(self, n: int = 1) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        return _Silent()
+    return tqdm(**kwargs)
+
+
 def _load_avg() -> float:
     try:
         return float(os.getloadavg()[0])
@@ -304,6 +318,12 @@ def measure_many(
     else:
         dummy_inputs = [dummy_input] * len(models)
     dev = get_device(device)
+    if dev.agent:  # the measurement agent runs this same function on its machine
+        from hwnas.hw.remote import remote_measure_many
+
+        return remote_measure_many(models, dev, dummy_inputs, warmup=warmup, repeats=repeats, rounds=rounds, seed=seed,
+                                   rewarm=rewarm, reference=reference, reference_input=reference_input,
+                                   min_turn_ms=min_turn_ms, method=method, turn_ms=turn_ms, time_limit_s=time_limit_s)
     fp = fingerprint(dev)
     load_before = _load_avg()
     rng = np.random.default_rng(seed)
@@ -349,7 +369,7 @@ def measure_many(
         # stay -1 and are left out of the statistics
         limit_ns = 2 * turn_ms * 1e6 if method == "steady" and turn_ms > 0 else float("inf")
         ref_ns = np.empty((len(models), rounds, repeats + 1), dtype=np.int64) if reference is not None else None
-        bar = tqdm(
+        bar = _progress_bar(
             total=rounds * len(models), desc=f"measure on {dev.name}", disable=not progress, leave=False
         )
         clock = time.perf_counter_ns
@@ -450,6 +470,10 @@ def open_reference(model: Any, device: str | Device, dummy_input: Any = None, se
     must share one speed basis: each paired time is a ratio to the reference's runs, and another session of the
     reference, opened in another measurement, runs at a speed of its own (see the module docstring)."""
     dev = get_device(device)
+    if dev.agent:  # a session the agent keeps open for every measurement that names it
+        from hwnas.hw.remote import remote_open_reference
+
+        return remote_open_reference(model, dev, dummy_input, seed=seed)
     with tempfile.TemporaryDirectory(prefix="hwnas_reference_") as tmp:
         path, name, spec = _resolve_model(model, dummy_input, tmp, 0)
         session = create_session(path, dev)
@@ -484,6 +508,8 @@ def measure(
 
 
 def _identity_model(path: Path) -> Path:
+    import onnx
+
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
     graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])

@@ -23,16 +23,22 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-import pandas as pd
 
 from hwnas.hw.device import Device, get_device
 from hwnas.hw.session import BoundRunner, check_counts, create_session, make_feed
 
-__all__ = ["NodeProfile", "profile_run", "profile_nodes", "optimized_graph"]
+if TYPE_CHECKING:  # onnx and pandas load when used: a measurement agent's light install has neither
+    import onnx
+    import pandas as pd
+
+__all__ = ["NodeProfile", "profile_run", "profile_nodes", "optimized_graph", "NODE_COLUMNS", "fused_nodes"]
+
+#: The columns of :attr:`NodeProfile.nodes`.
+NODE_COLUMNS = ["node", "op_type", "provider", "median_ms", "p10_ms", "p90_ms", "node_index", "input_shapes",
+                "output_shapes"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +80,9 @@ def _shapes(entries: Any) -> list[list[int]]:
     return out
 
 
-def _parse_trace(events: list[dict], runs: int, speed: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
-    """Per-node times over the last ``runs`` runs of a trace; each run's times divided by ``speed[run]``."""
+def _parse_trace(events: list[dict], runs: int, speed: np.ndarray | None = None) -> tuple[list[dict], np.ndarray]:
+    """Per-node times over the last ``runs`` runs of a trace (rows of :data:`NODE_COLUMNS`); each run's times
+    divided by ``speed[run]``."""
     run_events = sorted(
         (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
         key=lambda e: e["ts"],
@@ -125,9 +132,7 @@ def _parse_trace(events: list[dict], runs: int, speed: np.ndarray | None = None)
                 "output_shapes": meta[node]["output_shapes"],
             }
         )
-    columns = ["node", "op_type", "provider", "median_ms", "p10_ms", "p90_ms", "node_index",
-               "input_shapes", "output_shapes"]  # fmt: skip
-    return pd.DataFrame(rows, columns=columns), (ends - starts) / 1e3
+    return rows, (ends - starts) / 1e3
 
 
 def reference_means(ref_ns: np.ndarray) -> np.ndarray:
@@ -165,6 +170,26 @@ def profile_run(
         reference_ms: the reference's time at the speed the node times should be expressed in (default:
             the median of the means around the runs here, the level of :attr:`~hwnas.hw.measure.LatencyRecord.paired_ms`).
     """
+    import pandas as pd
+
+    dev = get_device(device)
+    if dev.agent:  # on the measurement agent
+        from hwnas.hw.remote import remote_profile_run
+
+        return remote_profile_run(onnx_path, dev, dummy_input_or_feed, runs=runs, warmup=warmup, seed=seed,
+                                  reference=reference, reference_ms=reference_ms)
+    out = profile_rows(onnx_path, dev, dummy_input_or_feed, runs, warmup, seed=seed, reference=reference,
+                       reference_ms=reference_ms)
+    nodes = pd.DataFrame(out["rows"], columns=NODE_COLUMNS)
+    nodes.attrs.update(end_to_end_median_ms=out["end_to_end_median_ms"], runs=runs, device=dev.name)
+    return NodeProfile(nodes, out["end_to_end_median_ms"], out["wall_median_ms"], runs, dev.name, out["speeds"])
+
+
+def profile_rows(onnx_path: str | os.PathLike, device: str | Device, dummy_input_or_feed: Any = None, runs: int = 50,
+                 warmup: int = 10, *, seed: int = 0, reference: Any = None,
+                 reference_ms: float | None = None) -> dict[str, Any]:
+    """:func:`profile_run` on this machine without pandas: ``{"rows": [...], "end_to_end_median_ms",
+    "wall_median_ms", "speeds"}`` (the measurement agent sends this back)."""
     check_counts(runs=runs, warmup=warmup)
     dev = get_device(device)
     tmp = tempfile.mkdtemp(prefix="hwnas_profile_")
@@ -208,9 +233,8 @@ def profile_run(
         run_ms = run_ms / speeds[-len(run_ms):]
         wall = wall / speeds
     logger.debug("profiled %s on %s: %d nodes, %d runs", onnx_path, dev.name, len(nodes), runs)
-    nodes.attrs.update(end_to_end_median_ms=float(np.median(run_ms)), runs=runs, device=dev.name)
-    return NodeProfile(nodes, float(np.median(run_ms)), float(np.median(wall)), runs, dev.name,
-                       None if speeds is None else [float(v) for v in speeds])
+    return {"rows": nodes, "end_to_end_median_ms": float(np.median(run_ms)), "wall_median_ms": float(np.median(wall)),
+            "speeds": None if speeds is None else [float(v) for v in speeds]}
 
 
 def profile_nodes(
@@ -231,9 +255,75 @@ def optimized_graph(onnx_path: str | os.PathLike, device: str | Device) -> onnx.
     """The model as ORT runs it on ``device``, after its graph optimisations (fusions, layout changes).
 
     At ``graph_optimization="all"`` the result can hold ORT-internal ops (``FusedConv``,
-    ``com.microsoft.nchwc`` ``Conv``/``ReorderInput``/``ReorderOutput``); it is loaded unchecked.
+    ``com.microsoft.nchwc`` ``Conv``/``ReorderInput``/``ReorderOutput``); it is loaded unchecked. For a device behind
+    a measurement agent, the agent writes it with its provider and sends it back.
     """
+    import onnx
+
+    dev = get_device(device)
+    if dev.agent:
+        from hwnas.hw.remote import remote_optimized_bytes
+
+        return onnx.load_from_string(remote_optimized_bytes(onnx_path, dev))
+    return onnx.load_from_string(optimized_bytes(onnx_path, dev))
+
+
+def optimized_bytes(onnx_path: str | os.PathLike, device: str | Device) -> bytes:
+    """The bytes of the model ORT writes after optimising it for ``device`` (``optimized_model_filepath``)."""
     with tempfile.TemporaryDirectory(prefix="hwnas_optimized_") as tmp:
         out = Path(tmp) / "optimized.onnx"
         create_session(onnx_path, device, optimized_model_path=str(out), log_severity_level=3)
-        return onnx.load(str(out))
+        return out.read_bytes()
+
+
+def fused_nodes(original: onnx.ModelProto, optimized: onnx.ModelProto) -> list[tuple[list[str], list[str]]]:
+    """What a provider fused: groups of the optimised model's nodes and the original nodes each group computes.
+
+    Read from the models alone, for any execution provider (no rules per provider): the optimised model
+    (:func:`optimized_graph`) keeps the names of the original tensors it still computes. Its nodes joined by tensors
+    of their own (an NCHWc convolution and its reorders, a compiled subgraph's parts) form a group; a group computes
+    the original nodes between the original tensors it reads and those it writes. A ``FusedConv`` of a Conv and a
+    Relu is one group of one node standing for both; a provider that compiles the whole graph (TensorRT, OpenVINO)
+    gives one group that stands for every node.
+
+    Returns:
+        ``[(optimised node names, original node names)]`` in the optimised model's order; groups that compute no
+        original node (a copy ORT inserted) have an empty second list.
+    """
+    orig_nodes = list(original.graph.node)
+    producer = {out: i for i, n in enumerate(orig_nodes) for out in n.output if out}
+    known = {t.name for t in original.graph.input} | {t.name for t in original.graph.initializer} | set(producer)
+    opt_nodes = list(optimized.graph.node)
+    present = {t.name for t in optimized.graph.input} | {t.name for t in optimized.graph.initializer}
+    present |= {out for n in opt_nodes for out in n.output} | {i for n in opt_nodes for i in n.input}
+    boundary = known & present  # original tensors the optimised model still has
+    parent = list(range(len(opt_nodes)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    made_by = {out: i for i, n in enumerate(opt_nodes) for out in n.output if out and out not in known}
+    for i, n in enumerate(opt_nodes):  # joined by a tensor of the optimised model's own
+        for t in n.input:
+            if t in made_by:
+                parent[find(i)] = find(made_by[t])
+    groups: dict[int, list[int]] = {}
+    for i in range(len(opt_nodes)):
+        groups.setdefault(find(i), []).append(i)
+    out = []
+    for members in groups.values():
+        reads = {t for i in members for t in opt_nodes[i].input if t in boundary}
+        stack = [t for i in members for t in opt_nodes[i].output if t in producer]
+        covered: set[int] = set()
+        while stack:
+            t = stack.pop()
+            j = producer.get(t)
+            if j is None or j in covered:
+                continue
+            covered.add(j)
+            stack.extend(x for x in orig_nodes[j].input if x and x not in reads and x in producer)
+        out.append(([opt_nodes[i].name for i in members], [orig_nodes[j].name for j in sorted(covered)]))
+    return out

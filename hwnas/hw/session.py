@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,7 +23,10 @@ import onnxruntime as ort
 
 from hwnas.hw.device import OPSET, Device, get_device
 
-__all__ = ["export_onnx", "create_session", "make_feed", "BoundRunner"]
+__all__ = ["export_onnx", "create_session", "make_feed", "BoundRunner", "EXPORT_LOCK"]
+
+#: Held around every ``torch.onnx.export`` (the exporter keeps global state; builds of several devices run in threads).
+EXPORT_LOCK = threading.RLock()
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +81,7 @@ def export_onnx(
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with EXPORT_LOCK, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
             torch.onnx.export(
                 module,
@@ -118,16 +122,27 @@ def create_session(
             f"ONNX model '{path}' not found (expected an existing .onnx file for device {dev.name!r}). "
             f"Check the path, or export a torch module first with hwnas.hw.export_onnx()."
         )
+    if dev.agent:
+        raise ValueError(f"device {dev.name!r} runs behind the measurement agent {dev.agent}: it has no session on this "
+                         "machine. Measure through hwnas.hw.measure_many / profile_run, which send the model there.")
     dev.check_available()
     options = dev.session_options(**session_options)
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=dev.providers())
+        session = ort.InferenceSession(str(path), sess_options=options, providers=dev.providers())
     except Exception as err:
         raise RuntimeError(
             f"ONNX Runtime could not load '{path}' on device {dev.name!r} ({dev.provider}, "
             f"optimisation {dev.graph_optimization!r}): {err}. Check the file with onnx.checker.check_model "
             f"and that its opset is supported by onnxruntime {ort.__version__}."
         ) from err
+    if dev.provider not in session.get_providers():  # ORT falls back to the CPU when a provider fails to start
+        raise RuntimeError(
+            f"device {dev.name!r}: ONNX Runtime opened '{path}' without {dev.provider} (it runs on "
+            f"{session.get_providers()}): the provider is installed but could not start (no GPU, missing driver "
+            f"or libraries, or bad provider_options {dict(dev.provider_options)}). Run with ORT logging "
+            f"(log_severity_level=0) to see why; a measurement would time another provider."
+        )
+    return session
 
 
 def _to_numpy(value: Any) -> np.ndarray:

@@ -165,21 +165,21 @@ class Reference:
                  ms: float | None = None):
         import torch
 
-        from hwnas.hw.session import BoundRunner, create_session, make_feed
+        from hwnas.hw.measure import open_reference
 
         self.config = config or REFERENCE_CONFIG
         torch.manual_seed(0)
         self.input = config_input(self.config)
         self.path = export_onnx(build_model(self.config), self.input, Path(workdir) / "reference.onnx")
-        session = create_session(self.path, device)
-        self.runner = BoundRunner(session, make_feed(session, self.input, seed=0, source="reference"))
+        # an open session on this machine, or one the measurement agent keeps open for a remote device
+        self.runner = open_reference(self.path, device, self.input, seed=0)
         self.now = self.time_alone(device)
         self.ms = float(ms) if ms is not None else self.now
         self.scale = self.ms / self.now
 
     def time_alone(self, device: Device) -> float:
         """The reference's lower-quartile time run alone (warm), in ms: the machine's speed now."""
-        for _ in range(20):
+        for _ in range(20 if hasattr(self.runner, "run") else 0):  # a remote session warms up on the agent
             self.runner.run()
         return float(measure(self.path, device, self.input, warmup=10, repeats=20, rounds=10).p25_ms)
 
