@@ -109,9 +109,16 @@ def test_a_family_without_signal_keeps_the_single_factor(small):
     x = rng.uniform(0.1, 2.0, (20, len(COLUMNS)))
     x[:, COLUMNS.index("pooling")] = 0.0
     y = 1.7 * x.sum(axis=1)  # every family moved alike
-    adapted = adapt_from_measurements(small, "cpu-ort-1t", x, y)
+    configs = draw_models(20)
+    adapted = adapt_from_measurements(small, "cpu-ort-1t", x, y, configs)
     assert adapted.family_factor("pooling") == pytest.approx(1.7, rel=1e-3)
     assert all(adapted.family_factor(c) == pytest.approx(1.7, rel=0.01) for c in COLUMNS)
+    # its speed check measures the adaptation's models, against their times on this device
+    from hwnas.predict.speed import training_models
+
+    models = training_models(adapted)
+    assert [m["config"] for m in models] == configs
+    assert [m["end_to_end_ms"] for m in models] == pytest.approx(list(y), rel=1e-5)
 
 
 def test_disturbed_measurements_are_reported(small, caplog):
