@@ -15,6 +15,7 @@ import types
 from hwnas import nn, profile, search, spaces
 from hwnas.convert import convert, restore, save
 from hwnas.export import apply_arch, export, load_arch, save_arch, to_onnx
+from hwnas.hw.adapt import adapt
 from hwnas.hw.latency import LatencyProfiler
 from hwnas.predict import predict_latency
 from hwnas.profile import FlopsProfiler, NumParamsProfiler
@@ -39,5 +40,5 @@ for _pkg, _fn in ((profile, _profile_table), (search, _search)):
     _pkg.__class__ = _CallablePackage
     _pkg._hwnas_call = _fn
 
-__all__ = ["FlopsProfiler", "LatencyProfiler", "NumParamsProfiler", "apply_arch", "convert", "export", "load_arch",
+__all__ = ["FlopsProfiler", "LatencyProfiler", "NumParamsProfiler", "adapt", "apply_arch", "convert", "export", "load_arch",
            "nn", "predict_latency", "profile", "restore", "save", "save_arch", "search", "spaces", "to_onnx", "__version__"]
