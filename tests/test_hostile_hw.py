@@ -321,7 +321,7 @@ def test_predictor_fingerprint_and_thread_count_messages(predictor_parts, tmp_pa
         load_predictor(path)
     two = Device("cpu-ort-1t", intra_op_threads=2)  # named like the requested device, other threads
     path = _predictor(tmp_path, predictor_parts, name="t.skops", device=two)
-    with pytest.raises(PredictorError, match=r"on device 'cpu-ort-1t', not on the requested 'cpu-ort-1t': "
+    with pytest.raises(PredictorError, match=r"on device 'cpu-ort-1t', not on 'cpu-ort-1t' \(the requested one\): "
                                              r"intra_op_threads 2 \(the file's\) vs 1 \(requested\)"):
         load_predictor(path, device="cpu-ort-1t", check_fingerprint=False)
 
@@ -359,3 +359,51 @@ def _device_json():
     from hwnas.predict.train import _device_dict
 
     return _device_dict(get_device("cpu-ort-1t"))
+
+
+# ------------------------------------------------------------------------------------------- CLI and convert
+def test_cli_predict_of_a_file_that_is_not_onnx_is_one_line_exit_2(tmp_path, capsys):
+    from hwnas.cli import main
+
+    (tmp_path / "notonnx.py").write_text("print('hello')\n")
+    (tmp_path / "random.onnx").write_bytes(np.random.default_rng(0).bytes(3000))
+    for name, message in [("notonnx.py", "is not an ONNX model (protobuf could not parse it: DecodeError)"),
+                          ("random.onnx", "is not an ONNX model"),
+                          ("missing.onnx", "is neither an ONNX file nor a zoo model: no such file or model name")]:
+        assert main(["predict", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("hwnas predict: error: ") and message in err and err.count("\n") == 1
+        assert "Traceback" not in err and "--debug" not in err
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("x=notjson", r"--space-arg 'x=notjson': the value of 'x' is not JSON \('notjson'\); expected KEY=JSON, e\.g\. "
+                  r"x=10, x=\[160,192,224\], x=true, or a string in JSON quotes: --space-arg 'x=\"notjson\"'"),
+    ("num_classes=ten", r"the value of 'num_classes' is not JSON \('ten'\)"),
+    ("novalue", r"--space-arg 'novalue': expected KEY=JSON with a keyword name as KEY"),
+])
+def test_cli_space_arg_that_is_not_json_names_the_argument_and_the_form(capsys, arg, message):
+    import re
+
+    from hwnas.cli import main
+
+    assert main(["profile", "--space", "digits", "--space-arg", arg]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hwnas profile: error: ") and re.search(message, err) and err.count("\n") == 1
+
+
+def test_a_channel_divisor_that_leaves_no_choice_warns_naming_the_layers():
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 64, 3), nn.ReLU(), nn.Conv2d(64, 48, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(48, 10))
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.warns(UserWarning, match=r"channel_divisor=1000 leaves 2 layer\(s\) with no width choice but their "
+                                         r"full width: '0' \(64 channels\), '2' \(48 channels\)"):
+        space = hwnas.convert(model, x, channel_divisor=1000)
+    assert hwnas.space.collect_choices(space) == {}  # the one-subnet space it warned about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        space = hwnas.convert(model, x, channel_divisor=8)
+    assert {tuple(c.values) for c in hwnas.space.collect_choices(space).values()} == \
+        {(16, 32, 48, 64), (16, 24, 40, 48)}  # ratios 0.25-1 of 64 and 48 channels, rounded to multiples of 8

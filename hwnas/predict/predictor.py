@@ -317,7 +317,7 @@ class LatencyPredictor:
             if {k: v for k, v in want.__dict__.items() if k != "description"} != \
                     {k: v for k, v in dev.__dict__.items() if k != "description"}:
                 raise PredictorError(
-                    f"{str(path)!r} predicts latency on device {dev.name!r}, not on the requested {want.name!r}: "
+                    f"{str(path)!r} predicts latency on device {dev.name!r}, not on {want.name!r} (the requested one): "
                     f"{device_difference(dev, want)}. Use the predictor of {want.name!r} (name {want.name!r}) or "
                     f"train one: python benchmarks/train_predictor.py --device {want.name}")
         if check_fingerprint and not meta["fingerprint"]:
