@@ -9,6 +9,7 @@ locked, refuse other settings on resume, leave no temporary files and add up the
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -21,6 +22,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import hwnas
 from hwnas.artifacts import lut_path
@@ -407,3 +410,107 @@ def test_a_channel_divisor_that_leaves_no_choice_warns_naming_the_layers():
         space = hwnas.convert(model, x, channel_divisor=8)
     assert {tuple(c.values) for c in hwnas.space.collect_choices(space).values()} == \
         {(16, 32, 48, 64), (16, 24, 40, 48)}  # ratios 0.25-1 of 64 and 48 channels, rounded to multiples of 8
+
+
+# ------------------------------------------------------------------------------------------- fuzz
+def _small_shipped_lut(n_subnets: int = 24) -> dict:
+    """The shipped digits LUT cut to its first build subnets and the measurements they made (real data, a file
+    small enough to load hundreds of times)."""
+    data = json.loads(json.dumps(SHIPPED))
+    data["subnets"] = data["subnets"][:n_subnets]
+    entries = {}
+    for sig, e in data["entries"].items():
+        keep = [j for j, i in enumerate(e["subnets"]) if i < n_subnets]
+        if keep:
+            entries[sig] = {**e, **{k: [e[k][j] for j in keep] for k in ("times_ms", "nodes", "subnets")},
+                            "n": len(keep)}
+    data["entries"] = entries
+    return data
+
+
+_SMALL = _small_shipped_lut()
+_SECTIONS = sorted(_SMALL)
+_FUZZ_DIR = tempfile.mkdtemp(prefix="hwnas-lut-fuzz-")
+_ODD = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                 st.text(max_size=6), st.sampled_from(["big", "1.0", [], {}, [1.0], {"scale": 1.0}, -1, 0, 1e308]))
+_VALUES = st.recursive(_ODD, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                     st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+                       max_leaves=6)
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, prefix + (i,))
+
+
+_PATHS = {s: [p for p in _paths(_SMALL[s], (s,))] for s in _SECTIONS}
+
+
+def _mutate(data, draw):
+    where = draw(st.sampled_from(_PATHS[draw(st.sampled_from(_SECTIONS))]))
+    parent = data
+    for k in where[:-1]:
+        parent = parent[k]
+    old = parent[where[-1]]
+    how = draw(st.sampled_from(["delete", "replace", "scale", "negate"]))
+    if how == "delete" and isinstance(parent, dict):
+        del parent[where[-1]]
+    elif how in ("scale", "negate") and isinstance(old, (int, float)) and not isinstance(old, bool):
+        parent[where[-1]] = -old if how == "negate" else old * draw(st.sampled_from([0, 1e-9, 0.5, 3.0, 1e6]))
+    else:
+        parent[where[-1]] = draw(_VALUES)
+
+
+def _check_predictions(lut):
+    """Kernel costs finite and >= 0; every build subnet's total (its kernels' costs plus the overhead, at the
+    speed check's factor for its size) finite and >= 0; the summary prints."""
+    costs = {sig: lut.cost_ms(sig) for sig in lut.entries}
+    assert all(math.isfinite(c) and c >= 0 for c in costs.values())
+    assert math.isfinite(lut.overhead_ms)
+    for r in lut.subnets:
+        total = sum(n * costs[s] for s, n in r.get("kernels", {}).items() if s in costs) + lut.overhead_ms
+        assert math.isfinite(lut.at_model_speed(total)) and lut.at_model_speed(total) >= 0
+    assert isinstance(lut.summary(), str)
+
+
+def _fuzz_lut(data):
+    edited = json.loads(json.dumps(_SMALL))
+    _mutate(edited, data.draw)
+    path = os.path.join(_FUZZ_DIR, "fuzzed.json")
+    with open(path, "w") as f:
+        json.dump(edited, f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FingerprintWarning)
+        try:
+            lut = LUT.load(path)
+        except LUTError as e:
+            assert "fuzzed.json" in str(e) and "expected" in str(e) or "version" in str(e) or "hwnas LUT" in str(e)
+            return
+    _check_predictions(lut)
+
+
+def test_the_small_fuzz_base_loads_and_predicts():
+    path = os.path.join(_FUZZ_DIR, "base.json")
+    with open(path, "w") as f:
+        json.dump(_SMALL, f)
+    lut = LUT.load(path)
+    _check_predictions(lut)
+    assert len(lut.subnets) == 24 and len(lut.entries) > 20
+
+
+@settings(max_examples=100, deadline=5000, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzz_lut_edits_end_in_a_lut_error_or_finite_non_negative_predictions(data):
+    _fuzz_lut(data)
+
+
+@pytest.mark.slow  # the issue's 500 examples (about 15 s on an idle host; 100 run by default)
+@settings(max_examples=500, deadline=5000, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzz_lut_edits_500(data):
+    _fuzz_lut(data)

@@ -154,6 +154,12 @@ def check_lut_data(data: dict[str, Any], path: Any, error: type[Exception]) -> N
                              ("adapted", (dict, type(None)), "an object (hwnas adapt's record) or null")):
         if key in data:
             w.kind(data[key], key, types, what)
+    for key, value in data.get("fingerprint", {}).items():  # compared with this machine's on load
+        if key == "cpu_flags":
+            if not (isinstance(value, list) and all(isinstance(f, str) for f in value)):
+                raise w.fail("fingerprint.cpu_flags", "a list of CPU flag names (strings)", value)
+        elif not isinstance(value, (str, int, float, bool, type(None))):
+            raise w.fail(f"fingerprint.{key}", "a string or number (as hwnas.hw.fingerprint writes it)", value)
     for i, tag in enumerate(data.get("spaces", [])):
         w.kind(tag, f"spaces[{i}]", (str,), "a \"space@input\" string")
     _check_settings(w, data.get("settings", {}))
