@@ -66,16 +66,16 @@ def _set(keys, value):
 
 # ------------------------------------------------------------------------------------------- LUT loader
 @pytest.mark.parametrize("keys, value, where, expected", [
-    (("calibration", "scale"), -1, "calibration.scale", ">= 0.01"),
+    (("calibration", "scale"), -1, "calibration.scale", "> 0"),
     (("calibration", "scale"), "big", "calibration.scale", "a finite number"),
     (("calibration",), KeyError, "calibration", "got missing"),
     (("calibration", "overhead_ms"), float("nan"), "calibration.overhead_ms", "a finite number"),
-    (("calibration", "overhead_ms"), -0.01, "calibration.overhead_ms", "shortest build subnet"),
+    (("calibration", "overhead_ms"), 1.0, "calibration.overhead_ms", "<= 0.501"),
     (("entries", SIG, "normalized_ms"), -0.01, "normalized_ms", "> 0"),
     (("entries", SIG, "times_ms", 0), -1.0, "times_ms[0]", ">= 0"),
     (("entries", SIG, "times_ms", 0), float("inf"), "times_ms[0]", "a finite number"),
     (("entries", SIG, "times_ms"), KeyError, "times_ms", "got missing"),
-    (("entries", SIG, "adjust_ms"), -5.0, "adjust_ms", ">= -0.0501"),
+    (("entries", SIG, "adjust_ms"), -5.0, "adjust_ms", ">= -0.501"),
     (("entries", SIG, "subnets", 0), 10**6, "subnets[0]", "<= 206"),
     (("entries", SIG, "nodes", 0), 1.5, "nodes[0]", "an int >= 0"),
     (("subnets", 3, "end_to_end_ms"), 0, "subnets[3].end_to_end_ms", "> 0"),
@@ -94,6 +94,27 @@ def test_a_bad_number_or_field_is_refused_naming_file_key_expected_and_got(tmp_p
     assert expected in msg and "got " in msg
     filled = "digits --input 1,1,8,8" if keys != ("spaces",) else "<space> --input <input>"
     assert f"hwnas lut build --space {filled} --device cpu-ort-1t --out <new file>" in msg
+
+
+def test_a_lut_that_predicts_a_negative_time_for_its_own_build_subnet_is_refused(tmp_path):
+    smallest = min(r["end_to_end_ms"] for r in SHIPPED["subnets"])
+    path = _edit(tmp_path, _set(("calibration", "overhead_ms"), -smallest))  # finite, and within 10x any subnet
+    with pytest.raises(LUTError, match=r"edited\.json' is malformed: it predicts -[\d.e-]+ ms for its own build "
+                                       r"subnet subnets\[\d+\] .*expected a time >= 0"):
+        LUT.load(path)
+
+
+def test_a_partial_build_is_checked_for_types_only_when_the_build_resumes_it(tmp_path):
+    def partial(data):  # a build's first subnets can fit a negative scale; the build fits it again
+        data["calibration"]["scale"] = -0.5
+        del data["settings"]["interleaved_end_to_end"]
+
+    path = _edit(tmp_path, partial)
+    assert LUT.load(path, strict=False).calibration["scale"] == -0.5
+    with pytest.raises(LUTError, match=r"calibration\.scale: expected a finite number > 0 and <= 100, got -0\.5 .* "
+                                       r"it is a build that has not reached its end-to-end pass: to finish it, resume "
+                                       r"the build with --out '.*edited\.json'"):
+        LUT.load(path)
 
 
 def test_an_edited_time_no_longer_matches_its_stored_median(tmp_path):

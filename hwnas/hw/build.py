@@ -260,7 +260,7 @@ def _build(space: Any, dummy_input: torch.Tensor, dev: Device, path: Path | None
                 "calibrate": calibrate, "harvest": "per-node ORT profile of whole subnets",
                 "input_shape": list(dummy_input.shape), "space_digest": space_digest(graph, needed)}
     if path is not None and path.exists():
-        lut = LUT.load(path)
+        lut = LUT.load(path, strict=False)  # its calibration is fitted again after the next subnet
         _check_resume(lut, path, dev, tag, settings)
         for key, value in settings.items():  # a file from before a setting was recorded: record it now
             lut.settings.setdefault(key, value)

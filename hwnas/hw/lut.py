@@ -173,7 +173,8 @@ class LUT:
         return cls(dev, fingerprint(dev), dict(settings or {}))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, check_fingerprint: bool = True, device: str | None = None) -> LUT:
+    def load(cls, path: str | os.PathLike, check_fingerprint: bool = True, device: str | None = None,
+             strict: bool = True) -> LUT:
         """Read a LUT by name or file; warns (:class:`FingerprintWarning`) when it was measured on another machine.
 
         Args:
@@ -183,6 +184,8 @@ class LUT:
                 has none.
             device: the device of a LUT given by space name (default ``cpu-ort-1t``); for a LUT given as a file,
                 the device it must have been measured on (same settings; the error names each that differs).
+            strict: also check that the fitted calibration is plausible and that the LUT predicts a non-negative
+                time for every build subnet; a build resuming its own file (which it fits again) passes ``False``.
 
         Raises:
             LUTError: not a LUT, another version, a malformed field (the error names the key path, see
@@ -197,7 +200,7 @@ class LUT:
         if data.get("version") != VERSION:
             raise LUTError(f"LUT {str(path)!r} has version {data.get('version')!r}; this hwnas reads version {VERSION} "
                            f"only. Build it again with this hwnas: {rebuild_command(data, path)}.")
-        check_lut_data(data, path, LUTError)  # every number and field read below, with its key path
+        check_lut_data(data, path, LUTError, strict)  # every number and field read below, with its key path
         try:
             dev_fields = dict(data["device"])
             dev_fields["provider_options"] = tuple(tuple(p) for p in dev_fields.get("provider_options", ()))
@@ -214,6 +217,8 @@ class LUT:
                   dict(data.get("speed") or {}), dict(data.get("adapted") or {}))
         _check_definition(lut, path)
         _check_adapted(lut, path)
+        if strict:
+            _check_build_totals(lut, path, data)
         factor = lut.speed.get("factor", 1.0)
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.2 < factor < 5.0:
             raise LUTError(f"LUT {str(path)!r} has a speed factor of {lut.speed.get('factor')!r}; expected a number "
@@ -604,6 +609,22 @@ def _validate_definition(d: Any, where: str) -> None:
         raise LUTError(f"{where}: a latency definition record needs \"ratio\" (steady / paired, between 0.5 and 2) "
                        f"and a finite \"offset_ms\", got {d!r}; measure one with hwnas.hw.speed.calibrate_definition "
                        "(hwnas lut recalibrate FILE --space NAME).")
+
+
+def _check_build_totals(lut: LUT, path: Any, data: dict[str, Any]) -> None:
+    """Refuse a LUT that predicts a negative or non-finite time for one of its own build subnets (an edited
+    calibration or adjustment: a fitted one predicts them near their measured times)."""
+    overhead = lut._built_overhead_ms
+    for i, r in enumerate(lut.subnets):
+        kernels = r.get("kernels") or {}
+        if not kernels or not all(k in lut.entries for k in kernels):
+            continue
+        total = sum(n * lut._built_cost_ms(k) for k, n in kernels.items()) + overhead
+        if not (math.isfinite(total) and total >= 0):
+            raise LUTError(f"LUT {str(path)!r} is malformed: it predicts {total:.6g} ms for its own build subnet "
+                           f"subnets[{i}] (measured {r.get('end_to_end_ms')!r} ms), from calibration {lut.calibration!r}"
+                           f"; expected a time >= 0, as a fitted LUT predicts. Rebuild it: "
+                           f"{rebuild_command(data, path)}.")
 
 
 def _recalibrate_command(lut: LUT, path: Any) -> str:
