@@ -55,15 +55,23 @@ def _constraint(text: str) -> tuple[str, object]:
 
 
 def _space_kwargs(items: Sequence[str]) -> dict:
+    """``--space-arg KEY=JSON`` items as keyword arguments; a missing ``=`` or a value that is not JSON is an error
+    naming the argument and the form expected."""
     import json
 
     out = {}
     for item in items:
-        key, _, value = item.partition("=")
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key.isidentifier():
+            raise ValueError(f"--space-arg {item!r}: expected KEY=JSON with a keyword name as KEY, e.g. "
+                             "--space-arg num_classes=10 or --space-arg resolutions=[160,192,224].")
         try:
             out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+        except (json.JSONDecodeError, RecursionError):
+            raise ValueError(f"--space-arg {item!r}: the value of {key!r} is not JSON ({value!r}); expected KEY=JSON, "
+                             f"e.g. {key}=10, {key}=[160,192,224], {key}=true, or a string in JSON quotes: "
+                             f"--space-arg '{key}=\"{value}\"'.") from None
     return out
 
 
@@ -375,7 +383,10 @@ def _predict(args) -> int:
 
     is_file = pathlib.Path(args.model).is_file()
     if not is_file and args.model not in zoo.list():
-        raise FileNotFoundError(f"{args.model!r} is neither an ONNX file nor a zoo model ({', '.join(zoo.list())}).")
+        raise FileNotFoundError(f"{args.model!r} is neither an ONNX file nor a zoo model: no such file or model "
+                                f"name; give an .onnx file or one of {', '.join(zoo.list())}.")
+    if is_file:
+        _check_onnx_file(args.model)
     predictor = load_predictor(args.predictor, device=args.device)
     if args.speed_check:
         check = speed_check(predictor, n=args.speed_check, progress=True)
@@ -396,6 +407,24 @@ def _predict(args) -> int:
         rec.to_csv(args.csv)
         print(f"written: {args.csv}")
     return 0
+
+
+def _check_onnx_file(path: str) -> None:
+    """Refuse a file that is not an ONNX model (a script, an image, a truncated export) in one line, before the
+    predictor loads: protobuf would parse some bytes and fail deep inside on others."""
+    import onnx
+
+    try:
+        model = onnx.load_model(path, load_external_data=False)
+        ok = len(model.graph.node) > 0 and len(model.graph.input) > 0
+    except Exception as e:  # protobuf's DecodeError, RuntimeWarning-as-error, OSError ...
+        detail = f"protobuf could not parse it: {type(e).__name__}"
+        ok = False
+    else:
+        detail = "it parses as an empty model, no graph nodes or inputs"
+    if not ok:
+        raise ValueError(f"{path!r} is not an ONNX model ({detail}); give an .onnx file, e.g. from "
+                         "torch.onnx.export(model, x, 'model.onnx'), or a zoo model name (hwnas.zoo.list()).")
 
 
 # ---------------------------------------------------------------------------------------------------- adapt

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,15 +181,23 @@ def _choose_labels(an: Analyzer, opts: Options) -> tuple[dict[int, Choice], list
             by_label.setdefault(labels.find(r), []).append(r)
     choices: dict[int, Choice] = {}
     used: set[str] = set()
+    by_divisor: list[str] = []
     for head, roots in by_label.items():
         st = ch.state[head]
-        values = width_values(st.width, opts.channel_ratios, opts.channel_divisor, max(st.block, st.multiple))
-        if len(values) < 2:
-            for r in roots:
-                ch.fix(r, f"too narrow ({st.width} channels) for the channel ratios")
-            continue
         producer = next(sl.owner for sl in ch.state[head].slots if sl.role == "producer")
         producer = producer.removesuffix(".weight")  # a weight used directly (F.linear, addmm): its layer's name
+        values = width_values(st.width, opts.channel_ratios, opts.channel_divisor, max(st.block, st.multiple))
+        if len(values) < 2:
+            if opts.channel_divisor and len(width_values(st.width, opts.channel_ratios, None,
+                                                         max(st.block, st.multiple))) >= 2:
+                reason = (f"channel_divisor={opts.channel_divisor} leaves only its full width ({st.width} channels, "
+                          f"not a multiple of {opts.channel_divisor} above it)")
+                by_divisor.append(f"{producer!r} ({st.width} channels)")
+            else:
+                reason = f"too narrow ({st.width} channels) for the channel ratios"
+            for r in roots:
+                ch.fix(r, reason)
+            continue
         name, i = f"{producer}.{st.unit}", 2
         while name in used:
             name, i = f"{producer}.{st.unit}{i}", i + 1
@@ -196,6 +205,11 @@ def _choose_labels(an: Analyzer, opts: Options) -> tuple[dict[int, Choice], list
         choice = Choice(values, label=name)
         for r in roots:
             choices[r] = choice
+    if by_divisor:
+        warnings.warn(f"hwnas.convert: channel_divisor={opts.channel_divisor} leaves {len(by_divisor)} layer(s) "
+                      f"with no width choice but their full width: {', '.join(by_divisor[:6])}"
+                      f"{' ...' if len(by_divisor) > 6 else ''}; their widths are fixed. Pass a divisor that divides "
+                      "them (e.g. 8), or channel_divisor=None.", UserWarning, stacklevel=3)
     return choices, searched
 
 

@@ -24,6 +24,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -41,14 +43,17 @@ from hwnas.graph.trace import OpGraph, build_graph
 from hwnas.hw.device import Device, device_pool
 from hwnas.hw.kernels import Kernel, active_kernels, attribute_nodes, map_kernels
 from hwnas.hw.lut import LUT, LUTError, now
+from hwnas.hw.lut_check import device_difference
 from hwnas.hw.measure import measure, measure_many, open_reference
 from hwnas.hw.profiling import profile_run
+from hwnas.hw.scratch import scratch_dir
 from hwnas.hw.session import EXPORT_LOCK, export_onnx
+from hwnas.io import lock_file, remove_stale_temps
 from hwnas.profile.constraints import centroid_sample
 from hwnas.space.space import as_rng, collect_choices
 
 __all__ = ["build_lut", "kernel_tables", "space_signatures", "measure_subnet_kernels", "input_for",
-           "interleave_end_to_end"]
+           "interleave_end_to_end", "space_digest", "RESUME_SETTINGS"]
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +236,11 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
             pool of devices of one configuration (a list, or names joined by commas: several measurement agents
             of one kind, :func:`~hwnas.hw.device.device_pool`): the subnets are spread over them, one at a time on
             each; the LUT is recorded for the first, which also runs the interleaved end-to-end pass.
-        path: the LUT file; if it exists, the build resumes from it (same device required).
+        path: the LUT file; if it exists, the build resumes from it: same device, space, input and settings
+            required (:data:`RESUME_SETTINGS`; another is refused, naming it). The build holds the advisory lock
+            ``<path>.lock`` (a second build into the same file gets :class:`~hwnas.io.FileInUseError`), removes
+            temporary files a killed write left, and keeps its ONNX files in a scratch folder that is removed on
+            any exit (:mod:`hwnas.hw.scratch`). ``settings["build_seconds"]`` adds up the time of every call.
         repeats_per_kernel: measurements per signature, each in a different subnet (median is used).
         runs, warmup: profiled runs per subnet and warm-up runs before them.
         max_subnets: stop after this many subnets in this call (the file stays resumable).
@@ -253,28 +262,85 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
     """
     export_fn = export_fn or export
     pool = device_pool(device)  # several agents of one device: each measures one subnet at a time
-    dev = pool[0]
     for member in pool:
         member.check_available()
-    settings = {"runs": runs, "warmup": warmup, "repeats_per_kernel": repeats_per_kernel,
-                "random_subnets": random_subnets,
-                "harvest": "per-node ORT profile of whole subnets", "input_shape": list(dummy_input.shape)}
-    if path is not None and Path(path).exists():
-        lut = LUT.load(path)
-        if lut.device.__dict__ != dev.__dict__:
-            raise LUTError(f"{str(path)!r} was built for device {lut.device.name!r} with other settings than "
-                           f"{dev.name!r}; use another path or the same device.")
-        log.info("resuming %s: %d kernels, %d subnets measured", path, len(lut), len(lut.subnets))
-    else:
-        lut = LUT.new(dev, settings)
-        lut.settings["started"] = now()
+    if path is None:
+        with scratch_dir("lut"):
+            return _build(space, dummy_input, pool, None, repeats_per_kernel, runs, warmup, max_subnets, seed, progress,
+                          space_name, export_fn, random_subnets, end_to_end_rounds, calibrate)
+    lock = lock_file(path, "LUT file")  # a second build into this file is refused now, not merged silently later
+    try:
+        remove_stale_temps(path)  # left by a build killed mid-write; none can be mid-write while we hold the lock
+        with scratch_dir("lut"):
+            return _build(space, dummy_input, pool, Path(path), repeats_per_kernel, runs, warmup, max_subnets, seed,
+                          progress, space_name, export_fn, random_subnets, end_to_end_rounds, calibrate)
+    finally:
+        lock.release()
+
+
+#: The settings a resumed build must share with the file (``settings`` key -> how to give it, API and CLI).
+RESUME_SETTINGS = {
+    "input_shape": "dummy_input's shape (--input)", "space_digest": "the space and its arguments (--space, "
+    "--space-arg)", "runs": "runs= (--runs)", "warmup": "warmup=", "repeats_per_kernel": "repeats_per_kernel= "
+    "(--repeats)", "random_subnets": "random_subnets= (--random-subnets)", "harvest": "the harvest method",
+    "seed": "seed=", "end_to_end_rounds": "end_to_end_rounds=", "calibrate": "calibrate=",
+}
+
+
+def space_digest(graph: OpGraph, signatures: set[str]) -> str:
+    """A digest of what a space is to a LUT build: its choices (labels and values) and the kernel signatures its
+    subnets run; two spaces of one name with other arguments (widths, classes, resolutions) differ."""
+    text = json.dumps({"choices": {lab: [repr(v) for v in c.values] for lab, c in sorted(graph.choices.items())},
+                       "signatures": sorted(signatures)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_resume(lut: LUT, path: Path, dev: Device, tag: str, settings: dict[str, Any]) -> None:
+    """Refuse to resume a build made with other settings than this call's (naming the first that differs)."""
+    fresh = (f"Resume it with the same settings, or start fresh: delete {str(path)!r} (and {path.name}.lock) or "
+             "give another path (--out)")
+    mine, theirs = {k: v for k, v in lut.device.__dict__.items() if k != "description"}, \
+        {k: v for k, v in dev.__dict__.items() if k != "description"}
+    if mine != theirs:
+        raise LUTError(f"{str(path)!r} is a LUT build for device {lut.device.name!r}, and this call measures on "
+                       f"{dev.name!r}: {device_difference(lut.device, dev, 'the file', 'this call')}. {fresh}.")
+    others = [t for t in lut.spaces if t != tag]
+    shape = lut.settings.get("input_shape")
+    if others and tag not in lut.spaces and (shape is None or shape == settings["input_shape"]):
+        raise LUTError(f"{str(path)!r} is a LUT build of {others} and this call builds {tag!r} (space@input). A "
+                       f"build resumes only its own space and input, so that it does not refit one LUT over two. "
+                       f"{fresh}; LUT.merge combines finished LUTs of one device.")
+    for key, how in RESUME_SETTINGS.items():
+        if key in lut.settings and key in settings and lut.settings[key] != settings[key]:
+            raise LUTError(f"{str(path)!r} is a LUT build made with {key} = {lut.settings[key]!r}, and this call asks "
+                           f"for {settings[key]!r} (set by {how}). {fresh}.")
+
+
+def _build(space: Any, dummy_input: torch.Tensor, pool: list[Device], path: Path | None, repeats_per_kernel: int,
+           runs: int, warmup: int, max_subnets: int | None, seed: int, progress: bool, space_name: str | None,
+           export_fn: Any, random_subnets: int, end_to_end_rounds: int, calibrate: int) -> LUT:
+    """:func:`build_lut` inside its lock and scratch folder; the LUT is recorded for ``pool[0]``."""
+    dev = pool[0]
     tag = f"{space_name or type(space).__name__}@{'x'.join(str(d) for d in dummy_input.shape)}"
-    if tag not in lut.spaces:
-        lut.spaces.append(tag)
     graph = build_graph(space, dummy_input)
     kernels = map_kernels(graph)
     tables = kernel_tables(graph, kernels)
     needed = {s for _, tab in tables for s in tab.ravel() if s is not None}
+    settings = {"runs": runs, "warmup": warmup, "repeats_per_kernel": repeats_per_kernel,
+                "random_subnets": random_subnets, "seed": seed, "end_to_end_rounds": end_to_end_rounds,
+                "calibrate": calibrate, "harvest": "per-node ORT profile of whole subnets",
+                "input_shape": list(dummy_input.shape), "space_digest": space_digest(graph, needed)}
+    if path is not None and path.exists():
+        lut = LUT.load(path, strict=False)  # its calibration is fitted again after the next subnet
+        _check_resume(lut, path, dev, tag, settings)
+        for key, value in settings.items():  # a file from before a setting was recorded: record it now
+            lut.settings.setdefault(key, value)
+        log.info("resuming %s: %d kernels, %d subnets measured", path, len(lut), len(lut.subnets))
+    else:
+        lut = LUT.new(dev, settings)
+        lut.settings["started"] = now()
+    if tag not in lut.spaces:
+        lut.spaces.append(tag)
     counts = Counter({s: lut.entries[s].n for s in needed if s in lut.entries})
     n_random = lambda: sum(1 for r in lut.subnets if r.get("space") == tag and r.get("random"))  # noqa: E731
     missing = lambda: sum(max(0, repeats_per_kernel - counts[s]) for s in needed) + \
@@ -288,10 +354,16 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
         total = len(needed) * repeats_per_kernel + random_subnets
         bar = tqdm(total=total, initial=total - missing(), desc=f"LUT {tag}", unit="measurement")
     done_here = 0
-    t0 = time.perf_counter()
-    # each profiled subnet's ONNX file stays in ``work`` for the interleaved pass (no second export); a resumed
-    # build exports the subnets of earlier calls again
-    with tempfile.TemporaryDirectory(prefix="hwnas-lut-") as work:
+    t0, seconds_before = time.perf_counter(), float(lut.settings.get("build_seconds", 0.0))
+
+    def save() -> None:  # build_seconds: earlier calls' plus this one's so far, so that a killed call still counts
+        lut.settings["build_seconds"] = round(seconds_before + time.perf_counter() - t0, 3)
+        if path is not None:
+            lut.save(path)
+
+    # each profiled subnet's ONNX file stays in ``work`` (inside the build's scratch folder) for the interleaved
+    # pass (no second export); a resumed build exports the subnets of earlier calls again
+    with tempfile.TemporaryDirectory(prefix="subnets-") as work:
         while missing() > 0 and (max_subnets is None or done_here < max_subnets):
             # one subnet per device of the pool, measured at once (a pool of one: one subnet, as always)
             room = len(pool) if max_subnets is None else min(len(pool), max_subnets - done_here)
@@ -315,8 +387,7 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
                                     "kernels": dict(Counter(sig for _, sig, _, _ in res["kernels"])),
                                     "random": not covering})
                 lut.fit(select=False)  # the cross-validated choice at the end, over the interleaved times
-                if path is not None:
-                    lut.save(path)
+                save()
             if bar is not None:
                 bar.update(before - missing())
                 bar.set_postfix(subnets=len(lut.subnets))
@@ -326,7 +397,7 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
             bar.close()
         if missing() == 0:
             interleave_end_to_end(lut, space, dummy_input, dev, tag, path=path, export_fn=export_fn,
-                                  progress=progress, rounds=end_to_end_rounds, onnx_dir=work)
+                                  progress=progress, rounds=end_to_end_rounds, onnx_dir=work, before_save=save)
             if calibrate and lut.definition != "steady":
                 from hwnas.hw.speed import calibrate_definition  # hwnas.hw.speed builds on this module
 
@@ -335,17 +406,16 @@ def build_lut(space: Any, dummy_input: torch.Tensor, device: str | Device = "cpu
                                          export_fn=export_fn)
                 except LUTError as e:  # too noisy a machine: the LUT stays at the paired level, and says so
                     log.warning("%s", e)
-    lut.settings["build_seconds"] = lut.settings.get("build_seconds", 0.0) + (time.perf_counter() - t0)
     lut.settings["finished"] = now()
-    if path is not None:
-        lut.save(path)
+    save()
     return lut
 
 
 def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, device: str | Device, tag: str,
                           path: str | os.PathLike | None = None, export_fn: Any = None, rounds: int = 20,
                           repeats: int = 3, max_bytes: float = 2e9, seed: int = 0, progress: bool = True,
-                          statistic: str = "paired", onnx_dir: str | os.PathLike | None = None) -> int:
+                          statistic: str = "paired", onnx_dir: str | os.PathLike | None = None,
+                          before_save: Any = None) -> int:
     """Measure the end-to-end times of the build subnets of ``tag`` again, all interleaved, and refit the LUT.
 
     Sessions are created for as many subnets at once as fit in ``max_bytes`` of ONNX files; each group runs
@@ -358,6 +428,8 @@ def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, devic
     statistic. The first, one-at-a-time time of each subnet stays in ``end_to_end_single_ms``. Resumable: done
     subnets are marked ``"interleaved": true`` and the file is saved after every group. ``onnx_dir`` holds
     ONNX files the build already exported (``subnet-<index in lut.subnets>.onnx``); those are not exported again.
+    ``before_save``: called instead of saving to ``path`` after every group (the build's own save, which also
+    counts its time).
     All groups are paired with the same open session of the reference, so that they share its speed basis.
 
     Returns:
@@ -413,7 +485,9 @@ def interleave_end_to_end(lut: LUT, space: Any, dummy_input: torch.Tensor, devic
                                                       "statistic": statistic}
             lut.settings["statistic"] = statistic
             lut.fit()
-            if path is not None:
+            if before_save is not None:
+                before_save()
+            elif path is not None:
                 lut.save(path)
             for p in paths:
                 p.unlink()

@@ -61,8 +61,9 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.artifacts import adapt_command, resolve_lut, shipped_name
+from hwnas.artifacts import _is_path, adapt_command, resolve_lut, shipped_name
 from hwnas.hw.device import Device, fingerprint, fingerprint_matches, get_device
+from hwnas.hw.lut_check import check_lut_data, device_difference, rebuild_command
 from hwnas.io import atomic_write_json, read_json
 
 __all__ = ["LUT", "LUTEntry", "LUTError", "FingerprintWarning", "FAMILIES", "family_of"]
@@ -183,39 +184,52 @@ class LUT:
         return cls(dev, fingerprint(dev), dict(settings or {}))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, check_fingerprint: bool = True, device: str | None = None) -> LUT:
+    def load(cls, path: str | os.PathLike, check_fingerprint: bool = True, device: str | None = None,
+             strict: bool = True) -> LUT:
         """Read a LUT by name or file; warns (:class:`FingerprintWarning`) when it was measured on another machine.
 
         Args:
             path: a file, or the name of a shipped LUT: its space (``"mobilenet_v3"``, on ``device``) or space
                 and device (``"mobilenet_v3_cpu-ort-2t"``), see :mod:`hwnas.artifacts`.
-            check_fingerprint: warn when the LUT's machine fingerprint differs from this machine's.
-            device: the device of a LUT given by space name (default ``cpu-ort-1t``).
+            check_fingerprint: warn when the LUT's machine fingerprint differs from this machine's, or when it
+                has none.
+            device: the device of a LUT given by space name (default ``cpu-ort-1t``); for a LUT given as a file,
+                the device it must have been measured on (same settings; the error names each that differs).
+            strict: also check that the fitted calibration is plausible and that the LUT predicts a non-negative
+                time for every build subnet; a build resuming its own file (which it fits again) passes ``False``.
+
+        Raises:
+            LUTError: not a LUT, another version, a malformed field (the error names the key path, see
+                :mod:`hwnas.hw.lut_check`), or another device than ``device``.
         """
+        device_asked = device if device is not None and _is_path(path, ".json") else None
         path = resolve_lut(path, device)
         data = read_json(path, "LUT file")
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise LUTError(f"{str(path)!r} is not an hwnas LUT (expected \"format\": \"{FORMAT}\"); build one with "
                            "hwnas.hw.build_lut or benchmarks/build_lut.py.")
         if data.get("version") != VERSION:
-            raise LUTError(f"LUT {str(path)!r} has version {data.get('version')!r}; this hwnas reads version {VERSION}.")
+            raise LUTError(f"LUT {str(path)!r} has version {data.get('version')!r}; this hwnas reads version {VERSION} "
+                           f"only. Build it again with this hwnas: {rebuild_command(data, path)}.")
+        check_lut_data(data, path, LUTError, strict)  # every number and field read below, with its key path
         try:
             dev_fields = dict(data["device"])
             dev_fields["provider_options"] = tuple(tuple(p) for p in dev_fields.get("provider_options", ()))
             device = Device(**dev_fields)
-            entries = {k: LUTEntry([float(t) for t in v["times_ms"]], [int(n) for n in v.get("nodes", [])],
-                                   float(v.get("adjust_ms", 0.0)), [int(i) for i in v.get("subnets", [])],
-                                   float(v["normalized_ms"]) if v.get("normalized_ms") is not None else None)
-                       for k, v in data["entries"].items()}
-        except (KeyError, TypeError, ValueError) as e:
-            raise LUTError(f"LUT {str(path)!r} is malformed ({e!r}); rebuild it or restore it from version control.") \
-                from e
+        except (TypeError, ValueError) as e:
+            raise LUTError(f"LUT {str(path)!r} is malformed at device: {e} Rebuild it: "
+                           f"{rebuild_command(data, path)}.") from None
+        entries = {k: LUTEntry([float(t) for t in v["times_ms"]], [int(n) for n in v.get("nodes", [])],
+                               float(v.get("adjust_ms", 0.0)), [int(i) for i in v.get("subnets", [])],
+                               float(v["normalized_ms"]) if v.get("normalized_ms") is not None else None)
+                   for k, v in data["entries"].items()}
         lut = cls(device, data.get("fingerprint", {}), data.get("settings", {}), entries, data.get("subnets", []),
-                  data.get("spaces", []), data.get("calibration", {"scale": 1.0, "per_node_ms": 0.0,
-                                                                    "overhead_ms": 0.0}), Path(path),
+                  data.get("spaces", []), data["calibration"], Path(path),
                   dict(data.get("speed") or {}), dict(data.get("adapted") or {}))
         _check_definition(lut, path)
         _check_adapted(lut, path)
+        if strict:
+            _check_build_totals(lut, path, data)
         factor = lut.speed.get("factor", 1.0)
         if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 0.2 < factor < 5.0:
             raise LUTError(f"LUT {str(path)!r} has a speed factor of {lut.speed.get('factor')!r}; expected a number "
@@ -235,7 +249,19 @@ class LUT:
                         "definition with: %s", str(path), lut.definition,
                         "each run between two runs of a reference model, 5-15% above steady state"
                         if lut.definition == "paired" else "an older protocol", _recalibrate_command(lut, path))
+        if device_asked is not None:
+            want = get_device(device_asked)
+            if {k: v for k, v in want.__dict__.items() if k != "description"} != \
+                    {k: v for k, v in device.__dict__.items() if k != "description"}:
+                raise LUTError(f"LUT {str(path)!r} was measured on device {device.name!r}, not on the requested "
+                               f"{want.name!r}: {device_difference(device, want)}. Use a LUT of {want.name!r} (hwnas "
+                               f"lut list) or build one: {rebuild_command(data, path).replace(device.name, want.name)}.")
         if check_fingerprint:
+            if not lut.fingerprint:
+                warnings.warn(f"LUT {shipped_name(path) or str(path)!r} has no machine fingerprint (its \"fingerprint\" "
+                              "field is empty or missing), so hwnas cannot tell which machine and runtime measured "
+                              "it; its latencies may not hold here. Rebuild it here (hwnas lut build) or adapt it "
+                              f"(about 2 minutes): {adapt_command(path)}.", FingerprintWarning, stacklevel=2)
             diffs = fingerprint_matches(lut.fingerprint, fingerprint(device))
             if diffs:
                 warnings.warn(f"LUT {shipped_name(path) or str(path)!r} was measured on another machine or runtime: "
@@ -594,6 +620,22 @@ def _validate_definition(d: Any, where: str) -> None:
         raise LUTError(f"{where}: a latency definition record needs \"ratio\" (steady / paired, between 0.5 and 2) "
                        f"and a finite \"offset_ms\", got {d!r}; measure one with hwnas.hw.speed.calibrate_definition "
                        "(hwnas lut recalibrate FILE --space NAME).")
+
+
+def _check_build_totals(lut: LUT, path: Any, data: dict[str, Any]) -> None:
+    """Refuse a LUT that predicts a negative or non-finite time for one of its own build subnets (an edited
+    calibration or adjustment: a fitted one predicts them near their measured times)."""
+    overhead = lut._built_overhead_ms
+    for i, r in enumerate(lut.subnets):
+        kernels = r.get("kernels") or {}
+        if not kernels or not all(k in lut.entries for k in kernels):
+            continue
+        total = sum(n * lut._built_cost_ms(k) for k, n in kernels.items()) + overhead
+        if not (math.isfinite(total) and total >= 0):
+            raise LUTError(f"LUT {str(path)!r} is malformed: it predicts {total:.6g} ms for its own build subnet "
+                           f"subnets[{i}] (measured {r.get('end_to_end_ms')!r} ms), from calibration {lut.calibration!r}"
+                           f"; expected a time >= 0, as a fitted LUT predicts. Rebuild it: "
+                           f"{rebuild_command(data, path)}.")
 
 
 def _recalibrate_command(lut: LUT, path: Any) -> str:

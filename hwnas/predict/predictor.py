@@ -11,8 +11,10 @@ library versions, and a SHA-256 digest over all of it. Loading
    version warns (:class:`~hwnas.hw.lut.FingerprintWarning`), like a LUT; another scikit-learn version warns;
 3. lists the types the payload would build (``skops.io.get_untrusted_types``) and refuses any outside the
    explicit :data:`TRUSTED_TYPES`, *before* anything is constructed;
-4. checks every decision tree's node arrays (children and feature indices in range), since scikit-learn's
-   tree code does not bounds-check them.
+4. checks every decision tree's node arrays (children in range and after their node, so no cycle; feature
+   indices in range; finite thresholds and values), since scikit-learn's tree code follows them unchecked, and
+   every other fitted number and the metadata's calibration (:mod:`hwnas.predict.validate`: the digest has no
+   key, so an edited file with a recomputed digest is checked on its content).
 
 The whole-model time is ``scale * sum(kernel predictions) + per_kernel_ms * kernels + data movement +
 overhead_ms``, the calibration form of a LUT (:mod:`hwnas.hw.lut`) plus a cost per element copied and per node
@@ -43,10 +45,12 @@ from hwnas.artifacts import adapt_command, predictor_path, resolve_predictor, sh
 from hwnas.hw.device import Device, fingerprint, fingerprint_matches, get_device
 from hwnas.hw.lut import FAMILIES as ADAPT_FAMILIES
 from hwnas.hw.lut import FingerprintWarning, family_of
+from hwnas.hw.lut_check import device_difference
 from hwnas.hw.speed import at_model_speed, copy_at_speed
 from hwnas.io import atomic_write_text
 from hwnas.predict.estimator import KernelLatencyPredictor
 from hwnas.predict.features import family_of as regressor_family
+from hwnas.predict.validate import check_estimator, check_metadata, check_trees
 
 __all__ = ["LatencyPredictor", "PredictorError", "load_predictor", "TRUSTED_TYPES", "default_predictor_path"]
 
@@ -351,6 +355,7 @@ class LatencyPredictor:
             raise PredictorError(f"{str(path)!r}: metadata lacks {missing or ['training.kernel_measurements']} "
                                  f"(expected device, fingerprint, training set size, validation error, library "
                                  f"versions and calibration). {fix}")
+        check_metadata(meta, path, PredictorError)
         try:
             fields = dict(meta["device"])
             fields["provider_options"] = tuple(tuple(p) for p in fields.get("provider_options", ()))
@@ -361,13 +366,18 @@ class LatencyPredictor:
         _check_family_calibration(meta.get("family_calibration"), path, fix)
         if device is not None:
             want = get_device(device)
-            if want.__dict__ != dev.__dict__:
-                diff = sorted(k for k in want.__dict__ if want.__dict__[k] != dev.__dict__.get(k))
+            if {k: v for k, v in want.__dict__.items() if k != "description"} != \
+                    {k: v for k, v in dev.__dict__.items() if k != "description"}:
                 raise PredictorError(
-                    f"{str(path)!r} predicts latency on device {dev.name!r}, not on {want.name!r} (they differ in "
-                    f"{diff}). Use the predictor of {want.name!r} (name {want.name!r}) or train one: "
-                    f"python benchmarks/train_predictor.py --device {want.name}")
-        if check_fingerprint:
+                    f"{str(path)!r} predicts latency on device {dev.name!r}, not on {want.name!r} (the requested one): "
+                    f"{device_difference(dev, want)}. Use the predictor of {want.name!r} (name {want.name!r}) or "
+                    f"train one: python benchmarks/train_predictor.py --device {want.name}")
+        if check_fingerprint and not meta["fingerprint"]:
+            warnings.warn(f"latency predictor {shipped_name(path) or str(path)!r} has no machine fingerprint (its "
+                          "\"fingerprint\" is empty), so hwnas cannot tell which machine and runtime it was trained "
+                          f"on; its predictions may not hold here. Train one here: python benchmarks/train_predictor.py "
+                          f"--device {dev.name}", FingerprintWarning, stacklevel=2)
+        elif check_fingerprint:
             diffs = fingerprint_matches(meta["fingerprint"], fingerprint(dev))
             if diffs:
                 warnings.warn(f"latency predictor {shipped_name(path) or str(path)!r} was trained on another machine "
@@ -402,8 +412,10 @@ class LatencyPredictor:
         if not isinstance(est, KernelLatencyPredictor) or not hasattr(est, "models_"):
             raise PredictorError(f"{str(path)!r} holds a {type(est).__name__}, expected a fitted "
                                  f"KernelLatencyPredictor. {fix}")
-        _check_trees(est, path)
-        calibration = {k: float(v) for k, v in meta["calibration"].items() if isinstance(v, (int, float))}
+        check_trees(est, path, PredictorError)
+        check_estimator(est, path, PredictorError)
+        calibration = {k: float(v) for k, v in meta["calibration"].items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
         return cls(est, dev, calibration, meta, path)
 
 
@@ -452,31 +464,6 @@ def _schema_types(node: Any) -> set[str]:
         for v in node:
             out |= _schema_types(v)
     return out
-
-
-def _check_trees(est: KernelLatencyPredictor, path: Path) -> None:
-    """Refuse trees whose node arrays point outside themselves (scikit-learn indexes them unchecked)."""
-    specs = [*est.models_.values(), *est.spread_.values(), est.fallback_]
-    for spec in specs:
-        for part in (spec.get("base"), spec.get("model")):
-            trees = getattr(part, "estimators_", None)
-            if trees is None:
-                continue
-            for t in np.ravel(np.asarray(trees, dtype=object)):
-                tree = getattr(t, "tree_", None)
-                if tree is None:
-                    raise PredictorError(f"{str(path)!r}: a tree ensemble holds a {type(t).__name__}, not a fitted "
-                                         "decision tree; refused.")
-                n, nf = tree.node_count, t.n_features_in_
-                left, right, feat = tree.children_left, tree.children_right, tree.feature
-                leaf = left == -1
-                ok = (len(left) == n and len(right) == n and len(feat) == n
-                      and np.all((left == -1) == (right == -1))
-                      and np.all((left[~leaf] > 0) & (left[~leaf] < n) & (right[~leaf] > 0) & (right[~leaf] < n))
-                      and np.all((feat[~leaf] >= 0) & (feat[~leaf] < nf)))
-                if not ok:
-                    raise PredictorError(f"{str(path)!r}: a decision tree's node arrays point outside the tree "
-                                         "(corrupted or crafted file); refused before any prediction.")
 
 
 def load_predictor(path: str | os.PathLike | None = None, device: str | Device | None = None,

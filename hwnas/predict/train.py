@@ -51,6 +51,7 @@ from hwnas.predict.features import family_of, kernel_flops, model_weight_bytes, 
 from hwnas.predict.generator import STYLE_CYCLE, build_model, config_input, random_config
 from hwnas.predict.movement import ONNX_MOVEMENT, movement_of_nodes
 from hwnas.predict.predictor import LatencyPredictor, PredictorError, training_data_path
+from hwnas.predict.validate import DATA_FIX, check_training_data
 from hwnas.predict.whole import onnx_kernels
 
 __all__ = ["train", "model_signatures", "fit_predictor", "fit_calibration", "fit_family_calibration", "calibrated_ms",
@@ -85,9 +86,17 @@ class TrainingData:
             if not isinstance(data, dict) or data.get("format") != DATA_FORMAT:
                 raise PredictorError(f"{str(self.path)!r} is not hwnas predictor training data (expected \"format\": "
                                      f"{DATA_FORMAT!r}); pass another path or delete it.")
-            if data.get("device") != _device_dict(device):
-                raise PredictorError(f"{str(self.path)!r} holds measurements of device {data['device'].get('name')!r} "
-                                     f"with other settings than {device.name!r}; use another path for {device.name!r}.")
+            if not isinstance(data.get("device"), dict):
+                raise PredictorError(f"{str(self.path)!r} is malformed at device: expected an object with the "
+                                     f"device's fields, got {data.get('device')!r}. {DATA_FIX}")
+            if data["device"] != _device_dict(device):
+                have = {**data["device"]}
+                diff = "; ".join(f"{k} {have.get(k)!r} (the file's) vs {v!r} (requested)"
+                                 for k, v in _device_dict(device).items() if k != "description" and have.get(k) != v)
+                raise PredictorError(f"{str(self.path)!r} holds measurements of device {have.get('name')!r}, not of "
+                                     f"the requested {device.name!r}: {diff or 'its description differs'}. Use another "
+                                     f"path for {device.name!r}.")
+            check_training_data(data, self.path, PredictorError)
             self.models = data["models"]
             self.reference = data.get("reference")
             self.seconds = float(data.get("seconds", 0.0))
