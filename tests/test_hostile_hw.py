@@ -535,3 +535,13 @@ def test_fuzz_lut_edits_end_in_a_lut_error_or_finite_non_negative_predictions(da
 @given(st.data())
 def test_fuzz_lut_edits_500(data):
     _fuzz_lut(data)
+
+
+def test_the_lut_checker_knows_every_device_field():
+    """A field added to Device must be known to the LUT checker, or every LUT written since is refused."""
+    import dataclasses
+
+    from hwnas.hw.device import Device
+    from hwnas.hw.lut_check import _DEVICE_FIELDS
+
+    assert {f.name for f in dataclasses.fields(Device)} == set(_DEVICE_FIELDS)

@@ -24,7 +24,7 @@ __all__ = ["check_lut_data", "device_difference", "rebuild_command", "Where"]
 _DEVICE_FIELDS: dict[str, tuple[type, ...]] = {
     "name": (str,), "provider": (str,), "intra_op_threads": (int,), "inter_op_threads": (int,),
     "graph_optimization": (str,), "allow_spinning": (bool,), "denormal_as_zero": (bool,),
-    "provider_options": (list, tuple), "description": (str,),
+    "provider_options": (list, tuple), "description": (str,), "agent": (str,),
 }
 
 
@@ -167,6 +167,10 @@ def check_lut_data(data: dict[str, Any], path: Any, error: type[Exception], stri
         if key == "cpu_flags":
             if not (isinstance(value, list) and all(isinstance(f, str) for f in value)):
                 raise w.fail("fingerprint.cpu_flags", "a list of CPU flag names (strings)", value)
+        elif key == "provider_options":
+            if not (isinstance(value, list) and all(isinstance(p, list) and len(p) == 2
+                                                    and all(isinstance(x, str) for x in p) for p in value)):
+                raise w.fail("fingerprint.provider_options", "a list of [key, value] pairs of strings", value)
         elif not isinstance(value, (str, int, float, bool, type(None))):
             raise w.fail(f"fingerprint.{key}", "a string or number (as hwnas.hw.fingerprint writes it)", value)
     for i, tag in enumerate(data.get("spaces", [])):

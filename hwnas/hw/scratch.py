@@ -9,8 +9,9 @@ leaves it behind; the next job of the same kind removes every such folder whose 
 (:func:`remove_stale_scratch`).
 
 The redirection of :mod:`tempfile` is process-wide for the job's duration: a thread of the same process that makes
-a temporary file meanwhile makes it in the job's folder, which is removed at the end. hwnas's measurement jobs
-run one at a time per process.
+a temporary file meanwhile makes it in the job's folder. Jobs that overlap in one process (LUT builds of several
+devices in threads, :mod:`hwnas.hw.remote_pool`) share one folder, counted: it is made by the first to enter and
+removed, with the redirection undone, when the last one leaves.
 """
 
 from __future__ import annotations
@@ -20,26 +21,41 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = ["scratch_dir", "remove_stale_scratch"]
+
+
+_lock = threading.Lock()
+_active: dict[str, Any] = {"count": 0, "root": None, "saved": None}
 
 
 @contextlib.contextmanager
 def scratch_dir(kind: str = "lut") -> Iterator[Path]:
     """A fresh ``hwnas-<kind>-<pid>-*`` folder (stale ones of ``kind`` removed first); :mod:`tempfile` makes its
-    temporary files inside it until the block ends; the folder is removed then."""
-    base = tempfile.gettempdir()
-    remove_stale_scratch(kind, base)
-    root = Path(tempfile.mkdtemp(prefix=f"hwnas-{kind}-{os.getpid()}-", dir=base))
-    saved = tempfile.tempdir
-    tempfile.tempdir = str(root)
+    temporary files inside it until the block ends; the folder is removed then. Overlapping blocks of one process
+    (threads) share the first one's folder, which the last to leave removes."""
+    with _lock:
+        if _active["count"] == 0:
+            base = tempfile.gettempdir()
+            remove_stale_scratch(kind, base)
+            _active["root"] = Path(tempfile.mkdtemp(prefix=f"hwnas-{kind}-{os.getpid()}-", dir=base))
+            _active["saved"] = tempfile.tempdir
+            tempfile.tempdir = str(_active["root"])
+        _active["count"] += 1
+        root = _active["root"]
     try:
         yield root
     finally:
-        tempfile.tempdir = saved
-        shutil.rmtree(root, ignore_errors=True)
+        with _lock:
+            _active["count"] -= 1
+            if _active["count"] == 0:
+                tempfile.tempdir = _active["saved"]
+                shutil.rmtree(root, ignore_errors=True)
+                _active["root"] = None
 
 
 def remove_stale_scratch(kind: str = "lut", base: str | os.PathLike | None = None) -> list[Path]:

@@ -89,8 +89,10 @@ class TrainingData:
             if not isinstance(data.get("device"), dict):
                 raise PredictorError(f"{str(self.path)!r} is malformed at device: expected an object with the "
                                      f"device's fields, got {data.get('device')!r}. {DATA_FIX}")
-            if data["device"] != _device_dict(device):
-                have = {**data["device"]}
+            # a field added to Device since the file was written has its default there
+            have = {**_device_dict(Device(name=str(data["device"].get("name", device.name)))), **data["device"]}
+            if {k: v for k, v in have.items() if k != "description"} != \
+                    {k: v for k, v in _device_dict(device).items() if k != "description"}:
                 diff = "; ".join(f"{k} {have.get(k)!r} (the file's) vs {v!r} (requested)"
                                  for k, v in _device_dict(device).items() if k != "description" and have.get(k) != v)
                 raise PredictorError(f"{str(self.path)!r} holds measurements of device {have.get('name')!r}, not of "
