@@ -14,7 +14,9 @@ its own code cannot be traced and it has no choices.
 
 from __future__ import annotations
 
+import inspect
 import math
+import operator
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +27,7 @@ from torch import fx, nn
 
 import hwnas.graph.rules_extra  # noqa: F401  (dynamic layers of converted models)
 from hwnas.graph import rules_nn, rules_ops, rules_tensor  # noqa: F401  (registers the built-in rules)
+from hwnas.graph.example import ExampleValues
 from hwnas.graph.fallback import fallback_rule
 from hwnas.graph.larray import LArray, from_value, where
 from hwnas.graph.leaves import (
@@ -108,11 +111,92 @@ class HwnasTracer(fx.Tracer):
     and the modules that hwnas made leaves because torch.fx could not trace them (see :func:`trace_module`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, n_inputs: int | None = None, example: Any = None) -> None:
         super().__init__(autowrap_modules=(math, *third_party_autowrap_modules()),
                          autowrap_functions=third_party_functions())
         self.failed_module: tuple[str, str, nn.Module] | None = None
         self._third_party = third_party_leaf_classes()
+        self.n_inputs = n_inputs
+        self.example = example
+        """Example inputs: with them, Python control flow on traced values (``if x.shape[0] != n``, ``len(x)``,
+        ``for t in x``) takes the example's value (:mod:`hwnas.graph.example`); without, it fails as in
+        torch.fx."""
+        self.example_values: ExampleValues | None = None
+        if example is not None:  # a buffer sliced by a traced size (BERT's position_ids) is traced too
+            self.proxy_buffer_attributes = True
+
+    def _values(self) -> ExampleValues | None:
+        if self.example is None:
+            return None
+        if self.example_values is None or self.example_values.graph is not self.graph:
+            self.example_values = ExampleValues(self.root, self.graph, self.example)
+        return self.example_values
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _ExampleProxy(node, self) if self.example is not None else super().proxy(node)
+
+    def _shape_value(self, obj: fx.Proxy, what: str) -> tuple[bool, Any]:
+        values = self._values()
+        if values is None:
+            return False, None
+        ok, value = values.shape_value(obj.node)
+        if ok:
+            values.decided(what)
+        return ok, value
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        ok, value = self._shape_value(obj, "if")
+        return bool(value) if ok else super().to_bool(obj)
+
+    def iter(self, obj: fx.Proxy) -> Any:
+        values = self._values()
+        if values is None:
+            return super().iter(obj)
+        value = values.value(obj.node)  # iterating a tensor follows its first size, not its data
+        if not isinstance(value, torch.Tensor):
+            ok, value = values.shape_value(obj.node)
+            if not ok:
+                return super().iter(obj)
+        values.decided("for")
+        return iter([obj[i] for i in range(len(value))])
+
+    def example_index(self, obj: fx.Proxy) -> int:
+        ok, value = self._shape_value(obj, "index")
+        if not ok:
+            raise TypeError("a value computed from tensor data cannot be used as an index or slice bound while "
+                            "tracing (only sizes can)")
+        return operator.index(value)
+
+    def example_len(self, obj: fx.Proxy) -> int:
+        values = self._values()
+        if values is None:  # pragma: no cover - _ExampleProxy exists only with an example
+            return fx.Proxy.__len__(obj)
+        value = values.value(obj.node)
+        if not isinstance(value, torch.Tensor) and not values.shape_value(obj.node)[0]:
+            return fx.Proxy.__len__(obj)
+        values.decided("len")
+        return len(value)
+
+    def create_args_for_root(self, root_fn: Any, is_module: bool, concrete_args: Any = None) -> tuple[Any, list]:
+        """Like torch.fx's, except for a ``forward`` behind a decorator that takes ``*args, **kwargs``
+        (Hugging Face's ``merge_with_config_defaults``, which writes ``kwargs[name] = value``): torch.fx would
+        give the decorator a Proxy for ``kwargs``; here the decorator runs with a real tuple and dict, called
+        with the model's inputs positionally, as the model is called (the other arguments keep their
+        defaults)."""
+        names = _decorated_inputs(root_fn, self.n_inputs) if is_module and concrete_args is None else None
+        if names is None:
+            return super().create_args_for_root(root_fn, is_module, concrete_args)
+        proxies = [self.create_proxy("placeholder", name, (), {}) for name in names]
+
+        def call_root(*args: Any) -> Any:
+            return root_fn(*args)
+
+        return call_root, [self.root, *proxies]
+
+    def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
+        if isinstance(root, fx.GraphModule):  # its buffers are nodes of its graph: keep them so
+            self.proxy_buffer_attributes = True
+        return super().trace(root, concrete_args)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if isinstance(m, HwnasModule) or is_registered_leaf(m) or auto_leaf_reason(m) is not None:
@@ -122,12 +206,49 @@ class HwnasTracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
+        buffers = self.proxy_buffer_attributes
+        if isinstance(m, fx.GraphModule):
+            # its code may index a buffer with a traced size (a graph traced with an example input, e.g.
+            # BERT's position_ids[:, :seq_len]): the buffer must be a node, as in its own graph
+            self.proxy_buffer_attributes = True
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception:
             if self.failed_module is None:  # the innermost module that failed
                 self.failed_module = (self.path_of_module(m), type(m).__name__, m)
             raise
+        finally:
+            self.proxy_buffer_attributes = buffers
+
+
+class _ExampleProxy(fx.Proxy):
+    """A proxy whose ``len()`` and integer value (as a slice bound or index of a real tensor or list) are the
+    example's (see :attr:`HwnasTracer.example`)."""
+
+    def __len__(self) -> int:
+        return self.tracer.example_len(self)
+
+    def __index__(self) -> int:
+        return self.tracer.example_index(self)
+
+
+def _decorated_inputs(root_fn: Any, n_inputs: int | None) -> list[str] | None:
+    """The names of the first ``n_inputs`` parameters of ``root_fn`` (a method) when it is a wrapper taking
+    ``*args``/``**kwargs`` around the real ``forward`` (``functools.wraps``); else ``None``."""
+    inner = inspect.unwrap(root_fn)
+    code = getattr(root_fn, "__code__", None)
+    if inner is root_fn or code is None or not code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS):
+        return None
+    try:
+        params = list(inspect.signature(inner).parameters.values())[1:]  # without self
+    except (TypeError, ValueError):
+        return None
+    plain = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if n_inputs is None:
+        n_inputs = max(1, sum(1 for p in plain if p.default is p.empty))
+    if n_inputs > len(plain):
+        return None
+    return [p.name for p in plain[:n_inputs]]
 
 
 def _user_frame(exc: BaseException) -> str:
@@ -156,7 +277,7 @@ def _why(e: BaseException) -> str:
     return "Data-dependent Python control flow cannot be traced."
 
 
-def trace_module(module: nn.Module, path: str = "", auto_leaf: bool = True) -> fx.Graph:
+def trace_module(module: nn.Module, path: str = "", auto_leaf: bool = True, n_inputs: int | None = None) -> fx.Graph:
     """Trace ``module`` with :class:`HwnasTracer`.
 
     Args:
@@ -164,13 +285,15 @@ def trace_module(module: nn.Module, path: str = "", auto_leaf: bool = True) -> f
         path: its path in the model (for messages).
         auto_leaf: a submodule that torch.fx cannot trace and that holds no choice becomes a leaf (it is then
             profiled as a fixed block) and the trace is retried.
+        n_inputs: how many inputs the module is called with (for a ``forward`` behind a ``*args, **kwargs``
+            decorator, see :meth:`HwnasTracer.create_args_for_root`).
 
     Raises:
         UntraceableError: ``module``'s own code cannot be traced, or the submodule that cannot be traced holds
             choices (searchable parts cannot be hidden inside a fixed block).
     """
     for _ in range(sum(1 for _ in module.modules()) + 1):
-        tracer = HwnasTracer()
+        tracer = HwnasTracer(n_inputs)
         try:
             return tracer.trace(module)
         except Exception as e:  # torch.fx raises several types here (TraceError, TypeError, ...)
@@ -282,7 +405,7 @@ class _Interpreter:
         if HwnasTracer().is_leaf_module(module, path):
             return self._call("call_module", module, tuple(args), {}, path, path or "<root>", activity, module)
         try:
-            graph = trace_module(module, path)
+            graph = trace_module(module, path, n_inputs=len(args))
         except UntraceableError as e:
             if not _can_be_block(module):
                 raise
