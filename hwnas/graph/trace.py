@@ -14,6 +14,7 @@ its own code cannot be traced and it has no choices.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import operator
@@ -206,19 +207,45 @@ class HwnasTracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
-        buffers = self.proxy_buffer_attributes
-        if isinstance(m, fx.GraphModule):
-            # its code may index a buffer with a traced size (a graph traced with an example input, e.g.
-            # BERT's position_ids[:, :seq_len]): the buffer must be a node, as in its own graph
-            self.proxy_buffer_attributes = True
+        if isinstance(m, fx.GraphModule) and type(m.graph._codegen) is fx.graph.CodeGen:
+            # a graph made by torch.fx (a converted model's net) is copied, not traced again: its nodes keep
+            # their module paths (nn_module_stack), so ops report the layers of the original model
+            forward = functools.partial(self._inline, m)
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception:
             if self.failed_module is None:  # the innermost module that failed
                 self.failed_module = (self.path_of_module(m), type(m).__name__, m)
             raise
-        finally:
-            self.proxy_buffer_attributes = buffers
+
+    def _inline(self, m: fx.GraphModule, *args: Any, **kwargs: Any) -> Any:
+        prefix = self.path_of_module(m)
+        outer = dict(self.module_stack)
+        inputs = list(args)
+        env: dict[fx.Node, Any] = {}
+        for node in m.graph.nodes:
+            if node.op == "placeholder":
+                name = str(node.target).lstrip("*")
+                if inputs:
+                    env[node] = inputs.pop(0)
+                elif name in kwargs:
+                    env[node] = kwargs[name]
+                else:
+                    env[node] = node.args[0] if node.args else None
+                continue
+            a = fx.node.map_arg(node.args, env.__getitem__)
+            k = fx.node.map_arg(node.kwargs, env.__getitem__)
+            if node.op == "output":
+                return a[0]
+            target = f"{prefix}.{node.target}" if node.op in ("call_module", "get_attr") else node.target
+            proxy = self.create_proxy(node.op, target, a, k)
+            stack = node.meta.get("nn_module_stack")
+            if stack:
+                proxy.node.meta["nn_module_stack"] = {
+                    **outer, **{f"{prefix}.{key}": (f"{prefix}.{path}" if path else prefix, cls)
+                                for key, (path, cls) in stack.items()}}
+            env[node] = proxy
+        raise RuntimeError("graph without output")  # pragma: no cover
 
 
 class _ExampleProxy(fx.Proxy):
