@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from hwnas.convert.build import Options, build
 from hwnas.convert.space import Conversion, ConvertedSpace, make_space
 from hwnas.graph.leaves import auto_leaf_reason
 from hwnas.graph.registry import _LEAVES, is_registered_leaf
-from hwnas.graph.trace import HwnasTracer, trace_module
+from hwnas.graph.trace import HwnasTracer, none_defaults, trace_module
 from hwnas.space.modules import HwnasModule
 
 __all__ = ["convert", "ConversionError", "MODES"]
@@ -91,27 +90,13 @@ def _traces_alone(m: nn.Module) -> bool:
     return True
 
 
-def _none_defaults(work: nn.Module, n_inputs: int) -> dict[str, Any] | None:
-    """``forward``'s optional arguments after the given inputs whose default is ``None`` (Hiera's ``mask``):
-    traced as ``None``, so ``if mask is not None`` takes the branch that the model runs."""
-    try:
-        params = list(inspect.signature(work.forward).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    plain = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    if len(plain) != len(params):  # *args / **kwargs: leave it to torch.fx
-        return None
-    found = {p.name: None for p in plain[n_inputs:] if p.default is None}
-    return found or None
-
-
 def _trace(work: nn.Module, inputs: tuple) -> tuple[fx.Graph, list[str]]:
     """Trace with :class:`_ConvertTracer`; where Python control flow on traced values stops it, again with
     that control flow decided by the dummy input (:mod:`hwnas.graph.example`); where that fails too, the usual
     tracer (which makes what it cannot trace a fixed block, or gives its clear error). Returns the graph and
     where the dummy input decided control flow."""
     n_inputs = len(inputs)
-    concrete = _none_defaults(work, n_inputs)
+    concrete = none_defaults(work, n_inputs)
     try:
         return _ConvertTracer(n_inputs).trace(work, concrete_args=concrete), []
     except Exception:  # noqa: BLE001 - any tracing failure: try the next way

@@ -44,7 +44,7 @@ from hwnas.space.choice import Choice
 from hwnas.space.modules import HwnasModule, LayerChoice, Repeat
 from hwnas.space.space import collect_choices
 
-__all__ = ["Op", "OpGraph", "build_graph", "HwnasTracer", "UntraceableError", "trace_module"]
+__all__ = ["Op", "OpGraph", "build_graph", "HwnasTracer", "UntraceableError", "trace_module", "none_defaults"]
 
 
 class UntraceableError(RuntimeError):
@@ -278,6 +278,20 @@ def _decorated_inputs(root_fn: Any, n_inputs: int | None) -> list[str] | None:
     return [p.name for p in plain[:n_inputs]]
 
 
+def none_defaults(work: nn.Module, n_inputs: int) -> dict[str, Any] | None:
+    """``forward``'s optional arguments after the given inputs whose default is ``None`` (Hiera's ``mask``):
+    traced as ``None``, so ``if mask is not None`` takes the branch that the model runs."""
+    try:
+        params = list(inspect.signature(work.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    plain = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if len(plain) != len(params):  # *args / **kwargs: leave it to torch.fx
+        return None
+    found = {p.name: None for p in plain[n_inputs:] if p.default is None}
+    return found or None
+
+
 def _user_frame(exc: BaseException) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if "/torch/" not in f.filename and "/hwnas/graph/" not in f.filename]
@@ -322,7 +336,7 @@ def trace_module(module: nn.Module, path: str = "", auto_leaf: bool = True, n_in
     for _ in range(sum(1 for _ in module.modules()) + 1):
         tracer = HwnasTracer(n_inputs)
         try:
-            return tracer.trace(module)
+            return tracer.trace(module, none_defaults(module, n_inputs) if n_inputs is not None else None)
         except Exception as e:  # torch.fx raises several types here (TraceError, TypeError, ...)
             failed = tracer.failed_module
             if auto_leaf and failed is not None and failed[0] and _can_be_block(failed[2]):
