@@ -14,6 +14,7 @@ its own code cannot be traced and it has no choices.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -197,7 +198,8 @@ class HwnasTracer(fx.Tracer):
     def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
         if isinstance(root, fx.GraphModule):  # its buffers are nodes of its graph: keep them so
             self.proxy_buffer_attributes = True
-        return super().trace(root, concrete_args)
+        with _functions_kept_whole():
+            return super().trace(root, concrete_args)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if isinstance(m, HwnasModule) or is_registered_leaf(m) or auto_leaf_reason(m) is not None:
@@ -257,6 +259,42 @@ class _ExampleProxy(fx.Proxy):
 
     def __index__(self) -> int:
         return self.tracer.example_index(self)
+
+
+_APPLY: dict[type, Any] = {}
+
+
+def _function_call(cls: type) -> Any:
+    """One callable per custom ``torch.autograd.Function``: the call node's target (a module-level function,
+    so a GraphModule calls ``cls.apply`` and keeps the custom backward)."""
+    if cls not in _APPLY:
+        def apply(*args: Any, **kwargs: Any) -> Any:
+            return cls.apply(*args, **kwargs)
+
+        apply.__name__ = apply.__qualname__ = f"{cls.__name__}.apply"
+        apply.__module__ = __name__
+        _APPLY[cls] = apply
+    return _APPLY[cls]
+
+
+@contextlib.contextmanager
+def _functions_kept_whole() -> Any:
+    """While tracing, ``SomeFunction.apply(proxy)`` of a custom ``torch.autograd.Function`` is recorded as one
+    call (torch.fx would trace through its ``forward`` and drop its ``backward``); hwnas profiles it as a fixed
+    block and convert keeps the channels it touches fixed."""
+    original = torch.autograd.Function.__dict__["apply"]
+
+    def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
+        proxies = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, fx.Proxy)]
+        if not proxies:
+            return original.__func__(cls, *args, **kwargs)
+        return proxies[0].tracer.create_proxy("call_function", _function_call(cls), args, kwargs)
+
+    torch.autograd.Function.apply = classmethod(apply)
+    try:
+        yield
+    finally:
+        torch.autograd.Function.apply = original
 
 
 def _decorated_inputs(root_fn: Any, n_inputs: int | None) -> list[str] | None:
@@ -650,6 +688,9 @@ def build_graph(space: nn.Module, dummy_input: Any) -> OpGraph:
 
 
 def _block_reason(op: Op) -> str:
+    if op.module is None and op.target in _APPLY.values():
+        return ("a custom torch.autograd.Function, kept whole so that its backward stays (shapes from PyTorch, "
+                "FLOPs from fvcore)")
     if op.module is None:
         return "a function from outside torch that is not traced (timm's or torchvision's mark, or torch.fx.wrap)"
     return auto_leaf_reason(op.module) or third_party_reason(op.module) or \
