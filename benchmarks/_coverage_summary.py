@@ -148,8 +148,9 @@ def summarize(rows: list[dict], version: str) -> str:
     lines = [f"# hwnas coverage of real models ({version})", "",
              "Random init, batch 1, eval mode. 'exact' = hwnas FLOPs == fvcore among models fvcore counts; "
              "'searchable' = convert ok, >= 1 label, largest subnet == original; 'subnets exact' = 3 random "
-             "subnets' FLOPs == fvcore of their export and params == numel. Convert times are seconds on a "
-             "shared 2-core host.", ""]
+             "subnets' FLOPs == fvcore of their export and params == numel. fvcore is given the handle it lacks "
+             "for aten::_convolution_mode (a convolution with padding='same', which it counts 0; see "
+             "docs/profiling.md). Convert times are seconds on a shared 2-core host.", ""]
     header = ["models", "res", "n", "FLOPs == fvcore", "profile ok", "params == numel", "convert ok",
               "searchable", "subnets exact", "convert s median", "convert s max", "timeout/crash"]
     lines += _table(header, coverage_rows(rows)) + [""]

@@ -347,3 +347,55 @@ def test_op_matches_fvcore_and_export(name):
     assert set(flops.uncounted_ops) >= FALLBACK.get(name, set())
     if extra_rule is not None:
         assert flops.uncounted_ops, "an op fvcore leaves out must be listed in uncounted_ops"
+
+
+# ------------------------------------------------------------------- where fvcore is wrong, and int-only blocks
+@pytest.mark.parametrize("padding, explicit", [("same", 3), ("valid", 0)])
+def test_a_conv_with_string_padding_counts_as_derived_by_hand(padding, explicit):
+    """fvcore has no handle for aten::_convolution_mode (string padding) and counts 0 (timm's ConvMixer)."""
+    conv = nn.Conv2d(8, 8, 7, padding=padding, groups=8).eval()
+    x = torch.randn(1, 8, 13, 13)
+    out_hw = 13 if padding == "same" else 13 - 7 + 1
+    by_hand = 8 * out_hw * out_hw * (8 // 8) * 7 * 7  # output elements x (in / groups) x kernel area
+    model = nn.Sequential(conv)
+    assert hwnas.FlopsProfiler(model, x).profile({}) == by_hand
+    same = nn.Conv2d(8, 8, 7, padding=explicit, groups=8).eval()
+    same.load_state_dict(conv.state_dict())
+    assert fvcore_flops(same, x) == by_hand  # fvcore agrees once the padding is written as numbers
+
+
+class _FourierPositions(nn.Module):
+    """timm's PositionalEncodingFourier (XCiT, EdgeNeXt): called with sizes only, it makes its own tensors."""
+
+    def __init__(self, hidden: int = 8, dim: int = 16):
+        super().__init__()
+        self.hidden = hidden
+        self.proj = nn.Conv2d(2 * hidden, dim, 1)
+
+    def forward(self, b: int, h: int, w: int):
+        y = torch.arange(1, h + 1, dtype=torch.float32).view(1, h, 1, 1).expand(1, h, w, self.hidden)
+        x = torch.arange(1, w + 1, dtype=torch.float32).view(1, 1, w, 1).expand(1, h, w, self.hidden)
+        pos = torch.cat([y.sin(), x.cos()], dim=3).permute(0, 3, 1, 2)
+        return self.proj(pos).repeat(b, 1, 1, 1)
+
+
+class _WithPositions(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.pos = _FourierPositions()
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        return self.stem(x) + self.pos(b, h, w)
+
+
+def test_a_fixed_block_called_with_sizes_only_is_counted(monkeypatch):
+    """A leaf block whose inputs are ints was counted 0; fvcore counts its convolution."""
+    from hwnas.graph import registry
+
+    monkeypatch.setattr(registry, "_LEAVES", {*registry._LEAVES, _FourierPositions})
+    model, x = _WithPositions().eval(), torch.randn(2, 3, 8, 8)
+    flops = hwnas.FlopsProfiler(model, x)
+    assert [b[1] for b in flops.graph.blocks] == ["_FourierPositions"]
+    assert flops.profile({}) == fvcore_flops(model, x) > fvcore_flops(model.stem, x)

@@ -652,3 +652,64 @@ def test_layer_choice_broadcast_checked_only_where_chosen():
         with torch.no_grad():
             add = subnet.lc.a(x).numel()  # the elementwise add: one op per output element (fvcore counts none)
         assert flops.profile(sample) - add == fvcore_flops(subnet, x), sample
+
+
+class _MaskedStem(nn.Module):
+    """timm's Hiera: ``forward(x, mask=None)`` with ``if mask is not None`` branches; the profiler traced ``mask``
+    as a tensor and ran the masked branch with None ("op 'reshape' ... should be a tensor, got NoneType")."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 8, 1)
+
+    def forward(self, x, mask=None):
+        y = F.relu(self.conv1(x))
+        if mask is not None:
+            y = y * mask.reshape(x.shape[0], 1, y.shape[2], y.shape[3])
+        return self.conv2(y)
+
+
+def test_an_optional_none_argument_is_profiled_as_none():
+    model, x = _MaskedStem().eval(), torch.randn(1, 3, 8, 8)
+    flops = hwnas.FlopsProfiler(model, x)
+    assert flops.profile({}) == fvcore_flops(model, x)
+    assert "mul" not in {op.op_type for op in flops.graph.ops}  # the masked branch is not taken
+    assert not flops.graph.blocks  # traced, not profiled whole
+
+
+class _RoundSTE(torch.autograd.Function):
+    """A straight-through rounding (quantization-aware training): the backward is not the forward's."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x * 4) / 4
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _Quantized(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.c2(_RoundSTE.apply(self.c1(x)))
+
+
+def test_a_custom_autograd_function_is_one_fixed_op_that_keeps_its_backward():
+    torch.manual_seed(0)
+    model, x = _Quantized().eval(), torch.randn(1, 3, 8, 8)
+    flops = hwnas.FlopsProfiler(model, x)
+    assert [b[:2] for b in flops.graph.blocks] == [("<root>", "_RoundSTE.apply")]
+    assert "autograd.Function" in flops.graph.blocks[0][2]
+    assert flops.profile({}) == fvcore_flops(model, x)
+    space = hwnas.convert(model, x)
+    assert "_RoundSTE.apply" in space.summary()
+    net = hwnas.export(space, space.max_sample())
+    xs = x.clone().requires_grad_()
+    net(xs).sum().backward()
+    assert xs.grad.abs().sum() > 0  # traced through, round() would give a zero gradient
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), model(x))

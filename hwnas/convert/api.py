@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import time
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from hwnas.convert.build import Options, build
 from hwnas.convert.space import Conversion, ConvertedSpace, make_space
 from hwnas.graph.leaves import auto_leaf_reason
 from hwnas.graph.registry import _LEAVES, is_registered_leaf
-from hwnas.graph.trace import HwnasTracer, trace_module
+from hwnas.graph.trace import HwnasTracer, none_defaults, trace_module
 from hwnas.space.modules import HwnasModule
 
 __all__ = ["convert", "ConversionError", "MODES"]
@@ -91,26 +90,23 @@ def _traces_alone(m: nn.Module) -> bool:
     return True
 
 
-def _none_defaults(work: nn.Module, n_inputs: int) -> dict[str, Any] | None:
-    """``forward``'s optional arguments after the given inputs whose default is ``None`` (Hiera's ``mask``):
-    traced as ``None``, so ``if mask is not None`` takes the branch that the model runs."""
+def _trace(work: nn.Module, inputs: tuple) -> tuple[fx.Graph, list[str]]:
+    """Trace with :class:`_ConvertTracer`; where Python control flow on traced values stops it, again with
+    that control flow decided by the dummy input (:mod:`hwnas.graph.example`); where that fails too, the usual
+    tracer (which makes what it cannot trace a fixed block, or gives its clear error). Returns the graph and
+    where the dummy input decided control flow."""
+    n_inputs = len(inputs)
+    concrete = none_defaults(work, n_inputs)
     try:
-        params = list(inspect.signature(work.forward).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    plain = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    if len(plain) != len(params):  # *args / **kwargs: leave it to torch.fx
-        return None
-    found = {p.name: None for p in plain[n_inputs:] if p.default is None}
-    return found or None
-
-
-def _trace(work: nn.Module, n_inputs: int = 1) -> fx.Graph:
-    """Trace with :class:`_ConvertTracer`; where that fails, the usual tracer (and its clear error)."""
+        return _ConvertTracer(n_inputs).trace(work, concrete_args=concrete), []
+    except Exception:  # noqa: BLE001 - any tracing failure: try the next way
+        pass
+    tracer = _ConvertTracer(n_inputs, example=inputs)
     try:
-        return _ConvertTracer().trace(work, concrete_args=_none_defaults(work, n_inputs))
-    except Exception:  # noqa: BLE001 - any tracing failure: fall back to the usual tracer
-        return trace_module(work)
+        graph = tracer.trace(work, concrete_args=concrete)
+        return graph, list(dict.fromkeys(tracer.example_values.decisions if tracer.example_values else []))
+    except Exception:  # noqa: BLE001 - fall back to the usual tracer
+        return trace_module(work, n_inputs=n_inputs), []
 
 
 def _run(module: nn.Module, inputs: tuple) -> Any:
@@ -190,7 +186,7 @@ def convert(model: nn.Module, dummy_input: Any, mode: str = "width",
     work = copy.deepcopy(model)
     training = work.training
     work.eval()  # traced in eval mode: code that branches on self.training takes its inference path
-    graph = _trace(work, len(inputs))
+    graph, decided = _trace(work, inputs)
     gm = fx.GraphModule(work, graph, class_name=name)
     gm.eval()
     try:
@@ -203,7 +199,8 @@ def convert(model: nn.Module, dummy_input: Any, mode: str = "width",
     an = Analyzer(gm, shapes, kernel="kernel" in mode).run()
     runs = find_runs(gm, an) if "depth" in mode else []
     conversion = Conversion(name, mode, list(ratios), channel_divisor,
-                            [{"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")} for t in inputs])
+                            [{"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")} for t in inputs],
+                            decided_by_input=decided)
     net = build(gm, an, runs, Options(mode, ratios, channel_divisor, _permute), conversion)
     space = make_space(net, conversion, len(inputs))
     space.eval()

@@ -86,6 +86,9 @@ class Conversion:
     depths: list[DepthReport] = field(default_factory=list)
     fixed_ops: list[FixedReport] = field(default_factory=list)
     convert_s: float = 0.0
+    decided_by_input: list[str] = field(default_factory=list)
+    """Python control flow on traced values that the dummy input decided (``file:line: if `code```): the
+    space is the model for inputs that take the same branches (see :mod:`hwnas.graph.example`)."""
 
     @property
     def searched_groups(self) -> list[GroupReport]:
@@ -113,6 +116,7 @@ class Conversion:
         d = self.to_dict()
         d.pop("convert_s")
         d.pop("fixed_ops")
+        d.pop("decided_by_input")
         for g in d["groups"]:
             g.pop("permutation")
             g["fixed"] = g["fixed"] is not None
@@ -145,7 +149,15 @@ class Conversion:
         if self.fixed_ops:
             lines += ["", "ops that fix the channels they touch:"]
             lines += [f"  {f.where} ({f.what}): {f.reason}" for f in self.fixed_ops]
+        if self.decided_by_input:
+            lines += ["", "control flow decided by the dummy input (the space holds for inputs of its shapes and "
+                      "dtypes):"]
+            lines += [f"  {d}" for d in _short_list(self.decided_by_input)]
         return "\n".join(lines)
+
+
+def _short_list(items: list[str], n: int = 8) -> list[str]:
+    return items[:n] + ([f"... (+{len(items) - n})"] if len(items) > n else [])
 
 
 def _short(items: list[str], n: int = 6) -> str:

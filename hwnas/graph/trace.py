@@ -14,7 +14,11 @@ its own code cannot be traced and it has no choices.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import math
+import operator
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +29,7 @@ from torch import fx, nn
 
 import hwnas.graph.rules_extra  # noqa: F401  (dynamic layers of converted models)
 from hwnas.graph import rules_nn, rules_ops, rules_tensor  # noqa: F401  (registers the built-in rules)
+from hwnas.graph.example import ExampleValues
 from hwnas.graph.fallback import fallback_rule
 from hwnas.graph.larray import LArray, from_value, where
 from hwnas.graph.leaves import (
@@ -40,7 +45,7 @@ from hwnas.space.choice import Choice
 from hwnas.space.modules import HwnasModule, LayerChoice, Repeat
 from hwnas.space.space import collect_choices
 
-__all__ = ["Op", "OpGraph", "build_graph", "HwnasTracer", "UntraceableError", "trace_module"]
+__all__ = ["Op", "OpGraph", "build_graph", "HwnasTracer", "UntraceableError", "trace_module", "none_defaults"]
 
 
 class UntraceableError(RuntimeError):
@@ -108,11 +113,93 @@ class HwnasTracer(fx.Tracer):
     and the modules that hwnas made leaves because torch.fx could not trace them (see :func:`trace_module`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, n_inputs: int | None = None, example: Any = None) -> None:
         super().__init__(autowrap_modules=(math, *third_party_autowrap_modules()),
                          autowrap_functions=third_party_functions())
         self.failed_module: tuple[str, str, nn.Module] | None = None
         self._third_party = third_party_leaf_classes()
+        self.n_inputs = n_inputs
+        self.example = example
+        """Example inputs: with them, Python control flow on traced values (``if x.shape[0] != n``, ``len(x)``,
+        ``for t in x``) takes the example's value (:mod:`hwnas.graph.example`); without, it fails as in
+        torch.fx."""
+        self.example_values: ExampleValues | None = None
+        if example is not None:  # a buffer sliced by a traced size (BERT's position_ids) is traced too
+            self.proxy_buffer_attributes = True
+
+    def _values(self) -> ExampleValues | None:
+        if self.example is None:
+            return None
+        if self.example_values is None or self.example_values.graph is not self.graph:
+            self.example_values = ExampleValues(self.root, self.graph, self.example)
+        return self.example_values
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _ExampleProxy(node, self) if self.example is not None else super().proxy(node)
+
+    def _shape_value(self, obj: fx.Proxy, what: str) -> tuple[bool, Any]:
+        values = self._values()
+        if values is None:
+            return False, None
+        ok, value = values.shape_value(obj.node)
+        if ok:
+            values.decided(what)
+        return ok, value
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        ok, value = self._shape_value(obj, "if")
+        return bool(value) if ok else super().to_bool(obj)
+
+    def iter(self, obj: fx.Proxy) -> Any:
+        values = self._values()
+        if values is None:
+            return super().iter(obj)
+        value = values.value(obj.node)  # iterating a tensor follows its first size, not its data
+        if not isinstance(value, torch.Tensor):
+            ok, value = values.shape_value(obj.node)
+            if not ok:
+                return super().iter(obj)
+        values.decided("for")
+        return iter([obj[i] for i in range(len(value))])
+
+    def example_index(self, obj: fx.Proxy) -> int:
+        ok, value = self._shape_value(obj, "index")
+        if not ok:
+            raise TypeError("a value computed from tensor data cannot be used as an index or slice bound while "
+                            "tracing (only sizes can)")
+        return operator.index(value)
+
+    def example_len(self, obj: fx.Proxy) -> int:
+        values = self._values()
+        if values is None:  # pragma: no cover - _ExampleProxy exists only with an example
+            return fx.Proxy.__len__(obj)
+        value = values.value(obj.node)
+        if not isinstance(value, torch.Tensor) and not values.shape_value(obj.node)[0]:
+            return fx.Proxy.__len__(obj)
+        values.decided("len")
+        return len(value)
+
+    def create_args_for_root(self, root_fn: Any, is_module: bool, concrete_args: Any = None) -> tuple[Any, list]:
+        """Like torch.fx's, except for a ``forward`` behind a decorator that takes ``*args, **kwargs``
+        (Hugging Face's ``merge_with_config_defaults``, which writes ``kwargs[name] = value``): torch.fx would
+        give the decorator a Proxy for ``kwargs``; here the decorator runs with a real tuple and dict, called
+        with the model's inputs positionally, as the model is called (the other arguments keep their
+        defaults)."""
+        names = _decorated_inputs(root_fn, self.n_inputs) if is_module and concrete_args is None else None
+        if names is None:
+            return super().create_args_for_root(root_fn, is_module, concrete_args)
+        proxies = [self.create_proxy("placeholder", name, (), {}) for name in names]
+
+        def call_root(*args: Any) -> Any:
+            return root_fn(*args)
+
+        return call_root, [self.root, *proxies]
+
+    def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
+        if isinstance(root, fx.GraphModule):  # its buffers are nodes of its graph: keep them so
+            self.proxy_buffer_attributes = True
+        with _functions_kept_whole():
+            return super().trace(root, concrete_args)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if isinstance(m, HwnasModule) or is_registered_leaf(m) or auto_leaf_reason(m) is not None:
@@ -122,12 +209,125 @@ class HwnasTracer(fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
+        if isinstance(m, fx.GraphModule) and type(m.graph._codegen) is fx.graph.CodeGen:
+            # a graph made by torch.fx (a converted model's net) is copied, not traced again: its nodes keep
+            # their module paths (nn_module_stack), so ops report the layers of the original model
+            forward = functools.partial(self._inline, m)
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception:
             if self.failed_module is None:  # the innermost module that failed
                 self.failed_module = (self.path_of_module(m), type(m).__name__, m)
             raise
+
+    def _inline(self, m: fx.GraphModule, *args: Any, **kwargs: Any) -> Any:
+        prefix = self.path_of_module(m)
+        outer = dict(self.module_stack)
+        inputs = list(args)
+        env: dict[fx.Node, Any] = {}
+        for node in m.graph.nodes:
+            if node.op == "placeholder":
+                name = str(node.target).lstrip("*")
+                if inputs:
+                    env[node] = inputs.pop(0)
+                elif name in kwargs:
+                    env[node] = kwargs[name]
+                else:
+                    env[node] = node.args[0] if node.args else None
+                continue
+            a = fx.node.map_arg(node.args, env.__getitem__)
+            k = fx.node.map_arg(node.kwargs, env.__getitem__)
+            if node.op == "output":
+                return a[0]
+            target = f"{prefix}.{node.target}" if node.op in ("call_module", "get_attr") else node.target
+            proxy = self.create_proxy(node.op, target, a, k)
+            stack = node.meta.get("nn_module_stack")
+            if stack:
+                proxy.node.meta["nn_module_stack"] = {
+                    **outer, **{f"{prefix}.{key}": (f"{prefix}.{path}" if path else prefix, cls)
+                                for key, (path, cls) in stack.items()}}
+            env[node] = proxy
+        raise RuntimeError("graph without output")  # pragma: no cover
+
+
+class _ExampleProxy(fx.Proxy):
+    """A proxy whose ``len()`` and integer value (as a slice bound or index of a real tensor or list) are the
+    example's (see :attr:`HwnasTracer.example`)."""
+
+    def __len__(self) -> int:
+        return self.tracer.example_len(self)
+
+    def __index__(self) -> int:
+        return self.tracer.example_index(self)
+
+
+_APPLY: dict[type, Any] = {}
+
+
+def _function_call(cls: type) -> Any:
+    """One callable per custom ``torch.autograd.Function``: the call node's target (a module-level function,
+    so a GraphModule calls ``cls.apply`` and keeps the custom backward)."""
+    if cls not in _APPLY:
+        def apply(*args: Any, **kwargs: Any) -> Any:
+            return cls.apply(*args, **kwargs)
+
+        apply.__name__ = apply.__qualname__ = f"{cls.__name__}.apply"
+        apply.__module__ = __name__
+        _APPLY[cls] = apply
+    return _APPLY[cls]
+
+
+@contextlib.contextmanager
+def _functions_kept_whole() -> Any:
+    """While tracing, ``SomeFunction.apply(proxy)`` of a custom ``torch.autograd.Function`` is recorded as one
+    call (torch.fx would trace through its ``forward`` and drop its ``backward``); hwnas profiles it as a fixed
+    block and convert keeps the channels it touches fixed."""
+    original = torch.autograd.Function.__dict__["apply"]
+
+    def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
+        proxies = [a for a in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(a, fx.Proxy)]
+        if not proxies:
+            return original.__func__(cls, *args, **kwargs)
+        return proxies[0].tracer.create_proxy("call_function", _function_call(cls), args, kwargs)
+
+    torch.autograd.Function.apply = classmethod(apply)
+    try:
+        yield
+    finally:
+        torch.autograd.Function.apply = original
+
+
+def _decorated_inputs(root_fn: Any, n_inputs: int | None) -> list[str] | None:
+    """The names of the first ``n_inputs`` parameters of ``root_fn`` (a method) when it is a wrapper taking
+    ``*args``/``**kwargs`` around the real ``forward`` (``functools.wraps``); else ``None``."""
+    inner = inspect.unwrap(root_fn)
+    code = getattr(root_fn, "__code__", None)
+    if inner is root_fn or code is None or not code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS):
+        return None
+    try:
+        params = list(inspect.signature(inner).parameters.values())[1:]  # without self
+    except (TypeError, ValueError):
+        return None
+    plain = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if n_inputs is None:
+        n_inputs = max(1, sum(1 for p in plain if p.default is p.empty))
+    if n_inputs > len(plain):
+        return None
+    return [p.name for p in plain[:n_inputs]]
+
+
+def none_defaults(work: nn.Module, n_inputs: int) -> dict[str, Any] | None:
+    """``forward``'s optional arguments after the given inputs whose default is ``None`` (Hiera's ``mask``):
+    traced as ``None``, so ``if mask is not None`` takes the branch that the model runs."""
+    try:
+        params = list(inspect.signature(work.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    plain = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if len(plain) != len(params):  # *args / **kwargs: leave it to torch.fx
+        return None
+    found = {p.name: None for p in plain[n_inputs:] if p.default is None}
+    return found or None
 
 
 def _user_frame(exc: BaseException) -> str:
@@ -156,7 +356,7 @@ def _why(e: BaseException) -> str:
     return "Data-dependent Python control flow cannot be traced."
 
 
-def trace_module(module: nn.Module, path: str = "", auto_leaf: bool = True) -> fx.Graph:
+def trace_module(module: nn.Module, path: str = "", auto_leaf: bool = True, n_inputs: int | None = None) -> fx.Graph:
     """Trace ``module`` with :class:`HwnasTracer`.
 
     Args:
@@ -164,15 +364,17 @@ def trace_module(module: nn.Module, path: str = "", auto_leaf: bool = True) -> f
         path: its path in the model (for messages).
         auto_leaf: a submodule that torch.fx cannot trace and that holds no choice becomes a leaf (it is then
             profiled as a fixed block) and the trace is retried.
+        n_inputs: how many inputs the module is called with (for a ``forward`` behind a ``*args, **kwargs``
+            decorator, see :meth:`HwnasTracer.create_args_for_root`).
 
     Raises:
         UntraceableError: ``module``'s own code cannot be traced, or the submodule that cannot be traced holds
             choices (searchable parts cannot be hidden inside a fixed block).
     """
     for _ in range(sum(1 for _ in module.modules()) + 1):
-        tracer = HwnasTracer()
+        tracer = HwnasTracer(n_inputs)
         try:
-            return tracer.trace(module)
+            return tracer.trace(module, none_defaults(module, n_inputs) if n_inputs is not None else None)
         except Exception as e:  # torch.fx raises several types here (TraceError, TypeError, ...)
             failed = tracer.failed_module
             if auto_leaf and failed is not None and failed[0] and _can_be_block(failed[2]):
@@ -282,7 +484,7 @@ class _Interpreter:
         if HwnasTracer().is_leaf_module(module, path):
             return self._call("call_module", module, tuple(args), {}, path, path or "<root>", activity, module)
         try:
-            graph = trace_module(module, path)
+            graph = trace_module(module, path, n_inputs=len(args))
         except UntraceableError as e:
             if not _can_be_block(module):
                 raise
@@ -486,6 +688,9 @@ def build_graph(space: nn.Module, dummy_input: Any) -> OpGraph:
 
 
 def _block_reason(op: Op) -> str:
+    if op.module is None and op.target in _APPLY.values():
+        return ("a custom torch.autograd.Function, kept whole so that its backward stays (shapes from PyTorch, "
+                "FLOPs from fvcore)")
     if op.module is None:
         return "a function from outside torch that is not traced (timm's or torchvision's mark, or torch.fx.wrap)"
     return auto_leaf_reason(op.module) or third_party_reason(op.module) or \

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from hwnas.graph.fallback import MAX_BLOCK_POINTS, evaluate, real_tensor
-from hwnas.graph.registry import TensorMeta
 from hwnas.graph.trace import Op
 
 __all__ = ["block_flops", "fvcore_available"]
@@ -93,17 +92,7 @@ def block_flops(op: Op) -> Any:
     where = f"fixed block {op.name!r} ({op.op_type}) at {op.path or '<root>'!r}"
     fn = op.attrs["callable"]
     args, kwargs = op.attrs["args"], op.attrs["kwargs"]
-    if not _has_meta((args, kwargs)):
-        return 0
+    # a block called with sizes only (XCiT's and EdgeNeXt's PositionalEncodingFourier(B, H, W)) computes its
+    # tensors itself: fvcore counts it with no tensor input
     return evaluate(lambda *a, **k: _count(fn, *a, **k), args, kwargs, where, make=real_tensor,
                     max_points=MAX_BLOCK_POINTS)
-
-
-def _has_meta(value: Any) -> bool:
-    if isinstance(value, TensorMeta):
-        return True
-    if isinstance(value, (tuple, list)):
-        return any(_has_meta(v) for v in value)
-    if isinstance(value, dict):
-        return any(_has_meta(v) for v in value.values())
-    return False
