@@ -12,7 +12,6 @@ from torch import nn
 
 import hwnas
 import hwnas.nn as hnn
-from hwnas.search.strategies import profiler_range
 from hwnas.search import (
     DARTS,
     ENAS,
@@ -28,6 +27,7 @@ from hwnas.search import (
     TensorBatches,
     train_oneshot,
 )
+from hwnas.search.strategies import profiler_range
 
 
 class Tiny(hnn.Space):
@@ -202,3 +202,45 @@ def test_every_nonlinear_option(nonlinear, costs, want):
     for c, w in zip(costs, want):
         assert pen.apply(0.0, c) == pytest.approx(w)
         assert float(pen.apply(torch.zeros(()), torch.tensor(c))) == pytest.approx(w)
+
+
+def test_architecture_files_in_value_index_and_onehot_formats(tmp_path):
+    space = Tiny().eval()
+    x = torch.randn(2, 1, 6, 6)
+    sample = {"w": 8, "k": 3, "op": 1, "d": 2}
+    ref = hwnas.export(space, sample).eval()(x)
+    for fmt in ("value", "index", "onehot"):
+        path = hwnas.save_arch(sample, tmp_path / f"{fmt}.json", format=fmt, space=space)
+        assert hwnas.load_arch(path, space=space) == sample
+    index = {"w": 1, "k": 1, "op": 1, "d": 1}          # NNI's index dict; {"d": 1} alone would read as a value
+    onehot = {"w": [0, 1], "k": [0, 1], "op": [0, 1, 0], "d": [0, 1]}
+    for arch, fmt in ((sample, None), (index, "index"), (onehot, None)):
+        torch.testing.assert_close(hwnas.apply_arch(space, arch, format=fmt)(x), ref)
+    with pytest.raises(hwnas.space.SampleError, match="exactly one 1"):
+        hwnas.apply_arch(space, {**onehot, "op": [1, 1, 0]})
+    with pytest.raises(hwnas.space.SampleError, match="index"):
+        hwnas.apply_arch(space, {**index, "op": 3}, format="index")
+
+
+def test_input_choice_multi_hot_arch():
+    class WithSkip(hnn.Space):
+        def __init__(self):
+            super().__init__()
+            self.a = hnn.ConvBNAct(1, 4, 3)
+            self.b = hnn.ConvBNAct(4, 4, 3)
+            self.skip = hnn.InputChoice(3, 2, label="skip")
+            self.fc = hnn.Linear(4, 2)
+
+        def forward(self, x):
+            a = self.a(x)
+            b = self.b(a)
+            return self.fc(self.skip([a, b, a * 2]).mean((2, 3)))
+
+    space = WithSkip().eval()
+    x = torch.randn(1, 1, 6, 6)
+    space.apply_arch({"skip": "0+2"})
+    ref = space(x)
+    for arch in ({"skip": [1, 0, 1]}, {"skip": [0, 2]}):
+        fmt = None if isinstance(arch["skip"], list) and len(arch["skip"]) == 3 else "index"
+        torch.testing.assert_close(hwnas.apply_arch(space, arch, format=fmt)(x), ref)
+    assert hwnas.space.arch_format.encode(space, {"skip": "0+2"}, "onehot") == {"skip": [1, 0, 1]}

@@ -32,7 +32,14 @@ from hwnas.search.feasible import FeasibleSampler
 from hwnas.search.history import History, Trial, read_history_csv
 from hwnas.search.oneshot import SubnetEvaluator, SupernetTrainer, distill_loss
 from hwnas.search.oneshot_modes import TemperatureSchedule
-from hwnas.search.oneshot_strategies import DARTS, ENAS, GumbelDARTS, OneShotStrategy, ProxylessNAS, RandomOneShot
+from hwnas.search.oneshot_strategies import (
+    DARTS,
+    ENAS,
+    GumbelDARTS,
+    OneShotStrategy,
+    ProxylessNAS,
+    RandomOneShot,
+)
 from hwnas.search.oneshot_train import OneShotEpoch, OneShotResult, train_oneshot
 from hwnas.search.penalty import ExpectationProfilerPenalty, SampleProfilerPenalty
 from hwnas.search.run import SearchResult, build_profilers, run
