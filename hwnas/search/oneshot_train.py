@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from hwnas.graph.subnet import export
 from hwnas.search.oneshot import SubnetEvaluator
 from hwnas.search.oneshot_strategies import OneShotStrategy, RandomOneShot
 from hwnas.search.training import evaluate_accuracy
@@ -85,7 +86,6 @@ class OneShotResult:
 
     def export(self) -> nn.Module:
         """The chosen subnet as a plain ``nn.Module`` with the supernet's weights."""
-        from hwnas.export import export
         return export(self.space, self.sample)
 
 
