@@ -53,6 +53,7 @@ from hwnas.search.strategies import (
     RegularizedEvolution,
     Strategy,
 )
+from hwnas.search.strategies_extra import Evolution, PolicyBasedRL
 from hwnas.search.training import TensorBatches, evaluate_accuracy, finetune, recalibrate_bn
 
 __all__ = [
@@ -63,5 +64,5 @@ __all__ = [
     "build_profilers", "distill_loss", "evaluate_accuracy", "finetune", "make_executor", "read_history_csv",
     "recalibrate_bn", "run",
     "DARTS", "ENAS", "GumbelDARTS", "OneShotEpoch", "OneShotResult", "OneShotStrategy", "ProxylessNAS",
-    "RandomOneShot", "TemperatureSchedule", "train_oneshot",
+    "RandomOneShot", "TemperatureSchedule", "train_oneshot", "Evolution", "PolicyBasedRL",
 ]

@@ -50,7 +50,7 @@ class LSTMController(nn.Module):
             logits = self.heads[k](h)[0]
             logits = self.tanh_constant * torch.tanh(logits / self.tanh_constant)
             lp = torch.log_softmax(logits, 0)
-            i = choose(lp, n)
+            i = choose(lp, n, k)
             idx.append(i)
             logp = logp + lp[i]
             ent = ent - (lp.exp() * lp).sum()
@@ -59,7 +59,7 @@ class LSTMController(nn.Module):
 
     def sample(self, rng: np.random.Generator) -> tuple[list[int], torch.Tensor, torch.Tensor]:
         """A sample's value indices, its log-probability and the entropy of its steps (both differentiable)."""
-        def choose(lp: torch.Tensor, n: int) -> int:
+        def choose(lp: torch.Tensor, n: int, k: int) -> int:
             p = lp.detach().double().exp().numpy()
             return int(rng.choice(n, p=p / p.sum()))
         return self._run(choose)
@@ -67,4 +67,11 @@ class LSTMController(nn.Module):
     def greedy(self) -> list[int]:
         """The arg-max value at every step."""
         with torch.no_grad():
-            return self._run(lambda lp, n: int(torch.argmax(lp)))[0]
+            return self._run(lambda lp, n, k: int(torch.argmax(lp)))[0]
+
+    def log_prob(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The log-probability of the value indices ``idx`` and the entropy along them (differentiable)."""
+        if len(idx) != len(self.sizes):
+            raise ValueError(f"LSTMController.log_prob: got {len(idx)} indices for {len(self.sizes)} labels.")
+        _, logp, ent = self._run(lambda lp, n, k: int(idx[k]))
+        return logp, ent
