@@ -203,6 +203,8 @@ def main() -> None:
     modes = mode_costs(args.rounds, batches=8)
     for m in modes:
         print(m)
+    RESULTS.mkdir(exist_ok=True)
+    write(modes, RESULTS / f"{args.out}_modes.csv")
     rows = []
     for name in args.strategies:
         for seed in args.seeds:
@@ -210,9 +212,7 @@ def main() -> None:
             print({k: row[k] for k in ("strategy", "seed", "lut_latency_ms", "budget_ms", "within_budget", "test_acc",
                                        "expected_monotone", "search_s")}, flush=True)
             rows.append(row)
-            RESULTS.mkdir(exist_ok=True)
             write(rows, RESULTS / f"{args.out}.csv")
-    write(modes, RESULTS / f"{args.out}_modes.csv")
     (RESULTS / f"{args.out}.md").write_text(markdown(rows, modes, load, args))
     print((RESULTS / f"{args.out}.md").read_text())
 

@@ -39,10 +39,10 @@ def test_policy_search_resumes_from_its_checkpoint_exactly(tmp_path):
         return s["s2.width"] / 64 - s["stem.width"] / 24
 
     kwargs = dict(strategy=PolicyBasedRL(batch_size=3), seed=1, progress=False)
-    fresh = hwnas.search(space, x, {"flops": "60%"}, score, max_trials=12, **kwargs)
+    fresh = hwnas.search(space, x, {"flops": "60%"}, score, max_trials=8, **kwargs)
     ckpt = tmp_path / "c.json"
-    hwnas.search(space, x, {"flops": "60%"}, score, max_trials=6, checkpoint=ckpt, **kwargs)
-    resumed = hwnas.search(space, x, {"flops": "60%"}, score, max_trials=12, checkpoint=ckpt, **kwargs)
+    hwnas.search(space, x, {"flops": "60%"}, score, max_trials=4, checkpoint=ckpt, **kwargs)
+    resumed = hwnas.search(space, x, {"flops": "60%"}, score, max_trials=8, checkpoint=ckpt, **kwargs)
     assert [t.sample for t in resumed.history] == [t.sample for t in fresh.history]
 
 

@@ -124,7 +124,8 @@ class OneShotStrategy:
         best = {lab: self.choices[lab][int(np.argmax(p))] for lab, p in probs.items()}
         if self.passes(best):
             return best
-        # draws from the distribution, sharpened so that probable samples come first; keep the likeliest that passes
+        # draws from the distribution, then from flattened ones (p^1/2, p^1/4) to reach rarer samples; keep the
+        # likeliest that passes
         rng = np.random.default_rng(0)
         found, found_logp = None, -math.inf
         for t in (1.0, 2.0, 4.0):
