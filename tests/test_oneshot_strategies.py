@@ -244,3 +244,50 @@ def test_input_choice_multi_hot_arch():
         fmt = None if isinstance(arch["skip"], list) and len(arch["skip"]) == 3 else "index"
         torch.testing.assert_close(hwnas.apply_arch(space, arch, format=fmt)(x), ref)
     assert hwnas.space.arch_format.encode(space, {"skip": "0+2"}, "onehot") == {"skip": [1, 0, 1]}
+
+
+def test_second_order_darts_gradient_matches_the_exact_unrolled_gradient():
+    from torch.func import functional_call
+
+    from hwnas.search.oneshot_modes import mixed_state
+    from hwnas.space.mixed import set_mixed
+
+    class NoBN(hnn.Space):
+        def __init__(self):
+            super().__init__()
+            self.op = hnn.LayerChoice([nn.Linear(4, 4), nn.Sequential(nn.Linear(4, 4), nn.Tanh()),
+                                       nn.Identity()], label="op")
+            self.fc = hnn.Linear(hnn.Choice([4], label="f"), 3)
+
+        def forward(self, x):
+            return self.fc(self.op(x))
+
+    torch.manual_seed(0)
+    space = NoBN()
+    xt, yt, xv, yv = torch.randn(8, 4), torch.randint(0, 3, (8,)), torch.randn(8, 4), torch.randint(0, 3, (8,))
+    xi = 0.1
+    strat = DARTS(order=2, xi=xi)
+    opt = torch.optim.SGD(space.parameters(), lr=xi)
+    strat.setup(space, opt, np.random.default_rng(0), 1, torch.nn.functional.cross_entropy)
+    with torch.no_grad():
+        strat.alpha["op"].copy_(torch.tensor([0.2, -0.1, 0.4]))
+    strat.arch_optimizer.step = lambda: None  # keep the gradient to read it
+    strat._last_train = (xt, yt)
+    strat.arch_step(xv, yv)
+    got = strat.alpha["op"].grad.clone()
+
+    choices = space.choices()
+
+    def loss(params, alpha, x, y):
+        set_mixed(space, mixed_state("weighted_sum", choices, {"op": alpha, "f": torch.zeros(1)},
+                                     np.random.default_rng(0)))
+        return torch.nn.functional.cross_entropy(functional_call(space, params, (x,)), y)
+
+    params = {n: p.detach().clone().requires_grad_() for n, p in space.named_parameters()}
+    alpha = strat.alpha["op"].detach().clone().requires_grad_()
+    g = torch.autograd.grad(loss(params, alpha, xt, yt), list(params.values()), create_graph=True)
+    unrolled = {n: p - xi * gi for (n, p), gi in zip(params.items(), g)}
+    exact = torch.autograd.grad(loss(unrolled, alpha, xv, yv), alpha)[0]
+    first = torch.autograd.grad(loss(params, alpha, xv, yv), alpha)[0]
+    torch.testing.assert_close(got, exact, rtol=2e-3, atol=2e-5)
+    assert not torch.allclose(exact, first, rtol=1e-3, atol=1e-6)  # the second-order term matters here
