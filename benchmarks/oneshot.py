@@ -162,6 +162,20 @@ def write(rows: list[dict], path: Path) -> None:
         w.writerows(rows)
 
 
+def read_rows(path: Path) -> list[dict]:
+    """Rows of an earlier run's CSV, with the numbers and flags the summary needs."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in ("test_acc", "epoch_s", "lut_latency_ms", "budget_ms"):
+            r[k] = float(r[k])
+        r["within_budget"] = r["within_budget"] == "True"
+        r["expected_monotone"] = {"True": True, "False": False}.get(r["expected_monotone"], "")
+    return rows
+
+
 def markdown(rows: list[dict], modes: list[dict], load: str, args) -> str:
     lines = ["# One-shot strategies on digits (benchmarks/oneshot.py)", "",
              f"Load average at the start: {load}. Seeds {args.seeds}, {args.epochs} search epochs, "
@@ -195,6 +209,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="1 seed, 1 epoch, 1 fine-tuning epoch, 3 rounds")
     ap.add_argument("--out", default="oneshot")
+    ap.add_argument("--resume", action="store_true", help="keep the runs already in the CSV and do the others")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.epochs, args.finetune_epochs, args.rounds = [0], 1, 1, 3
@@ -205,9 +220,12 @@ def main() -> None:
         print(m)
     RESULTS.mkdir(exist_ok=True)
     write(modes, RESULTS / f"{args.out}_modes.csv")
-    rows = []
+    rows = read_rows(RESULTS / f"{args.out}.csv") if args.resume else []
+    done = {(r["strategy"], int(r["seed"])) for r in rows}
     for seed in args.seeds:  # every strategy at a seed before the next seed: a cut-short run still compares them
         for name in args.strategies:
+            if (name, seed) in done:
+                continue
             row = run_strategy(name, seed, args)
             print({k: row[k] for k in ("strategy", "seed", "lut_latency_ms", "budget_ms", "within_budget", "test_acc",
                                        "expected_monotone", "search_s")}, flush=True)

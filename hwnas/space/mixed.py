@@ -6,7 +6,8 @@ A :class:`MixedState` gives every label a weight vector over its values and the 
 - :class:`~hwnas.space.modules.LayerChoice`: :math:`\sum_{i \in A} w_i\,o_i(x)` over the active candidates;
 - a channel choice (``Conv2d``/``Linear`` out channels, ``BatchNorm2d`` features): one layer at the largest
   active width whose output is multiplied by the mask :math:`m_j = \sum_c w_c [j < c]` (FBNetV2, Wan et al.
-  2020): the weighted sum of the sliced layers at the cost of one;
+  2020): the weighted sum of the sliced layers at the cost of one. In a conv-BN-activation ``nn.Sequential``
+  the mask is applied once, after the activation (see :meth:`MixedState.batch_norm`);
 - a kernel choice: one convolution with the *superkernel* :math:`\sum_k w_k W_k` (each smaller kernel is the
   centre of the largest, zero-padded; Single-Path NAS, Stamoulis et al. 2019), equal to
   :math:`\sum_k w_k \mathrm{conv}_k(x)` because "same" padding keeps every kernel centred;
@@ -159,10 +160,18 @@ class MixedState:
             w = w * ks[0][1]
             b = b * ks[0][1] if b is not None else None
         out = F.conv2d(x, w, b, m.stride, m.padding_for(kmax), m.dilation, groups)
+        if getattr(m, "_hwnas_bn_masks", False):
+            return out  # the batch norm right after masks the same width (a channel's BN does not depend on width)
         return self._scale(out, self._mask(widths, cout, out.device))
 
     def batch_norm(self, m: BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-        """A relaxed :class:`BatchNorm2d`: normalise every channel that flows in, then mask by its width."""
+        """A relaxed :class:`BatchNorm2d`: normalise every channel that flows in, then mask by its width.
+
+        When an elementwise activation follows it (in a ``ConvBNAct``-style ``nn.Sequential``), the mask is
+        applied after the activation instead: ``act(bn) * m`` is exactly the weighted sum of the sliced blocks
+        (a channel's activation does not depend on the width), and a masked-off channel's gate gradient is not
+        lost at the activation's kink at 0 (ReLU's subgradient there is 0).
+        """
         c = x.shape[1]
         if m.training:
             m.num_batches_tracked += 1
@@ -170,7 +179,12 @@ class MixedState:
                            m.momentum, m.eps)
         widths = self.value_weights(m.num_features)
         _check_width(m, widths, c, "num_features")
-        return self._scale(out, self._mask(widths, c, out.device))
+        mask = self._mask(widths, c, out.device)
+        act = getattr(m, "_hwnas_next_act", None)
+        if mask is not None and act is not None:
+            act._hwnas_pending_mask = (self, mask)
+            return out
+        return self._scale(out, mask)
 
     def linear(self, m: Linear, x: torch.Tensor) -> torch.Tensor:
         """A relaxed :class:`Linear`: the largest active width, masked."""
@@ -224,6 +238,36 @@ class MixedState:
         return total
 
 
+ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.GELU, nn.Identity, nn.LeakyReLU, nn.Hardsigmoid,
+               nn.Sigmoid, nn.Tanh, nn.Mish, nn.ELU)
+
+
+def _apply_pending_mask(act: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor | None:
+    pending = getattr(act, "_hwnas_pending_mask", None)
+    if pending is None:
+        return None
+    act._hwnas_pending_mask = None
+    return MixedState._scale(output, pending[1])
+
+
+def _link_activations(root: nn.Module) -> None:
+    """In every ``nn.Sequential``: mark a Conv2d whose next layer, a BatchNorm2d of the same width, masks for it,
+    and a BatchNorm2d followed by an activation that can take its mask (the hook is registered once)."""
+    for seq in root.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        kids = list(seq.children())
+        for conv, bn in zip(kids, kids[1:]):
+            if isinstance(conv, Conv2d) and isinstance(bn, BatchNorm2d) and bn.num_features is conv.out_channels:
+                conv._hwnas_bn_masks = True
+        for bn, act in zip(kids, kids[1:]):
+            if isinstance(bn, BatchNorm2d) and isinstance(act, ELEMENTWISE):
+                bn._hwnas_next_act = act
+                if getattr(act, "_hwnas_mask_hook", None) is None:
+                    act._hwnas_mask_hook = act.register_forward_hook(_apply_pending_mask)
+                    act._hwnas_pending_mask = None
+
+
 def _samples_of(state: MixedState, *values: Any) -> list[dict[str, Any]]:
     labels = []
     for v in values:
@@ -255,6 +299,7 @@ def set_mixed(root: nn.Module, state: MixedState) -> nn.Module:
                                  f"{[c.__name__ for c in RELAXABLE]} do. Use mode 'index' (RandomOneShot, ENAS) "
                                  "for this space.")
             m._hwnas_mixed = state
+    _link_activations(root)
     return root
 
 
@@ -263,4 +308,12 @@ def clear_mixed(root: nn.Module) -> nn.Module:
     for m in root.modules():
         if isinstance(m, HwnasModule):
             m._hwnas_mixed = None
+        hook = getattr(m, "_hwnas_mask_hook", None)
+        if hook is not None:
+            hook.remove()
+            m._hwnas_mask_hook = m._hwnas_pending_mask = None
+        if getattr(m, "_hwnas_next_act", None) is not None:
+            m._hwnas_next_act = None
+        if getattr(m, "_hwnas_bn_masks", False):
+            m._hwnas_bn_masks = False
     return root
