@@ -1,6 +1,6 @@
 """GDAS (hard Gumbel-softmax, one path per step) on digits; --soft gives FBNet's soft Gumbel mixture.
 
-    python examples/gdas.py [--epochs 6] [--soft]
+    python examples/gdas.py [--epochs 5] [--soft]
 """
 
 import sys
@@ -15,7 +15,7 @@ if __name__ == "__main__":
     soft = "--soft" in sys.argv
     if soft:
         sys.argv.remove("--soft")
-    args = parse(__doc__, epochs=3 if soft else 6)
+    args = parse(__doc__, epochs=2 if soft else 5)
     space, train, val, test, lat, flt, limit = setup(args.seed, args.budget)
     strategy = GumbelDARTS(ExpectationProfilerPenalty(lat, "50%", scale=2.0, nonlinear="positive"), filter=flt,
                            temperature=TemperatureSchedule(5.0, 0.5, args.epochs), hard=not soft, arch_lr=0.05)

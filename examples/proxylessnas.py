@@ -1,6 +1,6 @@
 """ProxylessNAS on digits: one sampled path per weight step, binary gates and the LUT's expected latency.
 
-    python examples/proxylessnas.py [--epochs 6] [--uniform]
+    python examples/proxylessnas.py [--epochs 4] [--uniform]
 """
 
 import sys
@@ -15,7 +15,7 @@ if __name__ == "__main__":
     uniform = "--uniform" in sys.argv
     if uniform:
         sys.argv.remove("--uniform")
-    args = parse(__doc__, epochs=6)
+    args = parse(__doc__, epochs=4)
     space, train, val, test, lat, flt, limit = setup(args.seed, args.budget)
     strategy = ProxylessNAS(ExpectationProfilerPenalty(lat, "50%", scale=2.0, nonlinear="positive"), filter=flt,
                             uniform=uniform, arch_lr=0.05)
