@@ -24,7 +24,9 @@ from hwnas.graph.subnet import export
 from hwnas.hw.device import OPSET
 from hwnas.hw.session import export_onnx
 from hwnas.io import atomic_write_json, read_json
-from hwnas.space.space import apply_arch, sample_from_json
+from hwnas.space.arch_format import FORMATS, decode, encode
+from hwnas.space.space import SampleError, sample_from_json
+from hwnas.space.space import apply_arch as _apply_sample
 
 __all__ = ["export", "to_onnx", "save_arch", "load_arch", "apply_arch", "ONNX_OPSET"]
 
@@ -67,13 +69,36 @@ def to_onnx(module: nn.Module, dummy_input: Any, path: str | os.PathLike, verify
     return path
 
 
-def save_arch(sample: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write a sample as JSON (atomically): ``{"hwnas_arch": 1, "sample": {...}}``."""
-    return atomic_write_json(path, {"hwnas_arch": 1, "sample": dict(sample)})
+def apply_arch(space: nn.Module, arch: dict[str, Any], format: str | None = None) -> nn.Module:  # noqa: A002
+    """Make ``space`` compute the subnet ``arch``, given by value, index or one-hot (see
+    :mod:`hwnas.space.arch_format`; ``format=None`` detects it); returns ``space``."""
+    sample = arch if format == "value" else decode(space, arch, format)
+    return _apply_sample(space, sample)
 
 
-def load_arch(path: str | os.PathLike) -> dict[str, Any]:
+def save_arch(sample: dict[str, Any], path: str | os.PathLike, format: str = "value",  # noqa: A002
+              space: nn.Module | None = None) -> Path:
+    """Write a sample as JSON (atomically): ``{"hwnas_arch": 1, "sample": {...}}``.
+
+    ``format="index"`` or ``"onehot"`` (which need ``space``) writes ``{"hwnas_arch": 1, "format": ..., "arch":
+    {...}}`` in that encoding instead.
+    """
+    if format == "value":
+        return atomic_write_json(path, {"hwnas_arch": 1, "sample": dict(sample)})
+    if format not in FORMATS:
+        raise ValueError(f"save_arch: format must be one of {FORMATS}, got {format!r}.")
+    if space is None:
+        raise ValueError(f"save_arch: format={format!r} numbers each label's values, so it needs space= (the space "
+                         "the sample belongs to).")
+    return atomic_write_json(path, {"hwnas_arch": 1, "format": format, "arch": encode(space, sample, format)})
+
+
+def load_arch(path: str | os.PathLike, space: nn.Module | None = None,
+              format: str | None = None) -> dict[str, Any]:  # noqa: A002
     """Read a sample written by :func:`save_arch` (a bare JSON object of label -> value is accepted too).
+
+    Index and one-hot files (hwnas's own, which name their format, or a bare object such as NNI's
+    ``{"op": 1}`` with ``format="index"``) are decoded to values with ``space``.
 
     Raises:
         FileNotFoundError: no such file.
@@ -81,7 +106,20 @@ def load_arch(path: str | os.PathLike) -> dict[str, Any]:
             not a label -> scalar object; each names the file. Validate the sample against its space with
             ``space.validate(sample)``.
     """
+    where = f"architecture file {str(path)!r}"
     data = read_json(path, "architecture file")
     if isinstance(data, dict) and "hwnas_arch" in data:
-        data = data.get("sample")
-    return sample_from_json(data, f"architecture file {str(path)!r}")
+        if "format" in data:
+            format = format or data["format"]  # noqa: A001
+            data = data.get("arch")
+        else:
+            data = data.get("sample")
+    encoded = format in ("index", "onehot") or (isinstance(data, dict) and any(isinstance(v, list)
+                                                                               for v in data.values()))
+    if encoded:
+        if space is None:
+            raise SampleError(f"{where} holds an architecture by {format or 'one-hot'} index; pass space= to "
+                              "load_arch to decode it to values.")
+        return decode(space, data, format, where)
+    sample = sample_from_json(data, where)
+    return decode(space, sample, "value", where) if space is not None else sample

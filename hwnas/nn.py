@@ -18,8 +18,9 @@ Example:
 
 from hwnas.space.blocks import Bottleneck, ConvBNAct, InvertedResidual, SqueezeExcite
 from hwnas.space.choice import Choice, ChoiceExpr, make_divisible
+from hwnas.space.input_choice import InputChoice
 from hwnas.space.modules import BatchNorm2d, Conv2d, HwnasModule, LayerChoice, Linear, Repeat
 from hwnas.space.space import Space
 
 __all__ = ["BatchNorm2d", "Bottleneck", "Choice", "ChoiceExpr", "Conv2d", "ConvBNAct", "HwnasModule",
-           "InvertedResidual", "LayerChoice", "Linear", "Repeat", "Space", "SqueezeExcite", "make_divisible"]
+           "InputChoice", "InvertedResidual", "LayerChoice", "Linear", "Repeat", "Space", "SqueezeExcite", "make_divisible"]

@@ -76,7 +76,7 @@ def test_sandwich_rule_trains_largest_smallest_and_random(data):
     small, large = evaluator(space.min_sample()), evaluator(space.max_sample())
     assert small > 0.4 and large > 0.8  # both ends of the sandwich learned
     assert evaluator(space.min_sample()) == small  # fixed calibration batches: the same score every time
-    with pytest.raises(ValueError, match=r"sampling must be one of \('sandwich', 'uniform'\), got 'fair'"):
+    with pytest.raises(ValueError, match=r"sampling must be one of \('sandwich', 'uniform', 'progressive'\), got 'fair'"):
         SupernetTrainer(space, sampling="fair")
 
 

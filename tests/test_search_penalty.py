@@ -118,7 +118,7 @@ def test_expectation_gradient_matches_finite_differences(setup, nonlinear, aggre
 def test_penalty_errors_name_the_culprit(setup):
     _, flops, _ = setup
     with pytest.raises(ValueError, match=r"SampleProfilerPenalty: nonlinear must be one of \('linear', 'positive', "
-                                         r"'absolute'\), got 'relu'"):
+                                         r"'negative', 'absolute'\), got 'relu'"):
         SampleProfilerPenalty(flops, 1e6, nonlinear="relu")
     with pytest.raises(ValueError, match=r"aggregate must be one of \('add', 'mul'\), got 'sum'"):
         ExpectationProfilerPenalty(flops, 1e6, aggregate="sum")

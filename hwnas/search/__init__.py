@@ -10,7 +10,9 @@ parts:
 - executors: in-process (default), ``concurrent.futures`` pools, :class:`RayExecutor`;
 - penalties: :class:`SampleProfilerPenalty`, :class:`ExpectationProfilerPenalty`;
 - one-shot: :class:`SupernetTrainer` (uniform / sandwich, in-place distillation), :class:`SubnetEvaluator`,
-  :func:`recalibrate_bn`, :func:`finetune`; differentiable: :class:`DifferentiableTrainer`.
+  :func:`recalibrate_bn`, :func:`finetune`; differentiable: :class:`DifferentiableTrainer`;
+- one-shot strategies over mixed operations: :class:`DARTS`, :class:`GumbelDARTS`, :class:`ProxylessNAS`,
+  :class:`ENAS`, :class:`RandomOneShot`, trained by :func:`train_oneshot` (see docs/oneshot.md).
 
 Example:
     >>> import torch, hwnas
@@ -29,6 +31,16 @@ from hwnas.search.executor import FuturesExecutor, InProcessExecutor, RayExecuto
 from hwnas.search.feasible import FeasibleSampler
 from hwnas.search.history import History, Trial, read_history_csv
 from hwnas.search.oneshot import SubnetEvaluator, SupernetTrainer, distill_loss
+from hwnas.search.oneshot_modes import TemperatureSchedule
+from hwnas.search.oneshot_strategies import (
+    DARTS,
+    ENAS,
+    GumbelDARTS,
+    OneShotStrategy,
+    ProxylessNAS,
+    RandomOneShot,
+)
+from hwnas.search.oneshot_train import OneShotEpoch, OneShotResult, train_oneshot
 from hwnas.search.penalty import ExpectationProfilerPenalty, SampleProfilerPenalty
 from hwnas.search.run import SearchResult, build_profilers, run
 from hwnas.search.strategies import (
@@ -41,6 +53,7 @@ from hwnas.search.strategies import (
     RegularizedEvolution,
     Strategy,
 )
+from hwnas.search.strategies_extra import Evolution, PolicyBasedRL
 from hwnas.search.training import TensorBatches, evaluate_accuracy, finetune, recalibrate_bn
 
 __all__ = [
@@ -50,4 +63,6 @@ __all__ = [
     "SearchError", "SearchResult", "Strategy", "SubnetEvaluator", "SupernetTrainer", "TensorBatches", "Trial",
     "build_profilers", "distill_loss", "evaluate_accuracy", "finetune", "make_executor", "read_history_csv",
     "recalibrate_bn", "run",
+    "DARTS", "ENAS", "GumbelDARTS", "OneShotEpoch", "OneShotResult", "OneShotStrategy", "ProxylessNAS",
+    "RandomOneShot", "TemperatureSchedule", "train_oneshot", "Evolution", "PolicyBasedRL",
 ]

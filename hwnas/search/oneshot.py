@@ -40,7 +40,7 @@ __all__ = ["SupernetTrainer", "SubnetEvaluator", "distill_loss", "random_sample"
 
 logger = logging.getLogger(__name__)
 
-SAMPLING = ("sandwich", "uniform")
+SAMPLING = ("sandwich", "uniform", "progressive")
 
 
 def random_sample(choices: dict[str, tuple], rng: np.random.Generator) -> dict[str, Any]:
@@ -62,8 +62,11 @@ class SupernetTrainer:
         space: the supernet (a :class:`hwnas.nn.Space`).
         optimizer: a torch optimizer over ``space.parameters()`` (default: SGD, lr 0.05, Nesterov momentum 0.9,
             weight decay 3e-5).
-        sampling: ``"sandwich"`` (largest + smallest + ``num_random`` random per step) or ``"uniform"``
-            (one random subnet per step).
+        sampling: ``"sandwich"`` (largest + smallest + ``num_random`` random per step), ``"uniform"``
+            (one random subnet per step) or ``"progressive"`` (Once-for-All's progressive shrinking: the
+            epochs of :meth:`fit` are split into the phases largest, kernel, depth, width, see
+            :mod:`hwnas.search.oneshot_progressive`; each step trains the largest and ``num_random`` subnets
+            sampled over the labels unlocked so far, distilled from the largest).
         num_random: random subnets per sandwich step.
         distill: in-place distillation: subnets other than the largest learn from its soft predictions
             (sandwich only).
@@ -96,11 +99,20 @@ class SupernetTrainer:
         self.largest, self.smallest = space.max_sample(), space.min_sample()
         self.losses_: list[float] = []
         self.steps_ = 0
+        self.phase_ = 0
+        if sampling == "progressive":
+            from hwnas.search.oneshot_progressive import progressive_phases
+            self.phases = progressive_phases(space)
 
     def subnets_for_step(self) -> list[dict[str, Any]]:
         """The samples one step trains, the largest first under the sandwich rule."""
         if self.sampling == "uniform":
             return [random_sample(self.choices, self.rng)]
+        if self.sampling == "progressive":
+            unlocked = {lab for p in self.phases[: self.phase_] for lab in p}
+            sub = {lab: v for lab, v in self.choices.items() if lab in unlocked}
+            n = self.num_random if sub else 0
+            return [self.largest, *({**self.largest, **random_sample(sub, self.rng)} for _ in range(n))]
         return [self.largest, self.smallest, *(random_sample(self.choices, self.rng) for _ in range(self.num_random))]
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -120,7 +132,7 @@ class SupernetTrainer:
             loss.backward()
             if i == 0:
                 first = float(loss.detach())
-                if self.sampling == "sandwich" and self.distill:
+                if self.sampling != "uniform" and self.distill:
                     teacher = F.softmax(out.detach() / self.temperature, dim=1)
         if self.grad_clip is not None:
             nn.utils.clip_grad_norm_(space.parameters(), self.grad_clip)
@@ -137,6 +149,7 @@ class SupernetTrainer:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, max(1, epochs * len(loader)))
         bar = tqdm(range(epochs), desc=f"supernet ({self.sampling})", unit="epoch", disable=not progress, leave=False)
         for epoch in bar:
+            self.phase_ = min(3, epoch * 4 // epochs) if epochs >= 4 else 3 - (epochs - 1 - epoch)
             total, n = 0.0, 0
             for x, y in loader:
                 total += self.step(x, y) * len(y)

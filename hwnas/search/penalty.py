@@ -6,6 +6,7 @@ Both penalties compare a cost :math:`c` with a ``baseline`` :math:`b` through th
 - ``"linear"``: :math:`f(d) = d` (reward cheaper subnets, punish dearer ones, as ProxylessNAS's
   :math:`\lambda \cdot E[\mathrm{LAT}]` term, Cai et al. 2019);
 - ``"positive"``: :math:`f(d) = \max(0, d)` (only above the budget: a soft constraint);
+- ``"negative"``: :math:`f(d) = \min(0, d)` (only below the budget: a reward for cheaper subnets, none above);
 - ``"absolute"``: :math:`f(d) = |d|` (aim for the budget, MnasNet's target-latency idea, Tan et al. 2019).
 
 and ``aggregate`` combines it with the loss :math:`L`:
@@ -45,7 +46,7 @@ from hwnas.search.strategies import profiler_range, resolve_bound
 
 __all__ = ["SampleProfilerPenalty", "ExpectationProfilerPenalty", "NONLINEAR", "AGGREGATE"]
 
-NONLINEAR = ("linear", "positive", "absolute")
+NONLINEAR = ("linear", "positive", "negative", "absolute")
 AGGREGATE = ("add", "mul")
 
 
@@ -82,6 +83,8 @@ class _ProfilerPenalty:
             return d
         if self.nonlinear == "positive":
             return d.clamp(min=0) if _is_torch(d) else max(0.0, d)
+        if self.nonlinear == "negative":
+            return d.clamp(max=0) if _is_torch(d) else min(0.0, d)
         return abs(d)
 
     def _check_cost(self, cost: float, what: Any) -> None:
@@ -115,7 +118,7 @@ class SampleProfilerPenalty(_ProfilerPenalty):
         profiler: any profiler with ``profile(sample) -> float``.
         baseline: the reference cost :math:`b`: a number in the metric's unit or ``"P%"`` of the largest subnet.
         scale: :math:`s`, the weight (add) or exponent (mul).
-        nonlinear: ``"linear"``, ``"positive"`` or ``"absolute"`` (see the module docs).
+        nonlinear: ``"linear"``, ``"positive"``, ``"negative"`` or ``"absolute"`` (see the module docs).
         aggregate: ``"add"`` or ``"mul"``.
 
     Example:

@@ -233,19 +233,35 @@ class RegularizedEvolution(Strategy):
 
 
 # --------------------------------------------------------------------------------------------- filters
+def _check_invalid_metric(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(f"Filter: metric_for_invalid must be None or a number (the score a rejected sample gets), "
+                         f"got {value!r}.")
+    return float(value)
+
+
 class Filter:
     """Keep a sample when ``fn(sample)`` is True; reject it (before evaluation) when False.
 
     Args:
         fn: a function of the sample dict returning a bool.
         name: how errors and reprs name the filter (default: the function's name).
+        metric_for_invalid: ``None`` (default): a rejected sample is dropped silently; a number: the strategy is
+            told that score for it (NNI's ``Filter(metric_for_invalid=...)``), so that evolution or a policy
+            learns to avoid such samples (higher is better: give a low score).
     """
 
-    def __init__(self, fn: Callable[[dict[str, Any]], bool], name: str | None = None):
+    metric_for_invalid: float | None = None
+
+    def __init__(self, fn: Callable[[dict[str, Any]], bool], name: str | None = None,
+                 metric_for_invalid: float | None = None):
         if not callable(fn):
             raise TypeError(f"Filter needs a function sample -> bool, got {type(fn).__name__}.")
         self.fn = fn
         self.name = name or getattr(fn, "__qualname__", type(fn).__name__)
+        self.metric_for_invalid = _check_invalid_metric(metric_for_invalid)
 
     def bind(self, choices: dict[str, tuple]) -> None:
         """Reset the rejection count (called when the chain is bound)."""
@@ -364,10 +380,12 @@ class RangeProfilerFilter(Filter):
             is only estimated, a range outside the estimate is logged as a warning instead).
     """
 
-    def __init__(self, profiler: Any, min: Any = None, max: Any = None, metric: str | None = None):  # noqa: A002
+    def __init__(self, profiler: Any, min: Any = None, max: Any = None, metric: str | None = None,  # noqa: A002
+                 metric_for_invalid: float | None = None):
         if not callable(getattr(profiler, "profile", None)):
             raise TypeError(f"RangeProfilerFilter needs a profiler with .profile(sample) -> float, got "
                             f"{type(profiler).__name__}.")
+        self.metric_for_invalid = _check_invalid_metric(metric_for_invalid)
         self.profiler, self.min, self.max = profiler, min, max
         self.metric = metric or getattr(profiler, "metric", type(profiler).__name__)
         self.name = self.metric
@@ -554,10 +572,14 @@ class Chain(Strategy):
             if sample is None:
                 return None
             self.num_proposed_ += 1
-            if all(f(sample) for f in filters):
+            failed = next((f for f in filters if not f(sample)), None)
+            if failed is None:
                 return sample
             self.num_rejected_ += 1
-            inner.discard(sample)
+            if failed.metric_for_invalid is None:
+                inner.discard(sample)
+            else:
+                inner.tell(sample, failed.metric_for_invalid)
         raise RejectionError(
             f"{self!r}: {self.max_rejects:,} candidates in a row were rejected before one passed every filter "
             f"({self.num_proposed_:,} proposed in this search so far, {self.num_rejected_:,} rejected). "

@@ -32,9 +32,12 @@ def _largest(value: Any) -> Any:
 class HwnasModule(nn.Module):
     """Base of every hwnas layer with choices: holds the active sample and resolves values under it."""
 
+    _hwnas_mixed: Any = None
+
     def __init__(self) -> None:
         super().__init__()
         self._hwnas_sample: dict[str, Any] | None = None
+        self._hwnas_mixed: Any = None  # a hwnas.space.mixed.MixedState while a one-shot strategy relaxes choices
 
     def choice_values(self) -> list[Any]:
         """The choice-valued settings of this layer (used to collect the space's labels)."""
@@ -100,6 +103,8 @@ class Conv2d(HwnasModule):
         return w, (self.bias[:cout] if self.bias is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._hwnas_mixed is not None:
+            return self._hwnas_mixed.conv(self, x)
         k, groups = self.active(self.kernel_size), self.active(self.groups)
         w, b = self._slice(x.shape[1], self.active(self.out_channels), groups, k)
         return F.conv2d(x, w, b, self.stride, self.padding_for(k), self.dilation, groups)
@@ -138,6 +143,8 @@ class BatchNorm2d(HwnasModule):
         return [self.num_features]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._hwnas_mixed is not None:
+            return self._hwnas_mixed.batch_norm(self, x)
         c = x.shape[1]
         if self.training:
             self.num_batches_tracked += 1
@@ -168,6 +175,8 @@ class Linear(HwnasModule):
         return [self.in_features, self.out_features]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._hwnas_mixed is not None:
+            return self._hwnas_mixed.linear(self, x)
         fo = self.active(self.out_features)
         b = self.bias[:fo] if self.bias is not None else None
         return F.linear(x, self.weight[:fo, : x.shape[-1]], b)
@@ -209,6 +218,8 @@ class LayerChoice(HwnasModule):
         return self.choice.values.index(value)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self._hwnas_mixed is not None:
+            return self._hwnas_mixed.layer_choice(self, *args, **kwargs)
         return self.candidates[self.index(self.active(self.choice))](*args, **kwargs)
 
 
@@ -235,6 +246,8 @@ class Repeat(HwnasModule):
         return [self.depth]
 
     def forward(self, x: Any) -> Any:
+        if self._hwnas_mixed is not None:
+            return self._hwnas_mixed.repeat(self, x)
         for block in self.blocks[: self.active(self.depth)]:
             x = block(x)
         return x

@@ -199,6 +199,7 @@ def apply_arch(root: nn.Module, sample: dict[str, Any]) -> nn.Module:
     for m in root.modules():
         if isinstance(m, HwnasModule):
             m._hwnas_sample = sample
+            m._hwnas_mixed = None
     root._hwnas_active = sample
     return root
 
