@@ -86,6 +86,7 @@ class Conversion:
     depths: list[DepthReport] = field(default_factory=list)
     fixed_ops: list[FixedReport] = field(default_factory=list)
     convert_s: float = 0.0
+    rules: dict[str, Any] | None = None  # per-layer rules (hwnas.convert.rules), as JSON
 
     @property
     def searched_groups(self) -> list[GroupReport]:
@@ -171,6 +172,7 @@ class ConvertedSpace(Space):
         self.net = net
         self.conversion = conversion
         self.search_state: dict[str, Any] = {}
+        self.input_names: list[str] | None = None  # the model's forward parameters, for keyword dummy inputs
 
     def forward(self, x):
         return self.net(x)

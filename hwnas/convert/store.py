@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hwnas.convert.api import convert
+from hwnas.convert.api import as_model, convert
 from hwnas.convert.space import Conversion, ConvertedSpace
 
 __all__ = ["save", "restore", "ConvertedFileError", "FORMAT", "VERSION"]
@@ -146,7 +146,8 @@ def restore(model: nn.Module, path: str | os.PathLike, dummy_input: Any = None) 
     """Rebuild a converted space saved by :func:`save` from the original model, and load its weights.
 
     Args:
-        model: an instance of the model class that was converted (its weights are replaced by the saved ones).
+        model: an instance of the model class that was converted (its weights are replaced by the saved ones),
+            or a function (or ``(function, args, kwargs)``) that builds one.
         path: the file written by :func:`hwnas.save`.
         dummy_input: an input for tracing; defaults to zeros of the recorded input shapes.
 
@@ -158,6 +159,7 @@ def restore(model: nn.Module, path: str | os.PathLike, dummy_input: Any = None) 
         ConvertedFileError: not a file written by :func:`hwnas.save`, changed after saving, or the model does
             not convert to the same space (the error names the first difference).
     """
+    model = as_model(model, "hwnas.restore")
     path = Path(path)
     payload = _load(path)
     recipe = json.loads(payload["recipe"])
@@ -168,7 +170,8 @@ def restore(model: nn.Module, path: str | os.PathLike, dummy_input: Any = None) 
     if type(model).__name__ != saved.model:
         raise ConvertedFileError(f"hwnas.restore: {str(path)!r} holds a converted {saved.model}, but the model given is "
                                  f"a {type(model).__name__}; pass an instance of {saved.model}.")
-    space = convert(model, dummy_input, saved.mode, saved.channel_ratios, saved.channel_divisor, _permute=False)
+    space = convert(model, dummy_input, saved.mode, saved.channel_ratios, saved.channel_divisor, rules=saved.rules,
+                    _permute=False)
     diff = _first_difference(saved.structure(), space.conversion.structure())
     if diff:
         raise ConvertedFileError(f"hwnas.restore: the model given does not convert to the space saved in {str(path)!r}; "
