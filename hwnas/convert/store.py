@@ -94,7 +94,7 @@ def save(space: ConvertedSpace, path: str | os.PathLike, search_state: dict[str,
     return path
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _load(path: Path, fmt: str = FORMAT) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"hwnas.restore: {str(path)!r} does not exist; pass the path written by hwnas.save.")
     try:
@@ -104,10 +104,11 @@ def _load(path: Path) -> dict[str, Any]:
                                  f"cannot be read as plain tensors and strings: {type(e).__name__}: "
                                  f"{str(e).splitlines()[0] if str(e) else ''}). Files holding other pickled objects "
                                  "are refused on purpose.") from e
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ConvertedFileError(f"hwnas.restore: {str(path)!r} is not a converted space: expected format {FORMAT!r}, "
-                                 f"got {got!r}. Write it with hwnas.save(space, path).")
+        raise ConvertedFileError(f"hwnas.restore: {str(path)!r} is not a converted space: expected format {fmt!r}, "
+                                 f"got {got!r}. Write it with hwnas.save(space, path) (a pruned model: "
+                                 "hwnas.prune_io.save_pruned).")
     if payload.get("version") != VERSION:
         raise ConvertedFileError(f"hwnas.restore: {str(path)!r} has format version {payload.get('version')!r}; this "
                                  f"hwnas reads version {VERSION}. Re-save it with this hwnas version.")
