@@ -46,9 +46,9 @@ from hwnas.profile.constraints import parse_constraints
 from hwnas.prune_io import export_pruned, mark_pruned, save_pruned
 from hwnas.search import RegularizedEvolution, SearchError, build_profilers
 from hwnas.search import run as run_search
-from hwnas.search.training import first_batches, recalibrate_bn
+from hwnas.search.training import bn_layers, first_batches, recalibrate_bn
 
-__all__ = ["prune", "gradnas_scores", "default_collect", "uniform_seeds", "PRUNE_MODES"]
+__all__ = ["prune", "gradnas_scores", "default_collect", "uniform_seeds", "recalibrate_bn_with", "PRUNE_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,30 @@ def _call(model: nn.Module, inputs: Any) -> Any:
     if isinstance(inputs, tuple):
         return model(*inputs)
     return model(inputs)
+
+
+@torch.no_grad()
+def recalibrate_bn_with(model: nn.Module, forward_loop: Callable[[nn.Module], Any]) -> nn.Module:
+    """Re-estimate batch-norm statistics by running ``forward_loop(model)`` (which feeds the model its data):
+    statistics are reset and averaged over every batch it runs (cumulative average), other layers stay in
+    their mode, and the modes and momenta are restored afterwards."""
+    layers = bn_layers(model)
+    modes = {m: m.training for m in model.modules()}
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches forward_loop runs
+    model.eval()
+    for m in layers:
+        m.train()
+    try:
+        forward_loop(model)
+    finally:
+        for m, mom in zip(layers, momenta):
+            m.momentum = mom
+        for m, mode in modes.items():
+            m.training = mode
+    return model
 
 
 def gradnas_scores(model: nn.Module, batches: Iterable, loss_func: Callable[[Any, Any], torch.Tensor],
@@ -173,6 +197,7 @@ def prune(model: nn.Module, dummy_input: Any, constraints: dict[str, Any], data:
           score_func: Callable[[nn.Module], float] | None = None, mode: str = "fastnas", *,
           loss_func: Callable[[Any, Any], torch.Tensor] | None = None,
           collect_func: Callable[[Any], Any] = default_collect, calib_batches: int = 4, grad_batches: int = 4,
+          forward_loop: Callable[[nn.Module], Any] | None = None,
           max_trials: int = 50, seed: int = 0, strategy: Any = None, rules: dict[str, Any] | None = None,
           channel_ratios: Any = None, channel_divisor: int | None = None, save_dir: str | os.PathLike | None = None,
           checkpoint: str | os.PathLike | None = None, progress: bool = True) -> nn.Module:
@@ -190,6 +215,8 @@ def prune(model: nn.Module, dummy_input: Any, constraints: dict[str, Any], data:
         collect_func: ``batch -> model input``.
         calib_batches: batches of ``data`` to recalibrate batch norms on (the same ones for every candidate).
         grad_batches: backward passes for GradNAS's scores.
+        forward_loop: ``model -> None`` that runs the model over calibration data itself; replaces recalibration
+            on ``data`` (:func:`recalibrate_bn_with`).
         max_trials: candidates to score.
         seed: seeds the search.
         strategy: a :mod:`hwnas.search` strategy (default: regularized evolution sized to ``max_trials``).
@@ -228,7 +255,9 @@ def prune(model: nn.Module, dummy_input: Any, constraints: dict[str, Any], data:
 
     def prepare(sample: dict[str, Any]) -> nn.Module:
         space.apply_arch(sample)
-        if calib:
+        if forward_loop is not None:
+            recalibrate_bn_with(space, forward_loop)
+        elif calib:
             recalibrate_bn(space, [collect_func(b) for b in calib])
         space.train(training)
         return space

@@ -92,6 +92,8 @@ def _settings(cfg: Any, where: str) -> dict[str, Any] | None:
             out["channel_divisor"] = v
         elif k == "kernel_size" and v is not None:
             out["kernel_size"] = _numbers(v, k, where, True)
+        elif k == "ignored":  # normalized before (the rules of a saved recipe)
+            out.setdefault("ignored", []).extend(str(x) for x in v)
         elif k not in _KNOWN:
             out.setdefault("ignored", []).append(str(k))
     return out
