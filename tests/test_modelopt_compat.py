@@ -226,3 +226,39 @@ def test_bad_modes_and_unconverted_models_are_refused():
         mtn.search(resnet(), {"flops": "50%"}, torch.randn(1, 3, SIZE, SIZE), {"score_func": lambda m: 0.0})
     with pytest.raises(TypeError, match="mto.save"):
         mto.save(resnet(), "x.pth")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2", "efficientnet_b0", "densenet121"])
+def test_guides_on_zoo_models(name, tmp_path, monkeypatch):
+    """Both guides, shortened, on the zoo models of the issue's targets (DenseNet: ModelOpt's "Missing symbols!")."""
+    monkeypatch.chdir(tmp_path)
+
+    def factory():
+        torch.manual_seed(0)
+        m = zoo.create(name, num_classes=10)
+        m.default_cfg = {"input_size": (3, SIZE, SIZE)}
+        return m
+
+    dummy_input = torch.randn(1, 3, SIZE, SIZE)
+    model = mtn.convert(factory(), mode="autonas")
+    is_sat, stats = mtn.profile(model, dummy_input, constraints={"flops": "60%"}, verbose=False)
+    assert is_sat and stats["flops"]["max"] == fvcore_flops(factory().eval(), dummy_input)
+    mto.save(model, "space.pth")
+    model = mto.restore(factory, "space.pth")
+    train(model, train_loader, steps=1)
+    searched, res = mtn.search(model, {"flops": "60%"}, dummy_input,
+                               {"data_loader": train_loader, "score_func": lambda m: validate(m, val_loader[:1]),
+                                "checkpoint": "search.json", "num_iters": 3, "max_iter_data_loader": 1,
+                                "verbose": False})
+    subnet = mtn.export(searched)
+    assert fvcore_flops(subnet, dummy_input) == res["best"]["metrics"]["flops"] <= 0.6 * stats["flops"]["max"]
+    assert num_params(subnet) == res["best"]["metrics"]["params"]
+    pruned, state = mtp.prune(factory().eval(), "fastnas", {"flops": "60%"}, dummy_input,
+                              {"data_loader": train_loader, "score_func": lambda m: validate(m, val_loader[:1]),
+                               "num_iters": 3, "max_iter_data_loader": 1, "verbose": False})
+    assert fvcore_flops(pruned, dummy_input) <= 0.6 * stats["flops"]["max"]
+    mto.save(pruned, "pruned.pth")
+    x = val_loader[0][0]
+    with torch.no_grad():
+        assert torch.allclose(mto.restore(factory, "pruned.pth").eval()(x), pruned.eval()(x), atol=1e-5)
