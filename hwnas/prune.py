@@ -264,9 +264,9 @@ def prune(model: nn.Module, dummy_input: Any, constraints: dict[str, Any], data:
 
     def score(sample: dict[str, Any]) -> float:
         m = prepare(sample)
-        if score_func is not None:
-            return float(score_func(m))
-        with torch.no_grad():
+        with torch.no_grad():  # scoring builds no autograd graph
+            if score_func is not None:
+                return float(score_func(m))
             losses = [float(loss_func(_call(m, collect_func(b)), b)) for b in calib]
         return -sum(losses) / len(losses)
 

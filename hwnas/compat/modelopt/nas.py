@@ -133,7 +133,8 @@ def _scorer(space: ConvertedSpace, cfg: dict[str, Any]) -> Callable[[dict[str, A
         space.apply_arch(sample)
         calibrate()
         space.train(training)
-        return float(score_func(space))
+        with torch.no_grad():  # scoring builds no autograd graph
+            return float(score_func(space))
 
     return score
 
