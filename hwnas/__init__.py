@@ -13,6 +13,7 @@ runs a search and exports the best subnet (:func:`hwnas.search.run` with ``expor
 import types
 
 from hwnas import nn, profile, search, spaces
+from hwnas import prune as _prune_module
 from hwnas.convert import convert, restore, save
 from hwnas.export import apply_arch, export, load_arch, save_arch, to_onnx
 from hwnas.hw.adapt import adapt
@@ -36,9 +37,12 @@ def _search(space, dummy_input, constraints=None, score_func=None, **kwargs):
     return search.run(space, dummy_input, constraints, score_func, **kwargs)
 
 
-for _pkg, _fn in ((profile, _profile_table), (search, _search)):
+prune = _prune_module  # hwnas.prune(model, dummy_input, constraints, data, ...) is hwnas.prune.prune
+
+for _pkg, _fn in ((profile, _profile_table), (search, _search), (prune, _prune_module.prune)):
     _pkg.__class__ = _CallablePackage
     _pkg._hwnas_call = _fn
 
 __all__ = ["FlopsProfiler", "LatencyProfiler", "NumParamsProfiler", "adapt", "apply_arch", "convert", "export", "load_arch",
-           "nn", "predict_latency", "profile", "restore", "save", "save_arch", "search", "spaces", "to_onnx", "__version__"]
+           "nn", "predict_latency", "profile", "prune", "restore", "save", "save_arch", "search", "spaces", "to_onnx",
+           "__version__"]

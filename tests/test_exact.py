@@ -143,7 +143,7 @@ def test_profile_table_and_record(capsys):
     assert (params_row.metric, params_row.bound, params_row.satisfiable) == ("params", 1e3, False)
     assert out.strip() == summary.table().strip()
     lines = out.splitlines()
-    assert lines[0].split() == ["metric", "min", "centroid", "max", "constraint", "satisfiable"]
+    assert lines[0].split() == ["metric", "min", "centroid", "max", "max/min", "constraint", "satisfiable"]
     assert lines[1].split()[0] == "flops" and lines[1].split()[-1] == "yes"
     assert lines[2].split()[0] == "params" and lines[2].split()[-1] == "NO"
     assert f"search space: {len(choices)} labels, {space.num_subnets():.4g} subnets" in out

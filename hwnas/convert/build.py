@@ -23,6 +23,7 @@ from torch import fx, nn
 from hwnas.convert.analysis import UNTRACKED, Analyzer, LayerRecord
 from hwnas.convert.blocks import Block
 from hwnas.convert.channels import Ann, Seg, Slot
+from hwnas.convert.rules import RuleBook
 from hwnas.convert.sizes import where as where_of
 from hwnas.convert.space import Conversion, DepthReport, FixedReport, GroupReport, KernelReport
 from hwnas.space.choice import Choice, is_choice
@@ -54,6 +55,8 @@ class Options:
     channel_ratios: tuple[float, ...]
     channel_divisor: int | None
     permute: bool = True
+    rules: RuleBook | None = None  # per-layer settings (hwnas.convert.rules)
+    importance: dict[int, torch.Tensor] | None = None  # id(parameter) -> channel scores (e.g. GradNAS's)
 
 
 class _Labels:
@@ -81,12 +84,14 @@ def _tensor_at(gm: nn.Module, owner: str, attr: str) -> torch.Tensor:
     return obj
 
 
-def _importance(gm: nn.Module, slots: list[Slot], width: int, block: int) -> torch.Tensor:
+def _importance(gm: nn.Module, slots: list[Slot], width: int, block: int,
+                scores: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     score = torch.zeros(width, dtype=torch.float64)
     for s in slots:
         if s.role != "producer":
             continue
-        t = _tensor_at(gm, s.owner, s.attr).detach()
+        t = _tensor_at(gm, s.owner, s.attr)
+        t = (scores.get(id(t), t) if scores else t).detach()  # given scores (same shape) replace the weights
         view = t.narrow(s.axis, s.offset, width * s.mult)
         others = tuple(d for d in range(t.ndim) if d != s.axis)
         part = (torch.linalg.vector_norm(view, 1, dim=others) if others else view.abs()).to(torch.float64)
@@ -186,12 +191,19 @@ def _choose_labels(an: Analyzer, opts: Options) -> tuple[dict[int, Choice], list
         st = ch.state[head]
         producer = next(sl.owner for sl in ch.state[head].slots if sl.role == "producer")
         producer = producer.removesuffix(".weight")  # a weight used directly (F.linear, addmm): its layer's name
-        values = width_values(st.width, opts.channel_ratios, opts.channel_divisor, max(st.block, st.multiple))
+        ratios, divisor = opts.channel_ratios, opts.channel_divisor
+        if opts.rules:
+            rule = opts.rules.lookup(producer, _module_at(an.gm, producer))
+            if rule is None:
+                for r in roots:
+                    ch.fix(r, f"a convert rule turns off the search of {producer}")
+                continue
+            ratios, divisor = rule.get("channels_ratio", ratios), rule.get("channel_divisor", divisor)
+        values = width_values(st.width, ratios, divisor, max(st.block, st.multiple))
         if len(values) < 2:
-            if opts.channel_divisor and len(width_values(st.width, opts.channel_ratios, None,
-                                                         max(st.block, st.multiple))) >= 2:
-                reason = (f"channel_divisor={opts.channel_divisor} leaves only its full width ({st.width} channels, "
-                          f"not a multiple of {opts.channel_divisor} above it)")
+            if divisor and len(width_values(st.width, ratios, None, max(st.block, st.multiple))) >= 2:
+                reason = (f"channel_divisor={divisor} leaves only its full width ({st.width} channels, "
+                          f"not a multiple of {divisor} above it)")
                 by_divisor.append(f"{producer!r} ({st.width} channels)")
             else:
                 reason = f"too narrow ({st.width} channels) for the channel ratios"
@@ -211,6 +223,25 @@ def _choose_labels(an: Analyzer, opts: Options) -> tuple[dict[int, Choice], list
                       f"{' ...' if len(by_divisor) > 6 else ''}; their widths are fixed. Pass a divisor that divides "
                       "them (e.g. 8), or channel_divisor=None.", UserWarning, stacklevel=3)
     return choices, searched
+
+
+def _module_at(gm: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return gm.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def kernel_values(rec: LayerRecord, rules: RuleBook | None) -> list[int]:
+    """The kernel choices of a layer: the analysis's candidates, restricted by a rule's ``kernel_size``."""
+    kernels = list(rec.kernels)
+    if rules and kernels:
+        rule = rules.lookup(rec.path, rec.module)
+        if rule is None:
+            return kernels[-1:]
+        if "kernel_size" in rule:
+            kernels = [k for k in kernels if k in rule["kernel_size"] or k == kernels[-1]]
+    return kernels
 
 
 def _segs(an: Analyzer, ann: Ann, choices: dict[int, Choice]) -> list[tuple[Any, int, int]]:
@@ -251,8 +282,8 @@ def build(gm: fx.GraphModule, an: Analyzer, runs: list[list[Block]], opts: Optio
         st = ch.state[r]
         if r not in choices:
             continue
-        perm = _permutation(_importance(gm, st.slots, st.width, st.block), st.block) if opts.permute \
-            else torch.arange(st.width)
+        perm = _permutation(_importance(gm, st.slots, st.width, st.block, opts.importance), st.block) \
+            if opts.permute else torch.arange(st.width)
         if opts.permute:
             _apply(gm, st.slots, perm)
         perms[r] = perm.tolist()
@@ -278,9 +309,10 @@ def build(gm: fx.GraphModule, an: Analyzer, runs: list[list[Block]], opts: Optio
             modules[str(n.target)] = _tensor_at(gm, str(n.target), "")
     for path, rec in an.layers.items():
         kernel = None
-        if len(rec.kernels) > 1:
-            kernel = Choice(list(rec.kernels), label=f"{path}.kernel")
-            conversion.kernels.append(KernelReport(kernel.label, path, list(rec.kernels)))
+        kernels = kernel_values(rec, opts.rules)
+        if len(kernels) > 1:
+            kernel = Choice(kernels, label=f"{path}.kernel")
+            conversion.kernels.append(KernelReport(kernel.label, path, kernels))
         dyn = _dynamic(an, rec, choices, kernel)
         if dyn is not None:
             modules[path] = dyn

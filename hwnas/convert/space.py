@@ -89,6 +89,7 @@ class Conversion:
     decided_by_input: list[str] = field(default_factory=list)
     """Python control flow on traced values that the dummy input decided (``file:line: if `code```): the
     space is the model for inputs that take the same branches (see :mod:`hwnas.graph.example`)."""
+    rules: dict[str, Any] | None = None  # per-layer rules (hwnas.convert.rules), as JSON
 
     @property
     def searched_groups(self) -> list[GroupReport]:
@@ -183,6 +184,7 @@ class ConvertedSpace(Space):
         self.net = net
         self.conversion = conversion
         self.search_state: dict[str, Any] = {}
+        self.input_names: list[str] | None = None  # the model's forward parameters, for keyword dummy inputs
 
     def forward(self, x):
         return self.net(x)

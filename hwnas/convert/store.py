@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hwnas.convert.api import convert
+from hwnas.convert.api import as_model, convert
 from hwnas.convert.space import Conversion, ConvertedSpace
 
 __all__ = ["save", "restore", "ConvertedFileError", "FORMAT", "VERSION"]
@@ -94,7 +94,7 @@ def save(space: ConvertedSpace, path: str | os.PathLike, search_state: dict[str,
     return path
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _load(path: Path, fmt: str = FORMAT) -> dict[str, Any]:
     if not path.exists():
         raise FileNotFoundError(f"hwnas.restore: {str(path)!r} does not exist; pass the path written by hwnas.save.")
     try:
@@ -104,10 +104,11 @@ def _load(path: Path) -> dict[str, Any]:
                                  f"cannot be read as plain tensors and strings: {type(e).__name__}: "
                                  f"{str(e).splitlines()[0] if str(e) else ''}). Files holding other pickled objects "
                                  "are refused on purpose.") from e
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ConvertedFileError(f"hwnas.restore: {str(path)!r} is not a converted space: expected format {FORMAT!r}, "
-                                 f"got {got!r}. Write it with hwnas.save(space, path).")
+        raise ConvertedFileError(f"hwnas.restore: {str(path)!r} is not a converted space: expected format {fmt!r}, "
+                                 f"got {got!r}. Write it with hwnas.save(space, path) (a pruned model: "
+                                 "hwnas.prune_io.save_pruned).")
     if payload.get("version") != VERSION:
         raise ConvertedFileError(f"hwnas.restore: {str(path)!r} has format version {payload.get('version')!r}; this "
                                  f"hwnas reads version {VERSION}. Re-save it with this hwnas version.")
@@ -146,7 +147,8 @@ def restore(model: nn.Module, path: str | os.PathLike, dummy_input: Any = None) 
     """Rebuild a converted space saved by :func:`save` from the original model, and load its weights.
 
     Args:
-        model: an instance of the model class that was converted (its weights are replaced by the saved ones).
+        model: an instance of the model class that was converted (its weights are replaced by the saved ones),
+            or a function (or ``(function, args, kwargs)``) that builds one.
         path: the file written by :func:`hwnas.save`.
         dummy_input: an input for tracing; defaults to zeros of the recorded input shapes.
 
@@ -158,6 +160,7 @@ def restore(model: nn.Module, path: str | os.PathLike, dummy_input: Any = None) 
         ConvertedFileError: not a file written by :func:`hwnas.save`, changed after saving, or the model does
             not convert to the same space (the error names the first difference).
     """
+    model = as_model(model, "hwnas.restore")
     path = Path(path)
     payload = _load(path)
     recipe = json.loads(payload["recipe"])
@@ -168,7 +171,8 @@ def restore(model: nn.Module, path: str | os.PathLike, dummy_input: Any = None) 
     if type(model).__name__ != saved.model:
         raise ConvertedFileError(f"hwnas.restore: {str(path)!r} holds a converted {saved.model}, but the model given is "
                                  f"a {type(model).__name__}; pass an instance of {saved.model}.")
-    space = convert(model, dummy_input, saved.mode, saved.channel_ratios, saved.channel_divisor, _permute=False)
+    space = convert(model, dummy_input, saved.mode, saved.channel_ratios, saved.channel_divisor, rules=saved.rules,
+                    _permute=False)
     diff = _first_difference(saved.structure(), space.conversion.structure())
     if diff:
         raise ConvertedFileError(f"hwnas.restore: the model given does not convert to the space saved in {str(path)!r}; "

@@ -31,6 +31,7 @@ import hwnas.graph.rules_extra  # noqa: F401  (dynamic layers of converted model
 from hwnas.graph import rules_nn, rules_ops, rules_tensor  # noqa: F401  (registers the built-in rules)
 from hwnas.graph.example import ExampleValues
 from hwnas.graph.fallback import fallback_rule
+from hwnas.graph.inputs import positional_inputs
 from hwnas.graph.larray import LArray, from_value, where
 from hwnas.graph.leaves import (
     auto_leaf_reason,
@@ -661,17 +662,13 @@ def build_graph(space: nn.Module, dummy_input: Any) -> OpGraph:
 
     Args:
         space: an ``nn.Module`` with hwnas layers (usually a :class:`~hwnas.space.space.Space`).
-        dummy_input: a tensor (or tuple of tensors) of the input's shape; when the space has a
+        dummy_input: a tensor, a tuple of tensors, or a tuple ending in a dict of keyword arguments
+            (:mod:`hwnas.graph.inputs`) of the input's shape; when the space has a
             ``resolution`` choice, the last two dims of a 4-D input follow it instead.
     """
     choices = collect_choices(space)
-    inputs = dummy_input if isinstance(dummy_input, (tuple, list)) else (dummy_input,)
-    metas = []
-    for i, t in enumerate(inputs):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"dummy_input[{i}] must be a torch.Tensor, got {type(t).__name__}; pass e.g. "
-                            "torch.randn(1, 3, 224, 224).")
-        metas.append(TensorMeta(tuple(t.shape), t.dtype))
+    inputs = positional_inputs(space, dummy_input)  # keyword arguments sorted into their positions
+    metas = [TensorMeta(tuple(t.shape), t.dtype) for t in inputs]
     res = getattr(space, "resolution", None)
     if isinstance(res, Choice):
         if metas[0].ndim != 4:

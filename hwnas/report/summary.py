@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwnas.graph.trace import build_graph
-from hwnas.profile.constraints import metric_range, parse_constraints
+from hwnas.profile.constraints import ConstraintError, metric_range, parse_constraints
 from hwnas.profile.profilers import FlopsProfiler, NumParamsProfiler
 
 __all__ = ["ProfileSummary", "ConstraintRow", "profile", "format_number"]
@@ -42,17 +42,37 @@ class ProfileSummary:
     num_subnets: int
     profilers: dict[str, Any] = field(repr=False, default_factory=dict)
     blocks: list[tuple[str, str, str]] = field(default_factory=list)  # (path, class, why): profiled whole
+    use_centroid: bool = False  # constraints were checked against the centroid subnet instead of the smallest
+
+    @property
+    def is_sat(self) -> bool:
+        """Whether every constraint can be met (by the smallest subnet, or the centroid with ``use_centroid``)."""
+        return all(c.satisfiable for c in self.constraints)
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        """max / min of each metric (how much the space can shrink it; inf when the minimum is 0)."""
+        return {m: (hi / lo if lo > 0 else math.inf) for m, (lo, _, hi) in self.metrics.items()}
+
+    @property
+    def num_configurable(self) -> int:
+        """The number of labels (configurable hyperparameters) with more than one choice."""
+        return sum(1 for v in self.choices.values() if len(v) > 1)
 
     def table(self) -> str:
         """The summary as fixed-width text."""
-        lines = [f"{'metric':<12}{'min':>14}{'centroid':>14}{'max':>14}{'constraint':>16}{'satisfiable':>13}"]
+        lines = [f"{'metric':<12}{'min':>14}{'centroid':>14}{'max':>14}{'max/min':>10}{'constraint':>16}"
+                 f"{'satisfiable':>13}"]
         cons = {c.metric: c for c in self.constraints}
+        ratios = self.ratios
         for metric, (lo, mid, hi) in self.metrics.items():
             c = cons.get(metric)
             cs = f"<= {format_number(c.bound)}" if c else "-"
             ok = ("yes" if c.satisfiable else "NO") if c else "-"
             lines.append(f"{metric:<12}{format_number(lo):>14}{format_number(mid):>14}{format_number(hi):>14}"
-                         f"{cs:>16}{ok:>13}")
+                         f"{ratios[metric]:>10.2f}{cs:>16}{ok:>13}")
+        if self.use_centroid and self.constraints:
+            lines.append("(satisfiable: checked against the centroid subnet)")
         lines.append("")
         lines.append(f"search space: {len(self.choices)} labels, {self.num_subnets:.4g} subnets "
                      f"(10^{math.log10(max(self.num_subnets, 1)):.1f})")
@@ -76,7 +96,8 @@ def format_number(x: float) -> str:
 
 
 def profile(space: Any, dummy_input: Any, constraints: dict[str, Any] | None = None,
-            profilers: dict[str, Any] | None = None, verbose: bool = True) -> ProfileSummary:
+            profilers: dict[str, Any] | None = None, verbose: bool = True, strict: bool = False,
+            use_centroid: bool = False) -> ProfileSummary:
     """Profile a whole space: min / centroid / max of each metric, constraint feasibility, space size.
 
     Args:
@@ -85,18 +106,28 @@ def profile(space: Any, dummy_input: Any, constraints: dict[str, Any] | None = N
         constraints: e.g. ``{"flops": "60%", "params": 3e6}``; each is checked against the space.
         profilers: extra or replacement profilers by metric name, e.g. ``{"latency_ms": LatencyProfiler(...)}``.
         verbose: print the table.
+        strict: raise :class:`~hwnas.profile.constraints.ConstraintError` when a constraint cannot be met.
+        use_centroid: check constraints against the centroid subnet (a typical one) instead of the smallest.
 
     Returns:
-        A :class:`ProfileSummary` with the same content as the printed table.
+        A :class:`ProfileSummary` with the same content as the printed table (``is_sat``, ``ratios``,
+        ``num_configurable`` too).
     """
     graph = build_graph(space, dummy_input)
     profs: dict[str, Any] = {"flops": FlopsProfiler(space, graph=graph), "params": NumParamsProfiler(space, graph=graph)}
     profs.update(profilers or {})
     ranges = {m: metric_range(p) for m, p in profs.items()}
     parsed = parse_constraints(constraints, profs, ranges, check_feasible=False)
-    rows = [ConstraintRow(c.metric, c.spec, c.bound, c.bound >= ranges[c.metric][0]) for c in parsed]
+    at = 1 if use_centroid else 0
+    rows = [ConstraintRow(c.metric, c.spec, c.bound, c.bound >= ranges[c.metric][at]) for c in parsed]
     summary = ProfileSummary(ranges, rows, {k: tuple(v.values) for k, v in graph.choices.items()},
-                             space.num_subnets() if hasattr(space, "num_subnets") else 1, profs, list(graph.blocks))
+                             space.num_subnets() if hasattr(space, "num_subnets") else 1, profs, list(graph.blocks),
+                             use_centroid)
     if verbose:
         print(summary.table())  # the purpose of verbose=True is to print
+    if strict and not summary.is_sat:
+        broken = [f"{c.metric} <= {format_number(c.bound)} (the {'centroid' if use_centroid else 'smallest'} subnet "
+                  f"has {format_number(ranges[c.metric][at])})" for c in rows if not c.satisfiable]
+        raise ConstraintError(f"hwnas.profile(strict=True): constraints cannot be met: {'; '.join(broken)}. Loosen "
+                              "them, or profile without strict to see the ranges.")
     return summary
