@@ -55,15 +55,17 @@ def rel_spread(rec) -> float:
     return float((q75 - q25) / q50)
 
 
-def assert_paired(rec, within: float = 2.0) -> None:
-    """A paired measurement record (hwnas.hw.measure) is what its docstring says: each timed run over the mean of
-    the reference runs around it, its paired time the median ratio times the median of those means. Paired and
-    plain medians only roughly agree on a shared host (another job slows a model and its reference unalike: a
-    tiny subnet's were 38% apart in one CI run), so that is a sanity bound of ``within`` times."""
-    around = (rec.reference_times_ms[:, :-1] + rec.reference_times_ms[:, 1:]) / 2
-    np.testing.assert_allclose(rec.ratios * around, rec.times_ms, rtol=1e-9)
-    assert rec.reference_ms == pytest.approx(float(np.median(around)))
-    assert rec.paired_ms == pytest.approx(float(np.median(rec.ratios)) * rec.reference_ms)
+def check_paired(rec, within: float = 2.0) -> None:
+    """A paired measurement record (hwnas.hw.measure) has what it promises, without restating how it is computed:
+    one ratio per timed run, one more reference run than timed runs in each turn (a reference run on either side),
+    all finite and positive; and its paired time roughly agrees with the plain median of the same runs. Paired
+    and plain medians only roughly agree on a shared host (another job slows a model and its reference unalike: a
+    tiny subnet's were 38% apart in one CI run), so that is a sanity bound of ``within`` times. The paired level
+    itself is checked against an independent plain measurement in test_hw_measure."""
+    assert rec.ratios.shape == rec.times_ms.shape
+    assert rec.reference_times_ms.shape == (rec.times_ms.shape[0], rec.times_ms.shape[1] + 1)
+    for values in (rec.ratios, rec.reference_times_ms, rec.times_ms):
+        assert np.all(np.isfinite(values)) and np.all(values > 0)
     assert 1 / within < rec.paired_ms / rec.median_ms < within
 
 
