@@ -115,7 +115,7 @@ def test_adapted_shipped_lut_predicts_a_plain_steady_state_timing_of_unseen_subn
     samples = _unseen_samples(space, lut, 8, seed=3)
     paths = [hwnas.to_onnx(hwnas.export(space, s), x, tmp_path / f"s{i}.onnx") for i, s in enumerate(samples)]
     pred = hwnas.LatencyProfiler(space, x, lut=lut).profile_batch(samples)
-    for attempt in range(2):
+    for _attempt in range(2):
         measured, spread = _measure_twice(paths, src.device.name)
         err = np.abs(np.log(pred / measured))
         tol = 0.10 + 3 * spread
@@ -145,7 +145,7 @@ def test_a_searched_latency_constraint_holds_when_measured(tmp_path):
     assert latency.profile(largest) == pytest.approx(hi, rel=1e-9) and hi == metric_range(latency)[2]
     paths = [hwnas.to_onnx(hwnas.export(space, s), x, tmp_path / f"{k}.onnx")
              for k, s in (("best", res.best_sample), ("largest", largest))]
-    for attempt in range(2):
+    for _attempt in range(2):
         measured, spread = _measure_twice(paths, "cpu-ort-1t")
         ratio = measured[0] / measured[1]
         if ratio <= 0.5 * np.exp(0.10 + 3 * spread):
