@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +32,38 @@ def fvcore_flops(model: nn.Module, x) -> int:
         fca.unsupported_ops_warnings(False)
         fca.uncalled_modules_warnings(False)
         return fca.total()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_env() -> dict:
+    """The environment of a CLI subprocess: this tree first on PYTHONPATH (hwnas is installed editable from the main
+    checkout, so a worktree's tests must put their own tree first), one torch thread."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+@functools.cache
+def hwnas_command() -> tuple[str, ...]:
+    """How the tests run the command line: the installed ``hwnas`` entry point (found on PATH) when it runs this
+    tree under test, else ``python -m hwnas.cli``. Which tree runs is read from the traceback of ``--debug`` on a
+    bad space name, run from a temporary folder."""
+    exe = shutil.which("hwnas")
+    if exe:
+        proc = subprocess.run([exe, "--debug", "profile", "--space", "no-such-space"], env=cli_env(),
+                              cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=600)
+        if f'File "{ROOT / "hwnas" / "cli.py"}"' in proc.stderr:
+            return (exe,)
+    return (sys.executable, "-m", "hwnas.cli")
+
+
+def run_hwnas(*args, cwd, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``hwnas ARGS...`` (see :func:`hwnas_command`) in ``cwd``; the completed process, output as text."""
+    return subprocess.run([*hwnas_command(), *map(str, args)], cwd=cwd, env=cli_env(), capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def num_params(model: nn.Module) -> int:
