@@ -76,6 +76,30 @@ def test_shipped_lut_reproduces_stored_end_to_end_times_of_held_out_subnets(name
     assert float(np.sqrt(np.mean(insample ** 2))) <= bound["rms"], name
 
 
+def test_a_binding_latency_constraint_holds_by_an_independent_kernel_mapping(tmp_path):
+    """A search whose score (FLOPs) pushes against latency_ms <= 40%: every evaluated trial meets the bound, and the
+    chosen subnet's latency is summed again from the kernels ONNX Runtime itself runs in its exported ONNX file
+    (hwnas.predict.onnx_kernels reads ORT's optimised graph, a mapping independent of the traced space's), each
+    costed by the LUT file loaded anew."""
+    from hwnas.predict import onnx_kernels
+    from hwnas.profile.constraints import metric_range
+
+    space, x = hwnas.spaces.create("digits").eval(), torch.zeros(1, 1, 8, 8)
+    latency = hwnas.LatencyProfiler(space, x, lut="digits")
+    flops = hwnas.FlopsProfiler(space, x, graph=latency.graph)
+    hi = metric_range(latency)[2]
+    res = hwnas.search(space, x, {"latency_ms": "40%"}, flops.profile, strategy=hwnas.search.Random(),
+                       max_trials=40, seed=0, profilers={"latency_ms": latency}, progress=False)
+    lut = _load("digits")
+    path = hwnas.to_onnx(hwnas.export(space, res.best_sample), x, tmp_path / "best.onnx")
+    ran = [r["signature"] for r in onnx_kernels(path, "cpu-ort-1t")]
+    assert ran and all(sig in lut.entries for sig in ran)
+    best = sum(lut.cost_ms(sig) for sig in ran) + lut.overhead_ms
+    assert best == pytest.approx(res.best_metrics["latency_ms"], rel=1e-9)
+    assert 0.3 * hi < best <= 0.4 * hi  # it binds: the best subnet sits just under the bound
+    assert all(t.metrics["latency_ms"] <= 0.4 * hi * (1 + 1e-12) for t in res.history)
+
+
 # ------------------------------------------------------------------------------------------ this host (slow)
 def _unseen_samples(space, lut: LUT, n: int, seed: int) -> list[dict]:
     """``n`` random subnets that neither the build nor an adaptation measured."""
