@@ -98,6 +98,10 @@ def test_a_binding_latency_constraint_holds_by_an_independent_kernel_mapping(tmp
     assert best == pytest.approx(res.best_metrics["latency_ms"], rel=1e-9)
     assert 0.3 * hi < best <= 0.4 * hi  # it binds: the best subnet sits just under the bound
     assert all(t.metrics["latency_ms"] <= 0.4 * hi * (1 + 1e-12) for t in res.history)
+    # a shuffled grid proposes whatever comes next (no feasible-region draws): the constraint check alone rejects
+    grid = hwnas.search(space, x, {"latency_ms": "40%"}, flops.profile, strategy=hwnas.search.Grid(shuffle=True),
+                        max_trials=40, seed=0, profilers={"latency_ms": latency}, progress=False)
+    assert grid.num_rejected > 0 and all(t.metrics["latency_ms"] <= 0.4 * hi * (1 + 1e-12) for t in grid.history)
 
 
 # ------------------------------------------------------------------------------------------ this host (slow)
