@@ -156,7 +156,9 @@ def test_lut_build_info_and_refit_of_a_user_space(work):
     # every kernel of the 4 subnets is in it: one conv per (w, k), one linear per w, the mean
     assert {s.split("|")[0] for s in lut.entries} >= {"conv", "linear"}
     assert sum(s.startswith("conv|") for s in lut.entries) == 4 and sum(s.startswith("linear|") for s in lut.entries) == 2
-    assert "predicts the steady-state median" in _ok(run_hwnas("lut", "info", "tiny.json", cwd=work))
+    # whether the build applied its steady-state level depends on the host's noise (a loaded host keeps the paired
+    # level and says so): info prints the file's own summary either way
+    assert _ok(run_hwnas("lut", "info", "tiny.json", cwd=work)).strip() == lut.summary()
     # --max-subnets: a second build stops after that many subnets of this call (resumable)
     _ok(run_hwnas("lut", "build", "--space", "tiny.py:Tiny", "--input", "1,1,8,8", "--out", "part.json",
                   "--repeats", "3", "--runs", "3", "--random-subnets", "0", "--max-subnets", "1", cwd=work))
