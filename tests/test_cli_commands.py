@@ -121,6 +121,7 @@ def test_search_score_from_a_module_at_random_in_min_mode_with_space_arg(work):
         assert float(r["params"]) == num_params(hwnas.export(_tiny(7), json.loads(r["sample"])))
 
 
+@pytest.mark.slow  # 21 s at load 2-5 (two interpreters); lut list/info also run in-process in test_cli_and_layout
 def test_lut_list_and_info_of_shipped_luts(work):
     out = _ok(run_hwnas("lut", "list", cwd=work))
     for art in list_artifacts():
@@ -130,6 +131,7 @@ def test_lut_list_and_info_of_shipped_luts(work):
     assert out.startswith(f"LUT for cpu-ort-2t: {len(lut.entries)} kernels") and f"{len(lut.subnets)} subnets" in out
 
 
+@pytest.mark.slow  # 39 s at load 2-5 (two interpreters, each loads the predictor)
 def test_predict_with_a_named_and_a_file_predictor(work):
     """predict --predictor NAME and --predictor FILE give the same figure; the total is the CSV's layers plus
     the stated overhead."""
