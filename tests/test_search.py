@@ -215,13 +215,26 @@ def test_rejection_is_bounded_and_says_how_many_and_the_range(digits):
         chain.propose()
 
 
+def _smallest_digits_flops() -> int:
+    """The smallest subnet's FLOPs of the digits space, from fvcore: every cost grows with width, depth, kernel and
+    expansion, so the smallest subnet has the smallest stem and stage widths, one block per stage, and in each block
+    the cheaper of a plain 3x3 conv and the inverted residual with kernel 3 and expansion 2 (4 candidates)."""
+    space = hwnas.spaces.create("digits")
+    base = {lab: c[0] for lab, c in space.choices().items()}  # choices are listed smallest first
+    assert base["stem.width"] == 8 and base["s1.depth"] == base["s2.depth"] == 1
+    candidates = [{**base, "s1.b1.op": a, "s2.b1.op": b, **{f"s{i}.b1.{k}": v for i in (1, 2)
+                                                           for k, v in (("kernel", 3), ("expand", 2))}}
+                  for a in ("mbconv", "conv") for b in ("mbconv", "conv")]
+    return min(fvcore_flops(hwnas.export(space, c), X) for c in candidates)
+
+
 def test_filter_errors_name_the_culprit(digits):
     space, flops, _ = digits
     bad = Chain(Random(), Filter(lambda s: None, name="my_filter"))
     bad.bind(space.choices(), 0)
     with pytest.raises(TypeError, match=r"Filter\(my_filter\) returned None .* must return True to keep"):
         bad.propose()
-    with pytest.raises(ValueError, match=r"misses every subnet: this space's flops spans 106304"):
+    with pytest.raises(ValueError, match=rf"misses every subnet: this space's flops spans {_smallest_digits_flops()}"):
         Chain(Random(), RangeProfilerFilter(flops, max=1e4)).bind(space.choices(), 0)
     with pytest.raises(ValueError, match=r"min \(2e\+06\) is above max \(1e\+06\)"):
         Chain(Random(), RangeProfilerFilter(flops, min=2e6, max=1e6)).bind(space.choices(), 0)
@@ -521,7 +534,9 @@ def test_ray_executor_on_a_local_instance(digits):
     assert not ray.is_initialized()  # the instance it started is shut down again
     assert all(t.extra["pid"] != os.getpid() for t in on_ray.history)  # evaluated in Ray workers
     batch = sum(t.batch == 0 for t in on_ray.history)
-    assert batch >= 2  # as many trials in flight as the instance has CPUs
+    # as many trials in flight as the instance has CPUs: one on a 1-CPU runner (so no fixed ">= 2"), at most the
+    # machine's; the local pool of that width then gives the same history
+    assert 1 <= batch <= (os.cpu_count() or 1)
     with ThreadPoolExecutor(batch) as pool:
         local = hwnas.search.run(space, X, {"flops": "70%"}, score, executor=pool, **kw)
     assert history_key(on_ray) == history_key(local)
@@ -554,8 +569,14 @@ def test_cli_search(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "best score" in text and (out / "history.csv").exists() and (out / "pareto.png").exists()
     sample = hwnas.load_arch(out / "best_arch.json")
-    flops = hwnas.FlopsProfiler(hwnas.spaces.create("digits"), X)
-    assert flops.profile(sample) <= 0.4 * metric_range(flops)[2]
+    space = hwnas.spaces.create("digits")
+    flops = hwnas.FlopsProfiler(space, X)
+    assert fvcore_flops(hwnas.export(space, sample), X) <= 0.4 * metric_range(flops)[2]
+    # --range latency_ms=:0.03 held for every evaluated trial, by the LUT built again from its file
+    latency = hwnas.LatencyProfiler(space, X, lut=LUT)
+    history = read_history_csv(out / "history.csv")
+    assert len(history) == 30 and all(latency.profile(t.sample) <= 0.03 for t in history)
+    assert all(t.metrics["latency_ms"] == pytest.approx(latency.profile(t.sample)) for t in history)
     assert main(["search", "--space", "digits", "--score", "params", "--constraint", "flops=1", "--out",
                  str(out), "--no-progress"]) == 2
     assert "below the smallest subnet's flops" in capsys.readouterr().err

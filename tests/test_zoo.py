@@ -150,6 +150,42 @@ def test_vit_image_size_changes_only_pos_embedding():
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
+# Published compute at 224x224 in GMACs (multiply-adds, which the papers and torchvision's tables call "FLOPs"),
+# with the number of decimals given there. A wrong stride or pooling changes it by 2x or 4x while leaving the
+# parameter count alone. Sources: He et al. 2016 (Deep Residual Learning), Table 1: ResNet-18 1.8e9; torchvision's
+# model documentation ("GFLOPS" column, ResNet-50 as torchvision builds it, with the stride on the 3x3 conv: the
+# paper's 3.8e9 is the original placement); Sandler et al. 2018 (MobileNetV2), Table 4: 300M; Howard et al. 2019
+# (Searching for MobileNetV3), Table 3: Large 219M, Small 56M; Tan & Le 2019 (EfficientNet), Table 2: B0 0.39B;
+# Ma et al. 2018 (ShuffleNet V2), Table 8: 1x 146M; Huang et al. 2017 (DenseNet), via torchvision's table 2.83;
+# Radosavovic et al. 2020 (Designing Network Design Spaces): RegNetX-400MF, 0.4 GF by name (torchvision 0.41);
+# torchvision's table for SqueezeNet 1.0 (0.82), VGG-11-BN (7.61), VGG-16 (15.47) and ViT-B/16 (17.56);
+# Touvron et al. 2021 (DeiT) and timm's model card: DeiT-Ti = vit_tiny_patch16_224, 1.3 GFLOPs.
+PUBLISHED_GMACS = {
+    "resnet18": (1.8, 1), "resnet50": (4.09, 2), "mobilenet_v2": (0.300, 3), "mobilenet_v3_large": (0.219, 3),
+    "mobilenet_v3_small": (0.056, 3), "efficientnet_b0": (0.39, 2), "shufflenet_v2_x1_0": (0.146, 3),
+    "squeezenet1_0": (0.82, 2), "vgg11_bn": (7.61, 2), "vgg16": (15.47, 2), "densenet121": (2.83, 2),
+    "regnet_x_400mf": (0.41, 2), "vit_b_16": (17.56, 2), "vit_tiny": (1.3, 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_GMACS))
+def test_macs_at_224_match_the_published_figure(name):
+    """Multiply-adds counted by torch's own FlopCounterMode (2 FLOPs per multiply-add, convolutions and matrix
+    products only, as the papers count) on a model built on the meta device (no weights, no arithmetic: fast even
+    for VGG-16). Bound: half a unit of the published figure's last digit, plus 1.5% for what the papers leave out or
+    round (squeeze-excitation, attention softmax scaling)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    published, decimals = PUBLISHED_GMACS[name]
+    with torch.device("meta"):
+        model = zoo.create(name).eval()
+        x = torch.zeros(1, 3, 224, 224)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    gmacs = counter.get_total_flops() / 2e9
+    assert abs(gmacs - published) <= 0.5 * 10 ** -decimals + 0.015 * published, (name, gmacs, published)
+
+
 # --------------------------------------------------------------------------- building blocks
 
 
