@@ -114,8 +114,10 @@ def load_arch(path: str | os.PathLike, space: nn.Module | None = None,
             data = data.get("arch")
         else:
             data = data.get("sample")
-    encoded = format in ("index", "onehot") or (isinstance(data, dict) and any(isinstance(v, list)
-                                                                               for v in data.values()))
+    lists = [v for v in data.values() if isinstance(v, list)] if isinstance(data, dict) else []
+    # one-hot / multi-hot lists hold only 0 and 1; another list (say [8]) is a malformed value, named as such below
+    onehot = bool(lists) and all(v and all(x in (0, 1) and not isinstance(x, float) for x in v) for v in lists)
+    encoded = format in ("index", "onehot") or (bool(lists) and (space is not None or onehot))
     if encoded:
         if space is None:
             raise SampleError(f"{where} holds an architecture by {format or 'one-hot'} index; pass space= to "

@@ -156,13 +156,15 @@ class LatencyPredictor:
         return self.calibrate(self.predict_signatures(signatures, context), signatures)
 
     def calibrate(self, predicted_ms: Any, signatures: list[str] | None = None) -> np.ndarray:
-        """Kernel predictions (:meth:`predict_signatures`) as calibrated ms: ``speed_factor * max(0, scale *
-        prediction + per_kernel_ms)``, times the training's factor of each kernel's regressor family
+        """Kernel predictions (:meth:`predict_signatures`) as calibrated ms: ``speed_factor * max(0.1 * scale *
+        prediction, scale * prediction + per_kernel_ms)``, times the training's factor of each kernel's regressor family
         (:attr:`family_calibration`) and, when the predictor was adapted, the adaptation's factor of its family
         (:meth:`family_factor`); with either, the kernels' ``signatures`` are needed (in the same order)."""
         c = self.calibration
-        out = self.speed_factor * np.maximum(0.0, c["scale"] * np.asarray(predicted_ms, dtype=float)
-                                             + c["per_kernel_ms"])
+        scaled = c["scale"] * np.asarray(predicted_ms, dtype=float)
+        # a negative per-kernel term (kernels profiled in context overlap) never takes a kernel below a tenth of
+        # its scaled prediction: a kernel that runs costs time
+        out = self.speed_factor * np.maximum(0.1 * scaled, scaled + c["per_kernel_ms"])
         trained = self.family_calibration.get("factors") or {}
         if self.adapted or trained:
             if signatures is None or len(signatures) != out.size:
@@ -232,16 +234,18 @@ class LatencyPredictor:
     @property
     def overhead_ms(self) -> float:
         """The fixed per-model time (session run, input/output handling) of the calibration, times
-        :attr:`speed_factor`."""
+        :attr:`speed_factor`; never negative (a negative fit is the overlap of kernels profiled in context)."""
         return (self.speed_factor * self._rest_factor() * self.family_factor("overhead")
-                * float(self.calibration.get("overhead_ms", 0.0)))
+                * max(0.0, float(self.calibration.get("overhead_ms", 0.0))))
 
     def movement_ms(self, copy_elements: Any, nodes: Any) -> Any:
         """Calibrated ms of a model's data movement (elements copied by Concat/Transpose/Split/..., and the
         number of movement nodes); works on numbers and on LArrays of them."""
         c = self.calibration
+        # a negative fitted coefficient (overlap, see hwnas.predict.train.fit_calibration) never subtracts time
         return self.speed_factor * self._rest_factor() * self.family_factor("movement") * (
-            c.get("per_copied_melement_ms", 0.0) * copy_elements / 1e6 + c.get("per_movement_node_ms", 0.0) * nodes)
+            max(0.0, c.get("per_copied_melement_ms", 0.0)) * copy_elements / 1e6
+            + max(0.0, c.get("per_movement_node_ms", 0.0)) * nodes)
 
     def graph_extra_costs(self, graph: Any) -> list[tuple[Any, Any]]:
         """``(op, ms)`` of the data-movement ops of a traced graph (for the cost-table engine)."""
