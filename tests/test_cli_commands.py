@@ -77,6 +77,7 @@ def _best(out: str) -> dict:
 
 
 # -------------------------------------------------------------------------------------------- default suite
+@pytest.mark.slow  # over 4 s: the default suite stays within 6 minutes
 def test_profile_of_a_user_space_file_with_space_arg(work):
     out = _ok(run_hwnas("profile", "--space", "tiny.py:Tiny", "--input", "1,1,8,8", "--space-arg", "classes=5",
                         "--constraint", "params=60", cwd=work))
@@ -92,6 +93,7 @@ def test_profile_of_a_user_space_file_with_space_arg(work):
     assert sorted(p.name for p in work.iterdir()) == ["myscore.py", "scores", "tiny.py"]  # nothing written
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays within 6 minutes
 def test_search_score_from_a_file_on_the_grid_with_a_constraint(work):
     """--score path/file.py:fn, --strategy grid, --constraint: the grid visits all 4 subnets; the best is the
     enumerated optimum among those within the bound (params of the exported subnets)."""
@@ -108,6 +110,7 @@ def test_search_score_from_a_file_on_the_grid_with_a_constraint(work):
     assert (work / "res" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays within 6 minutes
 def test_search_score_from_a_module_at_random_in_min_mode_with_space_arg(work):
     """--score module:fn (a module of the working directory), --strategy random, --mode min, --space-arg."""
     out = _ok(run_hwnas("search", "--space", "tiny.py:Tiny", "--input", "1,1,8,8", "--space-arg", "classes=7",

@@ -132,6 +132,7 @@ def test_nas_guide_runs_with_only_the_imports_changed(tmp_path, monkeypatch):
         assert torch.allclose(back(x), subnet(x), atol=1e-6)
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays within 6 minutes
 def test_pruning_guide_runs_with_only_the_imports_changed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = resnet().eval()
@@ -181,6 +182,7 @@ def test_pruning_guide_runs_with_only_the_imports_changed(tmp_path, monkeypatch)
         assert torch.allclose(deployed(x), restored.eval()(x), atol=1e-6)
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays within 6 minutes
 def test_gradnas_prunes_within_params_budget():
     model = resnet().eval()
     dummy_input = torch.randn(1, 3, SIZE, SIZE)

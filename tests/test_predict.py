@@ -357,8 +357,9 @@ def test_shipped_predictor_reproduces_stored_end_to_end_times_of_held_out_models
 
     def total(pred, i):  # a model's total as LatencyPredictor.model_ms forms it: kernels + movement + overhead
         mv = models[i].get("movement", {})
-        return float(pred.calibrate(raw[owner == i]).sum() + pred.movement_ms(mv.get("copy_elements", 0.0),
-                                                                               mv.get("nodes", 0)) + pred.overhead_ms)
+        own = [s for s, o in zip(sigs, owner) if o == i]
+        return float(pred.calibrate(raw[owner == i], own).sum()
+                     + pred.movement_ms(mv.get("copy_elements", 0.0), mv.get("nodes", 0)) + pred.overhead_ms)
 
     measured = np.array([m["end_to_end_ms"] - m.get("lead_ms", 0.0) for m in models])
     fitted = np.log(np.array([total(shipped, i) for i in range(len(models))]) / measured)

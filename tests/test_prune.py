@@ -119,6 +119,7 @@ def test_prune_fastnas_meets_constraints_and_saves(tmp_path):
         hwnas.prune(model, dummy, {"flops": "50%"}, data)
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays within 6 minutes
 def test_gradnas_scores_sort_channels_by_gradient():
     model, data = resnet(), batches()
 
@@ -149,6 +150,7 @@ def test_gradnas_scores_sort_channels_by_gradient():
     assert num_params(pruned) <= 0.5 * num_params(model)
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays within 6 minutes
 @pytest.mark.parametrize("name", ["densenet121"])
 def test_prune_densenet(name):
     torch.manual_seed(0)

@@ -157,14 +157,12 @@ class LatencyPredictor:
 
     def calibrate(self, predicted_ms: Any, signatures: list[str] | None = None) -> np.ndarray:
         """Kernel predictions (:meth:`predict_signatures`) as calibrated ms: ``speed_factor * max(0.1 * scale *
-        prediction, scale * prediction + per_kernel_ms)``, times the training's factor of each kernel's regressor family
-        (:attr:`family_calibration`) and, when the predictor was adapted, the adaptation's factor of its family
+        prediction, (scale * prediction + per_kernel_ms) * factors)``, the factors being the training's factor of
+        each kernel's regressor family (:attr:`family_calibration`) and, when the predictor was adapted, the adaptation's factor of its family
         (:meth:`family_factor`); with either, the kernels' ``signatures`` are needed (in the same order)."""
         c = self.calibration
         scaled = c["scale"] * np.asarray(predicted_ms, dtype=float)
-        # a negative per-kernel term (kernels profiled in context overlap) never takes a kernel below a tenth of
-        # its scaled prediction: a kernel that runs costs time
-        out = self.speed_factor * np.maximum(0.1 * scaled, scaled + c["per_kernel_ms"])
+        out = scaled + c["per_kernel_ms"]
         trained = self.family_calibration.get("factors") or {}
         if self.adapted or trained:
             if signatures is None or len(signatures) != out.size:
@@ -174,7 +172,9 @@ class LatencyPredictor:
             f = [trained.get(regressor_family(str(s)), 1.0) * self.family_factor(family_of(str(s)))
                  for s in signatures]
             out = out * np.array(f).reshape(out.shape)
-        return out
+        # a negative per-kernel term (kernels profiled in context overlap) or a family factor fitted near 0 never
+        # takes a kernel below a tenth of its scaled prediction: a kernel that runs costs time
+        return self.speed_factor * np.maximum(0.1 * scaled, out)
 
     @property
     def family_calibration(self) -> dict[str, Any]:
