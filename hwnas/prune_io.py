@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from torch import nn
 
 from hwnas.convert.api import as_model, convert
 from hwnas.convert.space import Conversion, ConvertedSpace
-from hwnas.convert.store import ConvertedFileError, _digest, _first_difference, _load
+from hwnas.convert.store import ConvertedFileError, _first_difference, _load, write_weights
 from hwnas.export import export
 
 __all__ = ["save_pruned", "restore_pruned", "export_pruned", "mark_pruned", "is_pruned", "file_format",
@@ -76,20 +75,7 @@ def save_pruned(pruned: nn.Module, path: str | os.PathLike) -> Path:
         recipe = json.dumps(origin)
     except TypeError as e:
         raise TypeError(f"save_pruned: the pruning recipe must be JSON-able: {e}") from e
-    tensors = {k: v.detach().cpu().clone() for k, v in pruned.state_dict().items()}
-    payload = {"format": PRUNED_FORMAT, "version": _VERSION, "recipe": recipe, "state_dict": tensors,
-               "sha256": _digest(recipe, tensors)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_weights(path, PRUNED_FORMAT, _VERSION, recipe, pruned.state_dict())
 
 
 def file_format(path: str | os.PathLike) -> str | None:

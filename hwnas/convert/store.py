@@ -78,8 +78,16 @@ def save(space: ConvertedSpace, path: str | os.PathLike, search_state: dict[str,
     except TypeError as e:
         raise TypeError(f"hwnas.save: the search state must be JSON-able (dicts, lists, strings, numbers): {e}; "
                         "store samples as plain dicts and numbers as int/float.") from e
-    tensors = {k: v.detach().cpu().clone() for k, v in space.state_dict().items()}
-    payload = {"format": FORMAT, "version": VERSION, "recipe": recipe, "state_dict": tensors,
+    return write_weights(path, FORMAT, VERSION, recipe, space.state_dict())
+
+
+def write_weights(path: str | os.PathLike, fmt: str, version: int, recipe: str,
+                  state_dict: dict[str, torch.Tensor]) -> Path:
+    """Write ``{"format", "version", "recipe", "state_dict", "sha256"}`` with ``torch.save`` atomically (a temp
+    file in the same folder, then a rename; no temp file left on any exit). Shared by :func:`save` and
+    :func:`hwnas.prune_io.save_pruned`."""
+    tensors = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
+    payload = {"format": fmt, "version": version, "recipe": recipe, "state_dict": tensors,
                "sha256": _digest(recipe, tensors)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
