@@ -51,6 +51,7 @@ def test_family_fit_recovers_known_factors_and_keeps_unseen_ones_near_the_prior(
     assert all(f >= 0 for f in fit.factors)
 
 
+@pytest.mark.slow  # measures on this host (12-20 s): the default suite stays within 6 minutes
 def test_adapt_writes_a_lut_for_this_host_that_predicts_held_out_subnets(tmp_path, capsys):
     """The shipped digits LUT adapted on this machine (12 measurements, through the CLI) against an independent
     plain steady-state measurement of subnets neither the build nor the adaptation ran, in the same run: the

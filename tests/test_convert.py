@@ -62,7 +62,8 @@ def _check_samples(name: str, n_random: int, tmp_path, onnx: int = 1) -> None:
             hwnas.to_onnx(subnet, x, tmp_path / f"{name}_{i}.onnx")  # runs ONNX Runtime and compares
 
 
-@pytest.mark.parametrize("name", ZOO)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "densenet121" else n
+                                  for n in ZOO])  # densenet121 (10 s): -m slow; its dense blocks in test_prune too
 def test_zoo_model_converts_exactly(name, tmp_path):
     _check_samples(name, 5, tmp_path, onnx=3 if name in ("resnet18", "vit_tiny", "densenet121") else 2)
 

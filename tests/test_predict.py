@@ -506,6 +506,7 @@ def test_a_speed_check_with_a_size_term_scales_each_model_by_its_own_factor(ship
         speed_check(shipped, n=0)
 
 
+@pytest.mark.slow  # measures on this host (12-20 s): the default suite stays within 6 minutes
 def test_cli_predict(tmp_path, capsys):
     from hwnas.cli import main
 
