@@ -40,7 +40,7 @@ from hwnas.hw.device import Device, fingerprint, get_device
 from hwnas.hw.lut import FAMILIES, LUT, LUTError, family_of, now
 
 __all__ = ["adapt", "adapt_lut", "AdaptFit", "fit_families", "family_factors", "family_matrix", "is_predictor",
-           "RIDGES", "PRIORS"]
+           "ridge_factors", "RIDGES", "PRIORS"]
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,9 @@ def family_matrix(lut: LUT, rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray,
     return x[:, keep], [names[j] for j in keep]
 
 
-def _solve(x: np.ndarray, y: np.ndarray, prior: np.ndarray, ridge: float) -> np.ndarray:
-    """Non-negative factors minimising ``sum((x @ f - y) / y)^2 + ridge * sum((f - prior)^2)``."""
+def ridge_factors(x: np.ndarray, y: np.ndarray, prior: np.ndarray, ridge: float) -> np.ndarray:
+    """Non-negative factors minimising ``sum((x @ f - y) / y)^2 + ridge * sum((f - prior)^2)`` (also the
+    predictor's training-time family calibration, :func:`hwnas.predict.train.fit_family_calibration`)."""
     a = np.vstack([x / y[:, None], np.sqrt(ridge) * np.eye(x.shape[1])])
     b = np.concatenate([np.ones_like(y), np.sqrt(ridge) * prior])
     return nnls(a, b)[0]
@@ -100,7 +101,7 @@ def _candidate(x: np.ndarray, y: np.ndarray, prior: str, ridge: float) -> np.nda
     if prior == "one factor":
         return np.full(x.shape[1], _one_factor(x, y))
     base = np.ones(x.shape[1]) * (_one_factor(x, y) if prior == "common" else 1.0)
-    return _solve(x, y, base, ridge)
+    return ridge_factors(x, y, base, ridge)
 
 
 def fit_families(x: np.ndarray, y: np.ndarray, columns: Sequence[str], ridges: Sequence[float] = RIDGES,

@@ -466,7 +466,7 @@ def fit_family_calibration(data: TrainingData, oof: np.ndarray, cal: dict[str, f
         ``{"factors": {family: f}, "rest": f, "ridge", "cv_rmspe", "cv_rmspe_single", "models"}``, or ``{}`` when
         there are fewer than 8 models with an end-to-end time or the factors do not help.
     """
-    from scipy.optimize import nnls
+    from hwnas.hw.adapt import ridge_factors
 
     sigs, _, groups, _ = data.arrays()
     fams = np.array([family_of(s) for s in sigs])
@@ -485,10 +485,10 @@ def fit_family_calibration(data: TrainingData, oof: np.ndarray, cal: dict[str, f
     if len(ys) < 8:
         return {}
     x, y = np.array(rows), np.array(ys)
+    ones = np.ones(x.shape[1])
 
     def fit(xs: np.ndarray, yt: np.ndarray, ridge: float) -> np.ndarray:
-        w, r = 1.0 / yt, np.sqrt(ridge) * np.eye(xs.shape[1])
-        return nnls(np.r_[xs * w[:, None], r], np.r_[yt * w, np.sqrt(ridge) * np.ones(xs.shape[1])])[0]
+        return ridge_factors(xs, yt, ones, ridge)
 
     def loo(ridge: float | None) -> float:
         err = []
