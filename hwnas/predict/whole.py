@@ -252,6 +252,10 @@ def onnx_kernels(path: str | os.PathLike, device: str | Device = "cpu-ort-1t",
         ext = optimized_graph(src, dev.replace(graph_optimization="extended"))
         run = optimized_graph(src, dev) if dev.graph_optimization != "extended" else ext
     shapes = propagate(ext, seed, str(path))
+    if dev.graph_optimization in ("disable", "basic"):
+        # below "extended" ORT keeps nodes the extended fusions remove (a Sigmoid and Mul it would fuse): the
+        # graph it runs is in standard layout, so its own tensors get shapes the same way
+        shapes = {**propagate(run, seed, str(path)), **shapes}
     initializers = {i.name for i in ext.graph.initializer}
     by_output = {o: n for n in ext.graph.node for o in n.output}
     by_name = {n.name: n for n in ext.graph.node if n.name}
