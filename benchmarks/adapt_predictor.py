@@ -110,7 +110,9 @@ def run_target(args, source, rows: list[dict], target: str) -> tuple[list, list,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         direct = predict_latency(readable[0]["path"], device=target, predictor=adapted).total_ms
-    assert abs(direct / preds["adapt"][0] - 1) < 1e-6, (direct, preds["adapt"][0])
+    # the adapted predictor floors each kernel at a tenth of its scaled prediction (hwnas.predict.train); the split
+    # times the factors does not, so the two may differ by a small fraction where a factor is far below 1
+    assert abs(direct / preds["adapt"][0] - 1) < 2e-3, (direct, preds["adapt"][0])
 
     expected = list(total / (2.0 if dev.intra_op_threads > 1 else 1.0))
     each = measure_steady(readable, dev, expected, args.measurements, args.seed)
@@ -187,8 +189,9 @@ def main() -> None:
              f"--source {args.source} --targets {args.targets} --n {args.n} --budget {args.budget:g} --check-n "
              f"{args.check_n} --seed {args.seed}`; host {fp.get('cpu_model')} ({fp.get('cpu_id', '')}), "
              f"{os.cpu_count()} cores, this process on cores {sorted(os.sched_getaffinity(0))}.", "",
-             "**The 'other device' is another ONNX Runtime configuration of the same CPU** (2 intra-op threads "
-             "instead of 1; there is one machine here), not another CPU. Figures from a shared host: noisy.", "",
+             "**The 'other device' is another ONNX Runtime configuration of the same CPU** (cpu-ort-2t: 2 intra-op "
+             "threads instead of 1; cpu-ort-1t-basic: ORT's basic graph level instead of all; there is one machine "
+             "here), not another CPU. Figures from a shared host: noisy.", "",
              f"`uptime` at the start: {start}", ""]
     for target, note in notes.items():
         lines += [f"- {target}: after adapt `{note['load']['after_adapt']}`; after measuring "
