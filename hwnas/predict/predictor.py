@@ -186,7 +186,7 @@ class LatencyPredictor:
 
     @property
     def family_calibration(self) -> dict[str, Any]:
-        """The training's factors per regressor family (:func:`hwnas.predict.train.fit_family_calibration`):
+        """The training's factors per regressor family (:func:`hwnas.predict.calibration.fit_whole_calibration`):
         ``{"factors": {family: f}, "rest": f, ...}``; empty for a predictor trained without them."""
         return self.metadata.get("family_calibration") or {}
 
