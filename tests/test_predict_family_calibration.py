@@ -139,3 +139,18 @@ def test_a_predictor_with_the_fitted_records_predicts_what_was_fitted(small):
                  + fitted.movement_ms(m["movement"].get("copy_elements", 0.0), m["movement"].get("nodes", 0))
                  + fitted.overhead_ms)
         assert total == pytest.approx(m["end_to_end_ms"], rel=0.02)
+
+
+@pytest.mark.slow  # 1-3 min: five folds of the shipped predictor's forests are fitted again
+def test_refit_from_stored_data_reproduces_the_shipped_calibration(tmp_path):
+    """The shipped predictor is what the documented command makes of its stored data (nothing is measured):
+    ``python benchmarks/train_predictor.py --refit <shipped> --out <file>``."""
+    from hwnas.predict.calibration import refit
+
+    shipped = load_predictor(default_predictor_path("cpu-ort-1t"), check_fingerprint=False)
+    again = refit(default_predictor_path("cpu-ort-1t"), tmp_path / "again.skops")
+    assert training_data_path(tmp_path / "again.skops").is_file()
+    for key in ("scale", "per_kernel_ms", "per_copied_melement_ms", "overhead_ms"):
+        assert again.calibration[key] == pytest.approx(shipped.calibration[key], rel=1e-6, abs=1e-12), key
+    assert again.family_calibration["factors"] == pytest.approx(shipped.family_calibration["factors"], rel=1e-5)
+    assert again.metadata["refit"]["command"].startswith("python benchmarks/train_predictor.py --refit")
