@@ -22,9 +22,9 @@ Least squares on relative error (``scipy.optimize.lsq_linear``), each model weig
 whose time is mostly per-run and per-kernel costs; users' models are longer); ``delta`` and the ridge are chosen
 by leave-one-model-out error (weighted RMS of ln(predicted / measured)) among :data:`DELTAS_MS` x :data:`RIDGES`,
 the common factor alone being a candidate too. On the shipped predictor's 43 training models (2026-12-07) this
-chose delta 6 us and ridge 0.003: leave-one-model-out 92% of the 25 models of 2 ms and more within +-10%, 68%
-within +-5% (the two-step calibration before it: 76% and 64%, and 56% / 47% over all 43 models, where this one
-gets 72% / 47% with the choice nested in each fold; see the refit record of the shipped file). The result is stored in the predictor's two records: ``calibration``
+chose delta 6 us and ridge 0.003. Leave-one-model-out with the choice nested in each fold: 92% of the 25 models
+of 2 ms and more within +-10%, 68% within +-5% (the two-step calibration before it: 76% and 64%), and 67% / 44%
+of all 43 models (before: 56% / 47%; RMS percentage error 10.9% against 23.6%). The result is stored in the predictor's two records: ``calibration``
 (``scale`` = the common factor, ``per_kernel_ms`` = -scale * delta, movement, overhead) and
 ``family_calibration`` (``factors`` = each family's factor / scale, ``rest`` = 1), which
 :meth:`hwnas.predict.LatencyPredictor.calibrate` applies as ``factor * max(scale * p + per_kernel_ms, 0.1 * scale
