@@ -44,6 +44,11 @@ Writes benchmarks/results/predictor_accuracy_unseen[_TAG].csv (summary) and ..._
 
     python benchmarks/predictor_accuracy.py --unseen --predictor new.skops --compare predictors/cpu-ort-1t.skops
 
+``--unseen --rescore RUN_models.csv [...]`` measures nothing: the unseen zoo is exported again (the same models,
+seeded) and predicted by ``--predictor`` (and ``--compare``), against the times stored by earlier runs (each
+file, and all of them pooled: the geometric mean of a model's times). Writes
+benchmarks/results/predictor_accuracy_unseen_rescored[_TAG].csv and ..._models.csv.
+
 Targets at 1 thread (issue 5): (a) >= 95% within +-10%, (b) >= 90% within +-10%, with <= 1,500 kernel
 measurements and <= 20 minutes of building.
 """
@@ -217,6 +222,12 @@ UNSEEN_ZOO = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "mob
               "shufflenet_v2_x1_0", "squeezenet1_0", "densenet121", "regnet_x_400mf", "vit_tiny"]
 
 
+def _unseen_names() -> list[str]:
+    import lookalikes
+
+    return [*UNSEEN_ZOO, *lookalikes.LOOKALIKES]
+
+
 def run_unseen(args: argparse.Namespace) -> None:
     """``--unseen``: see the module docstring."""
     import os
@@ -328,6 +339,73 @@ def run_unseen(args: argparse.Namespace) -> None:
     print(f"written: {RESULTS / (tag + '.csv')} and {RESULTS / (tag + '_models.csv')}")
 
 
+def _read_unseen(path: Path) -> dict[str, dict[str, float | str]]:
+    """``{model: {"family", "measured_ms"}}`` of an unseen run's per-model file, every time checked."""
+    out: dict[str, dict[str, float | str]] = {}
+    with path.open(newline="") as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            try:
+                ms = float(row["measured_ms"])
+            except (KeyError, TypeError, ValueError):
+                raise SystemExit(f"{path}: row {i + 2} has no number in column measured_ms (got "
+                                 f"{row.get('measured_ms')!r}); pass a predictor_accuracy_unseen*_models.csv.") from None
+            if not (np.isfinite(ms) and ms > 0) or row.get("model") not in _unseen_names():
+                raise SystemExit(f"{path}: row {i + 2}: expected an unseen zoo model ({', '.join(_unseen_names())}) with "
+                                 f"a finite measured_ms > 0, got {row.get('model')!r} and {ms!r}.")
+            out[row["model"]] = {"family": row["family"], "measured_ms": ms}
+    return out
+
+
+def run_unseen_rescore(args: argparse.Namespace) -> None:
+    """``--unseen --rescore``: see the module docstring."""
+    paths = [args.predictor, *(args.compare or [])]
+    preds = [load_predictor(p, device=args.device) for p in paths]
+    labels = [Path(str(p)).stem if p else "shipped" for p in paths]
+    runs = {Path(r).stem.replace("predictor_accuracy_unseen_", "").replace("_models", ""): _read_unseen(Path(r))
+            for r in args.rescore}
+    with tempfile.TemporaryDirectory(prefix="hwnas-unseen-") as tmp:
+        rows = unseen_models(Path(tmp))
+        for r in rows:
+            r["pred"] = {}
+            for lab, pred in zip(labels, preds):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    r["pred"][lab] = predict_latency(r["path"], device=args.device, predictor=pred).total_ms
+    names = [r["model"] for r in rows]
+    for run, meas in runs.items():
+        if set(meas) != set(names):
+            raise SystemExit(f"run {run}: its models differ from the unseen zoo's: missing "
+                             f"{sorted(set(names) - set(meas))}, extra {sorted(set(meas) - set(names))}.")
+    runs["pooled"] = {n: {"measured_ms": float(np.exp(np.mean([np.log(m[n]["measured_ms"])
+                                                                for k, m in runs.items()])))} for n in names}
+    summary = []
+    for lab in labels:
+        p_all = np.array([r["pred"][lab] for r in rows])
+        for run, meas in runs.items():
+            m_all = np.array([meas[n]["measured_ms"] for n in names])
+            for subset in ("all", "cnn", "transformer"):
+                sel = np.array([subset == "all" or r["family"] == subset for r in rows])
+                st = accuracy_stats(p_all[sel], m_all[sel])
+                summary.append([lab, run, subset, int(sel.sum()), round(st["within_5pct"], 4),
+                                round(st["within_10pct"], 4), round(st["kendall_tau"], 4), round(st["rmspe"], 5),
+                                round(st["mean_err_pct"], 3)])
+    tag = "predictor_accuracy_unseen_rescored" + (f"_{args.tag}" if args.tag else "")
+    write_table(tag, ["predictor", "run", "models", "n", "within_5pct", "within_10pct", "kendall_tau", "rmspe",
+                      "mean_err_pct"], summary)
+    with (RESULTS / f"{tag}_models.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "family", *[f"measured_ms_{run}" for run in runs],
+                    *[f"pred_onnx_ms_{lab}" for lab in labels]])
+        for r in rows:
+            w.writerow([r["model"], r["family"], *[round(m[r["model"]]["measured_ms"], 5) for m in runs.values()],
+                        *[round(r["pred"][lab], 5) for lab in labels]])
+    for row in summary:
+        if row[2] == "all":
+            print(f"  {row[0]:28s} {row[1]:24s} within 10% {100 * row[5]:5.1f}%  within 5% {100 * row[4]:5.1f}%  "
+                  f"tau {row[6]:.3f}  mean error {row[8]:+.2f}%")
+    print(f"written: {RESULTS / (tag + '.csv')} and {RESULTS / (tag + '_models.csv')}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu-ort-1t")
@@ -340,22 +418,26 @@ def main() -> None:
     ap.add_argument("--measurements", type=int, default=2,
                     help="separate measurements of all models (the time is their geometric mean; the retest compares "
                          "the first two)")
-    ap.add_argument("--rescore", metavar="MODELS_CSV", default=None,
+    ap.add_argument("--rescore", metavar="MODELS_CSV", default=None, nargs="+",
                     help="measure nothing: score the models of an earlier run (a predictor_accuracy*_models.csv) "
-                         "again with this hwnas's speed check, into the same name with _rescored for _models")
+                         "again with this hwnas's speed check, into the same name with _rescored for _models; with "
+                         "--unseen, one or more predictor_accuracy_unseen*_models.csv, predicted again")
     ap.add_argument("--unseen", action="store_true", help="the unseen zoo of CNNs and transformers (issue 17)")
     ap.add_argument("--compare", nargs="*", default=None, help="more predictor files scored on the same measurements")
     ap.add_argument("--tag", default="", help="suffix of the result files")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     pin_threads(1)
+    if args.unseen and args.rescore:
+        run_unseen_rescore(args)
+        return
     if args.unseen:
         run_unseen(args)
         return
     pred = load_predictor(args.predictor, device=args.device)
     if args.rescore:
-        tag = Path(args.rescore).stem.replace("_models", "_rescored")
-        summarize(*read_models(Path(args.rescore)), float("nan"), pred.metadata["training"], args.device, 2, tag)
+        tag = Path(args.rescore[0]).stem.replace("_models", "_rescored")
+        summarize(*read_models(Path(args.rescore[0])), float("nan"), pred.metadata["training"], args.device, 2, tag)
         return
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hwnas-pacc-") as tmp:

@@ -4,6 +4,12 @@
 
 (To ship a predictor, train it into hwnas/data/predictors/<device>.skops of the checkout, with its .data.json.)
 
+    python benchmarks/train_predictor.py --refit hwnas/data/predictors/cpu-ort-1t.skops --out refit.skops
+
+refits the whole-model calibration of an existing predictor from its stored training data (<file>.data.json),
+measuring nothing (hwnas.predict.calibration.refit: kernels predicted out of fold, 5 folds of models, the
+calibration chosen by leave-one-model-out); its kernel regressors stay as they are. Under a minute.
+
 Measures random whole training models (hwnas.predict.generator) adaptively: an initial spread, then the
 models whose latency the current predictor is least sure of, until the budget of kernel measurements or the
 target error is reached. Resumable: the measurements go to <out>.data.json after every model; run the same
@@ -40,9 +46,15 @@ def main() -> None:
     ap.add_argument("--e2e-measurements", type=int, default=4,
                     help="separate interleaved end-to-end measurements of the training models (calibration target)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--refit", metavar="PREDICTOR", default=None,
+                    help="measure nothing: fit the whole-model calibration of this predictor (file or shipped name) "
+                         "again from its stored training data, into --out")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     pin_threads(1)
+    if args.refit:
+        refit_only(args)
+        return
     out = args.out or f"{args.device}.skops"
     t0 = time.perf_counter()
     pred = train(args.device, budget=args.budget, path=out, initial=args.initial, batch=args.batch, pool=args.pool,
@@ -71,6 +83,28 @@ def main() -> None:
         round(tr["measuring_minutes"], 3), round(val["model_within_10pct"], 4), round(val["model_rmspe"], 5),
         round(val["kernel_weighted_rmspe"], 5), ";".join(f"{k}={v}" for k, v in tr["regressors"].items())])
     print(f"written: {out} and {path}")
+
+
+def refit_only(args: argparse.Namespace) -> None:
+    """``--refit``: the calibration fitted again from the stored data (see the module docstring)."""
+    from hwnas.predict.calibration import refit
+
+    if not args.out:
+        raise SystemExit("--refit needs --out FILE (the refitted predictor; its training data are copied next to it)")
+    t0 = time.perf_counter()
+    pred = refit(args.refit, args.out)
+    cal, fam = pred.calibration, pred.family_calibration
+    print(f"refitted {args.refit} -> {args.out} in {time.perf_counter() - t0:.1f} s (no measurement)")
+    print(f"calibration: common factor {cal['scale']:.4f}, profiler cost per kernel {1000 * fam['delta_ms']:.1f} us, "
+          f"movement {cal['per_copied_melement_ms']:.4f} ms per million elements copied, overhead "
+          f"{1000 * cal['overhead_ms']:.1f} us; ridge {fam['ridge']}")
+    print("family factors (x common): " + ", ".join(f"{k} {v:.3f}" for k, v in fam["factors"].items()))
+    print(f"models of {fam['full_weight_ms']:g} ms and more, leave-one-model-out: {100 * fam['cv_long_within_10pct']:.1f}% "
+          f"within +-10%, {100 * fam['cv_long_within_5pct']:.1f}% within +-5%")
+    print(f"leave-one-model-out on the {fam['models']} training models: {100 * fam['cv_within_10pct']:.1f}% within "
+          f"+-10%, {100 * fam['cv_within_5pct']:.1f}% within +-5%, RMS log error {100 * fam['cv_rms_log_unweighted']:.2f}% "
+          f"(weighted {100 * fam['cv_rms_log']:.2f}%, common factor alone {100 * fam['cv_rms_log_single']:.2f}%), "
+          f"Kendall tau {fam['cv_kendall_tau']:.3f}")
 
 
 if __name__ == "__main__":

@@ -338,12 +338,16 @@ def test_predict_latency_paths_agree_and_refuse_bad_input(shipped, tmp_path):
 
 def test_shipped_predictor_reproduces_stored_end_to_end_times_of_held_out_models(shipped):
     """Deterministic and host-free: the shipped predictor against the end-to-end times stored with it (real ONNX
-    Runtime measurements of its 47 training models on its build host). The whole-model calibration is fitted again
-    without each fifth of the models and predicts them (the kernel regressors saw their kernels; a held-out refit of
-    the forests takes minutes). Stated bound: RMS of ln(predicted / measured) <= 0.18 and median <= 0.10 held out
-    (the predictor's own 5-fold validation at training reported 14.6% RMS), <= 0.15 RMS with the shipped fit."""
+    Runtime measurements of its training models on its build host). The whole-model calibration
+    (hwnas.predict.calibration, with the shipped choice of per-kernel cost and ridge) is fitted again without each
+    fifth of the models and predicts them (the kernel regressors saw their kernels; a held-out refit of the forests
+    takes minutes). Stated bound: RMS of ln(predicted / measured) <= 0.14 (median <= 0.08) held out and <= 0.11
+    with the shipped fit (0.118 / 0.064 and 0.088 at the refit of 2026-12-07; these in-sample kernel predictions
+    follow their own models' noisy profiles, so they are worse than the out-of-fold ones the calibration is fitted
+    on, whose leave-one-model-out error was 0.086)."""
+    from hwnas.predict.calibration import fit_whole_calibration
     from hwnas.predict.features import model_weight_bytes
-    from hwnas.predict.train import fit_calibration
+    from hwnas.predict.train import TrainingData
 
     models = json.loads(SHIPPED.with_name(SHIPPED.name + ".data.json").read_text())["models"]
     assert len(models) >= 40
@@ -364,14 +368,20 @@ def test_shipped_predictor_reproduces_stored_end_to_end_times_of_held_out_models
     measured = np.array([m["end_to_end_ms"] - m.get("lead_ms", 0.0) for m in models])
     fitted = np.log(np.array([total(shipped, i) for i in range(len(models))]) / measured)
     held = np.empty(len(models))
+    data = TrainingData(SHIPPED.with_name(SHIPPED.name + ".data.json"), shipped.device, {})
+    choice = shipped.family_calibration
     for fold in range(5):
-        cal = fit_calibration([m for i, m in enumerate(models) if i % 5 != fold])
-        other = dataclasses.replace(shipped, calibration=cal)
+        sub = TrainingData(None, shipped.device, {})
+        sub.models = [m for i, m in enumerate(models) if i % 5 != fold]
+        keep = np.array([i % 5 != fold for i in owner])
+        assert len(data.arrays()[0]) == len(raw)  # arrays() keeps every kernel the predictor was given
+        cal, fam = fit_whole_calibration(sub, raw[keep], deltas=(choice["delta_ms"],), ridges=(choice["ridge"],))
+        other = dataclasses.replace(shipped, calibration=cal, metadata={**shipped.metadata, "family_calibration": fam})
         for i in range(fold, len(models), 5):
             held[i] = np.log(total(other, i) / measured[i])
     rms = lambda v: float(np.sqrt(np.mean(v ** 2)))  # noqa: E731
-    assert rms(fitted) <= 0.15, f"shipped fit: RMS {rms(fitted):.3f}, worst {np.abs(fitted).max():.3f}"
-    assert rms(held) <= 0.18 and np.median(np.abs(held)) <= 0.10, \
+    assert rms(fitted) <= 0.11, f"shipped fit: RMS {rms(fitted):.3f}, worst {np.abs(fitted).max():.3f}"
+    assert rms(held) <= 0.14 and np.median(np.abs(held)) <= 0.08, \
         f"held out: RMS {rms(held):.3f}, median {np.median(np.abs(held)):.3f}, worst {np.abs(held).max():.3f}"
     # the whole-model path on one training model (traced, kernels mapped) agrees with its stored kernels' sum
     i = int(np.argmin([m["end_to_end_ms"] for m in models]))

@@ -253,3 +253,37 @@ def test_adapt_undoes_known_family_distortions_with_real_measurements(tmp_path, 
             break
     assert err_new <= tol, f"adapted median error {err_new:.3f} > {tol:.3f} (spread {spread:.4f})"
     assert err_new < err_old, f"adapted {err_new:.3f} not closer than the distorted source {err_old:.3f}"
+
+
+def test_an_adapted_predictor_filling_lut_gaps_applies_its_family_factors(small):
+    """A predictor adapted to this machine fills a LUT's gaps at this machine's speed: each gap kernel costs the
+    unadapted fill times the adaptation's factor of its family (recovered from synthetic measurements under KNOWN
+    factors), and the LUT's own kernels do not change."""
+    import torch
+
+    import hwnas
+    from hwnas.hw.lut import LUT
+
+    adapted = adapt_from_measurements(small, "cpu-ort-1t", *_synthetic(24))
+    space = hwnas.spaces.create("digits").eval()
+    x = torch.randn(1, 1, 8, 8)
+    full = hwnas.LatencyProfiler(space, x, lut="digits")
+    partial = LUT.load("digits")
+    sample = space.random_sample(0)
+    sample_sigs = [s for _, s, _ in full.kernel_costs(sample)]
+    dropped = sorted(set(sample_sigs))[:6]
+    for d in dropped:
+        del partial.entries[d]
+    plain = hwnas.LatencyProfiler(space, x, lut=partial, predictor=small, graph=full.graph)
+    moved = hwnas.LatencyProfiler(space, x, lut=partial, predictor=adapted, graph=full.graph)
+    assert plain.predicted == moved.predicted == set(dropped)
+    families = {family_of(s) for s in dropped}
+    assert len(families) >= 2, families  # factors of more than one family are checked
+    for (_, sig, a), (_, sig_b, b) in zip(plain.kernel_costs(sample), moved.kernel_costs(sample)):
+        assert sig == sig_b
+        want = a * KNOWN[family_of(sig)] if sig in dropped else a
+        assert b == pytest.approx(want, rel=0.05), sig
+        if sig in dropped:  # the factor itself, not the source's unit cost
+            assert b / a == pytest.approx(adapted.family_factor(family_of(sig)), rel=1e-9)
+    assert moved.profile(sample) - plain.profile(sample) == pytest.approx(
+        sum((KNOWN[family_of(s)] - 1) * a for _, s, a in plain.kernel_costs(sample) if s in dropped), rel=0.05)

@@ -84,8 +84,7 @@ def family_matrix(lut: LUT, rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray,
 
 
 def ridge_factors(x: np.ndarray, y: np.ndarray, prior: np.ndarray, ridge: float) -> np.ndarray:
-    """Non-negative factors minimising ``sum((x @ f - y) / y)^2 + ridge * sum((f - prior)^2)`` (also the
-    predictor's training-time family calibration, :func:`hwnas.predict.train.fit_family_calibration`)."""
+    """Non-negative factors minimising ``sum((x @ f - y) / y)^2 + ridge * sum((f - prior)^2)``."""
     a = np.vstack([x / y[:, None], np.sqrt(ridge) * np.eye(x.shape[1])])
     b = np.concatenate([np.ones_like(y), np.sqrt(ridge) * prior])
     return nnls(a, b)[0]

@@ -159,7 +159,15 @@ class LatencyProfiler(Profiler):
             return np.asarray(self.predictor.kernel_costs_ms(signatures, **ctx), dtype=float)
         c = self.lut.calibration
         raw = np.asarray(self.predictor.predict_signatures(signatures, **ctx), dtype=float)
-        family = np.array([self.lut.family_scale(s) for s in signatures]) if self.lut.adapted else 1.0
+        # the raw predictions are at the predictor's training machine: a predictor adapted to this machine carries
+        # its own factors per family (hwnas adapt), which apply instead of an adapted LUT's (those carry the LUT's
+        # entries, built elsewhere)
+        if getattr(self.predictor, "adapted", None):
+            family = np.asarray(self.predictor.adapted_factors(signatures), dtype=float)
+        elif self.lut.adapted:
+            family = np.array([self.lut.family_scale(s) for s in signatures])
+        else:
+            family = 1.0
         return self.lut.speed_factor * family * (c["scale"] * raw + c.get("per_node_ms", 0.0))
 
     def _input_shape(self) -> tuple:

@@ -47,6 +47,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 from sklearn.linear_model import RidgeCV
+from sklearn.metrics import root_mean_squared_error
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -63,8 +64,7 @@ CANDIDATES = ("linear", "forest", "boosting", "linear+forest")
 def weighted_rmspe(pred_ms: np.ndarray, true_ms: np.ndarray) -> float:
     """RMS of the relative error, each kernel weighted by its true time."""
     pred_ms, true_ms = np.asarray(pred_ms, float), np.asarray(true_ms, float)
-    rel = pred_ms / true_ms - 1.0
-    return float(np.sqrt(np.sum(true_ms * rel ** 2) / np.sum(true_ms)))
+    return float(root_mean_squared_error(np.ones_like(true_ms), pred_ms / true_ms, sample_weight=true_ms))
 
 
 def _linear() -> Pipeline:

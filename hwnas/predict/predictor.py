@@ -16,9 +16,11 @@ library versions, and a SHA-256 digest over all of it. Loading
    every other fitted number and the metadata's calibration (:mod:`hwnas.predict.validate`: the digest has no
    key, so an edited file with a recomputed digest is checked on its content).
 
-The whole-model time is ``scale * sum(kernel predictions) + per_kernel_ms * kernels + data movement +
-overhead_ms``, the calibration form of a LUT (:mod:`hwnas.hw.lut`) plus a cost per element copied and per node
-of data movement (:mod:`hwnas.predict.movement`), fitted on the training models' unprofiled end-to-end times.
+The whole-model time is ``sum over kernels of factor[family] * max(scale * prediction + per_kernel_ms, 0.1 *
+scale * prediction) + data movement + overhead_ms``: a factor per kernel family of the regressors, the
+profiler's cost per timed kernel (``per_kernel_ms``, negative), a cost per element copied by data movement
+(:mod:`hwnas.predict.movement`) and a fixed overhead, fitted together on the training models' unprofiled
+end-to-end times (:mod:`hwnas.predict.calibration`, which can refit it from a predictor's stored data).
 A predictor adapted to another machine (:func:`hwnas.predict.adapt`) carries an ``adapted`` record in its metadata:
 ``{"families": {family: factor}, "overhead": factor, "adapted_from": {...}, "measurements": [...]}``; each
 kernel's calibrated cost is multiplied by its family's factor (:func:`hwnas.hw.lut.family_of`: dense, depthwise
@@ -156,29 +158,35 @@ class LatencyPredictor:
         return self.calibrate(self.predict_signatures(signatures, context), signatures)
 
     def calibrate(self, predicted_ms: Any, signatures: list[str] | None = None) -> np.ndarray:
-        """Kernel predictions (:meth:`predict_signatures`) as calibrated ms: ``speed_factor * max(0.1 * scale *
-        prediction, (scale * prediction + per_kernel_ms) * factors)``, the factors being the training's factor of
-        each kernel's regressor family (:attr:`family_calibration`) and, when the predictor was adapted, the adaptation's factor of its family
-        (:meth:`family_factor`); with either, the kernels' ``signatures`` are needed (in the same order)."""
+        """Kernel predictions (:meth:`predict_signatures`) as calibrated ms: ``speed_factor * factors * max(scale *
+        prediction + per_kernel_ms, 0.1 * scale * prediction)``, the factors being the training's factor of each
+        kernel's regressor family (:attr:`family_calibration`, :mod:`hwnas.predict.calibration`) and, when the
+        predictor was adapted, the adaptation's factor of its family (:meth:`adapted_factors`); with either, the
+        kernels' ``signatures`` are needed (in the same order). The per-kernel term (the profiler's cost per timed
+        kernel, negative) never takes a kernel below a tenth of its scaled prediction: a kernel that runs costs
+        time. This is the form the calibration is fitted in."""
         c = self.calibration
         scaled = c["scale"] * np.asarray(predicted_ms, dtype=float)
-        out = scaled + c["per_kernel_ms"]
+        out = np.maximum(scaled + c["per_kernel_ms"], 0.1 * scaled)
         trained = self.family_calibration.get("factors") or {}
         if self.adapted or trained:
             if signatures is None or len(signatures) != out.size:
                 raise PredictorError(f"calibrate: this predictor calibrates each kernel family on its own (training "
                                      f"or hwnas adapt), so it needs the kernels' signatures, one per prediction; got "
                                      f"{'none' if signatures is None else len(signatures)} for {out.size}.")
-            f = [trained.get(regressor_family(str(s)), 1.0) * self.family_factor(family_of(str(s)))
-                 for s in signatures]
-            out = out * np.array(f).reshape(out.shape)
-        # a negative per-kernel term (kernels profiled in context overlap) or a family factor fitted near 0 never
-        # takes a kernel below a tenth of its scaled prediction: a kernel that runs costs time
-        return self.speed_factor * np.maximum(0.1 * scaled, out)
+            f = np.array([trained.get(regressor_family(str(s)), 1.0) for s in signatures])
+            out = out * f.reshape(out.shape) * self.adapted_factors(signatures).reshape(out.shape)
+        return self.speed_factor * out
+
+    def adapted_factors(self, signatures: list[str]) -> np.ndarray:
+        """The adaptation's factor (:meth:`family_factor`) of each kernel's family (:func:`hwnas.hw.lut.family_of`);
+        all 1 for a predictor as trained. A LUT whose gaps this predictor fills applies them too
+        (:class:`hwnas.hw.latency.LatencyProfiler`)."""
+        return np.array([self.family_factor(family_of(str(s))) for s in signatures], dtype=float)
 
     @property
     def family_calibration(self) -> dict[str, Any]:
-        """The training's factors per regressor family (:func:`hwnas.predict.train.fit_family_calibration`):
+        """The training's factors per regressor family (:func:`hwnas.predict.calibration.fit_whole_calibration`):
         ``{"factors": {family: f}, "rest": f, ...}``; empty for a predictor trained without them."""
         return self.metadata.get("family_calibration") or {}
 

@@ -36,7 +36,8 @@ from hwnas.hw.measure import measure_many
 from hwnas.hw.speed import SpeedCheck, fit_level
 from hwnas.io import read_json
 from hwnas.predict.predictor import LatencyPredictor, PredictorError, training_data_path
-from hwnas.predict.train import Reference, export_training_model, measure_interleaved
+from hwnas.predict.train import DATA_FORMAT, Reference, export_training_model, measure_interleaved
+from hwnas.predict.validate import DATA_FIX, check_training_data
 
 __all__ = ["speed_check", "training_models", "compare_with_training"]
 
@@ -51,21 +52,41 @@ def training_models(predictor: LatencyPredictor) -> list[dict[str, Any]]:
     Raises:
         PredictorError: the predictor has no file, or its training data are not next to it.
     """
-    measured = [m for m in predictor.adapted.get("measurements", []) if m.get("config")]
+    record = predictor.adapted.get("measurements", []) if predictor.adapted else []
+    if not isinstance(record, list):
+        raise PredictorError(f"predictor {str(predictor.path or '')!r}: its adaptation record's \"measurements\" is "
+                             f"a {type(record).__name__}, expected a list of {{\"config\": {{...}}, \"measured_ms\": "
+                             "ms > 0}. Adapt the source predictor again (hwnas adapt).")
+    measured = [m for m in record if isinstance(m, dict) and m.get("config")]
+    for i, m in enumerate(measured):
+        if not isinstance(m["config"], dict) or not _positive(m.get("measured_ms")):
+            raise PredictorError(f"predictor {str(predictor.path or '')!r}: adaptation measurement {i} is malformed "
+                                 f"(expected a config object and \"measured_ms\" a finite number > 0, got config "
+                                 f"{type(m['config']).__name__} and measured_ms {m.get('measured_ms')!r}). Adapt the "
+                                 "source predictor again (hwnas adapt).")
     if measured:  # an adapted predictor: the models its adaptation measured on this device, steady
-        return [{"config": m["config"], "end_to_end_ms": m["measured_ms"], "interleaved": True,
+        return [{"config": m["config"], "end_to_end_ms": float(m["measured_ms"]), "interleaved": True,
                  "end_to_end_protocol": "steady"} for m in measured]
     data = training_data_path(predictor.path) if predictor.path is not None else None
     if data is None or not data.is_file():
         raise PredictorError(f"a speed check measures the predictor's training models again, which are listed in "
                              f"its training data, expected at {str(data) if data else '<predictor file>.data.json'!r}; "
                              "that file is not there. Keep the .data.json that train() wrote next to the .skops file.")
-    models = [m for m in read_json(data, "predictor training data").get("models", [])
-              if m.get("interleaved") and m.get("end_to_end_ms")]
+    content = read_json(data, "predictor training data")
+    if not isinstance(content, dict) or content.get("format") != DATA_FORMAT:
+        got = content.get("format") if isinstance(content, dict) else type(content).__name__
+        raise PredictorError(f"{str(data)!r} is not hwnas predictor training data (expected an object with \"format\": "
+                             f"{DATA_FORMAT!r}, got {got!r}). {DATA_FIX}")
+    check_training_data(content, data, PredictorError)  # every time and count is checked before one is used
+    models = [m for m in content["models"] if m.get("interleaved") and m.get("end_to_end_ms")]
     if not models:
         raise PredictorError(f"{str(data)!r} holds no training model with an interleaved end-to-end time; a "
                              "speed check compares against those. Train the predictor again with this hwnas.")
     return models
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v)) and v > 0
 
 
 def compare_with_training(models: list[dict[str, Any]], measured_ms: list[float]) -> SpeedCheck:

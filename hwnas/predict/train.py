@@ -20,8 +20,10 @@
    by one ranged from 0.45x to 1.69x their own profiled kernel sums on the Zen 3 host. These times replace the
    first ones.
 4. Fit the final predictor (per-family regressor chosen by grouped cross-validation), the whole-model
-   calibration (:func:`fit_calibration`) on the interleaved times, the validation errors, and save it with its
-   metadata.
+   calibration on the interleaved times with every kernel predicted out of fold
+   (:func:`hwnas.predict.calibration.fit_whole_calibration`: a factor per kernel family, the profiler's cost per
+   kernel, data movement and overhead, chosen by leave-one-model-out), the validation errors, and save it with
+   its metadata. :func:`hwnas.predict.calibration.refit` does step 4's calibration again from the stored data.
 
 Every measured model is appended to ``<path>.data.json`` (written atomically), so a killed ``train`` resumes
 where it stopped; each kernel time harvested from a profile counts as one kernel measurement against
@@ -34,11 +36,11 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import root_mean_squared_error
 
 from hwnas.hw.device import Device, fingerprint, get_device
 from hwnas.hw.lut import LUTError
@@ -46,15 +48,15 @@ from hwnas.hw.measure import measure, measure_many
 from hwnas.hw.profiling import profile_run
 from hwnas.hw.session import export_onnx
 from hwnas.io import atomic_write_json, read_json
-from hwnas.predict.estimator import KernelLatencyPredictor
-from hwnas.predict.features import family_of, kernel_flops, model_weight_bytes, nchwc_block
+from hwnas.predict.estimator import KernelLatencyPredictor, weighted_rmspe
+from hwnas.predict.features import kernel_flops, model_weight_bytes, nchwc_block
 from hwnas.predict.generator import STYLE_CYCLE, build_model, config_input, random_config
 from hwnas.predict.movement import ONNX_MOVEMENT, movement_of_nodes
 from hwnas.predict.predictor import LatencyPredictor, PredictorError, training_data_path
 from hwnas.predict.validate import DATA_FIX, check_training_data
 from hwnas.predict.whole import onnx_kernels
 
-__all__ = ["train", "model_signatures", "fit_predictor", "fit_calibration", "fit_family_calibration", "calibrated_ms",
+__all__ = ["train", "model_signatures", "fit_predictor", "fit_calibration", "calibrated_ms",
            "validate", "TrainingData", "measure_config", "measure_module", "Reference", "REFERENCE_CONFIG",
            "interleave_training_models", "measure_interleaved", "export_training_model", "charge_by_node"]
 
@@ -446,68 +448,6 @@ def calibrated_ms(cal: dict[str, float], m: dict[str, Any], kernel_sum: float) -
     return float(np.dot(_calib_row(m, kernel_sum), [cal.get(k, 0.0) for k in keys]))
 
 
-FAMILY_RIDGES = (10.0, 1.0, 0.3, 0.1, 0.03, 0.01)
-
-
-def fit_family_calibration(data: TrainingData, oof: np.ndarray, cal: dict[str, float],
-                           ridges: Sequence[float] = FAMILY_RIDGES) -> dict[str, Any]:
-    """One factor per kernel family of the predictor (:func:`hwnas.predict.features.family_of`) on top of the
-    calibration ``cal``, and one for the rest (data movement and overhead), fitted on the training models'
-    end-to-end times with their kernels predicted out of fold (``oof``, from :func:`validate`): in-sample
-    predictions of the trees fit their own kernels too closely to show a family's bias on kernels never seen.
-
-    Non-negative least squares on relative error with a ridge towards 1 (every factor 1 is the single-scale
-    calibration), the ridge chosen by leave-one-model-out error among ``ridges``; the factors are kept only if
-    that error beats the single-scale calibration's. On the 42-model training set of 2026-12-07 the choice was
-    0.01 (leave-one-out RMSPE 10.7% against 12.0%): depthwise convolutions and attention products 1.4-1.5x the
-    single scale, elementwise kernels 0.72x.
-
-    Returns:
-        ``{"factors": {family: f}, "rest": f, "ridge", "cv_rmspe", "cv_rmspe_single", "models"}``, or ``{}`` when
-        there are fewer than 8 models with an end-to-end time or the factors do not help.
-    """
-    from hwnas.hw.adapt import ridge_factors
-
-    sigs, _, groups, _ = data.arrays()
-    fams = np.array([family_of(s) for s in sigs])
-    names = sorted(set(fams.tolist()))
-    rows, ys = [], []
-    for i, m in enumerate(data.models):
-        if not m.get("end_to_end_ms"):
-            continue
-        sel = groups == i
-        kern = cal["scale"] * oof[sel] + cal["per_kernel_ms"]
-        mv = m.get("movement", {})
-        rest = (cal.get("per_copied_melement_ms", 0.0) * mv.get("copy_elements", 0.0) / 1e6
-                + cal.get("per_movement_node_ms", 0.0) * mv.get("nodes", 0) + cal.get("overhead_ms", 0.0))
-        rows.append([float(kern[fams[sel] == f].sum()) for f in names] + [rest])
-        ys.append(m["end_to_end_ms"] - m.get("lead_ms", 0.0))
-    if len(ys) < 8:
-        return {}
-    x, y = np.array(rows), np.array(ys)
-    ones = np.ones(x.shape[1])
-
-    def fit(xs: np.ndarray, yt: np.ndarray, ridge: float) -> np.ndarray:
-        return ridge_factors(xs, yt, ones, ridge)
-
-    def loo(ridge: float | None) -> float:
-        err = []
-        for i in range(len(y)):
-            keep = np.arange(len(y)) != i
-            f = np.ones(x.shape[1]) if ridge is None else fit(x[keep], y[keep], ridge)
-            err.append(float(x[i] @ f / y[i] - 1))
-        return float(np.sqrt(np.mean(np.square(err))))
-
-    single = loo(None)
-    cv = {r: loo(r) for r in ridges}
-    best = min(cv, key=cv.get)
-    if cv[best] >= single:
-        return {}
-    f = fit(x, y, best)
-    return {"factors": {n: round(float(v), 6) for n, v in zip(names, f[:-1])}, "rest": round(float(f[-1]), 6),
-            "ridge": best, "cv_rmspe": round(cv[best], 6), "cv_rmspe_single": round(single, 6), "models": len(y)}
-
-
 def fit_predictor(data: TrainingData, **params: Any) -> KernelLatencyPredictor:
     sigs, ms, groups, ctx = data.arrays()
     params.setdefault("nchwc_block", nchwc_block(data.fingerprint))
@@ -543,9 +483,9 @@ def validate(data: TrainingData, folds: int = 5, oof_out: list | None = None, **
         oof_out.append(oof)
     rel_k = oof / ms - 1
     rel_m = np.array(model_pred) / np.array(model_true) - 1
-    return {"kernel_weighted_rmspe": float(np.sqrt(np.sum(ms * rel_k ** 2) / ms.sum())),
+    return {"kernel_weighted_rmspe": weighted_rmspe(oof, ms),
             "kernel_median_abs_err": float(np.median(np.abs(rel_k))),
-            "model_rmspe": float(np.sqrt(np.mean(rel_m ** 2))),
+            "model_rmspe": float(root_mean_squared_error(np.zeros_like(rel_m), rel_m)),
             "model_within_5pct": float(np.mean(np.abs(rel_m) <= 0.05)),
             "model_within_10pct": float(np.mean(np.abs(rel_m) <= 0.10)),
             "models": int(len(rel_m)), "folds": int(k)}
@@ -687,8 +627,11 @@ def train(device: str | Device = "cpu-ort-1t", budget: int = 1500, path: str | o
     est = fit_predictor(data, **params)
     oof: list = []
     validation = validate(data, oof_out=oof, **{**params, "candidates": dict(est.choice_)})
-    calibration = fit_calibration(data.models)
-    family_calibration = fit_family_calibration(data, oof[0], calibration) if oof else {}
+    calibration, family_calibration = fit_calibration(data.models), {}
+    if oof and sum(1 for m in data.models if m.get("end_to_end_ms")) >= 8:
+        from hwnas.predict.calibration import fit_whole_calibration
+
+        calibration, family_calibration = fit_whole_calibration(data, oof[0])
     fit_minutes = (time.perf_counter() - t_fit) / 60
     sigs = data.arrays()[0]
     meta = {"fingerprint": data.fingerprint,
