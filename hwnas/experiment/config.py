@@ -133,9 +133,12 @@ def _named(kind: str, name: Any, where: tuple, problems: list) -> Any:
         problems.append((path_text(where), f"expected the name of a {k.singular} (a string, one of {k.names()}), "
                                            f"got {name!r} ({type(name).__name__})"))
         return None
-    if not k.has(name) and ":" not in name:
+    if not k.has(name) and (":" not in name or not k.importable):
+        how = ", or 'module:attr' of your own" if k.importable else (
+            " (register your own with hwnas.hw.device.register_device or a device file, docs/devices.md)"
+            if kind == "devices" else "")
         problems.append((path_text(where), f"no {k.singular} named {name!r}{_near(name, k.names())}; one of "
-                                           f"{k.names()}, or 'module:attr' of your own"))
+                                           f"{k.names()}{how}"))
         return None
     try:
         return k.get(name)
@@ -180,7 +183,8 @@ def _check_values(entry: Any, params: dict, where: tuple, problems: list, bind: 
             obj.bind({"a": (0, 1), "b": (0, 1, 2)}, 0)
     except (ValueError, TypeError) as e:
         text = str(e)
-        key = next((k for k in params if k in text), None)
+        found = sorted((text.find(k), k) for k in params if k in text)  # the key the message names first
+        key = found[0][1] if found else None
         problems.append((path_text(where + ((key,) if key else ())), text))
 
 
@@ -253,9 +257,13 @@ def _resolve_device(device: dict, problems: list) -> None:
 
     if not registry.kind("devices").has(device["name"]) and not device["name"].startswith("remote:"):
         _named("devices", device["name"], ("device", "name"), problems)
+        return
     if device["lut"] is not None and device["build"] is None:
-        path = resolve_lut(device["lut"], device["name"])
-        if not path.is_file():
+        try:
+            found = resolve_lut(device["lut"], device["name"]).is_file()
+        except (FileNotFoundError, KeyError, ValueError):
+            found = False
+        if not found:
             shipped = [a.name for a in list_artifacts("lut")]
             problems.append(("device.lut", f"{device['lut']!r} is neither a file nor a shipped LUT"
                                            f"{_near(device['lut'], shipped)}; shipped: {shipped} (or add "
@@ -270,6 +278,9 @@ def resolve(raw: dict[str, Any], source: str = "experiment config") -> dict[str,
     """
     if not isinstance(raw, dict):
         raise ConfigError([("", f"expected a mapping of keys, got {type(raw).__name__}")], source)
+    if raw.get("pipeline", "search") not in ("search", "demo"):
+        raise ConfigError([("pipeline", f"expected 'search' (the default) or 'demo' (hwnas demo), got "
+                                        f"{raw['pipeline']!r}{_near(raw['pipeline'], ['search', 'demo'])}")], source)
     if raw.get("pipeline", "search") == "demo":
         m, problems = validate(DemoConfig, raw)
         if problems:
@@ -292,13 +303,14 @@ def resolve(raw: dict[str, Any], source: str = "experiment config") -> dict[str,
         elif not isinstance(bound, str) and not bound > 0:
             problems.append((f"constraints.{metric}", f"expected a positive bound, got {bound!r}"))
     oneshot, out["strategy"] = _resolve_strategy(out["strategy"], metrics, problems)
+    ev_name = out["evaluator"].get("name")
+    if out["strategy"] is not None and isinstance(ev_name, str) and oneshot != (ev_name == ONESHOT_ESTIMATOR):
+        problems.append(("evaluator.name", f"a one-shot strategy trains with the evaluator {ONESHOT_ESTIMATOR!r}, a "
+                                           f"multi-trial one scores with another (supernet, metric, function); got "
+                                           f"{ev_name!r} with strategy {out['strategy']['name']!r}"))
+        raise ConfigError(problems, source)
     entry, ev = _block("estimators", out["evaluator"], ("evaluator",), problems)
     if ev is not None:
-        if oneshot != (ev["name"] == ONESHOT_ESTIMATOR):
-            problems.append(("evaluator.name", f"a one-shot strategy trains with the evaluator "
-                                               f"{ONESHOT_ESTIMATOR!r}, a multi-trial one scores with another "
-                                               f"(supernet, metric, function); got {ev['name']!r} with strategy "
-                                               f"{raw['strategy'].get('name')!r}"))
         if "data" in ev:
             _named("datasets", ev["data"]["name"], ("evaluator", "data", "name"), problems)
         if "metric" in ev:
