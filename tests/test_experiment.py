@@ -283,7 +283,7 @@ def test_interrupted_run_resumes_from_the_search_checkpoint(tmp_path, monkeypatc
 
 
 def test_oneshot_darts_with_expected_latency_penalty(tmp_path):
-    result = run(preset="digits_darts", overrides=["evaluator.epochs=1", "evaluator.warmup_epochs=0"],
+    result = run(preset="digits_darts", overrides=["evaluator.epochs=1", "evaluator.warmup_epochs=0", "evaluator.batch_size=256"],
                  output=tmp_path, progress=False)
     space = hwnas.spaces.create("digits")
     assert sorted(result.best_sample) == sorted(space.choices())
