@@ -102,6 +102,8 @@ BAD = [  # (raw config, key path named, words the message must hold)
      "strategy.penalty.name", ["'sample'", "'expectation'"]),
     (_with(strategy__penalty={"name": "sample", "metric": "latency_ms"}), "strategy.penalty.baseline",
      ["missing"]),
+    (_with(strategy__penalty={"name": "sample", "metric": "flops", "baseline": "50%", "nonlinear": "relu"}),
+     "strategy.penalty.nonlinear", ["'positive'", "'relu'"]),
     (_with(space__name="digit"), "space.name", ["did you mean 'digits'"]),
     (_with(space__convert={"model": "resnet18"}), "space", ["exactly one of 'name'", "both"]),
     (_with(space__input_shape=[1, 0, 8, 8]), "space", ["input_shape must be positive", "[1, 0, 8, 8]"]),
@@ -318,6 +320,42 @@ def test_user_registered_strategy_from_yaml(tmp_path):
         assert result.best_score == max(t.metrics["params"] for t in result.history)
     finally:
         registry.kind("strategies").table.pop("t_counting", None)
+
+
+DATA = '''
+import torch
+from hwnas.demo import load_digits_data
+
+def small_digits(n=300):
+    d = load_digits_data()
+    return {"x_train": d.x_train[:n], "y_train": d.y_train[:n], "x_val": d.x_val[:100], "y_val": d.y_val[:100]}
+'''
+
+
+def test_converted_model_and_user_data_function(tmp_path):
+    """space.convert of a zoo model, and a data set given as path/file.py:function (a 300-image slice)."""
+    from hwnas import zoo
+
+    (tmp_path / "mydata.py").write_text(DATA)
+    cfg = {"space": {"convert": {"model": "resnet18", "model_args": {"num_classes": 10}}, "input_shape": [1, 3, 32, 32]},
+           "constraints": {"flops": "50%"}, "strategy": {"name": "random", "trials": 4},
+           "evaluator": {"name": "metric", "metric": "params"}, "exports": ["arch", "weights"], "reports": ["summary"]}
+    result = run(cfg, output=tmp_path / "conv", progress=False)
+    torch.manual_seed(0)
+    space = hwnas.convert(zoo.create("resnet18", num_classes=10).eval(), torch.zeros(1, 3, 32, 32))
+    subnet = hwnas.export(space, result.best_sample)  # the same space converted by hand: an independent count
+    assert result.best_metrics["params"] == sum(p.numel() for p in subnet.parameters())
+    assert result.best_metrics["flops"] <= result.search.constraints[0].bound
+    state = torch.load(tmp_path / "conv" / "best_subnet.pt", weights_only=True)
+    assert {k: tuple(v.shape) for k, v in state.items()} == {k: tuple(v.shape) for k, v in subnet.state_dict().items()}
+
+    digits = copy.deepcopy(TINY)
+    digits["evaluator"]["data"] = {"name": f"{tmp_path / 'mydata.py'}:small_digits", "args": {"n": 200}}
+    digits["strategy"].update(trials=3, population_size=3, sample_size=2)
+    digits.update(exports=["arch"], reports=["summary"])
+    result = run(digits, output=tmp_path / "data", progress=False)
+    assert len(result.history) == 3 and 0.0 <= result.best_score <= 1.0
+    assert result.config["evaluator"]["data"]["args"] == {"n": 200}
 
 
 # ------------------------------------------------------------------------------------------------ slow

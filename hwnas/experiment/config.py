@@ -102,16 +102,27 @@ def apply_overrides(raw: dict[str, Any], items: Sequence[str]) -> dict[str, Any]
             value = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError([(key, f"--set value {text!r} is not YAML ({e})")], "--set") from None
-        node = out
-        for i, part in enumerate(parts[:-1]):
-            nxt = node.get(part) if isinstance(node, dict) else None
-            if nxt is None:
-                nxt = node[part] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError([(".".join(parts[:i + 1]), f"--set {item!r}: this key holds {nxt!r}, not a mapping")],
+        node: Any = out
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError([(".".join(parts[:i]), f"--set {item!r}: this key holds a list of {len(node)}; "
+                                                             f"index it with 0 to {len(node) - 1}")], "--set")
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError([(".".join(parts[:i]), f"--set {item!r}: this key holds {node!r}, not a mapping")],
                                   "--set")
-            node = nxt
-        node[parts[-1]] = value
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
     return out
 
 
@@ -212,6 +223,11 @@ def _resolve_strategy(block: Any, metrics: list[str], problems: list) -> tuple[b
         pentry, pen = _block("penalties", d["penalty"], where + ("penalty",), problems, **metric_field)
         if pen is not None:
             _metric_known(pen["metric"], metrics, where + ("penalty", "metric"), problems)
+            probe = {k: v for k, v in pen.items() if k not in ("name", "metric")}
+            if isinstance(probe.get("baseline"), str) and probe["baseline"].endswith("%"):
+                probe["baseline"] = 1.0  # a percentage needs the space; its form is checked when the run starts
+            _check_values(lambda **kw: pentry(profiler=_Probe(), **kw), probe, where + ("penalty",), problems,
+                          bind=False)
             want = getattr(entry, "penalty_kind", None) if oneshot else registry.get("penalties", "sample")
             if want is not None and inspect.isclass(pentry) and not issubclass(pentry, want):
                 fits = [n for n in registry.names("penalties") if issubclass(registry.get("penalties", n), want)]
@@ -231,6 +247,18 @@ def _resolve_strategy(block: Any, metrics: list[str], problems: list) -> tuple[b
         filters.append(fd)
     d["filter"] = filters
     return oneshot, d
+
+
+class _Probe:
+    """A stand-in profiler, so that a penalty's own checks (nonlinear, aggregate, scale) run before the space."""
+
+    metric = "probe"
+
+    def profile(self, sample: Any) -> float:
+        return 1.0
+
+    def expectation(self, probs: Any) -> float:
+        return 1.0
 
 
 def _metric_known(metric: str, metrics: list[str], where: tuple, problems: list) -> None:

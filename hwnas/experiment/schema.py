@@ -176,7 +176,7 @@ def params_model(entry: Any, label: str, extra: dict[str, Any] | None = None,
             continue
         default = ... if p.default is p.empty else p.default
         fields[pname] = (hints.get(pname, Any), default)
-    fields.update(extra)
+    fields.update(extra or {})
     return create_model(f"{label}_config", __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
                         **fields)
 
