@@ -63,7 +63,7 @@ def create(name: str, **kwargs) -> Space:
 
 def input_shape(name: str) -> tuple[int, ...]:
     """The input shape (batch first) that the space ``name`` was registered with; :data:`DEFAULT_INPUT_SHAPE`
-    for a space given as ``"module:attr"``.
+    for a space given as ``"module:attr"`` or registered with ``hwnas.registry.register("spaces", name)``.
 
     Example:
         >>> import hwnas
@@ -72,7 +72,7 @@ def input_shape(name: str) -> tuple[int, ...]:
     """
     if name in _INPUTS:
         return _INPUTS[name]
-    if ":" in name:
+    if ":" in name or name in _SPACES:  # module:attr, or registered through hwnas.registry without a shape
         return DEFAULT_INPUT_SHAPE
     raise _unknown(name)
 
