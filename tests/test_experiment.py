@@ -171,7 +171,8 @@ def test_every_preset_resolves_and_print_config_is_the_resolved_config(capsys):
 
 
 # ------------------------------------------------------------------------------------------- running
-SMALL = ["evaluator.epochs=1", "strategy.trials=6", "strategy.population_size=4", "strategy.sample_size=2"]
+SMALL = ["evaluator.epochs=1", "evaluator.batch_size=128", "strategy.trials=6", "strategy.population_size=4",
+         "strategy.sample_size=2"]
 
 
 def _python_api_run(seed: int = 0):
@@ -196,7 +197,7 @@ def _python_api_run(seed: int = 0):
         profilers = hwnas.search.build_profilers(space, x)
         profilers["latency_ms"] = hwnas.LatencyProfiler(space, x, lut=hwnas.artifacts.resolve_lut("digits_cpu-ort-1t"),
                                                         graph=profilers["flops"].graph)
-        train = TB(data.x_train, data.y_train, 32, shuffle=True, seed=seed)
+        train = TB(data.x_train, data.y_train, 128, shuffle=True, seed=seed)
         opt = torch.optim.SGD(space.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-5)
         SupernetTrainer(space, opt, sampling="sandwich", num_random=1, distill=True, seed=seed).fit(
             train, 1, progress=False)
