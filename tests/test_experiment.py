@@ -285,8 +285,8 @@ def test_interrupted_run_resumes_from_the_search_checkpoint(tmp_path, monkeypatc
 
 
 def test_oneshot_darts_with_expected_latency_penalty(tmp_path):
-    result = run(preset="digits_darts", overrides=["evaluator.epochs=1", "evaluator.warmup_epochs=0", "evaluator.batch_size=256"],
-                 output=tmp_path, progress=False)
+    overrides = ["evaluator.epochs=1", "evaluator.warmup_epochs=0", "evaluator.batch_size=256"]
+    result = run(preset="digits_darts", overrides=overrides, output=tmp_path, progress=False)
     space = hwnas.spaces.create("digits")
     assert sorted(result.best_sample) == sorted(space.choices())
     subnet = hwnas.export(space, result.best_sample)
@@ -295,6 +295,9 @@ def test_oneshot_darts_with_expected_latency_penalty(tmp_path):
     for name in ("best_arch.json", "best.onnx", "history.csv", "best_latency_layers.csv", "summary.json"):
         assert (tmp_path / name).is_file(), name
     assert 0.0 <= result.best_score <= 1.0
+    again = run(preset="digits_darts", overrides=overrides, output=tmp_path, progress=False)  # nothing left to train
+    assert again.resumed and again.best_sample == result.best_sample
+    assert again.best_score == result.best_score  # scored again with the weights loaded from supernet.pt
 
 
 def test_user_registered_strategy_from_yaml(tmp_path):
