@@ -153,6 +153,8 @@ def test_yaml_errors_duplicate_keys_and_set_paths(tmp_path):
         resolve_config(preset="digits_tiny", overrides=["strategy.population_size=[1, 2]"])
     with pytest.raises(ConfigError, match="did you mean 'digits_tiny'"):
         resolve_config(preset="digits_tin")
+    cfg = resolve_config(preset="digits_tiny", overrides=["constraints.flops=3e6", "strategy.filter.0.min=10%"])
+    assert cfg["constraints"]["flops"] == 3e6 and cfg["strategy"]["filter"][0]["min"] == "10%"  # YAML 1.1 reads 3e6 as text
 
 
 def test_every_preset_resolves_and_print_config_is_the_resolved_config(capsys):

@@ -223,6 +223,7 @@ def _resolve_strategy(block: Any, metrics: list[str], problems: list) -> tuple[b
         pentry, pen = _block("penalties", d["penalty"], where + ("penalty",), problems, **metric_field)
         if pen is not None:
             _metric_known(pen["metric"], metrics, where + ("penalty", "metric"), problems)
+            pen["baseline"] = _number_text(pen.get("baseline"))
             probe = {k: v for k, v in pen.items() if k not in ("name", "metric")}
             if isinstance(probe.get("baseline"), str) and probe["baseline"].endswith("%"):
                 probe["baseline"] = 1.0  # a percentage needs the space; its form is checked when the run starts
@@ -244,6 +245,8 @@ def _resolve_strategy(block: Any, metrics: list[str], problems: list) -> tuple[b
                                                                          f"of {metrics}"))
         elif fd is not None and fd.get("metric") is not None:
             _metric_known(fd["metric"], metrics, where + ("filter", i, "metric"), problems)
+        if fd is not None:
+            fd.update({k: _number_text(fd[k]) for k in ("min", "max") if k in fd})
         filters.append(fd)
     d["filter"] = filters
     return oneshot, d
@@ -323,7 +326,8 @@ def resolve(raw: dict[str, Any], source: str = "experiment config") -> dict[str,
     _resolve_device(out["device"], problems)
     dev = out["device"]
     metrics = ["flops", "params"] + (["latency_ms"] if dev["lut"] or dev["predictor"] else [])
-    for metric, bound in out["constraints"].items():
+    for metric, bound in list(out["constraints"].items()):
+        bound = out["constraints"][metric] = _number_text(bound)
         _metric_known(metric, metrics, ("constraints", metric), problems)
         if isinstance(bound, str) and not (bound.endswith("%") and _is_number(bound[:-1])):
             problems.append((f"constraints.{metric}", f"expected a number or a percentage of the largest subnet "
@@ -349,6 +353,11 @@ def resolve(raw: dict[str, Any], source: str = "experiment config") -> dict[str,
     if problems:
         raise ConfigError(problems, source)
     return out
+
+
+def _number_text(value: Any) -> Any:
+    """``"3e6"`` (which YAML 1.1 reads as a string) as the number 3e6; anything else as it is."""
+    return float(value) if isinstance(value, str) and _is_number(value) else value
 
 
 def _is_number(text: str) -> bool:
