@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_parsers(sub)
     _add_adapt_parser(sub)
     _add_device_parser(sub)
+    from hwnas.experiment.cli import add_run_parser
+
+    add_run_parser(sub)  # hwnas run (issue 24); the implementation is in hwnas.experiment
     return p
 
 
@@ -286,6 +289,10 @@ def _run(args) -> int:
         return _predict(args)
     if args.command == "adapt":
         return _adapt(args)
+    if args.command == "run":
+        from hwnas.experiment.cli import run_command
+
+        return run_command(args)
     return 1  # pragma: no cover
 
 

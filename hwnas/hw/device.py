@@ -38,6 +38,9 @@ from typing import Any
 
 import onnxruntime as ort
 
+from hwnas import registry as _registry
+from hwnas.registry import closest as _closest
+
 __all__ = [
     "OPSET",
     "GRAPH_OPTIMIZATION_LEVELS",
@@ -258,7 +261,18 @@ def check_provider(provider: str, device_name: str = "") -> None:
     )
 
 
-_REGISTRY: dict[str, Device] = {}
+def _unknown_device(name: str) -> KeyError:
+    near = _closest(name, sorted(_REGISTRY))
+    return KeyError(
+        f"Unknown device {name!r}. Known devices: {list_devices()}. "
+        + (f"Did you mean {' or '.join(repr(n) for n in near)}? " if near else "")
+        + f"Register it first with register_device(Device({name!r}, ...))."
+    )
+
+
+# The kind "devices" of hwnas.registry (hwnas.registry.build("devices", name)); its table is _REGISTRY.
+_KIND = _registry.kind("devices").configure(unknown=_unknown_device)
+_REGISTRY: dict[str, Device] = _KIND.table
 
 #: Keyword aliases that :func:`register_device` accepts.
 _ALIASES = {"threads": "intra_op_threads", "inter_threads": "inter_op_threads"}
@@ -296,7 +310,7 @@ def register_device(device: Device | str, overwrite: bool = False, **fields: Any
             f"A device named {device.name!r} is already registered ({_REGISTRY[device.name]}). "
             f"Choose another name, or pass overwrite=True to replace it."
         )
-    _REGISTRY[device.name] = device
+    _KIND.register(device.name, device, replace=True)
     return device
 
 
@@ -314,13 +328,7 @@ def get_device(name_or_device: str | Device) -> Device:
         from hwnas.hw.remote import connect
 
         return connect(name_or_device[len("remote:"):])
-    try:
-        return _REGISTRY[name_or_device]
-    except KeyError:
-        raise KeyError(
-            f"Unknown device {name_or_device!r}. Known devices: {list_devices()}. "
-            f"Register it first with register_device(Device({name_or_device!r}, ...))."
-        ) from None
+    return _KIND.get(name_or_device)
 
 
 #: Fields that may differ between the members of a device pool (the rest is the configuration they share).

@@ -16,6 +16,9 @@ Example:
     >>> model = zoo.create("mobilenet_v3_small", num_classes=10).eval()
     >>> model(torch.zeros(1, 3, 160, 160)).shape
     torch.Size([1, 10])
+
+The zoo's table is the kind ``"models"`` of :mod:`hwnas.registry` (``hwnas.registry.build("models", "resnet18",
+num_classes=10)``); the zoo keeps the table itself because it imports nothing else of hwnas.
 """
 
 # Importing the model modules registers their builders.
