@@ -42,7 +42,7 @@ from hwnas.export import export, save_arch, to_onnx
 from hwnas.hw import create_session, measure_many, paired_speed_factor, pairing_reference, reference_subnets
 from hwnas.hw.lut import LUTError
 from hwnas.hw.speed import at_model_speed, compare_with_build
-from hwnas.io import atomic_write_json
+from hwnas.io import atomic_write_json, atomic_writer
 from hwnas.report.plots import plot_pareto
 from hwnas.report.summary import format_number
 from hwnas.search import (
@@ -202,9 +202,8 @@ def _onnx_accuracy(path: Path, x: torch.Tensor, y: torch.Tensor, torch_pred: tor
 
 def _save_state_dict(model: torch.nn.Module, path: Path) -> Path:
     """The model's state dict (tensors only: ``torch.load(path, weights_only=True)`` reads it), written atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    with atomic_writer(path) as f:
+        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, f)
     return path
 
 
