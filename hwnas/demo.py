@@ -52,9 +52,11 @@ from hwnas.search import (
     SubnetEvaluator,
     SupernetTrainer,
     TensorBatches,
+    build_profilers,
     evaluate_accuracy,
     finetune,
 )
+from hwnas.search import run as run_search
 
 __all__ = ["DigitsData", "DemoRow", "DemoResult", "load_digits_data", "demo_latency_profiler", "run_demo",
            "SETTINGS", "DEFAULT_LUT"]
@@ -234,7 +236,7 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
         data = load_digits_data()
         space = hwnas.spaces.create("digits")
         x1 = torch.zeros(1, 1, 8, 8)
-        profilers = hwnas.search.build_profilers(space, x1)
+        profilers = build_profilers(space, x1)
         flops, params = profilers["flops"], profilers["params"]
         profilers["latency_ms"] = demo_latency_profiler(space, x1, flops.graph, lut or DEFAULT_LUT)
         latency = profilers["latency_ms"]
@@ -258,7 +260,7 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
                          RangeProfilerFilter(flops, min=FLOPS_RANGE[0], max=FLOPS_RANGE[1]))
         constraints = {"latency_ms": LATENCY_BUDGET}
         files = {"history": out / "history.csv"}
-        result = hwnas.search.run(space, None, constraints, evaluator, strategy=strategy, max_trials=cfg["trials"],
+        result = run_search(space, None, constraints, evaluator, strategy=strategy, max_trials=cfg["trials"],
                                   seed=seed, profilers=profilers, history_csv=files["history"], progress=progress)
         phases["search"] = time.perf_counter() - t0
 

@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
 def add_serve_arguments(s: argparse.ArgumentParser) -> None:
     """The options of ``serve`` (shared with ``hwnas device serve``)."""
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--port", type=int, default=8765, help="TCP port to listen on (default 8765)")
     s.add_argument("--token", default=None, help="shared secret (default: the HWNAS_DEVICE_TOKEN environment variable)")
     s.add_argument("--device-file", default=None, help="JSON/TOML file of extra devices to serve")
     s.add_argument("--max-request-mb", type=float, default=256, help="largest request body (default 256 MB)")

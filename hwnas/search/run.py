@@ -250,10 +250,10 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
         >>> import torch, hwnas
         >>> space = hwnas.spaces.create("digits")
         >>> flops = hwnas.FlopsProfiler(space, torch.randn(1, 1, 8, 8))
-        >>> result = hwnas.search.run(space, torch.randn(1, 1, 8, 8), {"flops": "50%"},
-        ...                           lambda s: -flops.profile(s) / 1e6 + s["s2.width"] / 16,
-        ...                           strategy=hwnas.search.RegularizedEvolution(10, 3), max_trials=30,
-        ...                           progress=False)
+        >>> from hwnas.search import RegularizedEvolution, run
+        >>> result = run(space, torch.randn(1, 1, 8, 8), {"flops": "50%"},
+        ...              lambda s: -flops.profile(s) / 1e6 + s["s2.width"] / 16,
+        ...              strategy=RegularizedEvolution(10, 3), max_trials=30, progress=False)
         >>> result.best_metrics["flops"] <= 0.5 * 1947776
         True
     """
