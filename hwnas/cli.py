@@ -7,6 +7,7 @@ Examples::
     hwnas profile --space mobilenet_v3 --input 1,3,224,224 --constraint flops=60% --constraint params=6e6
     hwnas profile --space digits --input 1,1,8,8 --lut digits
     hwnas predict model.onnx --device cpu-ort-1t --csv layers.csv
+    hwnas export --space digits --arch hwnas-search/best_arch.json --out subnet.pt --onnx subnet.onnx
 
 A LUT (``--lut``) or predictor (``--predictor``) is a file or the name of one that ships with hwnas:
 ``--lut mobilenet_v3`` (on ``--device``, default cpu-ort-1t), ``--lut mobilenet_v3_cpu-ort-2t``,
@@ -328,6 +329,8 @@ def _run(args) -> int:
         return _predict(args)
     if args.command == "adapt":
         return _adapt(args)
+    if args.command == "export":
+        return _export(args)
     return 1  # pragma: no cover
 
 
@@ -521,6 +524,51 @@ def _check_onnx_file(path: str) -> None:
     if not ok:
         raise ValueError(f"{path!r} is not an ONNX model ({detail}); give an .onnx file, e.g. from "
                          "torch.onnx.export(model, x, 'model.onnx'), or a zoo model name (hwnas.zoo.list()).")
+
+
+# --------------------------------------------------------------------------------------------------- export
+def _add_export_parser(sub) -> None:
+    e = sub.add_parser("export", help="the subnet of an architecture JSON (e.g. best_arch.json of `hwnas search`) as "
+                       "a plain PyTorch model (.pt) and/or ONNX")
+    e.add_argument("--space", required=True)
+    e.add_argument("--arch", required=True, help="architecture JSON (hwnas.save_arch; `hwnas search` writes "
+                   "best_arch.json)")
+    e.add_argument("--weights", default=None, help="the space's trained weights: a state dict file (torch.save of "
+                   "space.state_dict()) or a converted space written by hwnas.save (default: as constructed)")
+    e.add_argument("--out", default=None, help="the .pt file: the whole subnet, torch.save(model), load it with "
+                   "torch.load(path, weights_only=False)")
+    e.add_argument("--onnx", default=None, help="the .onnx file (checked against PyTorch in ONNX Runtime)")
+    e.add_argument("--dynamic-batch", action="store_true", help="ONNX: any batch size (a symbolic first axis)")
+    e.add_argument("--input", type=_shape, default=None)
+    e.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
+
+
+def _export(args) -> int:
+    import torch
+
+    import hwnas
+    from hwnas.io import atomic_writer
+
+    if not args.out and not args.onnx:
+        raise ValueError("hwnas export: nothing to write; give --out subnet.pt and/or --onnx subnet.onnx.")
+    space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
+    if args.weights:
+        state = torch.load(args.weights, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        space.load_state_dict(state)
+    sample = hwnas.load_arch(args.arch, space)
+    subnet = hwnas.export(space, sample).eval()
+    written = []
+    if args.out:
+        with atomic_writer(args.out) as f:
+            torch.save(subnet, f)
+        written.append(args.out)
+    if args.onnx:
+        hwnas.to_onnx(subnet, _input(args, space), args.onnx, dynamic_batch=args.dynamic_batch)
+        written.append(args.onnx + (" (dynamic batch)" if args.dynamic_batch else ""))
+    params = sum(p.numel() for p in subnet.parameters())
+    print(f"exported {type(subnet).__name__} ({params} parameters) of {args.arch}; written: {', '.join(written)}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------- adapt

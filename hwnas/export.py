@@ -50,6 +50,13 @@ def export(space: nn.Module, sample: dict[str, Any]) -> nn.Module:
     for module in out.modules():
         if isinstance(module, fx.GraphModule):
             _order_children(module)
+            if any(isinstance(node.type, str) for node in module.graph.nodes):
+                # a string annotation (``x: "torch.Tensor"`` under ``from __future__ import annotations``) becomes
+                # a global holding a str in the generated code, which torch.save cannot pickle
+                for node in module.graph.nodes:
+                    if isinstance(node.type, str):
+                        node.type = None
+                module.recompile()
     return out
 
 
