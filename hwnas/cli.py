@@ -805,7 +805,9 @@ def _search(args) -> int:
     plot_pareto(result.history, x=x_axis, y="score", path=out / "pareto.png", budget=bounds.get(x_axis),
                              y_mode=args.mode)
     metrics = ", ".join(f"{k} {format_number(v)}" for k, v in result.best_metrics.items())
-    print(f"best score {result.best_score:.6g} ({metrics}) after {len(result.history)} trials "
+    hits = sum(t.cached for t in result.history)
+    print(f"best score {result.best_score:.6g} ({metrics}) after {len(result.history)} trials, "
+          f"{len(result.history) - hits} distinct subnets scored, {hits} repeats answered from the cache "
           f"({result.num_proposed} proposed, {result.num_rejected} rejected before evaluation)")
     print("best sample: " + json.dumps(result.best_sample))
     print(f"written: {out / 'history.csv'}, {out / 'best_arch.json'}, {out / 'pareto.png'}")

@@ -372,7 +372,7 @@ def test_same_seed_same_history_and_csv_roundtrip(digits, tmp_path):
     back = read_history_csv(tmp_path / "h.csv")
     assert [(t.sample, t.score, t.metrics) for t in back] == [(t.sample, t.score, t.metrics) for t in a.history]
     header = (tmp_path / "h.csv").read_text().splitlines()[0].split(",")
-    assert header == ["trial", "batch", "score", "flops", "params", "eval_s", "sample"]
+    assert header == ["trial", "batch", "score", "flops", "params", "eval_s", "cached_from", "sample"]
     front = a.pareto_front("flops")
     assert front and all(x.value("flops") <= y.value("flops") for x, y in zip(front, front[1:]))
 
