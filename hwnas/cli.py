@@ -249,10 +249,23 @@ def _device(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code (see :func:`_guarded`)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    with _fingerprint_warnings_once():
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
+    with _fingerprint_warnings_once(), logging_redirect_tqdm():  # log lines go above progress bars, not into them
         return _guarded(args, _run)
+
+
+class _LogFormatter(logging.Formatter):
+    """Log lines as the command line shows them: ``hwnas: warning: ...`` for warnings and errors, the message
+    alone for progress details (``-v``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"hwnas: {record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
 
 
 @contextlib.contextmanager
@@ -269,8 +282,10 @@ def _fingerprint_warnings_once():
             if not issubclass(category, FingerprintWarning):
                 return default(message, category, filename, lineno, file, line)
             if str(message) not in _warned:
+                from tqdm import tqdm
+
                 _warned.add(str(message))
-                print(f"hwnas: warning: {message}", file=sys.stderr)
+                tqdm.write(f"hwnas: warning: {message}", file=sys.stderr)  # above a progress bar, not into it
 
         warnings.showwarning = show
         yield

@@ -29,6 +29,7 @@ constraint *before* evaluating them (a profiler lookup of a few microseconds), s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hwnas.graph.trace import build_graph
 from hwnas.io import remove_stale_temps
@@ -288,7 +290,8 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
             truncated = replay(path, config, chain, choices, history, sign, profs, max_trials)
         loop = _Loop(chain, profs, score_func, canonical, sign, mode, history, executor, address, progress)
         saver = Saver(None if truncated else path, history_csv, config, chain, history)
-        stopped = loop.run(max_trials, saver, checkpoint_every_s, path)
+        with logging_redirect_tqdm() if progress else contextlib.nullcontext():  # log lines above the bar
+            stopped = loop.run(max_trials, saver, checkpoint_every_s, path)
     finally:
         if held is not None:
             held.release()
