@@ -586,13 +586,14 @@ class LUT:
         prior = np.array([self.prior_ms(k) for k in keys])
         resid = e2e - n @ prior - self._built_overhead_ms
         scale = np.maximum(np.abs(prior), 1e-4)
-        a = np.vstack([np.hstack([n / e2e[:, None], (1.0 / e2e)[:, None]]),
-                       np.hstack([np.diag(np.sqrt(ridge) / scale), np.zeros((len(keys), 1))])])
-        y = np.concatenate([resid / e2e, np.zeros(len(keys))])
-        sol, *_ = np.linalg.lstsq(a, y, rcond=None)
-        for k, d in zip(keys, sol[:-1]):
+        # in u_k = d_k / c_k the penalty is ridge * |u|^2, and the weights 1 / e_i^2 make the residuals relative:
+        # scikit-learn's Ridge with the unpenalised intercept as db (the SVD solver, as accurate as lstsq)
+        from sklearn.linear_model import Ridge
+
+        model = Ridge(alpha=ridge, fit_intercept=True, solver="svd").fit(n * scale, resid, sample_weight=1.0 / e2e ** 2)
+        for k, d in zip(keys, model.coef_ * scale):
             self.entries[k].adjust_ms = float(d)
-        self.calibration["overhead_ms"] = self._built_overhead_ms + float(sol[-1])
+        self.calibration["overhead_ms"] = self._built_overhead_ms + float(model.intercept_)
         pred = n @ np.array([self._built_cost_ms(k) for k in keys]) + self._built_overhead_ms
         self.calibration["refined"] = {"ridge": ridge, "subnets": len(rows),
                                        "median_abs_rel_err": float(np.median(np.abs(pred - e2e) / e2e))}

@@ -202,13 +202,15 @@ def copy_at_speed(obj: Any, factor: Any, record: dict[str, Any], error: type[Exc
 
 
 def _theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Slope and intercept of the Theil-Sen line through ``(x, y)``: the median of the slopes between all pairs
-    of points with different ``x``, and the median of ``y - slope * x``."""
-    i, j = np.triu_indices(x.size, k=1)
-    dx = x[j] - x[i]
-    ok = dx != 0
-    slope = float(np.median((y[j] - y[i])[ok] / dx[ok])) if ok.any() else 0.0
-    return slope, float(np.median(y - slope * x))
+    """Slope and intercept of the Theil-Sen line through ``(x, y)`` (``scipy.stats.theilslopes``): the median of
+    the slopes between all pairs of points with different ``x``, and the median of ``y - slope * x`` (its
+    ``method="joint"``); a flat line through the median of ``y`` when every ``x`` is the same."""
+    from scipy.stats import theilslopes
+
+    if x.size < 2 or np.all(x == x[0]):
+        return 0.0, float(np.median(y))
+    res = theilslopes(y, x, method="joint")
+    return float(res.slope), float(res.intercept)
 
 
 def _belongs(space: Any, sample: dict[str, Any]) -> bool:
