@@ -474,6 +474,10 @@ def _report(args) -> int:
     total = df.iloc[-1]
     print(f"{len(df) - 2} kernels, predicted {total['predicted_ms']:.4f} ms"
           + (f", measured {total['measured_ms']:.4f} ms" if args.measure else "") + f"; written {args.csv}")
+    if args.measure:
+        print(f"measured_ms: ONNX Runtime's per-kernel profile (whole microseconds plus the profiler's own cost; "
+              f"{total['profiled_ms']:.4f} ms in all, raw in profiled_ms) scaled to the unprofiled end-to-end time; "
+              "(model overhead) holds the rest")
     return 0
 
 
@@ -817,8 +821,10 @@ def _search(args) -> int:
     hwnas.save_arch(result.best_sample, out / "best_arch.json")
     x_axis = "latency_ms" if "latency_ms" in profilers else "flops"
     bounds = {c.metric: c.bound for c in result.constraints}
+    y_label = args.score if args.score in profilers else f"score ({args.score.rpartition(':')[2]})"
+    x_label = "latency_ms (predicted by the LUT)" if x_axis == "latency_ms" else x_axis
     plot_pareto(result.history, x=x_axis, y="score", path=out / "pareto.png", budget=bounds.get(x_axis),
-                             y_mode=args.mode)
+                y_mode=args.mode, x_label=x_label, y_label=y_label)
     metrics = ", ".join(f"{k} {format_number(v)}" for k, v in result.best_metrics.items())
     hits = sum(t.cached for t in result.history)
     print(f"best score {result.best_score:.6g} ({metrics}) after {len(result.history)} trials, "

@@ -44,7 +44,7 @@ from hwnas.hw.lut import LUTError
 from hwnas.hw.speed import at_model_speed, compare_with_build
 from hwnas.io import atomic_write_json, atomic_writer
 from hwnas.report.plots import plot_pareto
-from hwnas.report.summary import format_number
+from hwnas.report.tables import format_number, render_table
 from hwnas.search import (
     Chain,
     RangeProfilerFilter,
@@ -172,21 +172,20 @@ class DemoResult:
         return next(r for r in self.rows if r.name == name)
 
     def table(self) -> str:
-        """The results as fixed-width text."""
-        head = (f"{'subnet':<9}{'FLOPs':>9}{'params':>9}{'pred ms':>10}{'meas ms':>10}{'val acc':>9}"
-                f"{'test acc':>10}{'fine-tuned':>12}{'ONNX':>8}")
-        lines = [head, "-" * len(head)]
-        for r in self.rows:
-            lines.append(f"{r.name:<9}{format_number(r.flops):>9}{format_number(r.params):>9}{r.predicted_now_ms:>10.4f}"
-                         f"{r.measured_ms:>10.4f}{r.val_acc_shared:>9.3f}{r.test_acc_shared:>10.3f}"
-                         f"{r.test_acc_finetuned:>12.3f}{r.test_acc_onnx:>8.3f}")
-        lines.append("")
+        """The results as a text table (``rich``), then what each column means and what was written."""
+        rows = [[r.name, format_number(r.flops), format_number(r.params), f"{r.predicted_ms:.4f}",
+                 f"{r.predicted_now_ms:.4f}", f"{r.measured_ms:.4f}", f"{r.val_acc_shared:.3f}",
+                 f"{r.test_acc_shared:.3f}", f"{r.test_acc_finetuned:.3f}", f"{r.test_acc_onnx:.3f}"]
+                for r in self.rows]
+        lines = [render_table(["subnet", "FLOPs", "params", "LUT ms", "pred ms", "meas ms", "val acc", "test acc",
+                               "fine-tuned", "ONNX"], rows), ""]
         lines.append("val/test acc: shared supernet weights after BN recalibration; fine-tuned: the exported subnet "
-                     "after fine-tuning; ONNX: that model in ONNX Runtime. pred ms: LUT, times the machine's speed "
-                     f"now against the LUT build ({self.speed_factor:.3f}, from {self.speed_source} measured in the "
-                     f"same rounds{'; for each size, as they moved' if self.speed_curve else ''}); meas ms: ONNX "
-                     f"Runtime ({DEVICE}), each run paired with the LUT's reference "
-                     "subnet.")
+                     "after fine-tuning; ONNX: that model in ONNX Runtime. LUT ms: the LUT's prediction at its build's "
+                     "speed, the level the search, its budget and pareto.png use; pred ms: that prediction times the "
+                     f"machine's speed now against the LUT build ({self.speed_factor:.3f}, from {self.speed_source} "
+                     f"measured in the same rounds{'; for each size, as they moved' if self.speed_curve else ''}), "
+                     f"to compare with meas ms: ONNX Runtime ({DEVICE}) now, each run paired with the LUT's "
+                     "reference subnet.")
         cons = ", ".join(f"{k} {v}" for k, v in self.constraints.items())
         lines.append(f"search: {self.num_trials} trials under {cons}; {self.seconds:.0f} s in all "
                      f"({', '.join(f'{k} {v:.0f} s' for k, v in self.phases_s.items())})")
@@ -334,6 +333,8 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
         files["pareto"] = plot_pareto(
             result.history, x="latency_ms", y="score", path=out / "pareto.png",
             title=f"digits: val accuracy (shared weights) vs predicted latency, {len(result.history)} trials",
+            x_label="latency_ms predicted by the LUT at its build's speed (the table's LUT ms)",
+            y_label="val accuracy (shared weights)",
             highlight={n: {"latency_ms": by_name[n].predicted_ms, "score": by_name[n].val_acc_shared}
                        for n in ("largest", "smallest", "chosen")},
             budget=result.constraints[0].bound)
