@@ -470,7 +470,9 @@ def _report(args) -> int:
     space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
     lut = _lut_path(args)
     df = latency_report(space, hwnas.load_arch(args.arch), _input(args, space, lut), lut=lut, measure=args.measure)
-    df.to_csv(args.csv, index=False)
+    from hwnas.io import atomic_write_text
+
+    atomic_write_text(args.csv, df.to_csv(index=False))
     total = df.iloc[-1]
     print(f"{len(df) - 2} kernels, predicted {total['predicted_ms']:.4f} ms"
           + (f", measured {total['measured_ms']:.4f} ms" if args.measure else "") + f"; written {args.csv}")

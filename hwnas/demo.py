@@ -42,7 +42,7 @@ from hwnas.export import export, save_arch, to_onnx
 from hwnas.hw import create_session, measure_many, paired_speed_factor, pairing_reference, reference_subnets
 from hwnas.hw.lut import LUTError
 from hwnas.hw.speed import at_model_speed, compare_with_build
-from hwnas.io import atomic_write_json, atomic_writer
+from hwnas.io import atomic_write_json, atomic_write_text, atomic_writer
 from hwnas.report.plots import plot_pareto
 from hwnas.report.tables import format_number, render_table
 from hwnas.search import (
@@ -326,7 +326,7 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
 
             layers = latency_report(space, result.best_sample, x1, profiler=latency, measure=cfg["measure_layers"])
             files["layers"] = out / "chosen_latency_layers.csv"
-            layers.to_csv(files["layers"], index=False)
+            atomic_write_text(files["layers"], layers.to_csv(index=False))
         except Exception as e:  # the per-layer report is a by-product: say why it is missing, keep the results
             logger.warning("could not write the per-layer latency report: %s", e)
         by_name = {r.name: r for r in rows}

@@ -82,7 +82,9 @@ def test_cli_profile_of_a_user_space(tmp_path, capsys):
                  "--constraint", "params=300"]) == 0
     out = capsys.readouterr().out
     # the smallest subnet: 3x3 conv 3->8 (216) + BN (16) + Linear 8->5 (45) = 277 params
-    assert out.splitlines()[2].split()[:2] == ["params", "277"] and "2 labels, 4 subnets" in out
+    row = next(line for line in out.splitlines() if " params " in line)
+    assert [c.strip() for c in row.strip("│| ").replace("|", "│").split("│")][:2] == ["params", "277"]
+    assert "2 labels, 4 subnets" in out
     assert main(["profile", "--space", f"{path}:Nope"]) == 2
     assert "has no class or function 'Nope'" in capsys.readouterr().err
     assert main(["profile", "--space", f"{path}:MySpace", "--space-arg", "width=3"]) == 2
