@@ -4,6 +4,8 @@ packages :mod:`hwnas.search` and :mod:`hwnas.profile`, which ``from hwnas.search
 ``import hwnas`` binds the names ``hwnas.search``, ``hwnas.profile`` and ``hwnas.prune`` to the functions here,
 so ``hwnas.search(...)`` calls and ``help(hwnas.search)`` documents the function; import the parts from their
 modules: ``from hwnas.search import RegularizedEvolution``, ``from hwnas.profile import register_cost_rule``.
+(``import hwnas.search as hs`` binds the function, as ``hwnas.search`` is; ``from hwnas import search`` too.
+Attribute paths through the function, ``hwnas.search.Random``, do not exist: import the part.)
 """
 
 from __future__ import annotations
