@@ -26,7 +26,7 @@ from hwnas.hw.device import OPSET
 from hwnas.hw.session import export_onnx
 from hwnas.io import atomic_write_bytes, atomic_write_json, read_json
 from hwnas.space.arch_format import FORMATS, decode, encode
-from hwnas.space.space import SampleError, sample_from_json
+from hwnas.space.space import SampleError, Space, sample_from_json
 from hwnas.space.space import apply_arch as _apply_sample
 
 __all__ = ["export", "to_onnx", "save_arch", "load_arch", "apply_arch", "ONNX_OPSET"]
@@ -38,12 +38,13 @@ def export(space: nn.Module, sample: dict[str, Any]) -> nn.Module:
     """The subnet ``sample`` of ``space`` as a plain PyTorch model (no hwnas class left).
 
     Weights are copied from the supernet's active slices, so the result computes exactly what the supernet
-    computes under ``sample`` (:func:`hwnas.graph.subnet.export`). The model's class is named after the space
-    with ``Subnet`` (``DigitsSpace`` -> ``DigitsSubnet``: it is not an instance of the space's class), and
+    computes under ``sample`` (:func:`hwnas.graph.subnet.export`). The subnet of a search space is named after
+    the space with ``Subnet`` (``DigitsSpace`` -> ``DigitsSubnet``: it is not an instance of the space's class;
+    a model of yours, converted or pruned, keeps its class's name), and
     every container lists its layers in the order the forward pass first uses them.
     """
     out = _export_subnet(space, sample)
-    if isinstance(out, fx.GraphModule):
+    if isinstance(out, fx.GraphModule) and isinstance(space, Space):  # a converted model keeps its class's name
         name = type(space).__name__
         name = (name[:-5] if name.endswith("Space") and len(name) > 5 else name) + "Subnet"
         type(out).__name__ = type(out).__qualname__ = name
