@@ -238,12 +238,15 @@ def _device(args) -> int:
         print(f"written: {pack_agent(args.out)} (run it with: python {args.out} serve --port 8765 --token T)")
         return 0
     from hwnas.hw.device import get_device, list_devices
+    from hwnas.report.tables import render_table
 
+    rows = []
     for name in list_devices():
         d = get_device(name)
         opts = f" {dict(d.provider_options)}" if d.provider_options else ""
-        print(f"{name:16s} {d.provider}{opts}, {d.intra_op_threads} thread(s), optimisation {d.graph_optimization}"
-              + (f"  {d.description}" if d.description else ""))
+        rows.append([name, f"{d.provider}{opts}", f"{d.intra_op_threads} thread(s)", d.graph_optimization,
+                     d.description or ""])
+    print(render_table(["device", "provider", "threads", "optimisation", "description"], rows, left=5, width=140))
     return 0
 
 
@@ -405,10 +408,11 @@ def _lut(args) -> int:
 
     if args.lut_command == "list":
         from hwnas.artifacts import list_artifacts
+        from hwnas.report.tables import render_table
 
-        for art in list_artifacts():
-            detail = f"space {art.space}, device {art.device}" if art.kind == "lut" else f"device {art.device}"
-            print(f"{art.kind:9s}  {art.name:28s}  {detail}  ({art.path})")
+        rows = [[art.kind, art.name, art.space if art.kind == "lut" else "-", art.device, str(art.path)]
+                for art in list_artifacts()]
+        print(render_table(["kind", "name", "space", "device", "file"], rows, left=5, width=160))
         return 0
     if args.lut_command == "info":
         lut = LUT.load(_lut_path(args, args.path))

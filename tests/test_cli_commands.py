@@ -128,7 +128,7 @@ def test_search_score_from_a_module_at_random_in_min_mode_with_space_arg(work):
 def test_lut_list_and_info_of_shipped_luts(work):
     out = _ok(run_hwnas("lut", "list", cwd=work))
     for art in list_artifacts():
-        assert re.search(rf"^{art.kind}\s+{re.escape(art.name)}\s", out, flags=re.M), art.name
+        assert re.search(rf"^[│|] {art.kind}\s+[│|] {re.escape(art.name)}\s", out, flags=re.M), art.name
     out = _ok(run_hwnas("lut", "info", "mobilenet_v3", "--device", "cpu-ort-2t", cwd=work))
     lut = LUT.load(lut_path("mobilenet_v3", "cpu-ort-2t"), check_fingerprint=False)
     assert out.startswith("LUT for cpu-ort-2t: ") and _cell(out, "kernels").startswith(f"{len(lut.entries)} ")
