@@ -81,7 +81,8 @@ def _best(out: str) -> dict:
 def test_profile_of_a_user_space_file_with_space_arg(work):
     out = _ok(run_hwnas("profile", "--space", "tiny.py:Tiny", "--input", "1,1,8,8", "--space-arg", "classes=5",
                         "--constraint", "params=60", cwd=work))
-    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] in (["flops"], ["params"])}
+    cells = [[c.strip() for c in line.strip("│| ").replace("|", "│").split("│")] for line in out.splitlines()]
+    rows = {c[0]: c for c in cells if c[0] in ("flops", "params")}
     # smallest and largest against the exported subnets themselves (classes=5 reached the constructor); the table
     # prints 3 significant digits (4.65K)
     small, large = hwnas.export(_tiny(5), GRID[0]), hwnas.export(_tiny(5), GRID[-1])
