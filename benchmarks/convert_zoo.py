@@ -32,6 +32,7 @@ from tqdm import tqdm
 import hwnas
 from hwnas import zoo
 from hwnas.profile.constraints import parse_constraints
+from hwnas.search import Random
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "regnet_x_400mf",
           "shufflenet_v2_x1_0", "densenet121", "squeezenet1_0", "vit_tiny"]
@@ -82,7 +83,7 @@ def run_model(name: str, size: int, n_samples: int, tmp: Path) -> tuple:
         except Exception as e:  # reported in the table, not fatal
             logging.warning("%s sample %d: ONNX failed: %s", name, i, e)
     t0 = time.perf_counter()
-    result = hwnas.search(space, x, {"flops": "60%"}, lambda s: flops.profile(s), strategy=hwnas.search.Random(),
+    result = hwnas.search(space, x, {"flops": "60%"}, lambda s: flops.profile(s), strategy=Random(),
                           max_trials=50, seed=0, progress=False)
     search_s = time.perf_counter() - t0
     found = flops.profile(result.best_sample)

@@ -30,7 +30,7 @@ from _common import fvcore_count, median_time, pin_threads, write_table
 import hwnas
 from hwnas.artifacts import lut_path
 from hwnas.profile.constraints import parse_constraints
-from hwnas.search import ConstraintFilter, RegularizedEvolution
+from hwnas.search import ConstraintFilter, RegularizedEvolution, build_profilers, run
 
 LUT = lut_path("mobilenet_v3")  # the shipped mobilenet_v3 LUT (cpu-ort-1t)
 
@@ -52,7 +52,7 @@ def main() -> None:
     space = hwnas.spaces.create("mobilenet_v3").eval()
     x = torch.randn(1, 3, 224, 224)
     t0 = time.perf_counter()
-    profilers = hwnas.search.build_profilers(space, x)
+    profilers = build_profilers(space, x)
     profilers["latency_ms"] = hwnas.LatencyProfiler(space, x, lut=LUT, graph=profilers["flops"].graph)
     build_s = time.perf_counter() - t0
     constraints = {"latency_ms": args.latency, "flops": args.flops}
@@ -66,7 +66,7 @@ def main() -> None:
 
     strategy = RegularizedEvolution(population_size=100, sample_size=25, mutation_prob=0.05)
     t0 = time.perf_counter()
-    result = hwnas.search.run(space, None, constraints, score, strategy=strategy, max_trials=args.trials,
+    result = run(space, None, constraints, score, strategy=strategy, max_trials=args.trials,
                               seed=args.seed, profilers=profilers, checkpoint_every_s=3600)
     search_s = time.perf_counter() - t0
 

@@ -7,6 +7,7 @@ Examples::
     hwnas profile --space mobilenet_v3 --input 1,3,224,224 --constraint flops=60% --constraint params=6e6
     hwnas profile --space digits --input 1,1,8,8 --lut digits
     hwnas predict model.onnx --device cpu-ort-1t --csv layers.csv
+    hwnas export --space digits --arch hwnas-search/best_arch.json --out subnet.pt --onnx subnet.onnx
 
 A LUT (``--lut``) or predictor (``--predictor``) is a file or the name of one that ships with hwnas:
 ``--lut mobilenet_v3`` (on ``--device``, default cpu-ort-1t), ``--lut mobilenet_v3_cpu-ort-2t``,
@@ -75,8 +76,49 @@ def _space_kwargs(items: Sequence[str]) -> dict:
     return out
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where the help names it already or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
+#: the help of options that many commands share (filled in where a command gives none)
+_COMMON_HELP = {
+    "space": "a registered space (see `hwnas spaces`), or path/to/file.py:Class or package.module:Class",
+    "input": "input shape, batch first, e.g. 1,3,224,224 (default: the space's declared shape, else the LUT's)",
+    "space_arg": "keyword argument for the space constructor, repeatable, e.g. num_classes=10",
+    "seed": "random seed (an int >= 0)",
+}
+
+
+def _finish(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give every (sub)command the formatter that shows defaults, and shared options their help."""
+    parser.formatter_class = _HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _finish(sub)
+        elif not action.help and action.dest in _COMMON_HELP:
+            action.help = _COMMON_HELP[action.dest]
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hwnas")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hwnas", description="Hardware-aware neural architecture search.")
+    p.add_argument("--version", action="version", version=f"hwnas {_version()}")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p.add_argument("--device-file", default=None, metavar="FILE",
@@ -85,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("profile", help="FLOPs / params (min, centroid, max) of a space and constraint feasibility")
     pr.add_argument("--space", required=True, help="a registered space (see `hwnas spaces`)")
-    pr.add_argument("--input", type=_shape, default=None, help="input shape, e.g. 1,3,224,224 (default per space)")
+    pr.add_argument("--input", type=_shape, default=None)
     pr.add_argument("--constraint", type=_constraint, action="append", default=[],
                     help="metric=bound, repeatable: flops=60%% params=3e6")
     pr.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON",
@@ -103,9 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "measurement agent; token in HWNAS_DEVICE_TOKEN)")
     lb.add_argument("--out", required=True, help="LUT file of yours (resumed if it exists)")
     lb.add_argument("--repeats", type=int, default=3, help="measurements per kernel signature")
-    lb.add_argument("--runs", type=int, default=30)
+    lb.add_argument("--runs", type=int, default=30, help="timed runs of each measured model")
     lb.add_argument("--random-subnets", type=int, default=60, help="random subnets profiled for calibration")
-    lb.add_argument("--max-subnets", type=int, default=None)
+    lb.add_argument("--max-subnets", type=int, default=None,
+                    help="stop after this many measured subnets (default: until every kernel is measured)")
     lb.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
     lut.add_parser("list", help="list the LUTs and predictors that ship with hwnas")
     li = lut.add_parser("info", help="summarise a LUT (file or shipped name)")
@@ -125,8 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     lc.add_argument("--subnets", type=int, default=16, help="build subnets measured both ways")
     lc.add_argument("--out", default=None, help="write here instead of over PATH (required for a shipped LUT)")
     lc.add_argument("--max-error", type=float, default=0.01,
-                    help="apply the level only if its standard error (bootstrap over the subnets) is at most this "
-                    "(default 0.01)")
+                    help="apply the level only if its standard error (bootstrap over the subnets) is at most this")
     lc.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
     ls = lut.add_parser("speed-check", help="measure a few of the LUT's build subnets again: how much faster or "
                         "slower the machine runs now than at the build")
@@ -147,30 +189,32 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--arch", required=True, help="architecture JSON (hwnas.save_arch)")
     rl.add_argument("--lut", required=True, help=LUT_HELP)
     rl.add_argument("--device", default=None, help=DEVICE_HELP)
-    rl.add_argument("--csv", required=True)
+    rl.add_argument("--csv", required=True, help="the per-kernel table to write (CSV)")
     rl.add_argument("--input", type=_shape, default=None)
     rl.add_argument("--measure", action="store_true", help="also measure each kernel with ONNX Runtime")
     rl.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
 
     pp = sub.add_parser("predict", help="predict the latency of an ONNX file (or a zoo model) with a learned predictor")
     pp.add_argument("model", help="an .onnx file, or the name of a hwnas.zoo model (e.g. resnet18)")
-    pp.add_argument("--device", default="cpu-ort-1t")
+    pp.add_argument("--device", default="cpu-ort-1t", help="the device to predict for (`hwnas device list`)")
     pp.add_argument("--predictor", default=None,
                     help="predictor file, or the name (device) of a shipped one (default: the shipped one of --device)")
     pp.add_argument("--input", type=_shape, default=None,
-                    help="input shape, e.g. 1,3,224,224 (needed for ONNX files with dynamic shapes; zoo default 224)")
+                    help="input shape, e.g. 1,3,224,224 (needed for ONNX files with dynamic shapes; zoo models: "
+                         "default 1,3,224,224)")
     pp.add_argument("--csv", default=None, help="write the per-layer table here")
     pp.add_argument("--speed-check", type=int, default=0, metavar="N",
                     help="first measure N of the predictor's training models again and scale the prediction by the "
-                         "machine's speed now against training (16 take about a minute; default: none)")
+                         "machine's speed now against training (16 take about a minute; default 0: none)")
 
     _add_search_parsers(sub)
+    _add_export_parser(sub)
     _add_adapt_parser(sub)
     _add_device_parser(sub)
     from hwnas.experiment.cli import add_run_parser
 
     add_run_parser(sub)  # hwnas run (issue 24); the implementation is in hwnas.experiment
-    return p
+    return _finish(p)
 
 
 def _add_device_parser(sub) -> None:
@@ -182,7 +226,7 @@ def _add_device_parser(sub) -> None:
     add_serve_arguments(dsub.add_parser("serve", help="run the measurement agent: time ONNX models here for hwnas "
                                         "elsewhere (--device remote:http://HOST:PORT/DEVICE there)"))
     pk = dsub.add_parser("pack", help="write the agent as one .pyz file that runs with onnxruntime and numpy only")
-    pk.add_argument("--out", default="hwnas-agent.pyz")
+    pk.add_argument("--out", default="hwnas-agent.pyz", help="the .pyz file to write")
 
 
 def _device(args) -> int:
@@ -197,21 +241,37 @@ def _device(args) -> int:
         print(f"written: {pack_agent(args.out)} (run it with: python {args.out} serve --port 8765 --token T)")
         return 0
     from hwnas.hw.device import get_device, list_devices
+    from hwnas.report.tables import render_table
 
+    rows = []
     for name in list_devices():
         d = get_device(name)
         opts = f" {dict(d.provider_options)}" if d.provider_options else ""
-        print(f"{name:16s} {d.provider}{opts}, {d.intra_op_threads} thread(s), optimisation {d.graph_optimization}"
-              + (f"  {d.description}" if d.description else ""))
+        rows.append([name, f"{d.provider}{opts}", f"{d.intra_op_threads} thread(s)", d.graph_optimization,
+                     d.description or ""])
+    print(render_table(["device", "provider", "threads", "optimisation", "description"], rows, left=5, width=140))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code (see :func:`_guarded`)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    with _fingerprint_warnings_once():
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
+    with _fingerprint_warnings_once(), logging_redirect_tqdm():  # log lines go above progress bars, not into them
         return _guarded(args, _run)
+
+
+class _LogFormatter(logging.Formatter):
+    """Log lines as the command line shows them: ``hwnas: warning: ...`` for warnings and errors, the message
+    alone for progress details (``-v``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return f"hwnas: {record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
 
 
 @contextlib.contextmanager
@@ -228,8 +288,10 @@ def _fingerprint_warnings_once():
             if not issubclass(category, FingerprintWarning):
                 return default(message, category, filename, lineno, file, line)
             if str(message) not in _warned:
+                from tqdm import tqdm
+
                 _warned.add(str(message))
-                print(f"hwnas: warning: {message}", file=sys.stderr)
+                tqdm.write(f"hwnas: warning: {message}", file=sys.stderr)  # above a progress bar, not into it
 
         warnings.showwarning = show
         yield
@@ -272,8 +334,7 @@ def _run(args) -> int:
         return 0
     if args.command == "profile":  # errors: see _guarded
         space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg))
-        shape = args.input or hwnas.spaces.input_shape(args.space)
-        x = torch.zeros(shape)
+        x = torch.zeros(input_shape(args, space, _lut_path(args)))
         extra = {"latency_ms": hwnas.LatencyProfiler(space, x, lut=_lut_path(args))} if args.lut else None
         hwnas.profile(space, x, constraints=dict(args.constraint) or None, profilers=extra)
         return 0
@@ -293,30 +354,76 @@ def _run(args) -> int:
         from hwnas.experiment.cli import run_command
 
         return run_command(args)
+    if args.command == "export":
+        return _export(args)
     return 1  # pragma: no cover
 
 
-def _input(args) -> object:
-    import torch
-
+def input_shape(args, space=None, lut=None) -> tuple[int, ...]:
+    """The input shape for ``--space``: ``--input``; else what the space declares (a registered space's
+    ``input_shape``, or an ``input_shape`` attribute of a space of your own); else the ``input_shape`` the LUT
+    (``lut``: a LUT, or the path of one, e.g. ``--lut``) was built at. Never a guess: with none of these, a
+    ``ValueError`` names ``--input``."""
     import hwnas
 
-    return torch.randn(args.input or hwnas.spaces.input_shape(args.space))
+    if args.input:
+        return tuple(args.input)
+    if args.space in hwnas.spaces.list():
+        return tuple(hwnas.spaces.input_shape(args.space))
+    declared = getattr(space, "input_shape", None)
+    if declared is not None and not callable(declared):
+        return _declared_shape(declared, f"{args.space}'s input_shape")
+    built = None
+    if lut is not None:
+        import os
+
+        from hwnas.hw import LUT
+
+        if isinstance(lut, (str, os.PathLike)) and not os.path.isfile(lut):
+            lut = None
+        else:
+            lut = lut if isinstance(lut, LUT) else LUT.load(lut, check_fingerprint=False)
+            built = lut.settings.get("input_shape")
+    if built:
+        return _declared_shape(built, f"the input_shape of LUT {str(lut.path)!r}")
+    where = " nor does the LUT store one" if lut is not None else ""
+    raise ValueError(f"--space {args.space}: no input shape: the space declares none (no input_shape attribute)"
+                     f"{where}, and hwnas does not guess one. Pass it with --input, e.g. --input 1,3,224,224 (batch, "
+                     "channels, height, width), or give the space class an attribute input_shape = (1, 3, 224, 224).")
+
+
+def _declared_shape(value, what: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in value)
+    except (TypeError, ValueError):
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise ValueError(f"{what} is {value!r}; expected positive ints like (1, 3, 224, 224); pass --input.")
+    return dims
+
+
+def _input(args, space=None, lut=None) -> object:
+    import torch
+
+    return torch.randn(input_shape(args, space, lut))
 
 
 def _lut(args) -> int:
     import hwnas
     from hwnas.hw import LUT, build_lut
+    from hwnas.report.tables import lut_table as _lut_table
 
     if args.lut_command == "list":
         from hwnas.artifacts import list_artifacts
+        from hwnas.report.tables import render_table
 
-        for art in list_artifacts():
-            detail = f"space {art.space}, device {art.device}" if art.kind == "lut" else f"device {art.device}"
-            print(f"{art.kind:9s}  {art.name:28s}  {detail}  ({art.path})")
+        rows = [[art.kind, art.name, art.space if art.kind == "lut" else "-", art.device, str(art.path)]
+                for art in list_artifacts()]
+        print(render_table(["kind", "name", "space", "device", "file"], rows, left=5, width=160))
         return 0
     if args.lut_command == "info":
-        print(LUT.load(_lut_path(args, args.path)).summary())
+        lut = LUT.load(_lut_path(args, args.path))
+        print(f"LUT for {lut.device.name}: {lut.path}\n{_lut_table(lut)}")
         return 0
     if args.lut_command == "refit":
         target = _user_target(args, args.path, args.out, "--out")
@@ -338,7 +445,7 @@ def _lut(args) -> int:
         space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
         lut = LUT.load(_lut_path(args, args.path))
         was = lut.definition
-        rec = calibrate_definition(lut, space, _input(args), n=args.subnets, progress=True, max_error=args.max_error)
+        rec = calibrate_definition(lut, space, _input(args, space, lut), n=args.subnets, progress=True, max_error=args.max_error)
         lut.save(target)
         print(f"recalibrated {args.path} ({was} -> steady-state median): steady = {rec['ratio']:.4f} x paired "
               f"{1000 * rec['offset_ms']:+.2f} us over {rec['subnets']} build subnets (standard error "
@@ -353,7 +460,7 @@ def _lut(args) -> int:
         target = _user_target(args, args.lut, args.out, "--out") if args.write else None
         space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
         lut = LUT.load(_lut_path(args))
-        check = speed_check(lut, space, _input(args), n=args.subnets, progress=True)
+        check = speed_check(lut, space, _input(args, space, lut), n=args.subnets, progress=True)
         print(f"{args.lut}: the machine runs at {check.describe()} the build's times now (build subnets); LUT "
               f"speed factor was {lut.speed_factor:.4f}")
         if args.write:
@@ -361,9 +468,9 @@ def _lut(args) -> int:
             print(f"written: {target} (its costs are multiplied by {check.factor:.4f} from now on)")
         return 0
     space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
-    lut = build_lut(space, _input(args), args.device, args.out, repeats_per_kernel=args.repeats, runs=args.runs,
+    lut = build_lut(space, _input(args, space, args.out), args.device, args.out, repeats_per_kernel=args.repeats, runs=args.runs,
                     max_subnets=args.max_subnets, space_name=args.space, random_subnets=args.random_subnets)
-    print(lut.summary())
+    print(f"LUT for {lut.device.name}: {lut.path}\n{_lut_table(lut)}")
     return 0
 
 
@@ -372,11 +479,18 @@ def _report(args) -> int:
     from hwnas.report import latency_report
 
     space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
-    df = latency_report(space, hwnas.load_arch(args.arch), _input(args), lut=_lut_path(args), measure=args.measure)
-    df.to_csv(args.csv, index=False)
+    lut = _lut_path(args)
+    df = latency_report(space, hwnas.load_arch(args.arch), _input(args, space, lut), lut=lut, measure=args.measure)
+    from hwnas.io import atomic_write_text
+
+    atomic_write_text(args.csv, df.to_csv(index=False))
     total = df.iloc[-1]
     print(f"{len(df) - 2} kernels, predicted {total['predicted_ms']:.4f} ms"
           + (f", measured {total['measured_ms']:.4f} ms" if args.measure else "") + f"; written {args.csv}")
+    if args.measure:
+        print(f"measured_ms: ONNX Runtime's per-kernel profile (whole microseconds plus the profiler's own cost; "
+              f"{total['profiled_ms']:.4f} ms in all, raw in profiled_ms) scaled to the unprofiled end-to-end time; "
+              "(model overhead) holds the rest")
     return 0
 
 
@@ -386,7 +500,7 @@ def _predict(args) -> int:
     import torch
 
     from hwnas import zoo
-    from hwnas.predict import load_predictor, predict_latency, speed_check
+    from hwnas.predict import ShapeError, load_predictor, predict_latency, speed_check
 
     is_file = pathlib.Path(args.model).is_file()
     if not is_file and args.model not in zoo.list():
@@ -401,7 +515,10 @@ def _predict(args) -> int:
         predictor = predictor.with_speed(check)
     if is_file:
         x = torch.randn(args.input) if args.input else None
-        rec = predict_latency(args.model, x, device=args.device, predictor=predictor)
+        try:
+            rec = predict_latency(args.model, x, device=args.device, predictor=predictor)
+        except ShapeError as e:  # the library's advice names its argument; here it is the flag
+            raise ShapeError(_as_flag(str(e))) from None
     else:
         x = torch.randn(args.input or (1, 3, 224, 224))
         rec = predict_latency(zoo.create(args.model).eval(), x, device=args.device, predictor=predictor)
@@ -414,6 +531,13 @@ def _predict(args) -> int:
         rec.to_csv(args.csv)
         print(f"written: {args.csv}")
     return 0
+
+
+def _as_flag(message: str) -> str:
+    """A library message's advice to ``pass dummy_input ...`` as the command line's ``--input``."""
+    message = message.replace("pass dummy_input (e.g. torch.zeros(1, 128, dtype=torch.long) for 128 tokens)",
+                              "pass --input (e.g. --input 1,128 for 128 tokens)")
+    return message.replace("pass dummy_input", "pass --input (e.g. --input 1,3,224,224)")
 
 
 def _check_onnx_file(path: str) -> None:
@@ -434,6 +558,51 @@ def _check_onnx_file(path: str) -> None:
                          "torch.onnx.export(model, x, 'model.onnx'), or a zoo model name (hwnas.zoo.list()).")
 
 
+# --------------------------------------------------------------------------------------------------- export
+def _add_export_parser(sub) -> None:
+    e = sub.add_parser("export", help="the subnet of an architecture JSON (e.g. best_arch.json of `hwnas search`) as "
+                       "a plain PyTorch model (.pt) and/or ONNX")
+    e.add_argument("--space", required=True)
+    e.add_argument("--arch", required=True, help="architecture JSON (hwnas.save_arch; `hwnas search` writes "
+                   "best_arch.json)")
+    e.add_argument("--weights", default=None, help="the space's trained weights: a state dict file (torch.save of "
+                   "space.state_dict()) or a converted space written by hwnas.save (default: as constructed)")
+    e.add_argument("--out", default=None, help="the .pt file: the whole subnet, torch.save(model), load it with "
+                   "torch.load(path, weights_only=False)")
+    e.add_argument("--onnx", default=None, help="the .onnx file (checked against PyTorch in ONNX Runtime)")
+    e.add_argument("--dynamic-batch", action="store_true", help="ONNX: any batch size (a symbolic first axis)")
+    e.add_argument("--input", type=_shape, default=None)
+    e.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
+
+
+def _export(args) -> int:
+    import torch
+
+    import hwnas
+    from hwnas.io import atomic_writer
+
+    if not args.out and not args.onnx:
+        raise ValueError("hwnas export: nothing to write; give --out subnet.pt and/or --onnx subnet.onnx.")
+    space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
+    if args.weights:
+        state = torch.load(args.weights, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        space.load_state_dict(state)
+    sample = hwnas.load_arch(args.arch, space)
+    subnet = hwnas.export(space, sample).eval()
+    written = []
+    if args.out:
+        with atomic_writer(args.out) as f:
+            torch.save(subnet, f)
+        written.append(args.out)
+    if args.onnx:
+        hwnas.to_onnx(subnet, _input(args, space), args.onnx, dynamic_batch=args.dynamic_batch)
+        written.append(args.onnx + (" (dynamic batch)" if args.dynamic_batch else ""))
+    params = sum(p.numel() for p in subnet.parameters())
+    print(f"exported {type(subnet).__name__} ({params} parameters) of {args.arch}; written: {', '.join(written)}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- adapt
 def _add_adapt_parser(sub) -> None:
     a = sub.add_parser("adapt", help="carry a LUT or a learned predictor to this machine / another device: measure "
@@ -443,13 +612,14 @@ def _add_adapt_parser(sub) -> None:
     a.add_argument("--device", default=None, help="the target device measured here, e.g. cpu-ort-1t, cpu-ort-2t "
                    "(default: the artefact's own device, i.e. the same runtime set-up on this machine)")
     a.add_argument("--n", "--measurements", dest="n", type=int, default=40,
-                   help="models measured: a LUT's build subnets, or a predictor's generator models (20-60; default 40)")
+                   help="models measured: a LUT's build subnets, or a predictor's generator models (20-60)")
     a.add_argument("--out", default=None, help="the adapted artefact (default: <artefact stem>_adapted_<device>.json "
                    "or .skops here)")
     a.add_argument("--space", default=None, help="LUTs: the LUT's space (default: the first registered space it was "
                    "built for)")
-    a.add_argument("--input", type=_shape, default=None, help="LUTs: input shape with --space (default per space)")
-    a.add_argument("--budget", type=float, default=120.0, help="time budget in seconds (default 120)")
+    a.add_argument("--input", type=_shape, default=None, help="LUTs: input shape with --space (default: the "
+                   "space's declared shape, else the LUT's)")
+    a.add_argument("--budget", type=float, default=120.0, help="time budget in seconds")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--space-arg", action="append", default=[], metavar="KEY=JSON")
 
@@ -471,7 +641,7 @@ def _adapt(args) -> int:
     space = x = None
     if args.space:
         space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
-        x = _input(args)
+        x = _input(args, space, src)
     device = args.device or LUT.load(src, check_fingerprint=False).device.name
     if device.startswith("remote:"):  # the device on its agent, named as in its LUTs (no URL in a file name)
         from hwnas.hw.device import get_device
@@ -522,7 +692,7 @@ def _print_adapted(name: str, device: str, info: dict, out, what: str, where: st
 # ---------------------------------------------------------------------------------------- demo and search
 def _add_search_parsers(sub) -> None:
     d = sub.add_parser("demo", help="train, search, export and measure on scikit-learn's digits (a few minutes)")
-    d.add_argument("--out", default="hwnas-demo", help="output folder (default ./hwnas-demo)")
+    d.add_argument("--out", default="hwnas-demo", help="output folder")
     d.add_argument("--quick", action="store_true", help="a tiny budget (seconds), e.g. to check an install")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--lut", default=None, help="latency LUT, a file or a shipped name (default: the shipped digits)")
@@ -537,17 +707,19 @@ def _add_search_parsers(sub) -> None:
                    help="metric=bound, repeatable: flops=60%% params=3e6 latency_ms=4")
     s.add_argument("--lut", default=None, help=LUT_HELP + "; adds the latency_ms metric")
     s.add_argument("--device", default=None, help=DEVICE_HELP)
-    s.add_argument("--strategy", choices=("evolution", "random", "grid"), default="evolution")
-    s.add_argument("--trials", type=int, default=100)
-    s.add_argument("--population", type=int, default=50)
-    s.add_argument("--sample-size", type=int, default=10)
-    s.add_argument("--mutation-prob", type=float, default=0.05)
+    s.add_argument("--strategy", choices=("evolution", "random", "grid"), default="evolution",
+                   help="evolution: regularized evolution; random: uniform samples; grid: every subnet in order")
+    s.add_argument("--trials", type=int, default=100, help="trials to run (distinct subnets are scored once each)")
+    s.add_argument("--population", type=int, default=50, help="evolution: population size")
+    s.add_argument("--sample-size", type=int, default=10, help="evolution: tournament size")
+    s.add_argument("--mutation-prob", type=float, default=0.05, help="evolution: probability to mutate each label")
     s.add_argument("--range", action="append", default=[], metavar="METRIC=MIN:MAX",
                    help="range filter, repeatable: flops=20%%:60%% (either end may be empty)")
     s.add_argument("--mode", choices=("max", "min"), default="max", help="is a higher score better (max)?")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--checkpoint", default=None, help="JSON file to resume from / save to")
-    s.add_argument("--executor", choices=("inprocess", "ray"), default="inprocess")
+    s.add_argument("--executor", choices=("inprocess", "ray"), default="inprocess",
+                   help="where trials run: this process, or Ray workers (pip install 'hwnas[ray]')")
     s.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
     s.add_argument("--out", default="hwnas-search", help="folder for history.csv, best_arch.json, pareto.png")
     s.add_argument("--input", type=_shape, default=None)
@@ -613,11 +785,20 @@ def _search(args) -> int:
     import hwnas
     from hwnas.report import plot_pareto
     from hwnas.report.summary import format_number
-    from hwnas.search import Chain, Grid, Random, RangeProfilerFilter, RegularizedEvolution, SearchError
+    from hwnas.search import (
+        Chain,
+        Grid,
+        Random,
+        RangeProfilerFilter,
+        RegularizedEvolution,
+        SearchError,
+        build_profilers,
+        run,
+    )
 
     space = hwnas.spaces.create(args.space, **_space_kwargs(args.space_arg)).eval()
-    x = _input(args)
-    profilers = hwnas.search.build_profilers(space, x)
+    x = _input(args, space, _lut_path(args))
+    profilers = build_profilers(space, x)
     if args.lut:
         profilers["latency_ms"] = hwnas.LatencyProfiler(space, x, lut=_lut_path(args), graph=profilers["flops"].graph)
     for metric, _ in args.constraint:
@@ -642,7 +823,7 @@ def _search(args) -> int:
         strategy = Chain(strategy, *filters)
     out = pathlib.Path(args.out)
     try:
-        result = hwnas.search.run(space, None, dict(args.constraint) or None, score, strategy=strategy,
+        result = run(space, None, dict(args.constraint) or None, score, strategy=strategy,
                                   max_trials=args.trials, seed=args.seed, profilers=profilers,
                                   checkpoint=args.checkpoint, history_csv=out / "history.csv",
                                   executor=None if args.executor == "inprocess" else "ray", address=args.address,
@@ -653,10 +834,14 @@ def _search(args) -> int:
     hwnas.save_arch(result.best_sample, out / "best_arch.json")
     x_axis = "latency_ms" if "latency_ms" in profilers else "flops"
     bounds = {c.metric: c.bound for c in result.constraints}
+    y_label = args.score if args.score in profilers else f"score ({args.score.rpartition(':')[2]})"
+    x_label = "latency_ms (predicted by the LUT)" if x_axis == "latency_ms" else x_axis
     plot_pareto(result.history, x=x_axis, y="score", path=out / "pareto.png", budget=bounds.get(x_axis),
-                             y_mode=args.mode)
+                y_mode=args.mode, x_label=x_label, y_label=y_label)
     metrics = ", ".join(f"{k} {format_number(v)}" for k, v in result.best_metrics.items())
-    print(f"best score {result.best_score:.6g} ({metrics}) after {len(result.history)} trials "
+    hits = sum(t.cached for t in result.history)
+    print(f"best score {result.best_score:.6g} ({metrics}) after {len(result.history)} trials, "
+          f"{len(result.history) - hits} distinct subnets scored, {hits} repeats answered from the cache "
           f"({result.num_proposed} proposed, {result.num_rejected} rejected before evaluation)")
     print("best sample: " + json.dumps(result.best_sample))
     print(f"written: {out / 'history.csv'}, {out / 'best_arch.json'}, {out / 'pareto.png'}")

@@ -42,9 +42,9 @@ from hwnas.export import export, save_arch, to_onnx
 from hwnas.hw import create_session, measure_many, paired_speed_factor, pairing_reference, reference_subnets
 from hwnas.hw.lut import LUTError
 from hwnas.hw.speed import at_model_speed, compare_with_build
-from hwnas.io import atomic_write_json
+from hwnas.io import atomic_write_json, atomic_write_text, atomic_writer
 from hwnas.report.plots import plot_pareto
-from hwnas.report.summary import format_number
+from hwnas.report.tables import format_number, render_table
 from hwnas.search import (
     Chain,
     RangeProfilerFilter,
@@ -52,9 +52,11 @@ from hwnas.search import (
     SubnetEvaluator,
     SupernetTrainer,
     TensorBatches,
+    build_profilers,
     evaluate_accuracy,
     finetune,
 )
+from hwnas.search import run as run_search
 
 __all__ = ["DigitsData", "DemoRow", "DemoResult", "load_digits_data", "demo_latency_profiler", "run_demo",
            "SETTINGS", "DEFAULT_LUT"]
@@ -170,21 +172,20 @@ class DemoResult:
         return next(r for r in self.rows if r.name == name)
 
     def table(self) -> str:
-        """The results as fixed-width text."""
-        head = (f"{'subnet':<9}{'FLOPs':>9}{'params':>9}{'pred ms':>10}{'meas ms':>10}{'val acc':>9}"
-                f"{'test acc':>10}{'fine-tuned':>12}{'ONNX':>8}")
-        lines = [head, "-" * len(head)]
-        for r in self.rows:
-            lines.append(f"{r.name:<9}{format_number(r.flops):>9}{format_number(r.params):>9}{r.predicted_now_ms:>10.4f}"
-                         f"{r.measured_ms:>10.4f}{r.val_acc_shared:>9.3f}{r.test_acc_shared:>10.3f}"
-                         f"{r.test_acc_finetuned:>12.3f}{r.test_acc_onnx:>8.3f}")
-        lines.append("")
+        """The results as a text table (``rich``), then what each column means and what was written."""
+        rows = [[r.name, format_number(r.flops), format_number(r.params), f"{r.predicted_ms:.4f}",
+                 f"{r.predicted_now_ms:.4f}", f"{r.measured_ms:.4f}", f"{r.val_acc_shared:.3f}",
+                 f"{r.test_acc_shared:.3f}", f"{r.test_acc_finetuned:.3f}", f"{r.test_acc_onnx:.3f}"]
+                for r in self.rows]
+        lines = [render_table(["subnet", "FLOPs", "params", "LUT ms", "pred ms", "meas ms", "val acc", "test acc",
+                               "fine-tuned", "ONNX"], rows), ""]
         lines.append("val/test acc: shared supernet weights after BN recalibration; fine-tuned: the exported subnet "
-                     "after fine-tuning; ONNX: that model in ONNX Runtime. pred ms: LUT, times the machine's speed "
-                     f"now against the LUT build ({self.speed_factor:.3f}, from {self.speed_source} measured in the "
-                     f"same rounds{'; for each size, as they moved' if self.speed_curve else ''}); meas ms: ONNX "
-                     f"Runtime ({DEVICE}), each run paired with the LUT's reference "
-                     "subnet.")
+                     "after fine-tuning; ONNX: that model in ONNX Runtime. LUT ms: the LUT's prediction at its build's "
+                     "speed, the level the search, its budget and pareto.png use; pred ms: that prediction times the "
+                     f"machine's speed now against the LUT build ({self.speed_factor:.3f}, from {self.speed_source} "
+                     f"measured in the same rounds{'; for each size, as they moved' if self.speed_curve else ''}), "
+                     f"to compare with meas ms: ONNX Runtime ({DEVICE}) now, each run paired with the LUT's "
+                     "reference subnet.")
         cons = ", ".join(f"{k} {v}" for k, v in self.constraints.items())
         lines.append(f"search: {self.num_trials} trials under {cons}; {self.seconds:.0f} s in all "
                      f"({', '.join(f'{k} {v:.0f} s' for k, v in self.phases_s.items())})")
@@ -202,9 +203,8 @@ def _onnx_accuracy(path: Path, x: torch.Tensor, y: torch.Tensor, torch_pred: tor
 
 def _save_state_dict(model: torch.nn.Module, path: Path) -> Path:
     """The model's state dict (tensors only: ``torch.load(path, weights_only=True)`` reads it), written atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    with atomic_writer(path) as f:
+        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, f)
     return path
 
 
@@ -235,7 +235,7 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
         data = load_digits_data()
         space = hwnas.spaces.create("digits")
         x1 = torch.zeros(1, 1, 8, 8)
-        profilers = hwnas.search.build_profilers(space, x1)
+        profilers = build_profilers(space, x1)
         flops, params = profilers["flops"], profilers["params"]
         profilers["latency_ms"] = demo_latency_profiler(space, x1, flops.graph, lut or DEFAULT_LUT)
         latency = profilers["latency_ms"]
@@ -259,7 +259,7 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
                          RangeProfilerFilter(flops, min=FLOPS_RANGE[0], max=FLOPS_RANGE[1]))
         constraints = {"latency_ms": LATENCY_BUDGET}
         files = {"history": out / "history.csv"}
-        result = hwnas.search.run(space, None, constraints, evaluator, strategy=strategy, max_trials=cfg["trials"],
+        result = run_search(space, None, constraints, evaluator, strategy=strategy, max_trials=cfg["trials"],
                                   seed=seed, profilers=profilers, history_csv=files["history"], progress=progress)
         phases["search"] = time.perf_counter() - t0
 
@@ -326,13 +326,15 @@ def run_demo(out: str | os.PathLike = "hwnas-demo", quick: bool = False, seed: i
 
             layers = latency_report(space, result.best_sample, x1, profiler=latency, measure=cfg["measure_layers"])
             files["layers"] = out / "chosen_latency_layers.csv"
-            layers.to_csv(files["layers"], index=False)
+            atomic_write_text(files["layers"], layers.to_csv(index=False))
         except Exception as e:  # the per-layer report is a by-product: say why it is missing, keep the results
             logger.warning("could not write the per-layer latency report: %s", e)
         by_name = {r.name: r for r in rows}
         files["pareto"] = plot_pareto(
             result.history, x="latency_ms", y="score", path=out / "pareto.png",
             title=f"digits: val accuracy (shared weights) vs predicted latency, {len(result.history)} trials",
+            x_label="latency_ms predicted by the LUT at its build's speed (the table's LUT ms)",
+            y_label="val accuracy (shared weights)",
             highlight={n: {"latency_ms": by_name[n].predicted_ms, "score": by_name[n].val_acc_shared}
                        for n in ("largest", "smallest", "chosen")},
             budget=result.constraints[0].bound)

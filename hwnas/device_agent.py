@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from hwnas.hw import remote_wire as wire
+from hwnas.io import atomic_write_bytes, atomic_writer
 
 __all__ = ["AgentState", "serve", "make_server", "pack_agent", "main", "worker_main"]
 
@@ -57,7 +58,7 @@ JOB_KWARGS = {
     "store": {},  # only keeps the blobs sent with it (models for a later job too large for one request)
 }
 _MODULES = ["hwnas/device_agent.py", "hwnas/hw/device.py", "hwnas/hw/session.py", "hwnas/hw/measure.py",
-            "hwnas/hw/profiling.py", "hwnas/hw/remote_wire.py"]
+            "hwnas/hw/profiling.py", "hwnas/hw/remote_wire.py", "hwnas/io.py"]
 
 
 class JobError(Exception):
@@ -252,9 +253,7 @@ class AgentState:
             for sha, (kind, data) in blobs.items():
                 path = os.path.join(self.store_dir, f"{sha}.{kind}")
                 if sha not in self.store:
-                    with open(path + ".part", "wb") as fh:
-                        fh.write(data)
-                    os.replace(path + ".part", path)
+                    atomic_write_bytes(path, data)
                 self.store[sha] = (path, len(data), time.monotonic())
             total = sum(size for _, size, _ in self.store.values())
             for sha, (path, size, _) in sorted(self.store.items(), key=lambda kv: kv[1][2]):
@@ -467,7 +466,7 @@ def pack_agent(path: str | os.PathLike) -> Path:
     path = Path(path)
     from hwnas.hw.device import hwnas_version
 
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+    with atomic_writer(path) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("__main__.py", "from hwnas.device_agent import main\nmain()\n")
         zf.writestr("hwnas/__init__.py", f'"""hwnas: the measurement agent only."""\n__version__ = "{hwnas_version()}"\n')
         zf.writestr("hwnas/hw/__init__.py", '"""The modules the measurement agent needs."""\n')
@@ -490,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
 def add_serve_arguments(s: argparse.ArgumentParser) -> None:
     """The options of ``serve`` (shared with ``hwnas device serve``)."""
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--port", type=int, default=8765, help="TCP port to listen on (default 8765)")
     s.add_argument("--token", default=None, help="shared secret (default: the HWNAS_DEVICE_TOKEN environment variable)")
     s.add_argument("--device-file", default=None, help="JSON/TOML file of extra devices to serve")
     s.add_argument("--max-request-mb", type=float, default=256, help="largest request body (default 256 MB)")

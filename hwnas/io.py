@@ -1,7 +1,10 @@
 """Small file helpers shared across hwnas: atomic writes, advisory locks and careful reads.
 
-- :func:`atomic_write_text` / :func:`atomic_write_json`: a temporary file in the same folder, fsync, rename;
-  the temporary is removed on any exception. Only a kill (SIGKILL, power loss) can leave one behind, named
+- :func:`atomic_writer` (a context manager giving an open file, for ``torch.save``, ``savefig``, ``zipfile``),
+  :func:`atomic_write_bytes`, :func:`atomic_write_text` and :func:`atomic_write_json`: the one way hwnas writes
+  a file. A temporary file in the same folder, fsync, rename; the file gets the permissions an ordinary
+  ``open(path, "w")`` would give it (the umask's, or the existing file's), and the temporary is removed on any
+  exception. Only a kill (SIGKILL, power loss) can leave one behind, named
   ``.<name>.<random>.tmp``; :func:`remove_stale_temps` removes those of a path (callers run it on start).
 - :func:`lock_file`: an advisory lock (the ``filelock`` package) on ``<path>.lock``, so that two processes
   do not both write one file; the second gets :class:`FileInUseError` at once. The ``.lock`` file stays
@@ -12,30 +15,50 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-__all__ = ["atomic_write_text", "atomic_write_json", "read_json", "lock_file", "remove_stale_temps",
-           "FileInUseError"]
+__all__ = ["atomic_writer", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "read_json", "lock_file",
+           "remove_stale_temps", "FileInUseError"]
 
 
 class FileInUseError(RuntimeError):
     """Another process holds the advisory lock on a file."""
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename."""
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike, binary: bool = True) -> Iterator[IO]:
+    """Write ``path`` atomically through the open file this yields; the file appears whole when the block ends.
+
+    A temporary file in the same folder (``.<name>.<random>.tmp``) is written, flushed and fsynced, given the
+    permissions of an ordinary new file (``0o666`` less the umask; an existing file keeps its own), then
+    renamed over ``path``. On any exception the temporary is removed and ``path`` is left as it was.
+
+    Args:
+        path: the file to write; missing parent folders are made.
+        binary: yield a binary file (``"wb"``); ``False`` gives UTF-8 text (``"w"``).
+
+    Example:
+        >>> import torch, tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "w.pt"
+        >>> with atomic_writer(p) as f:
+        ...     torch.save({"w": torch.ones(2)}, f)
+        >>> torch.load(p, weights_only=True)["w"].tolist()
+        [1.0, 1.0]
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, _mode_for(path))  # mkstemp makes 0600 files; keep the usual permissions
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            os.chmod(tmp, _mode_for(path))  # mkstemp makes 0600 files; keep the usual permissions
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -43,7 +66,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_writer`)."""
+    with atomic_writer(path) as f:
+        f.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_writer`)."""
+    with atomic_writer(path, binary=False) as f:
+        f.write(text)
+    return Path(path)
 
 
 def _mode_for(path: Path) -> int:

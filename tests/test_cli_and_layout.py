@@ -29,7 +29,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "hwnas"
 
 # space -> graph -> profile -> hw/predict -> search -> export/report -> cli (lower may not import higher)
 LAYERS = {"space": 0, "spaces": 0, "io": 0, "artifacts": 0, "zoo": 0, "nn": 0, "graph": 1, "profile": 2, "hw": 3, "predict": 3,
-          "search": 4, "export": 5, "report": 5, "convert": 5, "cli": 6, "demo": 6, "__init__": 7}
+          "search": 4, "export": 5, "report": 5, "convert": 5, "cli": 6, "demo": 6, "api": 6, "__init__": 7}
 
 
 def _layer(module: str) -> int | None:
@@ -82,7 +82,9 @@ def test_cli_profile_of_a_user_space(tmp_path, capsys):
                  "--constraint", "params=300"]) == 0
     out = capsys.readouterr().out
     # the smallest subnet: 3x3 conv 3->8 (216) + BN (16) + Linear 8->5 (45) = 277 params
-    assert out.splitlines()[2].split()[:2] == ["params", "277"] and "2 labels, 4 subnets" in out
+    row = next(line for line in out.splitlines() if " params " in line)
+    assert [c.strip() for c in row.strip("│| ").replace("|", "│").split("│")][:2] == ["params", "277"]
+    assert "2 labels, 4 subnets" in out
     assert main(["profile", "--space", f"{path}:Nope"]) == 2
     assert "has no class or function 'Nope'" in capsys.readouterr().err
     assert main(["profile", "--space", f"{path}:MySpace", "--space-arg", "width=3"]) == 2
@@ -180,7 +182,8 @@ def test_cli_takes_lut_names_and_never_writes_a_shipped_one(tmp_path, capsys):
     from hwnas.profile.constraints import metric_range
 
     assert main(["profile", "--space", "digits", "--lut", "digits", "--constraint", "latency_ms=50%"]) == 0
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("latency_ms")).split()
+    row = next(line for line in capsys.readouterr().out.splitlines() if " latency_ms " in line)
+    row = [cell.strip() for cell in row.strip("│| ").replace("|", "│").split("│")]
     lo, _, hi = metric_range(hwnas_latency(str(lut_path("digits"))))
     assert float(row[1]) == pytest.approx(lo, rel=1e-3) and float(row[3]) == pytest.approx(hi, rel=1e-3)
     assert main(["profile", "--space", "digits", "--lut", "nope"]) == 2

@@ -81,7 +81,8 @@ def _best(out: str) -> dict:
 def test_profile_of_a_user_space_file_with_space_arg(work):
     out = _ok(run_hwnas("profile", "--space", "tiny.py:Tiny", "--input", "1,1,8,8", "--space-arg", "classes=5",
                         "--constraint", "params=60", cwd=work))
-    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()[:1] in (["flops"], ["params"])}
+    cells = [[c.strip() for c in line.strip("│| ").replace("|", "│").split("│")] for line in out.splitlines()]
+    rows = {c[0]: c for c in cells if c[0] in ("flops", "params")}
     # smallest and largest against the exported subnets themselves (classes=5 reached the constructor); the table
     # prints 3 significant digits (4.65K)
     small, large = hwnas.export(_tiny(5), GRID[0]), hwnas.export(_tiny(5), GRID[-1])
@@ -128,10 +129,11 @@ def test_search_score_from_a_module_at_random_in_min_mode_with_space_arg(work):
 def test_lut_list_and_info_of_shipped_luts(work):
     out = _ok(run_hwnas("lut", "list", cwd=work))
     for art in list_artifacts():
-        assert re.search(rf"^{art.kind}\s+{re.escape(art.name)}\s", out, flags=re.M), art.name
+        assert re.search(rf"^[│|] {art.kind}\s+[│|] {re.escape(art.name)}\s", out, flags=re.M), art.name
     out = _ok(run_hwnas("lut", "info", "mobilenet_v3", "--device", "cpu-ort-2t", cwd=work))
     lut = LUT.load(lut_path("mobilenet_v3", "cpu-ort-2t"), check_fingerprint=False)
-    assert out.startswith(f"LUT for cpu-ort-2t: {len(lut.entries)} kernels") and f"{len(lut.subnets)} subnets" in out
+    assert out.startswith("LUT for cpu-ort-2t: ") and _cell(out, "kernels").startswith(f"{len(lut.entries)} ")
+    assert _cell(out, "build subnets") == str(len(lut.subnets)) and not re.search(r"\d\.\d{8,}", out)
 
 
 @pytest.mark.slow  # 39 s at load 2-5 (two interpreters, each loads the predictor)
@@ -151,19 +153,29 @@ def test_predict_with_a_named_and_a_file_predictor(work):
     assert sum(float(r["predicted_ms"]) for r in rows[:-1]) == pytest.approx(float(total.group(1)), abs=2e-3)
 
 
+def _cell(table: str, key: str) -> str:
+    """The value next to ``key`` in a two-column table that `lut info` prints."""
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip("│| ").replace("|", "│").split("│")]
+        if len(cells) == 2 and cells[0] == key:
+            return cells[1]
+    raise AssertionError(f"no row {key!r} in:\n{table}")
+
+
 # ------------------------------------------------------------------------------------------------ slow
 @pytest.mark.slow  # ~30 s: measures every kernel of the tiny space
 def test_lut_build_info_and_refit_of_a_user_space(work):
     out = _ok(run_hwnas("lut", "build", "--space", "tiny.py:Tiny", "--input", "1,1,8,8", "--out", "tiny.json",
                         "--repeats", "1", "--runs", "5", "--random-subnets", "2", cwd=work))
     lut = LUT.load(work / "tiny.json")
-    assert out.startswith(f"LUT for cpu-ort-1t: {len(lut.entries)} kernels")
+    assert out.startswith("LUT for cpu-ort-1t: ") and _cell(out, "kernels").startswith(f"{len(lut.entries)} ")
     # every kernel of the 4 subnets is in it: one conv per (w, k), one linear per w, the mean
     assert {s.split("|")[0] for s in lut.entries} >= {"conv", "linear"}
     assert sum(s.startswith("conv|") for s in lut.entries) == 4 and sum(s.startswith("linear|") for s in lut.entries) == 2
     # whether the build applied its steady-state level depends on the host's noise (a loaded host keeps the paired
     # level and says so): info prints the file's own summary either way
-    assert _ok(run_hwnas("lut", "info", "tiny.json", cwd=work)).strip() == lut.summary()
+    info = _ok(run_hwnas("lut", "info", "tiny.json", cwd=work))
+    assert _cell(info, "kernels") == _cell(out, "kernels") and _cell(info, "build subnets") == str(len(lut.subnets))
     # --max-subnets: a second build stops after that many subnets of this call (resumable)
     _ok(run_hwnas("lut", "build", "--space", "tiny.py:Tiny", "--input", "1,1,8,8", "--out", "part.json",
                   "--repeats", "3", "--runs", "3", "--random-subnets", "0", "--max-subnets", "1", cwd=work))

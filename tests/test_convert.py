@@ -22,6 +22,8 @@ from hwnas.graph import UntraceableError, build_graph
 from hwnas.hw.build import space_signatures
 from hwnas.hw.kernels import active_kernels, map_kernels
 from hwnas.hw.lut import LUT
+from hwnas.profile import register_cost_rule
+from hwnas.search import Random
 from hwnas.space.modules_extra import DynBatchNorm, DynConv2d, DynLayerNorm, DynLinear, DynMultiheadAttention
 
 ZOO = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "efficientnet_b0", "regnet_x_400mf",
@@ -80,7 +82,7 @@ def test_zoo_model_profile_table_and_search_agree_with_fvcore(name):
     assert table.metrics["params"][0] == num_params(smallest) and table.metrics["params"][2] == num_params(largest)
     (row,) = table.constraints
     assert row.bound == pytest.approx(0.6 * max_flops) and row.satisfiable
-    result = hwnas.search(space, x, {"flops": "60%"}, flops.profile, strategy=hwnas.search.Random(), max_trials=8,
+    result = hwnas.search(space, x, {"flops": "60%"}, flops.profile, strategy=Random(), max_trials=8,
                           progress=False)  # the score prefers the most FLOPs, so the best sits near the bound
     assert fvcore_flops(result.subnet, x) <= 0.6 * max_flops
     assert fvcore_flops(result.subnet, x) == flops.profile(result.best_sample)
@@ -295,7 +297,7 @@ def _gate_shape(call):
     return call.tensor(0)
 
 
-@hwnas.profile.register_cost_rule("flops", "test_convert_gate")
+@register_cost_rule("flops", "test_convert_gate")
 def _gate_flops(op):
     return 0  # elementwise: fvcore counts it as 0 too
 

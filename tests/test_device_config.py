@@ -120,7 +120,7 @@ def test_cli_device_file(tmp_path, capsys):
     (tmp_path / "d.toml").write_text('[[device]]\nname = "t-cli-2t"\nthreads = 2\ndescription = "from a file"\n')
     assert main(["--device-file", str(tmp_path / "d.toml"), "device", "list"]) == 0
     out = capsys.readouterr().out
-    assert any(line.startswith("t-cli-2t") and "2 thread(s)" in line for line in out.splitlines())
+    assert any(line.strip("│| ").startswith("t-cli-2t ") and "2 thread(s)" in line for line in out.splitlines())
     assert main(["--device-file", str(tmp_path / "no.toml"), "device", "list"]) == 2
     assert "device file" in capsys.readouterr().err
 

@@ -39,6 +39,7 @@ from hwnas.search import (
     SampleProfilerPenalty,
     read_history_csv,
 )
+from hwnas.search import run as search_run
 from hwnas.space import Choice, SampleError, validate_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +69,7 @@ def test_nan_metric_breaks_a_hard_constraint_and_names_the_profiler(digits, capl
     space, flops, _ = digits
     prof = HalfNaN()
     with caplog.at_level(logging.WARNING, logger="hwnas"):
-        result = hwnas.search.run(space, X, {"energy": 48}, lambda s: float(s["s1.width"]), strategy=Random(),
+        result = search_run(space, X, {"energy": 48}, lambda s: float(s["s1.width"]), strategy=Random(),
                                   max_trials=40, seed=0, profilers={"energy": prof}, progress=False)
     # independent check: no trial has the NaN subnets, and every returned metric is a finite number
     assert all(t.sample["s1.width"] != 32 for t in result.history)
@@ -85,7 +86,7 @@ def test_only_nan_metrics_end_in_a_rejection_error_not_an_internal_error(digits)
             return float("nan") if sample["stem.width"] != 8 else 1.0
 
     with pytest.raises(RejectionError, match=r"returned NaN or infinity"):
-        hwnas.search.run(space, X, {"energy": 2.0},
+        search_run(space, X, {"energy": 2.0},
                          lambda s: 1.0, strategy=Chain(Random(), lambda s: s["stem.width"] != 8, max_rejects=200),
                          max_trials=5, profilers={"energy": AllNaN()}, progress=False)
 
@@ -152,7 +153,7 @@ def _checkpoint(digits, tmp_path, n=10, **kw):
     ckpt = tmp_path / "c.json"
     score = lambda s: params.profile(s) / 1e4 - flops.profile(s) / 1e7  # noqa: E731
     kw = dict(strategy=RegularizedEvolution(6, 2), seed=3, progress=False, **kw)
-    full = hwnas.search.run(space, X, {"flops": "70%"}, score, max_trials=n, checkpoint=ckpt, **kw)
+    full = search_run(space, X, {"flops": "70%"}, score, max_trials=n, checkpoint=ckpt, **kw)
     return space, ckpt, score, kw, full
 
 
@@ -178,24 +179,24 @@ def test_a_tampered_checkpoint_is_refused_naming_file_and_field(digits, tmp_path
     space, ckpt, score, kw, _ = _checkpoint(digits, tmp_path)
     _edit(ckpt, edit)
     with pytest.raises(CheckpointError, match=r"checkpoint '.*c\.json'.*" + message):
-        hwnas.search.run(space, X, {"flops": "70%"}, score, max_trials=12, checkpoint=ckpt, **kw)
+        search_run(space, X, {"flops": "70%"}, score, max_trials=12, checkpoint=ckpt, **kw)
 
 
 def test_binary_and_folder_checkpoints_are_clear_errors(digits, tmp_path):
     space, flops, _ = digits
     (tmp_path / "bin.json").write_bytes(bytes(range(256)))
     with pytest.raises(CheckpointError, match=r"'.*bin\.json' is not a JSON text file"):
-        hwnas.search.run(space, X, None, lambda s: 1.0, checkpoint=tmp_path / "bin.json", progress=False)
+        search_run(space, X, None, lambda s: 1.0, checkpoint=tmp_path / "bin.json", progress=False)
     (tmp_path / "dir.json").mkdir()
     with pytest.raises(CheckpointError, match=r"'.*dir\.json' is a folder"):
-        hwnas.search.run(space, X, None, lambda s: 1.0, checkpoint=tmp_path / "dir.json", progress=False)
+        search_run(space, X, None, lambda s: 1.0, checkpoint=tmp_path / "dir.json", progress=False)
 
 
 def test_resume_with_fewer_max_trials_returns_that_many_and_keeps_the_file(digits, tmp_path):
     space, ckpt, score, kw, full = _checkpoint(digits, tmp_path, n=14)
     before = ckpt.read_text()
-    short = hwnas.search.run(space, X, {"flops": "70%"}, score, max_trials=5, checkpoint=ckpt, **kw)
-    fresh = hwnas.search.run(space, X, {"flops": "70%"}, score, max_trials=5, **kw)  # an uninterrupted 5-trial run
+    short = search_run(space, X, {"flops": "70%"}, score, max_trials=5, checkpoint=ckpt, **kw)
+    fresh = search_run(space, X, {"flops": "70%"}, score, max_trials=5, **kw)  # an uninterrupted 5-trial run
     assert len(short.history) == 5 and short.resumed_trials == 5
     assert [(t.sample, t.score) for t in short.history] == [(t.sample, t.score) for t in fresh.history]
     assert short.best_sample == fresh.best_sample
@@ -216,13 +217,13 @@ def test_a_second_search_on_a_locked_checkpoint_is_refused(digits, tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(CheckpointError, match=r"search checkpoint '.*c\.json' is in use by another process"):
-            hwnas.search.run(space, X, None, lambda s: 1.0, max_trials=3, checkpoint=ckpt, progress=False)
+            search_run(space, X, None, lambda s: 1.0, max_trials=3, checkpoint=ckpt, progress=False)
         with pytest.raises(FileInUseError):
             lock_file(ckpt)
     finally:
         holder.kill()
         holder.wait()
-    result = hwnas.search.run(space, X, None, lambda s: 1.0, max_trials=3, checkpoint=ckpt, progress=False)
+    result = search_run(space, X, None, lambda s: 1.0, max_trials=3, checkpoint=ckpt, progress=False)
     assert len(result.history) == 3  # the lock died with its process
 
 
@@ -235,7 +236,7 @@ def test_stale_temp_files_of_a_killed_write_are_removed_on_start(digits, tmp_pat
     os.utime(stale[1], (1, 1))  # an old one: a CSV temp is removed only when older than a minute
     other = tmp_path / ".other.json.x.tmp"
     other.write_text("not ours")
-    hwnas.search.run(space, X, None, lambda s: 1.0, max_trials=3, checkpoint=ckpt, history_csv=tmp_path / "h.csv",
+    search_run(space, X, None, lambda s: 1.0, max_trials=3, checkpoint=ckpt, history_csv=tmp_path / "h.csv",
                      progress=False)
     assert not any(p.exists() for p in stale) and other.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.json.x.tmp", "c.json", "c.json.lock", "h.csv"]
@@ -250,7 +251,7 @@ def test_score_func_is_never_called_twice_for_one_subnet(digits):
         calls.append(json.dumps(space.canonical(dict(sample)), sort_keys=True))
         return params.profile(sample) / 1e4
 
-    result = hwnas.search.run(space, X, {"flops": "40%"}, score, strategy=RegularizedEvolution(4, 4, 0.02),
+    result = search_run(space, X, {"flops": "40%"}, score, strategy=RegularizedEvolution(4, 4, 0.02),
                               max_trials=80, seed=0, progress=False)
     assert len(calls) == len(set(calls)) < 80  # evolution proposed repeats; none was scored again
     repeats = [t for t in result.history if t.repeat_of >= 0]
@@ -284,7 +285,7 @@ def test_load_arch_of_binary_folder_and_wrong_types_names_the_file(tmp_path):
 def test_bad_seeds_name_seed(digits, seed):
     space, *_ = digits
     with pytest.raises(ValueError, match=r"seed must be an int >= 0 .* got " + repr(seed).replace(".", r"\.")):
-        hwnas.search.run(space, X, None, lambda s: 1.0, max_trials=2, seed=seed, progress=False)
+        search_run(space, X, None, lambda s: 1.0, max_trials=2, seed=seed, progress=False)
     with pytest.raises(ValueError, match=r"rng must be an int >= 0"):
         space.random_sample(seed)
 
@@ -327,7 +328,7 @@ def test_a_tight_constraint_samples_the_feasible_region(mobilenet96):
     rng = np.random.default_rng(0)
     idx = np.stack([rng.integers(flops.model.sizes[lab], size=100_000) for lab in flops.model.labels], axis=1)
     assert lo <= bound and (flops.profile_batch(idx) <= bound).sum() == 0
-    result = hwnas.search.run(space, x, {"flops": "25%"}, lambda s: 1.0, strategy=Random(), max_trials=40, seed=0,
+    result = search_run(space, x, {"flops": "25%"}, lambda s: 1.0, strategy=Random(), max_trials=40, seed=0,
                               progress=False)
     samples = {json.dumps(t.sample, sort_keys=True) for t in result.history}
     assert len(result.history) == 40 and len(samples) > 30
@@ -512,7 +513,7 @@ def _fuzz_checkpoint():
         score = lambda s: profs["params"].profile(s) / 1e4 - profs["flops"].profile(s) / 1e7  # noqa: E731
         kw = dict(profilers=profs, strategy=RegularizedEvolution(4, 2), max_trials=8, seed=5, progress=False)
         path = _FUZZ_DIR / "base.json"
-        hwnas.search.run(space, None, {"flops": "70%"}, score, checkpoint=path, **kw)
+        search_run(space, None, {"flops": "70%"}, score, checkpoint=path, **kw)
         data = json.loads(path.read_text())
         _CACHE["ckpt"] = (space, score, kw, data, list(_leaf_paths(data)))
     return _CACHE["ckpt"]
@@ -534,7 +535,7 @@ def test_fuzz_checkpoint_edits_end_in_a_checkpoint_error_or_an_honest_resume(dat
     path = _FUZZ_DIR / "edited.json"
     path.write_text(json.dumps(edited))
     try:
-        result = hwnas.search.run(space, None, {"flops": "70%"}, score, checkpoint=path, **kw)
+        result = search_run(space, None, {"flops": "70%"}, score, checkpoint=path, **kw)
     except CheckpointError as e:
         assert "edited.json" in str(e)
         return
@@ -547,7 +548,7 @@ def test_fuzz_checkpoint_edits_end_in_a_checkpoint_error_or_an_honest_resume(dat
 
 def test_a_damaged_history_csv_names_line_and_column(digits, tmp_path):
     space, *_ = digits
-    result = hwnas.search.run(space, X, None, lambda s: 1.0, max_trials=3, progress=False,
+    result = search_run(space, X, None, lambda s: 1.0, max_trials=3, progress=False,
                               history_csv=tmp_path / "h.csv")
     lines = (tmp_path / "h.csv").read_text().splitlines()
     assert len(read_history_csv(tmp_path / "h.csv")) == len(result.history) == 3
@@ -564,7 +565,7 @@ def test_parallel_batches_score_each_subnet_once(digits):
     space, *_ = digits
     calls = []
     with ThreadPoolExecutor(4) as pool:
-        result = hwnas.search.run(space, X, None, lambda s: calls.append(dict(s)) or float(s["s2.width"]),
+        result = search_run(space, X, None, lambda s: calls.append(dict(s)) or float(s["s2.width"]),
                                   strategy=Chain(Random(), lambda s: s["s1.depth"] == 1 and s["s2.depth"] == 1
                                                  and s["s1.b1.op"] == "conv" and s["s2.b1.op"] == "conv"),
                                   max_trials=40, executor=pool, seed=0, progress=False)

@@ -25,6 +25,7 @@ from conftest import plain_steady_ms
 import hwnas
 from hwnas.artifacts import list_artifacts
 from hwnas.hw.lut import LUT, FingerprintWarning
+from hwnas.search import Grid, Random
 
 SHIPPED_LUTS = sorted(a.name for a in list_artifacts() if a.kind == "lut")
 
@@ -88,7 +89,7 @@ def test_a_binding_latency_constraint_holds_by_an_independent_kernel_mapping(tmp
     latency = hwnas.LatencyProfiler(space, x, lut="digits")
     flops = hwnas.FlopsProfiler(space, x, graph=latency.graph)
     hi = metric_range(latency)[2]
-    res = hwnas.search(space, x, {"latency_ms": "40%"}, flops.profile, strategy=hwnas.search.Random(),
+    res = hwnas.search(space, x, {"latency_ms": "40%"}, flops.profile, strategy=Random(),
                        max_trials=40, seed=0, profilers={"latency_ms": latency}, progress=False)
     lut = _load("digits")
     path = hwnas.to_onnx(hwnas.export(space, res.best_sample), x, tmp_path / "best.onnx")
@@ -99,7 +100,7 @@ def test_a_binding_latency_constraint_holds_by_an_independent_kernel_mapping(tmp
     assert 0.3 * hi < best <= 0.4 * hi  # it binds: the best subnet sits just under the bound
     assert all(t.metrics["latency_ms"] <= 0.4 * hi * (1 + 1e-12) for t in res.history)
     # a shuffled grid proposes whatever comes next (no feasible-region draws): the constraint check alone rejects
-    grid = hwnas.search(space, x, {"latency_ms": "40%"}, flops.profile, strategy=hwnas.search.Grid(shuffle=True),
+    grid = hwnas.search(space, x, {"latency_ms": "40%"}, flops.profile, strategy=Grid(shuffle=True),
                         max_trials=40, seed=0, profilers={"latency_ms": latency}, progress=False)
     assert grid.num_rejected > 0 and all(t.metrics["latency_ms"] <= 0.4 * hi * (1 + 1e-12) for t in grid.history)
 
@@ -167,7 +168,7 @@ def test_a_searched_latency_constraint_holds_when_measured(tmp_path):
                 budget_s=60, seed=0, progress=False)
     latency = hwnas.LatencyProfiler(space, x, lut=lut)
     flops = hwnas.FlopsProfiler(space, x, graph=latency.graph)
-    res = hwnas.search(space, x, {"latency_ms": "50%"}, lambda s: flops.profile(s), strategy=hwnas.search.Random(),
+    res = hwnas.search(space, x, {"latency_ms": "50%"}, lambda s: flops.profile(s), strategy=Random(),
                        max_trials=60, seed=0, profilers={"latency_ms": latency}, progress=False)
     hi, largest = latency.model.extreme(largest=True)
     assert latency.profile(largest) == pytest.approx(hi, rel=1e-9) and hi == metric_range(latency)[2]

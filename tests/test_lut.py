@@ -107,7 +107,7 @@ def test_missing_kernels_are_listed_with_the_fix(space, small_lut, tmp_path):
         LatencyProfiler(space, X, lut=lut)
     msg = str(err.value)
     assert f"3 of this space's {len(space_signatures(space, X))} kernel signatures are missing" in msg
-    assert dropped[0] in msg and "benchmarks/build_lut.py" in msg and "predictor=" in msg
+    assert dropped[0] in msg and "hwnas.hw.build_lut(space, torch.zeros(1,1,8,8)" in msg and "predictor=" in msg
 
     class Fallback:
         def predict_signatures(self, sigs):
@@ -178,11 +178,14 @@ def test_merge(small_lut, tmp_path):
 def test_latency_report(space, small_lut, tmp_path):
     s = space.random_sample(4)
     df = latency_report(space, s, X, lut=small_lut, measure=True, runs=3)
-    assert list(df.columns) == ["layer", "kind", "signature", "predicted_ms", "measured_ms", "share"]
+    assert list(df.columns) == ["layer", "kind", "signature", "predicted_ms", "measured_ms", "profiled_ms", "share"]
     assert df.iloc[-1]["layer"] == "(total)"
     assert df.iloc[-1]["predicted_ms"] == pytest.approx(LatencyProfiler(space, X, lut=small_lut).profile(s))
     assert df["share"].iloc[:-1].sum() == pytest.approx(1.0)
     assert df["measured_ms"].iloc[:-2].notna().all() and df.iloc[-1]["measured_ms"] > 0
+    # kernels (profiled share of the end-to-end time) and the rest add up to the unprofiled end-to-end time
+    assert df["measured_ms"].iloc[:-1].sum() == pytest.approx(df.iloc[-1]["measured_ms"], rel=1e-9)
+    assert df["profiled_ms"].iloc[:-2].sum() <= df.iloc[-1]["profiled_ms"] + 1e-12
     df.to_csv(tmp_path / "r.csv", index=False)
 
 

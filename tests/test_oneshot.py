@@ -19,6 +19,7 @@ from hwnas.profile.constraints import metric_range
 from hwnas.search import (
     DifferentiableTrainer,
     ExpectationProfilerPenalty,
+    RegularizedEvolution,
     SubnetEvaluator,
     SupernetTrainer,
     TensorBatches,
@@ -139,7 +140,7 @@ def test_evaluator_as_score_func_under_constraints_then_finetune(data):
     val = TensorBatches(data.x_val[:200], data.y_val[:200], 200)
     evaluator = SubnetEvaluator(space, val, calib_loader=loader, calib_batches=1)
     res = hwnas.search(space, X, {"flops": "40%"}, evaluator,
-                       strategy=hwnas.search.RegularizedEvolution(4, 2), max_trials=8, seed=0, progress=False)
+                       strategy=RegularizedEvolution(4, 2), max_trials=8, seed=0, progress=False)
     flops = hwnas.FlopsProfiler(space, X)
     assert flops.profile(res.best_sample) <= 0.4 * metric_range(flops)[2] * (1 + 1e-9)
     subnet = res.subnet

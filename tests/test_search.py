@@ -31,9 +31,12 @@ from hwnas.search import (
     RangeProfilerFilter,
     RegularizedEvolution,
     RejectionError,
+    SampleProfilerPenalty,
     SearchError,
+    make_executor,
     read_history_csv,
 )
+from hwnas.search import run as search_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LUT = lut_path("digits")  # the shipped digits LUT (cpu-ort-1t)
@@ -118,7 +121,7 @@ def test_grid_in_a_search_visits_each_distinct_subnet_once():
     shapes = {tuple((k, tuple(v.shape)) for k, v in hwnas.export(space, p).state_dict().items()) for p in some}
     assert len(shapes) == 40  # different grid points are different networks
     x = torch.zeros(1, 1, 8, 8)
-    res = hwnas.search.run(space, x, {}, lambda s: 0.0, strategy=Grid(), max_trials=500, progress=False)
+    res = search_run(space, x, {}, lambda s: 0.0, strategy=Grid(), max_trials=500, progress=False)
     assert [t.sample for t in res.history] == points[:500]
 
 
@@ -127,7 +130,7 @@ def test_grid_search_stops_when_exhausted_and_evaluates_only_feasible_points():
     x = torch.zeros(1, 1, 8, 8)
     flops = hwnas.FlopsProfiler(space, x)
     bound = flops.profile({"w": 8, "k": 1})
-    res = hwnas.search.run(space, x, {"flops": bound}, lambda s: s["w"] * 10 + s["k"], strategy=Grid(),
+    res = search_run(space, x, {"flops": bound}, lambda s: s["w"] * 10 + s["k"], strategy=Grid(),
                            max_trials=100, progress=False)
     grid = [{"w": w, "k": k} for w in (4, 8, 12) for k in (1, 3)]
     feasible = [s for s in grid if flops.profile(s) <= bound]
@@ -159,9 +162,9 @@ def test_regularized_evolution_mutates_the_tournament_winner_and_ages(digits):
 def test_evolution_beats_random_on_a_proxy(digits):
     space, flops, params = digits
     score = proxy_score(flops, params)
-    evo = hwnas.search.run(space, X, {"flops": "50%"}, score, strategy=RegularizedEvolution(20, 5, 0.1),
+    evo = search_run(space, X, {"flops": "50%"}, score, strategy=RegularizedEvolution(20, 5, 0.1),
                            max_trials=200, seed=0, progress=False)
-    rnd = hwnas.search.run(space, X, {"flops": "50%"}, score, strategy=Random(), max_trials=200, seed=0,
+    rnd = search_run(space, X, {"flops": "50%"}, score, strategy=Random(), max_trials=200, seed=0,
                            progress=False)
     assert evo.best_score > rnd.best_score
 
@@ -275,7 +278,7 @@ def test_no_feasible_candidate_is_a_clear_error():
     smallest = flops.profile({"w": 4, "k": 1})
     with pytest.raises(SearchError, match=r"no candidate met the constraints: 6 proposed by Chain\(Grid.*"
                                           r"Filter\(.*<lambda>\): rejected 1 \| constraint flops <= .*rejected 5"):
-        hwnas.search.run(space, x, {"flops": smallest}, lambda s: 1.0,
+        search_run(space, x, {"flops": smallest}, lambda s: 1.0,
                          strategy=Chain(Grid(), Filter(lambda s: s != {"w": 4, "k": 1})), progress=False)
 
 
@@ -289,20 +292,20 @@ def test_constraint_errors_before_any_work(digits):
 
     with pytest.raises(ConstraintError, match=r"unknown constraint 'latency'; this search has profilers for "
                                               r"\['flops', 'params'\]"):
-        hwnas.search.run(space, X, {"latency": 1.0}, score, progress=False)
+        search_run(space, X, {"latency": 1.0}, score, progress=False)
     with pytest.raises(ConstraintError, match=r"flops='lots' is malformed"):
-        hwnas.search.run(space, X, {"flops": "lots"}, score, progress=False)
+        search_run(space, X, {"flops": "lots"}, score, progress=False)
     with pytest.raises(ConstraintError, match=r"below the smallest subnet's params .* Loosen it to at least"):
-        hwnas.search.run(space, X, {"params": 10}, score, progress=False)
+        search_run(space, X, {"params": 10}, score, progress=False)
     with pytest.raises(ValueError, match=r"max_trials must be an int >= 1, got 0"):
-        hwnas.search.run(space, X, None, score, max_trials=0, progress=False)
+        search_run(space, X, None, score, max_trials=0, progress=False)
     with pytest.raises(ValueError, match=r"mode must be 'max'"):
-        hwnas.search.run(space, X, None, score, mode="best", progress=False)
+        search_run(space, X, None, score, mode="best", progress=False)
     with pytest.raises(TypeError, match=r"strategy must be a hwnas.search strategy"):
-        hwnas.search.run(space, X, None, score, strategy="evolution", progress=False)
+        search_run(space, X, None, score, strategy="evolution", progress=False)
     assert not calls
     with pytest.raises(TypeError, match=r"score_func returned 'good' \(str\) for trial 0; return a number"):
-        hwnas.search.run(space, X, None, lambda s: "good", progress=False)
+        search_run(space, X, None, lambda s: "good", progress=False)
 
 
 class ActivationBytes:
@@ -330,8 +333,8 @@ def test_constraints_and_filters_over_a_profiler_without_a_cost_model(digits):
         hwnas.search(space, X, {"mem_bytes": "half"}, lambda s: 0.0, profilers={"mem_bytes": mem}, progress=False)
     with pytest.raises(TypeError, match=r"ActivationBytes has no cost model .* give bounds and baselines for it as "
                                         r"numbers"):
-        hwnas.search.SampleProfilerPenalty(mem, "50%")
-    assert hwnas.search.SampleProfilerPenalty(mem, largest)(1.0, space.max_sample()) == 1.0
+        SampleProfilerPenalty(mem, "50%")
+    assert SampleProfilerPenalty(mem, largest)(1.0, space.max_sample()) == 1.0
 
 
 def test_rejection_mid_search_says_how_many_trials_were_kept(digits, tmp_path):
@@ -344,14 +347,14 @@ def test_rejection_mid_search_says_how_many_trials_were_kept(digits, tmp_path):
 
     with pytest.raises(RejectionError, match=r"50 candidates in a row were rejected.*This happened after 5 evaluated "
                                              r"trials; they are saved in the checkpoint '.*c\.json'\.$"):
-        hwnas.search.run(space, X, None, proxy_score(flops, params), strategy=Chain(Random(), first_five,
+        search_run(space, X, None, proxy_score(flops, params), strategy=Chain(Random(), first_five,
                          max_rejects=50), max_trials=20, checkpoint=tmp_path / "c.json", progress=False)
     assert len(json.loads((tmp_path / "c.json").read_text())["trials"]) == 5
 
 
 def test_score_dict_extras_and_min_mode(digits):
     space, flops, _ = digits
-    res = hwnas.search.run(space, X, None, lambda s: {"score": flops.profile(s), "width": s["s2.width"]},
+    res = search_run(space, X, None, lambda s: {"score": flops.profile(s), "width": s["s2.width"]},
                            strategy=Random(), max_trials=30, mode="min", progress=False)
     assert res.best_score == min(t.score for t in res.history)
     assert all(t.extra["width"] == t.sample["s2.width"] for t in res.history)
@@ -363,13 +366,13 @@ def test_same_seed_same_history_and_csv_roundtrip(digits, tmp_path):
     score = proxy_score(flops, params)
     kw = dict(strategy=Chain(RegularizedEvolution(10, 3), RangeProfilerFilter(flops, min="10%")), max_trials=40,
               seed=3, progress=False)
-    a = hwnas.search.run(space, X, {"params": "50%"}, score, history_csv=tmp_path / "h.csv", **kw)
-    b = hwnas.search.run(space, X, {"params": "50%"}, score, **kw)
+    a = search_run(space, X, {"params": "50%"}, score, history_csv=tmp_path / "h.csv", **kw)
+    b = search_run(space, X, {"params": "50%"}, score, **kw)
     assert history_key(a) == history_key(b)
     back = read_history_csv(tmp_path / "h.csv")
     assert [(t.sample, t.score, t.metrics) for t in back] == [(t.sample, t.score, t.metrics) for t in a.history]
     header = (tmp_path / "h.csv").read_text().splitlines()[0].split(",")
-    assert header == ["trial", "batch", "score", "flops", "params", "eval_s", "sample"]
+    assert header == ["trial", "batch", "score", "flops", "params", "eval_s", "cached_from", "sample"]
     front = a.pareto_front("flops")
     assert front and all(x.value("flops") <= y.value("flops") for x, y in zip(front, front[1:]))
 
@@ -377,6 +380,7 @@ def test_same_seed_same_history_and_csv_roundtrip(digits, tmp_path):
 RESUME_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import torch, hwnas
+    from hwnas.search import run as search_run
     sys.path.insert(0, {tests!r})
     from test_search import resume_settings
     space, score, kw = resume_settings()
@@ -386,7 +390,7 @@ RESUME_SCRIPT = textwrap.dedent("""
         if n[0] > {kill_after}:
             os.kill(os.getpid(), signal.SIGKILL)   # a real kill: no finally, no atexit
         return score(sample)
-    hwnas.search.run(space, torch.zeros(1, 1, 8, 8), {{"flops": "60%"}}, killing_score,
+    search_run(space, torch.zeros(1, 1, 8, 8), {{"flops": "60%"}}, killing_score,
                      checkpoint={ckpt!r}, **kw)
 """)
 
@@ -402,7 +406,7 @@ def resume_settings():
 
 def test_resume_after_a_real_kill_equals_an_uninterrupted_run(tmp_path):
     space, score, kw = resume_settings()
-    full = hwnas.search.run(space, X, {"flops": "60%"}, score, **kw)
+    full = search_run(space, X, {"flops": "60%"}, score, **kw)
     ckpt = tmp_path / "search.json"
     script = RESUME_SCRIPT.format(tests=str(ROOT / "tests"), kill_after=12, ckpt=str(ckpt))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -415,7 +419,7 @@ def test_resume_after_a_real_kill_equals_an_uninterrupted_run(tmp_path):
         calls.append(sample)
         return score(sample)
 
-    resumed = hwnas.search.run(space, X, {"flops": "60%"}, counting, checkpoint=ckpt,
+    resumed = search_run(space, X, {"flops": "60%"}, counting, checkpoint=ckpt,
                                **{k: v for k, v in kw.items()})
     # nothing re-evaluated, nothing lost (a repeated subnet reuses its score: score_func is never called twice)
     assert resumed.resumed_trials == len(saved) and len(calls) == sum(t.repeat_of < 0 for t in full.history[len(saved):])
@@ -427,20 +431,21 @@ def test_resume_after_a_real_kill_equals_an_uninterrupted_run(tmp_path):
 OUTSIDE_KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     import torch, hwnas
+    from hwnas.search import run as search_run
     sys.path.insert(0, {tests!r})
     from test_search import resume_settings
     space, score, kw = resume_settings()
     def slow_score(sample):
         time.sleep(0.04)                          # a trial that takes a while, as training does
         return score(sample)
-    hwnas.search.run(space, torch.zeros(1, 1, 8, 8), {{"flops": "60%"}}, slow_score, checkpoint={ckpt!r}, **kw)
+    search_run(space, torch.zeros(1, 1, 8, 8), {{"flops": "60%"}}, slow_score, checkpoint={ckpt!r}, **kw)
 """)
 
 
 def test_resume_after_a_kill_from_outside_equals_an_uninterrupted_run(tmp_path):
     """SIGKILL from the parent at whatever moment the child is in (scoring, or writing the checkpoint)."""
     space, score, kw = resume_settings()
-    full = hwnas.search.run(space, X, {"flops": "60%"}, score, **kw)
+    full = search_run(space, X, {"flops": "60%"}, score, **kw)
     ckpt = tmp_path / "search.json"
     script = OUTSIDE_KILL_SCRIPT.format(tests=str(ROOT / "tests"), ckpt=str(ckpt))
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -463,7 +468,7 @@ def test_resume_after_a_kill_from_outside_equals_an_uninterrupted_run(tmp_path):
         calls.append(sample)
         return score(sample)
 
-    resumed = hwnas.search.run(space, X, {"flops": "60%"}, counting, checkpoint=ckpt, **kw)
+    resumed = search_run(space, X, {"flops": "60%"}, counting, checkpoint=ckpt, **kw)
     assert resumed.resumed_trials == saved  # nothing re-evaluated, nothing lost
     assert len(calls) == sum(t.repeat_of < 0 for t in full.history[saved:])
     assert history_key(resumed) == history_key(full)
@@ -473,7 +478,7 @@ def test_an_error_in_score_func_saves_the_checkpoint_and_resume_continues(digits
     space, flops, params = digits
     score = proxy_score(flops, params)
     kw = dict(strategy=RegularizedEvolution(6, 2), max_trials=20, seed=1, progress=False, checkpoint_every_s=3600)
-    full = hwnas.search.run(space, X, None, score, **kw)
+    full = search_run(space, X, None, score, **kw)
     n = [0]
 
     def failing(sample):
@@ -484,11 +489,11 @@ def test_an_error_in_score_func_saves_the_checkpoint_and_resume_continues(digits
 
     ckpt = tmp_path / "c.json"
     with pytest.raises(KeyboardInterrupt):
-        hwnas.search.run(space, X, None, failing, checkpoint=ckpt, **kw)
+        search_run(space, X, None, failing, checkpoint=ckpt, **kw)
     assert sum("repeat_of" not in t for t in json.loads(ckpt.read_text())["trials"]) == 8
-    resumed = hwnas.search.run(space, X, None, score, checkpoint=ckpt, **kw)
+    resumed = search_run(space, X, None, score, checkpoint=ckpt, **kw)
     assert history_key(resumed) == history_key(full)
-    more = hwnas.search.run(space, X, None, score, checkpoint=ckpt, **{**kw, "max_trials": 25})
+    more = search_run(space, X, None, score, checkpoint=ckpt, **{**kw, "max_trials": 25})
     assert history_key(more)[:20] == history_key(full) and len(more.history) == 25
 
 
@@ -496,14 +501,14 @@ def test_checkpoint_of_another_search_is_refused(digits, tmp_path):
     space, flops, params = digits
     score = proxy_score(flops, params)
     ckpt = tmp_path / "c.json"
-    hwnas.search.run(space, X, None, score, strategy=Random(), max_trials=5, seed=0, checkpoint=ckpt, progress=False)
+    search_run(space, X, None, score, strategy=Random(), max_trials=5, seed=0, checkpoint=ckpt, progress=False)
     with pytest.raises(CheckpointError, match=r"belongs to another search \(seed: checkpoint has 0, this search has 1\)"
                                               r".*another checkpoint path"):
-        hwnas.search.run(space, X, None, score, strategy=Random(), max_trials=5, seed=1, checkpoint=ckpt,
+        search_run(space, X, None, score, strategy=Random(), max_trials=5, seed=1, checkpoint=ckpt,
                          progress=False)
     (tmp_path / "junk.json").write_text("[1, 2]")
     with pytest.raises(CheckpointError, match=r"is not a hwnas search checkpoint"):
-        hwnas.search.run(space, X, None, score, checkpoint=tmp_path / "junk.json", progress=False)
+        search_run(space, X, None, score, checkpoint=tmp_path / "junk.json", progress=False)
 
 
 # ------------------------------------------------------------------------------------------- executors
@@ -512,8 +517,8 @@ def test_thread_pool_batches_are_reproducible(digits):
     score = proxy_score(flops, params)
     kw = dict(strategy=RegularizedEvolution(6, 2), max_trials=17, seed=2, progress=False)
     with ThreadPoolExecutor(3) as pool:
-        a = hwnas.search.run(space, X, {"flops": "70%"}, score, executor=pool, **kw)
-    b = hwnas.search.run(space, X, {"flops": "70%"}, score, executor=FuturesExecutor(ThreadPoolExecutor(3)), **kw)
+        a = search_run(space, X, {"flops": "70%"}, score, executor=pool, **kw)
+    b = search_run(space, X, {"flops": "70%"}, score, executor=FuturesExecutor(ThreadPoolExecutor(3)), **kw)
     assert history_key(a) == history_key(b)
     assert [t.batch for t in a.history][:7] == [0, 0, 0, 1, 1, 1, 2] and a.history[-1].batch == 5
 
@@ -530,7 +535,7 @@ def test_ray_executor_on_a_local_instance(digits):
 
     kw = dict(strategy=RegularizedEvolution(6, 2), max_trials=12, seed=4, progress=False)
     assert not ray.is_initialized()
-    on_ray = hwnas.search.run(space, X, {"flops": "70%"}, score, executor="ray", address=None, **kw)
+    on_ray = search_run(space, X, {"flops": "70%"}, score, executor="ray", address=None, **kw)
     assert not ray.is_initialized()  # the instance it started is shut down again
     assert all(t.extra["pid"] != os.getpid() for t in on_ray.history)  # evaluated in Ray workers
     batch = sum(t.batch == 0 for t in on_ray.history)
@@ -538,19 +543,19 @@ def test_ray_executor_on_a_local_instance(digits):
     # machine's; the local pool of that width then gives the same history
     assert 1 <= batch <= (os.cpu_count() or 1)
     with ThreadPoolExecutor(batch) as pool:
-        local = hwnas.search.run(space, X, {"flops": "70%"}, score, executor=pool, **kw)
+        local = search_run(space, X, {"flops": "70%"}, score, executor=pool, **kw)
     assert history_key(on_ray) == history_key(local)
 
 
 def test_bad_executor_is_named():
     with pytest.raises(ValueError, match=r"executor must be None \(in-process\), 'ray'"):
-        hwnas.search.make_executor("dask")
+        make_executor("dask")
 
 
 # -------------------------------------------------------------------------------------------------- plots
 def test_plot_pareto_writes_a_png(digits, tmp_path):
     space, flops, params = digits
-    res = hwnas.search.run(space, X, None, proxy_score(flops, params), strategy=Random(), max_trials=20,
+    res = search_run(space, X, None, proxy_score(flops, params), strategy=Random(), max_trials=20,
                            history_csv=tmp_path / "h.csv", progress=False)
     path = hwnas.report.plot_pareto(res.history, x="flops", y="score", path=tmp_path / "p" / "pareto.png",
                                     budget=1e6, highlight={"largest": {"flops": 2e6, "score": 8.0}})

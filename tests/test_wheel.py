@@ -77,7 +77,7 @@ def test_wheel_in_a_fresh_venv_runs_demo_predict_and_profile_outside_the_checkou
 
     hw = venv / "bin" / "hwnas"
     out = _run([hw, "profile", "--space", "digits", "--lut", "digits"], elsewhere, env)
-    row = re.search(r"^latency_ms\s+(\S+)\s+(\S+)\s+(\S+)", out, flags=re.M)
+    row = re.search(r"^[│|] latency_ms\s+[│|]\s+(\S+)\s+[│|]\s+(\S+)\s+[│|]\s+(\S+)", out, flags=re.M)
     assert row, out
     lo, _, hi = metric_range(LatencyProfiler(hwnas.spaces.create("digits"), torch.zeros(1, 1, 8, 8), lut="digits"))
     assert float(row.group(1)) == pytest.approx(lo, rel=1e-3) and float(row.group(3)) == pytest.approx(hi, rel=1e-3)

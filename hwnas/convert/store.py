@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from torch import nn
 
 from hwnas.convert.api import as_model, convert
 from hwnas.convert.space import Conversion, ConvertedSpace
+from hwnas.io import atomic_writer
 
 __all__ = ["save", "restore", "ConvertedFileError", "FORMAT", "VERSION"]
 
@@ -83,23 +83,15 @@ def save(space: ConvertedSpace, path: str | os.PathLike, search_state: dict[str,
 
 def write_weights(path: str | os.PathLike, fmt: str, version: int, recipe: str,
                   state_dict: dict[str, torch.Tensor]) -> Path:
-    """Write ``{"format", "version", "recipe", "state_dict", "sha256"}`` with ``torch.save`` atomically (a temp
-    file in the same folder, then a rename; no temp file left on any exit). Shared by :func:`save` and
+    """Write ``{"format", "version", "recipe", "state_dict", "sha256"}`` with ``torch.save`` atomically
+    (:func:`hwnas.io.atomic_writer`: ordinary permissions, no temp file left on any exit). Shared by :func:`save` and
     :func:`hwnas.prune_io.save_pruned`."""
     tensors = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
     payload = {"format": fmt, "version": version, "recipe": recipe, "state_dict": tensors,
                "sha256": _digest(recipe, tensors)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_writer(path) as f:
+        torch.save(payload, f)
+    return Path(path)
 
 
 def _load(path: Path, fmt: str = FORMAT) -> dict[str, Any]:

@@ -261,7 +261,7 @@ def fallback_rule(kind: str, target: Any):
                 f"{where} has no shape rule, and fvcore counts its FLOPs, so taking its shapes from PyTorch and "
                 f"counting 0 would be a silent wrong number. Register a shape rule "
                 f"(@hwnas.graph.register_shape_rule({name}, op='my_op')) and a FLOP rule that matches fvcore "
-                "(@hwnas.profile.register_cost_rule('flops', 'my_op')).")
+                "(from hwnas.profile import register_cost_rule; @register_cost_rule('flops', 'my_op')).")
         if block:
             real = target if kind == "call_module" else fn
             out = _run_block(fn, real, call, where)

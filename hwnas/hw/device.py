@@ -435,24 +435,30 @@ def hwnas_version() -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _machine() -> dict[str, Any]:
-    cpu_model, cpu_id, flags = "", "", set()
+def _cpu_info() -> dict[str, Any]:
+    """py-cpuinfo's description of the CPU (any OS), or ``{}`` where it is not installed (a measurement agent's
+    light install) or cannot tell."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
-        info: dict[str, str] = {}
-        for line in text.split("\n\n", 1)[0].splitlines():  # first logical CPU is enough
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip().lower(), value.strip())
-        cpu_model = info.get("model name") or info.get("hardware") or info.get("cpu part", "")
-        cpu_id = " ".join(
-            f"{key.split()[-1]}={info[key]}"
-            for key in ("cpu family", "model", "stepping", "cpu implementer", "cpu part")
-            if key in info
-        )
-        flags = set((info.get("flags") or info.get("features") or "").split())
-    except OSError:
-        logger.debug("no /proc/cpuinfo; falling back to platform for the CPU fingerprint")
+        import cpuinfo
+    except ImportError:
+        logger.debug("py-cpuinfo is not installed; the CPU fingerprint falls back to platform")
+        return {}
+    try:
+        return dict(cpuinfo.get_cpu_info() or {})
+    except Exception as e:  # noqa: BLE001 - it probes the OS in many ways; any failure means "unknown"
+        logger.debug("py-cpuinfo failed (%s); the CPU fingerprint falls back to platform", e)
+        return {}
+
+
+@functools.lru_cache(maxsize=1)
+def _machine() -> dict[str, Any]:
+    """The CPU part of a fingerprint, from py-cpuinfo, with the keys and values the /proc/cpuinfo reading of
+    earlier hwnas gave: ``cpu_model`` (the brand string), ``cpu_id`` (``family=F model=M stepping=S`` on x86)
+    and ``cpu_flags`` (those of :data:`_KERNEL_FLAGS` present)."""
+    info = _cpu_info()
+    cpu_model = str(info.get("brand_raw") or info.get("hardware_raw") or "").strip()
+    cpu_id = " ".join(f"{key}={info[key]}" for key in ("family", "model", "stepping") if key in info)
+    flags = {str(f).lower() for f in info.get("flags") or ()}
     if not cpu_model:
         cpu_model = platform.processor() or platform.machine() or "unknown"
     return {
@@ -566,8 +572,8 @@ def fingerprint_matches(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """
     diffs = []
     for key, label in _MATTERS.items():
-        if key not in a or key not in b:
-            continue
+        if key not in a or key not in b or (key == "cpu_id" and not (a[key] and b[key])):
+            continue  # an empty cpu_id: py-cpuinfo gives none on this CPU (ARM's implementer/part)
         va, vb = a[key], b[key]
         if key == "cpu_flags":
             sa, sb = set(va), set(vb)

@@ -72,6 +72,8 @@ class LatencyProfiler(Profiler):
                              "hwnas.hw.LUT; build one with benchmarks/build_lut.py) and/or predictor= (a learned "
                              "predictor such as hwnas.predict.load_predictor('cpu-ort-1t'), see hwnas.predict).")
         self.lut = lut if isinstance(lut, LUT) or lut is None else LUT.load(lut)
+        shape = getattr(dummy_input, "shape", None)
+        self._dummy_shape = tuple(int(d) for d in shape) if shape is not None else None
         if isinstance(predictor, (str, os.PathLike)):
             from hwnas.predict import load_predictor  # lazy: hwnas.predict builds on hwnas.hw
 
@@ -101,14 +103,22 @@ class LatencyProfiler(Profiler):
                             "(listed in LatencyProfiler.predicted), e.g. %s", len(missing), len(needed),
                             self.lut.path or "the LUT", missing[0])
         elif missing:
+            from hwnas.artifacts import shipped_name
+
+            dev = self.lut.device.name
+            name = space_spec(self.space)
             where = self.lut.path or "the LUT"
-            shape = "x".join(str(d) for d in self._input_shape())
+            if self.lut.path is not None and shipped_name(self.lut.path) is not None:  # never written over
+                where = f"{name if name and ':' not in name else 'my_space'}_{dev}.json"
+            shape = ",".join(str(d) for d in self._input_shape())
+            cli = (f"hwnas lut build --space {name} --input {shape} --device {dev} --out {where}\nor "
+                   if name is not None else "")
             raise MissingKernelsError(
-                f"{len(missing)} of this space's {len(needed)} kernel signatures are missing from {str(where)!r} "
-                f"(device {self.lut.device.name}); for example:\n  " + "\n  ".join(missing[:8]) +
-                f"\nMeasure them (resumable; only what is missing) with:\n  python benchmarks/build_lut.py --space "
-                f"<name> --input {shape} --device {self.lut.device.name} --out {where}\nor "
-                f"hwnas.hw.build_lut(space, dummy_input, {self.lut.device.name!r}, {str(where)!r}); or pass "
+                f"{len(missing)} of this space's {len(needed)} kernel signatures are missing from "
+                f"{str(self.lut.path or 'the LUT')!r} "
+                f"(device {dev}); for example:\n  " + "\n  ".join(missing[:8]) +
+                f"\nMeasure them (resumable; only what is missing) with:\n  {cli}"
+                f"hwnas.hw.build_lut(space, torch.zeros({shape}), {dev!r}, {str(where)!r}); or pass "
                 "predictor= to predict them."
             )
         for k, (labels, tab) in zip(self.kernels, tables):
@@ -170,9 +180,13 @@ class LatencyProfiler(Profiler):
             family = 1.0
         return self.lut.speed_factor * family * (c["scale"] * raw + c.get("per_node_ms", 0.0))
 
-    def _input_shape(self) -> tuple:
+    def _input_shape(self) -> tuple[int, ...]:
+        """The concrete input shape the profiler was built at (the largest resolution of a resolution choice)."""
+        if self._dummy_shape is not None:
+            return self._dummy_shape
         inp = self.graph.input
-        return tuple(d if isinstance(d, int) else "R" for d in inp.shape) if hasattr(inp, "shape") else ()
+        dims = getattr(inp, "shape", ())
+        return tuple(d if isinstance(d, int) else int(np.max(getattr(d, "values", d))) for d in dims)
 
     def kernel_costs(self, sample: dict[str, Any]) -> list[tuple[Kernel, str, float]]:
         """``(kernel, signature, predicted ms)`` of every kernel that runs in ``sample``, in order."""
@@ -186,3 +200,38 @@ class LatencyProfiler(Profiler):
                 float(self._predicted_ms([s])[0])
             rows.append((k, s, ms))
         return rows
+
+
+def space_spec(space: Any) -> str | None:
+    """How the command line names ``space``: its registered name when exactly one registered factory builds
+    its class (by return annotation or being the class), else ``module:Class`` or ``path/file.py:Class`` for a
+    class defined in a file; ``None`` when there is no such name (a class made in ``__main__`` or a notebook)."""
+    import inspect
+
+    from hwnas.spaces import registry
+
+    cls = type(space)
+    names = []
+    for name, fn in registry._SPACES.items():
+        try:
+            ret = inspect.signature(fn).return_annotation if not isinstance(fn, type) else fn
+        except (TypeError, ValueError):
+            continue
+        if ret is cls or ret == cls.__name__:
+            names.append(name)
+    if len(names) == 1:
+        return names[0]
+    if names:
+        return None
+    if cls.__module__ == "__main__" or "." in cls.__qualname__:
+        return None
+    if cls.__module__.startswith("hwnas."):
+        return f"{cls.__module__}:{cls.__qualname__}"
+    try:
+        file = inspect.getsourcefile(cls)
+    except (TypeError, OSError):
+        return None
+    if not file or not os.path.isfile(file):
+        return None
+    rel = os.path.relpath(file)
+    return f"{file if rel.startswith('..') else rel}:{cls.__qualname__}"

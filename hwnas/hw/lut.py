@@ -66,7 +66,7 @@ from hwnas.hw.device import Device, fingerprint, fingerprint_matches, get_device
 from hwnas.hw.lut_check import check_lut_data, device_difference, rebuild_command
 from hwnas.io import atomic_write_json, read_json
 
-__all__ = ["LUT", "LUTEntry", "LUTError", "FingerprintWarning", "FAMILIES", "family_of"]
+__all__ = ["LUT", "LUTEntry", "LUTError", "FingerprintWarning", "FAMILIES", "family_of", "warn_fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,32 @@ class LUTError(ValueError):
 
 class FingerprintWarning(UserWarning):
     """A LUT is used on a machine or runtime other than the one that measured it."""
+
+
+_fingerprint_shown: set[str] = set()
+
+
+def warn_fingerprint(message: str) -> None:
+    """Issue a :class:`FingerprintWarning` once per process per message, attributed to ``hwnas`` (no source line
+    of the caller is printed with it).
+
+    The warnings filters decide as usual: under ``"error"`` it raises and under ``"always"`` (``pytest.warns``,
+    ``catch_warnings(record=True)``) it is issued every time; otherwise a message is issued only the first time.
+    """
+    action = _filter_action(message)
+    if action == "ignore" or (action not in ("always", "error") and message in _fingerprint_shown):
+        return
+    _fingerprint_shown.add(message)
+    warnings.warn_explicit(message, FingerprintWarning, "hwnas", 0, module="hwnas", registry={})
+
+
+def _filter_action(message: str) -> str:
+    """The action of the first warnings filter that matches a FingerprintWarning with ``message`` from hwnas."""
+    for action, msg, cat, mod, lineno in warnings.filters:
+        if (issubclass(FingerprintWarning, cat) and (msg is None or msg.match(message))
+                and (mod is None or mod.match("hwnas")) and lineno == 0):
+            return action
+    return warnings.defaultaction
 
 
 @dataclass
@@ -258,16 +284,15 @@ class LUT:
                                f"lut list) or build one: {rebuild_command(data, path).replace(device.name, want.name)}.")
         if check_fingerprint:
             if not lut.fingerprint:
-                warnings.warn(f"LUT {shipped_name(path) or str(path)!r} has no machine fingerprint (its \"fingerprint\" "
-                              "field is empty or missing), so hwnas cannot tell which machine and runtime measured "
-                              "it; its latencies may not hold here. Rebuild it here (hwnas lut build) or adapt it "
-                              f"(about 2 minutes): {adapt_command(path)}.", FingerprintWarning, stacklevel=2)
+                warn_fingerprint(f"LUT {shipped_name(path) or str(path)!r} has no machine fingerprint (its \"fingerprint\" "
+                                 "field is empty or missing), so hwnas cannot tell which machine and runtime measured "
+                                 "it; its latencies may not hold here. Rebuild it here (hwnas lut build) or adapt it "
+                                 f"(about 2 minutes): {adapt_command(path)}.")
             diffs = fingerprint_matches(lut.fingerprint, fingerprint(device))
             if diffs:
-                warnings.warn(f"LUT {shipped_name(path) or str(path)!r} was measured on another machine or runtime: "
-                              f"{'; '.join(diffs)}. Its latencies may not hold here; adapt it to this machine "
-                              f"(about 2 minutes): {adapt_command(path)}, or rebuild it here (hwnas lut build).",
-                              FingerprintWarning, stacklevel=2)
+                warn_fingerprint(f"LUT {shipped_name(path) or str(path)!r} was measured on another machine or runtime: "
+                                 f"{'; '.join(diffs)}. Its latencies may not hold here; adapt it to this machine "
+                                 f"(about 2 minutes): {adapt_command(path)}, or rebuild it here (hwnas lut build).")
         return lut
 
     def to_dict(self) -> dict[str, Any]:
@@ -417,8 +442,7 @@ class LUT:
                            "LUTs of the same device.")
         diffs = fingerprint_matches(self.fingerprint, other.fingerprint)
         if diffs:
-            warnings.warn(f"merging LUTs from different machines: {'; '.join(diffs)}", FingerprintWarning,
-                          stacklevel=2)
+            warn_fingerprint(f"merging LUTs from different machines: {'; '.join(diffs)}")
         offset = len(self.subnets)
         for sig, e in other.entries.items():
             fresh = sig not in self.entries
@@ -562,13 +586,14 @@ class LUT:
         prior = np.array([self.prior_ms(k) for k in keys])
         resid = e2e - n @ prior - self._built_overhead_ms
         scale = np.maximum(np.abs(prior), 1e-4)
-        a = np.vstack([np.hstack([n / e2e[:, None], (1.0 / e2e)[:, None]]),
-                       np.hstack([np.diag(np.sqrt(ridge) / scale), np.zeros((len(keys), 1))])])
-        y = np.concatenate([resid / e2e, np.zeros(len(keys))])
-        sol, *_ = np.linalg.lstsq(a, y, rcond=None)
-        for k, d in zip(keys, sol[:-1]):
+        # in u_k = d_k / c_k the penalty is ridge * |u|^2, and the weights 1 / e_i^2 make the residuals relative:
+        # scikit-learn's Ridge with the unpenalised intercept as db (the SVD solver, as accurate as lstsq)
+        from sklearn.linear_model import Ridge
+
+        model = Ridge(alpha=ridge, fit_intercept=True, solver="svd").fit(n * scale, resid, sample_weight=1.0 / e2e ** 2)
+        for k, d in zip(keys, model.coef_ * scale):
             self.entries[k].adjust_ms = float(d)
-        self.calibration["overhead_ms"] = self._built_overhead_ms + float(sol[-1])
+        self.calibration["overhead_ms"] = self._built_overhead_ms + float(model.intercept_)
         pred = n @ np.array([self._built_cost_ms(k) for k in keys]) + self._built_overhead_ms
         self.calibration["refined"] = {"ridge": ridge, "subnets": len(rows),
                                        "median_abs_rel_err": float(np.median(np.abs(pred - e2e) / e2e))}

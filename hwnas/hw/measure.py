@@ -97,6 +97,7 @@ __all__ = [
     "profile_nodes",
     "session_overhead_ms",
     "optimized_graph",
+    "usable_cores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -209,6 +210,34 @@ def _progress_bar(**kwargs: Any) -> Any:
 
         return _Silent()
     return tqdm(**kwargs)
+
+
+def usable_cores() -> int:
+    """The logical cores this process may run on (its CPU affinity, ``os.sched_getaffinity``), else all cores."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on macOS or Windows
+        return os.cpu_count() or 1
+
+
+_load_warned = False  # the load warning is logged once per process (then at debug level)
+
+
+def _warn_load(load: float, device: str) -> None:
+    """Log, once per process, that the load average exceeds the cores this process may use: other processes then
+    compete with the measurement for them. Later occurrences go to the debug log (the load is in each record)."""
+    global _load_warned
+    cores, total = usable_cores(), os.cpu_count() or 1
+    if not load > cores:
+        return
+    where = f"the {cores} logical cores this process may run on (CPU affinity; {total} in the machine)" \
+        if cores < total else f"the {total} logical cores"
+    level = logging.DEBUG if _load_warned else logging.WARNING
+    _load_warned = True
+    logger.log(level, "load average %.2f exceeds %s while measuring on %s: other processes compete for the CPU, so "
+               "medians of long runs are inflated more than those of short ones. Measure on a quiet machine, or "
+               "compare p10_ms (each LatencyRecord keeps its load_avg; this is shown once per process).",
+               load, where, device)
 
 
 def _load_avg() -> float:
@@ -417,15 +446,7 @@ def measure_many(
                 gc.enable()
             bar.close()
     load = max(load_before, _load_avg())
-    if load > (os.cpu_count() or 1):
-        logger.warning(
-            "load average %.2f exceeds the %d logical cores while measuring on %s: other processes compete "
-            "for the CPU, so medians of long runs are inflated more than those of short ones. Measure on a "
-            "quiet machine, or compare p10_ms.",
-            load,
-            os.cpu_count() or 1,
-            dev.name,
-        )
+    _warn_load(load, dev.name)
     records = []
     for m, name in enumerate(names):
         ms = np.where(times_ns[m] >= 0, times_ns[m] / 1e6, np.nan)

@@ -50,12 +50,13 @@ def export_onnx(
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     opset: int = OPSET,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> Path:
     """Export ``module`` to ONNX at ``path`` and return the path.
 
     The module is put in eval mode for the export (and restored afterwards), so BatchNorm folds into
     the preceding convolution under constant folding. Inputs are named ``input`` (one input) or
-    ``input_0``, ``input_1``, ... unless ``input_names`` is given.
+    ``input_0``, ``input_1``, ... unless ``input_names`` is given; ``dynamic_axes`` is torch.onnx.export's.
 
     Example:
         >>> import torch, tempfile, os
@@ -92,6 +93,7 @@ def export_onnx(
                 do_constant_folding=True,
                 input_names=list(input_names),
                 output_names=list(output_names) if output_names is not None else None,
+                dynamic_axes=dynamic_axes,
             )
     except Exception as err:
         shapes = [tuple(a.shape) for a in args]

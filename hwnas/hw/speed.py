@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ import torch
 from hwnas.graph.subnet import export
 from hwnas.hw.build import export_subnets, input_for
 from hwnas.hw.lut import LUT, LUTError, now
-from hwnas.hw.measure import measure_many
+from hwnas.hw.measure import measure_many, usable_cores
 from hwnas.hw.session import export_onnx
 from hwnas.space.space import collect_choices, validate_sample
 
@@ -202,13 +201,15 @@ def copy_at_speed(obj: Any, factor: Any, record: dict[str, Any], error: type[Exc
 
 
 def _theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Slope and intercept of the Theil-Sen line through ``(x, y)``: the median of the slopes between all pairs
-    of points with different ``x``, and the median of ``y - slope * x``."""
-    i, j = np.triu_indices(x.size, k=1)
-    dx = x[j] - x[i]
-    ok = dx != 0
-    slope = float(np.median((y[j] - y[i])[ok] / dx[ok])) if ok.any() else 0.0
-    return slope, float(np.median(y - slope * x))
+    """Slope and intercept of the Theil-Sen line through ``(x, y)`` (``scipy.stats.theilslopes``): the median of
+    the slopes between all pairs of points with different ``x``, and the median of ``y - slope * x`` (its
+    ``method="joint"``); a flat line through the median of ``y`` when every ``x`` is the same."""
+    from scipy.stats import theilslopes
+
+    if x.size < 2 or np.all(x == x[0]):
+        return 0.0, float(np.median(y))
+    res = theilslopes(y, x, method="joint")
+    return float(res.slope), float(res.intercept)
 
 
 def _belongs(space: Any, sample: dict[str, Any]) -> bool:
@@ -483,7 +484,7 @@ def calibrate_definition(lut: LUT, space: Any, dummy_input: torch.Tensor, n: int
         raise LUTError(f"the level of LUT {str(lut.path or '')!r} came out too noisy to apply: steady = "
                        f"{record['ratio']:.4f} x paired with a standard error of {100 * level['se']:.2f}% over "
                        f"{len(rows)} subnets (at most {100 * max_error:.2f}%; one subnet's scatter, leave-one-out, "
-                       f"{level['loo_rms']}), load average {record['load_avg']} on {os.cpu_count()} cores. The LUT is "
+                       f"{level['loo_rms']}), load average {record['load_avg']} with {usable_cores()} cores to run on. The LUT is "
                        "unchanged; measure again on a quieter machine (hwnas lut recalibrate FILE --space NAME), or "
                        "with more subnets (--subnets).")
     if apply:

@@ -46,7 +46,7 @@ import numpy as np
 from hwnas.artifacts import adapt_command, predictor_path, resolve_predictor, shipped_name
 from hwnas.hw.device import Device, fingerprint, fingerprint_matches, get_device
 from hwnas.hw.lut import FAMILIES as ADAPT_FAMILIES
-from hwnas.hw.lut import FingerprintWarning, family_of
+from hwnas.hw.lut import family_of, warn_fingerprint
 from hwnas.hw.lut_check import device_difference
 from hwnas.hw.speed import at_model_speed, copy_at_speed
 from hwnas.io import atomic_write_text
@@ -385,16 +385,16 @@ class LatencyPredictor:
                     f"{device_difference(dev, want)}. Use the predictor of {want.name!r} (name {want.name!r}) or "
                     f"train one: python benchmarks/train_predictor.py --device {want.name}")
         if check_fingerprint and not meta["fingerprint"]:
-            warnings.warn(f"latency predictor {shipped_name(path) or str(path)!r} has no machine fingerprint (its "
-                          "\"fingerprint\" is empty), so hwnas cannot tell which machine and runtime it was trained "
-                          f"on; its predictions may not hold here. Train one here: python benchmarks/train_predictor.py "
-                          f"--device {dev.name}", FingerprintWarning, stacklevel=2)
+            warn_fingerprint(f"latency predictor {shipped_name(path) or str(path)!r} has no machine fingerprint (its "
+                             "\"fingerprint\" is empty), so hwnas cannot tell which machine and runtime it was "
+                             "trained on; its predictions may not hold here. Train one here: python "
+                             f"benchmarks/train_predictor.py --device {dev.name}")
         elif check_fingerprint:
             diffs = fingerprint_matches(meta["fingerprint"], fingerprint(dev))
             if diffs:
-                warnings.warn(f"latency predictor {shipped_name(path) or str(path)!r} was trained on another machine "
-                              f"or runtime: {'; '.join(diffs)}. Its predictions may not hold here; adapt it to this "
-                              f"machine (about 2 minutes): {adapt_command(path)}", FingerprintWarning, stacklevel=2)
+                warn_fingerprint(f"latency predictor {shipped_name(path) or str(path)!r} was trained on another "
+                                 f"machine or runtime: {'; '.join(diffs)}. Its predictions may not hold here; adapt it "
+                                 f"to this machine (about 2 minutes): {adapt_command(path)}")
         import sklearn
 
         trained_with = meta["libraries"].get("scikit-learn")

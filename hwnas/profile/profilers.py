@@ -171,7 +171,7 @@ class FlopsProfiler(Profiler):
                 return None
             raise UnsupportedOpError(
                 f"no FLOP rule for op {op.op_type!r} at {op.path!r} ({op.name}). Register one with "
-                f"@hwnas.profile.register_cost_rule('flops', {op.op_type!r}) on a function of the op that returns "
+                f"@register_cost_rule('flops', {op.op_type!r}) (from hwnas.profile import register_cost_rule) on a function of the op that returns "
                 "its FLOPs, or build the profiler with on_missing='skip' to count it as 0 (it is then listed in "
                 ".skipped_ops)."
             )
@@ -237,7 +237,8 @@ class NumParamsProfiler(Profiler):
             if rule is None:
                 raise UnsupportedOpError(
                     f"no parameter rule for hwnas layer {type(op.module).__name__} ({op.op_type!r}) at {op.path!r}; "
-                    f"register one with @hwnas.profile.register_cost_rule('params', {op.op_type!r})."
+                    f"register one with @register_cost_rule('params', {op.op_type!r}) (from hwnas.profile import "
+                    "register_cost_rule)."
                 )
             return rule(op)
         return sum(p.numel() for p in op.module.parameters())

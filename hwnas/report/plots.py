@@ -22,7 +22,7 @@ from typing import Any
 
 from hwnas.search.history import History, Trial, read_history_csv
 
-__all__ = ["plot_pareto"]
+__all__ = ["plot_pareto", "save_figure"]
 
 
 def _as_history(history: Any) -> History:
@@ -51,7 +51,7 @@ def _as_history(history: Any) -> History:
 def plot_pareto(history: Any, x: str = "latency_ms", y: str = "score", path: str | os.PathLike = "pareto.png",
                 x_mode: str = "min", y_mode: str = "max", title: str | None = None,
                 highlight: dict[str, dict[str, Any]] | None = None, budget: float | None = None,
-                dpi: int = 120) -> Path:
+                dpi: int = 120, x_label: str | None = None, y_label: str | None = None) -> Path:
     """Scatter every trial's ``x`` against ``y``, draw the Pareto front, and write a PNG.
 
     Args:
@@ -65,6 +65,8 @@ def plot_pareto(history: Any, x: str = "latency_ms", y: str = "score", path: str
             subnets); points missing either value are skipped.
         budget: draw a dashed vertical line at this ``x`` (e.g. the latency constraint).
         dpi: resolution.
+        x_label, y_label: axis labels (default: the column names), e.g. ``"latency_ms (LUT build speed)"`` or
+            ``"params"`` for a search whose score is the parameter count.
 
     Returns:
         The path written.
@@ -97,15 +99,20 @@ def plot_pareto(history: Any, x: str = "latency_ms", y: str = "score", path: str
         ax.annotate(name, (px, py), textcoords="offset points", xytext=(5, 5), fontsize=8)
     if budget is not None:
         ax.axvline(budget, ls="--", lw=1, color="#444444", label=f"budget {budget:.4g}")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.set_title(title or f"{y} vs {x}")
+    ax.set_xlabel(x_label or x)
+    ax.set_ylabel(y_label or y)
+    ax.set_title(title or f"{y_label or y} vs {x_label or x}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
+    return save_figure(fig, path, dpi=dpi)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Write a matplotlib figure atomically (:func:`hwnas.io.atomic_writer`), in the format of the file's suffix."""
+    from hwnas.io import atomic_writer
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
+    with atomic_writer(path) as f:
+        fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".").lower() or "png")
     return path

@@ -18,6 +18,7 @@ from typing import Any
 from hwnas.graph.trace import build_graph
 from hwnas.profile.constraints import ConstraintError, metric_range, parse_constraints
 from hwnas.profile.profilers import FlopsProfiler, NumParamsProfiler
+from hwnas.report.tables import format_number, render_table
 
 __all__ = ["ProfileSummary", "ConstraintRow", "profile", "format_number"]
 
@@ -60,17 +61,16 @@ class ProfileSummary:
         return sum(1 for v in self.choices.values() if len(v) > 1)
 
     def table(self) -> str:
-        """The summary as fixed-width text."""
-        lines = [f"{'metric':<12}{'min':>14}{'centroid':>14}{'max':>14}{'max/min':>10}{'constraint':>16}"
-                 f"{'satisfiable':>13}"]
+        """The summary as a text table (drawn by ``rich``), then the space's labels and fixed blocks."""
         cons = {c.metric: c for c in self.constraints}
         ratios = self.ratios
+        rows = []
         for metric, (lo, mid, hi) in self.metrics.items():
             c = cons.get(metric)
-            cs = f"<= {format_number(c.bound)}" if c else "-"
-            ok = ("yes" if c.satisfiable else "NO") if c else "-"
-            lines.append(f"{metric:<12}{format_number(lo):>14}{format_number(mid):>14}{format_number(hi):>14}"
-                         f"{ratios[metric]:>10.2f}{cs:>16}{ok:>13}")
+            rows.append([metric, format_number(lo), format_number(mid), format_number(hi), f"{ratios[metric]:.2f}",
+                         f"<= {format_number(c.bound)}" if c else "-",
+                         ("yes" if c.satisfiable else "NO") if c else "-"])
+        lines = [render_table(["metric", "min", "centroid", "max", "max/min", "constraint", "satisfiable"], rows)]
         if self.use_centroid and self.constraints:
             lines.append("(satisfiable: checked against the centroid subnet)")
         lines.append("")
@@ -86,13 +86,12 @@ class ProfileSummary:
     def __str__(self) -> str:
         return self.table()
 
-
-def format_number(x: float) -> str:
-    """1234567 -> '1.23M'."""
-    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(x) >= div:
-            return f"{x / div:.3g}{suffix}"
-    return f"{x:.4g}"
+    def __repr__(self) -> str:
+        """One line: :func:`profile` has printed the table already (a notebook echoing the result shows this, not
+        the table a second time); ``print(summary)`` prints the table again."""
+        ranges = ", ".join(f"{m} {format_number(lo)}..{format_number(hi)}" for m, (lo, _, hi) in self.metrics.items())
+        return (f"<ProfileSummary: {ranges}; {self.num_subnets:.4g} subnets; constraints "
+                f"{'satisfiable' if self.is_sat else 'NOT satisfiable'} ({len(self.constraints)})>")
 
 
 def profile(space: Any, dummy_input: Any, constraints: dict[str, Any] | None = None,

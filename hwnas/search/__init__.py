@@ -1,8 +1,9 @@
 """Hardware-aware search: constraints, strategies, filters, penalties, one-shot and differentiable training.
 
-``hwnas.search(space, dummy_input, constraints, score_func, ...)`` runs a multi-trial search and
-exports the best subnet (it is :func:`run` with ``export_fn=hwnas.export``); this package holds the
-parts:
+The function ``hwnas.search(space, dummy_input, constraints, score_func, ...)`` (:func:`hwnas.api.search`) runs a
+multi-trial search and exports the best subnet (it is :func:`run` with ``export_fn=hwnas.export``); this
+package holds the parts, imported by name (``from hwnas.search import Random``; ``hwnas.search`` itself is
+the function):
 
 - strategies: :class:`Random`, :class:`Grid`, :class:`RegularizedEvolution`, composed with filters as
   ``Chain(RegularizedEvolution(...), RangeProfilerFilter(flops, min="20%", max="60%"), Filter(fn))``;
@@ -16,10 +17,11 @@ parts:
 
 Example:
     >>> import torch, hwnas
+    >>> from hwnas.search import Random
     >>> space = hwnas.spaces.create("digits")
     >>> x = torch.randn(1, 1, 8, 8)
     >>> result = hwnas.search(space, x, {"params": "40%"}, lambda s: s["s2.width"] + s["s1.width"],
-    ...                       strategy=hwnas.search.Random(), max_trials=20, seed=0, progress=False)
+    ...                       strategy=Random(), max_trials=20, seed=0, progress=False)
     >>> sum(p.numel() for p in result.subnet.parameters()) == result.best_metrics["params"]
     True
 """

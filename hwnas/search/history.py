@@ -43,7 +43,8 @@ class Trial:
         extra: further numbers the score function returned next to ``"score"``.
         repeat_of: ``-1``, or the index of an earlier trial of the same subnet (same canonical sample) whose
             score and extra values this trial reuses: a search never calls the score function twice for a
-            subnet (``eval_s`` is then 0).
+            subnet (``eval_s`` is then 0). The history CSV has it in the column ``cached_from`` (empty for a
+            trial that was scored).
     """
 
     index: int
@@ -54,6 +55,11 @@ class Trial:
     batch: int = 0
     extra: dict[str, float] = field(default_factory=dict)
     repeat_of: int = -1
+
+    @property
+    def cached(self) -> bool:
+        """Whether this trial is a cache hit: a subnet scored before, whose score it reuses (:attr:`repeat_of`)."""
+        return self.repeat_of >= 0
 
     def value(self, name: str) -> float:
         """``"score"``, a metric, an extra value, ``"eval_s"`` or ``"trial"`` by name."""
@@ -152,9 +158,10 @@ class History(Sequence):
         for t in self._trials:
             metrics += [m for m in t.metrics if m not in metrics]
             extras += [e for e in t.extra if e not in extras and e not in t.metrics]
-        header = ["trial", "batch", "score", *metrics, *extras, "eval_s", "sample"]
+        header = ["trial", "batch", "score", *metrics, *extras, "eval_s", "cached_from", "sample"]
         rows = [[t.index, t.batch, t.score, *(t.metrics.get(m, "") for m in metrics),
-                 *(t.extra.get(e, "") for e in extras), t.eval_s, json.dumps(t.sample)] for t in self._trials]
+                 *(t.extra.get(e, "") for e in extras), t.eval_s, t.repeat_of if t.repeat_of >= 0 else "",
+                 json.dumps(t.sample)] for t in self._trials]
         return header, rows
 
     def to_csv(self, path: str | os.PathLike) -> Path:
@@ -191,7 +198,7 @@ def read_history_csv(path: str | os.PathLike) -> History:
         if reader.fieldnames is None or not need <= set(reader.fieldnames):
             raise ValueError(f"{str(path)!r} is not a hwnas history CSV: expected columns {sorted(need)} "
                              f"(and metrics), got {reader.fieldnames}.")
-        fixed = {"trial", "batch", "score", "eval_s", "sample"}
+        fixed = {"trial", "batch", "score", "eval_s", "sample", "cached_from"}
         trials = []
         for line, row in enumerate(reader, start=2):
             where = f"history CSV {str(path)!r}, line {line}"
@@ -215,5 +222,5 @@ def read_history_csv(path: str | os.PathLike) -> History:
                                  "label -> value; was the file edited?")
             values = {k: num(k) for k, v in row.items() if k not in fixed and k is not None and v not in ("", None)}
             trials.append(Trial(num("trial", int), sample, num("score"), values, num("eval_s", default="0"),
-                                num("batch", int, default="0")))
+                                num("batch", int, default="0"), repeat_of=num("cached_from", int, default="-1")))
     return History(trials)

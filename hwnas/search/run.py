@@ -29,6 +29,7 @@ constraint *before* evaluating them (a profiler lookup of a few microseconds), s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hwnas.graph.trace import build_graph
 from hwnas.io import remove_stale_temps
@@ -250,10 +252,10 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
         >>> import torch, hwnas
         >>> space = hwnas.spaces.create("digits")
         >>> flops = hwnas.FlopsProfiler(space, torch.randn(1, 1, 8, 8))
-        >>> result = hwnas.search.run(space, torch.randn(1, 1, 8, 8), {"flops": "50%"},
-        ...                           lambda s: -flops.profile(s) / 1e6 + s["s2.width"] / 16,
-        ...                           strategy=hwnas.search.RegularizedEvolution(10, 3), max_trials=30,
-        ...                           progress=False)
+        >>> from hwnas.search import RegularizedEvolution, run
+        >>> result = run(space, torch.randn(1, 1, 8, 8), {"flops": "50%"},
+        ...              lambda s: -flops.profile(s) / 1e6 + s["s2.width"] / 16,
+        ...              strategy=RegularizedEvolution(10, 3), max_trials=30, progress=False)
         >>> result.best_metrics["flops"] <= 0.5 * 1947776
         True
     """
@@ -288,7 +290,8 @@ def run(space: Any, dummy_input: Any, constraints: dict[str, Any] | None, score_
             truncated = replay(path, config, chain, choices, history, sign, profs, max_trials)
         loop = _Loop(chain, profs, score_func, canonical, sign, mode, history, executor, address, progress)
         saver = Saver(None if truncated else path, history_csv, config, chain, history)
-        stopped = loop.run(max_trials, saver, checkpoint_every_s, path)
+        with logging_redirect_tqdm() if progress else contextlib.nullcontext():  # log lines above the bar
+            stopped = loop.run(max_trials, saver, checkpoint_every_s, path)
     finally:
         if held is not None:
             held.release()
