@@ -3,8 +3,10 @@ trainers, exporters, reports and data sets.
 
 Every part that an experiment file (:mod:`hwnas.experiment`) or the command line names is looked up here::
 
+    from hwnas.search import RegularizedEvolution
+
     @hwnas.registry.register("strategies", "my_evolution")
-    class MyEvolution(hwnas.search.RegularizedEvolution): ...
+    class MyEvolution(RegularizedEvolution): ...
 
     strategy = hwnas.registry.build("strategies", {"name": "my_evolution", "population_size": 20})
     hwnas.registry.names("strategies")            # sorted names, the same as hwnas.registry.list("strategies")
