@@ -72,6 +72,22 @@ def run_hwnas(*args, cwd, timeout: float = 600) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
+@functools.cache
+def smallest_digits_flops() -> int:
+    """The smallest subnet's FLOPs of the digits space, from fvcore: every cost grows with width, depth, kernel and
+    expansion, so the smallest subnet has the smallest stem and stage widths, one block per stage, and in each block
+    the cheaper of a plain 3x3 conv and the inverted residual with kernel 3 and expansion 2 (4 candidates)."""
+    import hwnas
+
+    space = hwnas.spaces.create("digits")
+    base = {lab: c[0] for lab, c in space.choices().items()}  # choices are listed smallest first
+    assert base["stem.width"] == 8 and base["s1.depth"] == base["s2.depth"] == 1
+    candidates = [{**base, "s1.b1.op": a, "s2.b1.op": b, **{f"s{i}.b1.{k}": v for i in (1, 2)
+                                                           for k, v in (("kernel", 3), ("expand", 2))}}
+                  for a in ("mbconv", "conv") for b in ("mbconv", "conv")]
+    return min(fvcore_flops(hwnas.export(space, c), torch.zeros(1, 1, 8, 8)) for c in candidates)
+
+
 def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

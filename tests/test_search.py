@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from conftest import fvcore_flops, num_params
+from conftest import fvcore_flops, num_params, smallest_digits_flops
 
 import hwnas
 import hwnas.nn as hnn
@@ -215,26 +215,13 @@ def test_rejection_is_bounded_and_says_how_many_and_the_range(digits):
         chain.propose()
 
 
-def _smallest_digits_flops() -> int:
-    """The smallest subnet's FLOPs of the digits space, from fvcore: every cost grows with width, depth, kernel and
-    expansion, so the smallest subnet has the smallest stem and stage widths, one block per stage, and in each block
-    the cheaper of a plain 3x3 conv and the inverted residual with kernel 3 and expansion 2 (4 candidates)."""
-    space = hwnas.spaces.create("digits")
-    base = {lab: c[0] for lab, c in space.choices().items()}  # choices are listed smallest first
-    assert base["stem.width"] == 8 and base["s1.depth"] == base["s2.depth"] == 1
-    candidates = [{**base, "s1.b1.op": a, "s2.b1.op": b, **{f"s{i}.b1.{k}": v for i in (1, 2)
-                                                           for k, v in (("kernel", 3), ("expand", 2))}}
-                  for a in ("mbconv", "conv") for b in ("mbconv", "conv")]
-    return min(fvcore_flops(hwnas.export(space, c), X) for c in candidates)
-
-
 def test_filter_errors_name_the_culprit(digits):
     space, flops, _ = digits
     bad = Chain(Random(), Filter(lambda s: None, name="my_filter"))
     bad.bind(space.choices(), 0)
     with pytest.raises(TypeError, match=r"Filter\(my_filter\) returned None .* must return True to keep"):
         bad.propose()
-    with pytest.raises(ValueError, match=rf"misses every subnet: this space's flops spans {_smallest_digits_flops()}"):
+    with pytest.raises(ValueError, match=rf"misses every subnet: this space's flops spans {smallest_digits_flops()}"):
         Chain(Random(), RangeProfilerFilter(flops, max=1e4)).bind(space.choices(), 0)
     with pytest.raises(ValueError, match=r"min \(2e\+06\) is above max \(1e\+06\)"):
         Chain(Random(), RangeProfilerFilter(flops, min=2e6, max=1e6)).bind(space.choices(), 0)
