@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
 import shutil
@@ -35,27 +36,32 @@ def fvcore_flops(model: nn.Module, x) -> int:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the hwnas package under test: this tree's, or an installed wheel's when the tests run against an install
+PACKAGE = Path(importlib.util.find_spec("hwnas").origin).resolve().parent
 
 
 def cli_env() -> dict:
-    """The environment of a CLI subprocess: this tree first on PYTHONPATH (hwnas is installed editable from the main
-    checkout, so a worktree's tests must put their own tree first), one torch thread."""
+    """The environment of a CLI subprocess: one torch thread, and, when the tests run this tree, the tree first on
+    PYTHONPATH (hwnas is installed editable from the main checkout, so a worktree's tests must put their own tree
+    first). Against an installed hwnas (PACKAGE outside the tree) the subprocesses run that install too."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    if PACKAGE == ROOT / "hwnas":
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
 
 @functools.cache
 def hwnas_command() -> tuple[str, ...]:
-    """How the tests run the command line: the installed ``hwnas`` entry point (found on PATH) when it runs this
-    tree under test, else ``python -m hwnas.cli``. Which tree runs is read from the traceback of ``--debug`` on a
-    bad space name, run from a temporary folder."""
-    exe = shutil.which("hwnas")
-    if exe:
+    """How the tests run the command line: the ``hwnas`` entry point when it runs the package under test
+    (:data:`PACKAGE`), else ``python -m hwnas.cli``. The entry point is looked for next to this Python first (a
+    virtual environment's ``bin``), then on PATH; which package it runs is read from the traceback of ``--debug``
+    on a bad space name, run from a temporary folder."""
+    here = Path(sys.executable).parent / "hwnas"
+    for exe in filter(None, dict.fromkeys([str(here) if here.is_file() else None, shutil.which("hwnas")])):
         proc = subprocess.run([exe, "--debug", "profile", "--space", "no-such-space"], env=cli_env(),
                               cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=600)
-        if f'File "{ROOT / "hwnas" / "cli.py"}"' in proc.stderr:
+        if f'File "{PACKAGE / "cli.py"}"' in proc.stderr:
             return (exe,)
     return (sys.executable, "-m", "hwnas.cli")
 
@@ -64,6 +70,22 @@ def run_hwnas(*args, cwd, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``hwnas ARGS...`` (see :func:`hwnas_command`) in ``cwd``; the completed process, output as text."""
     return subprocess.run([*hwnas_command(), *map(str, args)], cwd=cwd, env=cli_env(), capture_output=True,
                           text=True, timeout=timeout)
+
+
+@functools.cache
+def smallest_digits_flops() -> int:
+    """The smallest subnet's FLOPs of the digits space, from fvcore: every cost grows with width, depth, kernel and
+    expansion, so the smallest subnet has the smallest stem and stage widths, one block per stage, and in each block
+    the cheaper of a plain 3x3 conv and the inverted residual with kernel 3 and expansion 2 (4 candidates)."""
+    import hwnas
+
+    space = hwnas.spaces.create("digits")
+    base = {lab: c[0] for lab, c in space.choices().items()}  # choices are listed smallest first
+    assert base["stem.width"] == 8 and base["s1.depth"] == base["s2.depth"] == 1
+    candidates = [{**base, "s1.b1.op": a, "s2.b1.op": b, **{f"s{i}.b1.{k}": v for i in (1, 2)
+                                                           for k, v in (("kernel", 3), ("expand", 2))}}
+                  for a in ("mbconv", "conv") for b in ("mbconv", "conv")]
+    return min(fvcore_flops(hwnas.export(space, c), torch.zeros(1, 1, 8, 8)) for c in candidates)
 
 
 def num_params(model: nn.Module) -> int:

@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 
+import hwnas
 import hwnas.hw.lut as lut_module
 from hwnas.artifacts import (
     ArtifactNotFoundError,
@@ -25,7 +26,7 @@ from hwnas.artifacts import (
 from hwnas.cli import main
 from hwnas.hw.lut import LUT, FingerprintWarning
 
-ROOT = pathlib.Path(__file__).resolve().parents[1] / "hwnas"
+ROOT = pathlib.Path(hwnas.__file__).resolve().parent  # the package under test: this tree, or an installed wheel
 
 # space -> graph -> profile -> hw/predict -> search -> export/report -> cli (lower may not import higher)
 LAYERS = {"space": 0, "spaces": 0, "io": 0, "artifacts": 0, "zoo": 0, "nn": 0, "graph": 1, "profile": 2, "hw": 3, "predict": 3,

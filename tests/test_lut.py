@@ -354,6 +354,37 @@ def test_speed_check_size_term_is_kept_only_when_it_predicts_better():
         SpeedCheck.from_ratios([1.0, -1.0])
 
 
+def test_calibration_of_few_subnets_keeps_a_positive_scale():
+    """Four tiny build subnets (a real build of a 16x16 user space, whose three-term fit gave scale -0.23 and a
+    LUT that LUT.load refused): the fit drops the per-node term, which here gives the weighted least-squares line
+    computed independently by numpy.polyfit; where even that slope is not positive, scale 1 and the overhead alone
+    (the weighted mean of the residuals)."""
+    e2e = np.array([0.010116, 0.011994, 0.008562, 0.009043])
+    speed = np.array([1.0, 1.0, 0.57228, 1.0])  # the third profile ran at 0.57x the median speed
+    sums = np.array([0.020, 0.036, 0.019, 0.020])
+    nodes = np.array([6, 9, 7, 6])
+
+    def rows(times):
+        return [{"end_to_end_ms": e, "sum_nodes_ms": s, "profile_speed": v, "nodes": int(n)}
+                for e, s, v, n in zip(times, sums, speed, nodes)]
+
+    x3 = np.column_stack([sums / speed, nodes, np.ones(4)]) / e2e[:, None]
+    assert np.linalg.lstsq(x3, np.ones(4), rcond=None)[0][0] < 0  # the three-term fit is implausible here
+    lut = LUT.new("cpu-ort-1t")
+    lut.subnets = rows(e2e)
+    cal = lut.fit_calibration(per_node=True)
+    slope, intercept = np.polyfit(sums / speed, e2e, 1, w=1 / e2e)  # minimises sum(((e2e - line) / e2e)^2)
+    assert slope > 0 and cal["per_node_ms"] == 0.0
+    assert cal["scale"] == pytest.approx(slope, rel=1e-9) and cal["overhead_ms"] == pytest.approx(intercept, rel=1e-9)
+    falling = np.sort(e2e)[np.argsort(np.argsort(-sums / speed))]  # larger kernel sums, smaller times
+    assert np.polyfit(sums / speed, falling, 1, w=1 / falling)[0] < 0
+    lut.subnets = rows(falling)
+    cal = lut.fit_calibration(per_node=True)
+    w2 = 1 / falling ** 2
+    assert cal["scale"] == 1.0 and cal["per_node_ms"] == 0.0
+    assert cal["overhead_ms"] == pytest.approx(np.sum(w2 * (falling - sums / speed)) / np.sum(w2), rel=1e-9)
+
+
 def test_profile_speeds_are_separated_from_kernel_times(small_lut):
     """Profiles taken while the machine ran at known speeds: the fit recovers every kernel's time and every
     profile's speed (both up to the common median speed), as built."""

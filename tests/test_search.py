@@ -4,6 +4,7 @@ real kill, history CSV, executors, and error messages (checked by text)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -15,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-from conftest import fvcore_flops, num_params
+from conftest import fvcore_flops, num_params, smallest_digits_flops
 
 import hwnas
 import hwnas.nn as hnn
@@ -103,26 +104,41 @@ def test_grid_enumerates_every_point_once_then_stops():
     assert sorted(map(str, got)) == sorted(map(str, points)) and shuffled.propose() is None
 
 
-def test_grid_in_a_search_visits_each_distinct_subnet_once():
-    """digits has 442,368 label combinations but 24,300 subnets (depth leaves labels unused): the grid that
-    hwnas.search runs proposes each subnet once, checked by exporting them (distinct state-dict shapes)."""
+def _grid_visits_each_distinct_subnet_once(space, x, n_subnets: int, n_export: int, trials: int) -> None:
+    """The grid that hwnas.search runs proposes each subnet of ``space`` once (``n_subnets``, fewer than the label
+    combinations where depth or an unchosen candidate leaves labels unused), checked by exporting ``n_export`` of
+    them (distinct weights, modules or input resolution) and against the first ``trials`` trials of a search with Grid()."""
     from hwnas.space.space import canonicalizer
 
-    space = hwnas.spaces.create("digits")
     g = Grid()
     g.bind(space.choices(), 0, canonicalizer(space))
     points = []
     while (s := g.propose()) is not None:
         points.append(s)
-    assert len(points) == space.num_subnets() == 24_300
+    assert len(points) == space.num_subnets() == n_subnets < math.prod(map(len, space.choices().values()))
     assert len({json.dumps(p, sort_keys=True) for p in points}) == len(points)
     rng = np.random.default_rng(0)
-    some = [points[i] for i in rng.choice(len(points), 40, replace=False)]
-    shapes = {tuple((k, tuple(v.shape)) for k, v in hwnas.export(space, p).state_dict().items()) for p in some}
-    assert len(shapes) == 40  # different grid points are different networks
-    x = torch.zeros(1, 1, 8, 8)
-    res = search_run(space, x, {}, lambda s: 0.0, strategy=Grid(), max_trials=500, progress=False)
-    assert [t.sample for t in res.history] == points[:500]
+    some = [points[i] for i in rng.choice(len(points), n_export, replace=False)]
+    # different grid points are different networks (weights' shapes or modules: a pooling or an identity) or the
+    # same network at another input resolution (a property of the input, not of the exported module)
+    keys = {(tuple((k, tuple(v.shape)) for k, v in m.state_dict().items()), repr(m), p.get("res"))
+            for p, m in zip(some, (hwnas.export(space, p) for p in some))}
+    assert len(keys) == n_export
+    res = search_run(space, x, {}, lambda s: 0.0, strategy=Grid(), max_trials=trials, progress=False)
+    assert [t.sample for t in res.history] == points[:trials]
+
+
+def test_grid_in_a_search_visits_each_distinct_subnet_once():
+    """A user space (conftest.UserCNN: depth 0-2 leaves block kernels unused, 1,296 label combinations) has 756
+    subnets; the 24,300 of digits run with -m slow."""
+    from conftest import UserCNN
+
+    _grid_visits_each_distinct_subnet_once(UserCNN(), torch.zeros(1, 3, 32, 32), 756, 20, 100)
+
+
+@pytest.mark.slow  # 12-40 s: the same check on 24,300 subnets (442,368 label combinations)
+def test_grid_in_a_search_visits_each_distinct_subnet_of_digits_once():
+    _grid_visits_each_distinct_subnet_once(hwnas.spaces.create("digits"), torch.zeros(1, 1, 8, 8), 24_300, 40, 500)
 
 
 def test_grid_search_stops_when_exhausted_and_evaluates_only_feasible_points():
@@ -218,26 +234,13 @@ def test_rejection_is_bounded_and_says_how_many_and_the_range(digits):
         chain.propose()
 
 
-def _smallest_digits_flops() -> int:
-    """The smallest subnet's FLOPs of the digits space, from fvcore: every cost grows with width, depth, kernel and
-    expansion, so the smallest subnet has the smallest stem and stage widths, one block per stage, and in each block
-    the cheaper of a plain 3x3 conv and the inverted residual with kernel 3 and expansion 2 (4 candidates)."""
-    space = hwnas.spaces.create("digits")
-    base = {lab: c[0] for lab, c in space.choices().items()}  # choices are listed smallest first
-    assert base["stem.width"] == 8 and base["s1.depth"] == base["s2.depth"] == 1
-    candidates = [{**base, "s1.b1.op": a, "s2.b1.op": b, **{f"s{i}.b1.{k}": v for i in (1, 2)
-                                                           for k, v in (("kernel", 3), ("expand", 2))}}
-                  for a in ("mbconv", "conv") for b in ("mbconv", "conv")]
-    return min(fvcore_flops(hwnas.export(space, c), X) for c in candidates)
-
-
 def test_filter_errors_name_the_culprit(digits):
     space, flops, _ = digits
     bad = Chain(Random(), Filter(lambda s: None, name="my_filter"))
     bad.bind(space.choices(), 0)
     with pytest.raises(TypeError, match=r"Filter\(my_filter\) returned None .* must return True to keep"):
         bad.propose()
-    with pytest.raises(ValueError, match=rf"misses every subnet: this space's flops spans {_smallest_digits_flops()}"):
+    with pytest.raises(ValueError, match=rf"misses every subnet: this space's flops spans {smallest_digits_flops()}"):
         Chain(Random(), RangeProfilerFilter(flops, max=1e4)).bind(space.choices(), 0)
     with pytest.raises(ValueError, match=r"min \(2e\+06\) is above max \(1e\+06\)"):
         Chain(Random(), RangeProfilerFilter(flops, min=2e6, max=1e6)).bind(space.choices(), 0)

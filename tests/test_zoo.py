@@ -154,9 +154,13 @@ def test_vit_image_size_changes_only_pos_embedding():
 # with the number of decimals given there. A wrong stride or pooling changes it by 2x or 4x while leaving the
 # parameter count alone. Sources: He et al. 2016 (Deep Residual Learning), Table 1: ResNet-18 1.8e9; torchvision's
 # model documentation ("GFLOPS" column, ResNet-50 as torchvision builds it, with the stride on the 3x3 conv: the
-# paper's 3.8e9 is the original placement); Sandler et al. 2018 (MobileNetV2), Table 4: 300M; Howard et al. 2019
+# paper's 3.8e9 is the original placement); Sandler et al. 2018 (MobileNetV2), Table 4: 300M MAdds (the same row's
+# 3.4M parameters is below the architecture's exact 3,504,872 that torchvision and Keras count, checked above; the
+# zoo gives 300.8M multiply-adds); Howard et al. 2019
 # (Searching for MobileNetV3), Table 3: Large 219M, Small 56M; Tan & Le 2019 (EfficientNet), Table 2: B0 0.39B;
-# Ma et al. 2018 (ShuffleNet V2), Table 8: 1x 146M; Huang et al. 2017 (DenseNet), via torchvision's table 2.83;
+# Ma et al. 2018 (ShuffleNet V2), Table 8: 1x 146M FLOPs, i.e. multiply-adds, and 2.3M parameters (the same row in
+# megvii-model/ShuffleNet-Series' README; the zoo gives 144.9M and 2,278,604); Huang et al. 2017 (DenseNet), via
+# torchvision's table 2.83;
 # Radosavovic et al. 2020 (Designing Network Design Spaces): RegNetX-400MF, 0.4 GF by name (torchvision 0.41);
 # torchvision's table for SqueezeNet 1.0 (0.82), VGG-11-BN (7.61), VGG-16 (15.47) and ViT-B/16 (17.56);
 # Touvron et al. 2021 (DeiT) and timm's model card: DeiT-Ti = vit_tiny_patch16_224, 1.3 GFLOPs.

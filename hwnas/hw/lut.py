@@ -611,6 +611,10 @@ class LUT:
                       for r in rows])
         w = 1.0 / y
         coef, *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
+        if not coef[0] > 0:  # a longer kernel sum never makes a model faster: too few or too noisy subnets for
+            if per_node:     # this many terms (4 tiny subnets gave -0.23); fewer terms, or scale 1 and the overhead
+                return self.fit_calibration(per_node=False)
+            coef = np.array([1.0, 0.0, float(np.sum(w * w * (y - x[:, 0])) / np.sum(w * w))])
         pred = x @ coef
         ss_res = float(np.sum(((y - pred) * w) ** 2))
         ss_tot = float(np.sum(((y - y.mean()) * w) ** 2)) or 1.0
