@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from hwnas.search.errors import RejectionError
-from hwnas.search.oneshot_modes import TemperatureSchedule, mixed_state
+from hwnas.search.oneshot_modes import TemperatureSchedule, mixed_state, picked
 from hwnas.search.penalty import ExpectationProfilerPenalty, SampleProfilerPenalty
 from hwnas.search.strategies import Filter
 from hwnas.space.mixed import set_mixed
@@ -174,8 +174,10 @@ class _Logits(OneShotStrategy):
         if self.penalty is not None:
             loss = self.penalty(loss, self.probs())
             record["expected_cost"] = float(self.penalty.last_cost_)
-        self.arch_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # only the logits' gradient: the weights' gradients would be computed and thrown away
+        alphas = list(self.alpha.values())
+        for a, g in zip(alphas, torch.autograd.grad(loss, alphas, allow_unused=True)):
+            a.grad = g
         self.arch_optimizer.step()
         return record
 
@@ -267,11 +269,22 @@ class DARTS(_Logits):
 class GumbelDARTS(DARTS):
     """GDAS (Dong & Yang 2019, ``hard=True``) and FBNet (Wu et al. 2019, ``hard=False``): Gumbel-softmax samples.
 
+    With ``hard=True`` (GDAS) every step draws one path by the Gumbel-max trick: the weight step trains that
+    subnet alone, and the architecture step computes it with straight-through one-hot weights. The
+    architecture step's gradient is the straight-through gradient over *every* value (mode ``gumbel`` with
+    ``full=True``): an unpicked candidate is run forward only, in the backward pass, for
+    :math:`\\langle\\partial L/\\partial y, o_k\\rangle`. GDAS's original estimator keeps only the picked path's
+    term; in a network where a batch norm follows every choice, that term is the derivative of the loss with
+    respect to the scale of a batch-normalised output, 0 up to the batch norm's epsilon, so no label but those
+    next to the classifier would learn.
+
     Args:
+        penalty: an :class:`ExpectationProfilerPenalty` (or ``None``).
+        filter: paths that fail it are redrawn; constrains the exported sample.
         temperature: a :class:`TemperatureSchedule`, a number (fixed), or ``None``: 5 annealed to 0.5 over the
             training's epochs.
         hard: one path per step with straight-through weights (GDAS) or the soft mixture (FBNet).
-        (others as :class:`DARTS`, first order.)
+        arch_lr, arch_weight_decay: Adam on the logits.
     """
 
     def __init__(self, penalty: ExpectationProfilerPenalty | None = None, filter: Filter | None = None,  # noqa: A002
@@ -282,9 +295,7 @@ class GumbelDARTS(DARTS):
 
     def _setup(self) -> None:
         super()._setup()
-        t = self.temperature
-        self.schedule_ = t if isinstance(t, TemperatureSchedule) else (
-            TemperatureSchedule(5.0, 0.5, self.epochs) if t is None else TemperatureSchedule(float(t), float(t), 1))
+        self.schedule_ = TemperatureSchedule.of(self.temperature, self.epochs)
 
     def tau(self) -> float:
         return self.schedule_(self.epoch)
@@ -292,11 +303,27 @@ class GumbelDARTS(DARTS):
     def _state(self, alpha):
         if not self.hard:
             return mixed_state("gumbel", self.choices, alpha, self.rng, self.tau(), hard=False)
+        return self._hard(alpha)[1]
 
+    def _hard(self, alpha, full: bool = False):
+        """A hard Gumbel sample that passes the filter: ``(sample, state)``."""
         def draw():
-            st = mixed_state("gumbel", self.choices, alpha, self.rng, self.tau(), hard=True)
-            return {lab: self.choices[lab][i[0]] for lab, i in st.active.items()}, st
-        return self._redraw(draw, "Gumbel samples")[1]
+            st = mixed_state("gumbel", self.choices, alpha, self.rng, self.tau(), hard=True, full=full)
+            return picked(st), st
+        return self._redraw(draw, "Gumbel samples")
+
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        if not self.hard:
+            return super().weight_step(x, y)
+        sample, _ = self._hard(self._detached())
+        self.space.apply_arch(sample)  # the drawn path alone, as the exported subnet computes it
+        return self._train_on(x, y)
+
+    def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        self.space.train()
+        state = self._hard(self.alpha, full=True)[1] if self.hard else self._state(self.alpha)
+        set_mixed(self.space, state)
+        return self._arch_update(self.loss_fn(self.space(x), y))
 
 
 class ProxylessNAS(_Logits):
@@ -380,6 +407,10 @@ class ENAS(OneShotStrategy):
         controller_lr: Adam learning rate of the controller.
         samples_per_step: samples whose rewards one controller step averages.
         baseline_decay, entropy_weight: REINFORCE's baseline decay and entropy bonus.
+        derive_samples: ENAS's derivation of the final architecture (§2.2): ``train_oneshot`` draws this many
+            distinct samples from the trained controller and returns the one with the best validation score
+            (``-penalty(val_loss, sample)``, or accuracy without a penalty; batch norm recalibrated per sample,
+            on the whole validation data rather than the paper's one batch). 0: the greedy (arg-max) sample.
     """
 
     penalty_kind = SampleProfilerPenalty
@@ -389,8 +420,11 @@ class ENAS(OneShotStrategy):
 
     def __init__(self, penalty: SampleProfilerPenalty | None = None, filter: Filter | None = None,  # noqa: A002
                  hidden_size: int = 32, controller_lr: float = 5e-3, samples_per_step: int = 2,
-                 baseline_decay: float = 0.9, entropy_weight: float = 1e-3):
+                 baseline_decay: float = 0.9, entropy_weight: float = 1e-3, derive_samples: int = 16):
         super().__init__(penalty, filter)
+        if isinstance(derive_samples, bool) or not isinstance(derive_samples, int) or derive_samples < 0:
+            raise ValueError(f"ENAS: derive_samples must be an int >= 0, got {derive_samples!r}.")
+        self.derive_samples = derive_samples
         self.hidden_size, self.controller_lr, self.samples_per_step = hidden_size, controller_lr, samples_per_step
         self.baseline_decay, self.entropy_weight = baseline_decay, entropy_weight
 
@@ -400,6 +434,20 @@ class ENAS(OneShotStrategy):
         self.controller = LSTMController([len(v) for v in self.choices.values()], self.hidden_size, torch_gen)
         self.controller_optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.controller_lr)
         self.baseline_: float | None = None
+        self.chosen_: dict[str, Any] | None = None
+
+    def candidates(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        """Up to ``n`` distinct samples that pass the filter, drawn from the controller (at most ``20 n`` draws)."""
+        out: dict[tuple, dict[str, Any]] = {}
+        with torch.no_grad():
+            for _ in range(20 * n):
+                idx = self.controller.sample(rng)[0]
+                sample = {lab: self.choices[lab][i] for lab, i in zip(self.choices, idx)}
+                if tuple(idx) not in out and self.passes(sample):
+                    out[tuple(idx)] = sample
+                    if len(out) >= n:
+                        break
+        return list(out.values())
 
     def _draw(self):
         with torch.no_grad():
@@ -465,7 +513,10 @@ class ENAS(OneShotStrategy):
                                   for _ in range(n)]))
 
     def export(self) -> dict[str, Any]:
-        """The controller's greedy (arg-max at every step) sample, or its likeliest sample that passes the filter."""
+        """The derived sample (after ``train_oneshot``'s derivation), else the controller's greedy (arg-max at
+        every step) sample, or its likeliest sample that passes the filter."""
+        if self.chosen_ is not None:
+            return self.chosen_
         idx = self.controller.greedy()
         best = {lab: self.choices[lab][i] for lab, i in zip(self.choices, idx)}
         if self.passes(best):
