@@ -49,8 +49,11 @@ class OneShotStrategy:
     penalty_kind: type = ExpectationProfilerPenalty
     why_not_other = ""
 
-    def __init__(self, penalty: Any = None, filter: Filter | None = None):  # noqa: A002
+    def __init__(self, penalty: Any = None, filter: Filter | None = None, derive_samples: int = 0):  # noqa: A002
         name = type(self).__name__
+        if isinstance(derive_samples, bool) or not isinstance(derive_samples, int) or derive_samples < 0:
+            raise ValueError(f"{name}: derive_samples must be an int >= 0, got {derive_samples!r}.")
+        self.derive_samples = derive_samples
         if penalty is not None and not isinstance(penalty, self.penalty_kind):
             raise TypeError(f"{name}: penalty must be a {self.penalty_kind.__name__}, got {type(penalty).__name__}. "
                             f"{self.why_not_other}")
@@ -68,6 +71,7 @@ class OneShotStrategy:
         if self.filter is not None:
             self.filter.bind(self.choices)
         self.epoch = 0
+        self.chosen_: dict[str, Any] | None = None
         self._setup()
 
     def _setup(self) -> None:
@@ -118,8 +122,32 @@ class OneShotStrategy:
         with torch.no_grad():
             return float(self.penalty.cost({k: v.detach() for k, v in probs.items()}))
 
+    def candidates(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        """The arg-max sample and up to ``n`` more distinct samples drawn from the learned distribution, all
+        passing the filter (at most ``20 n`` draws): what ``derive_samples`` chooses from."""
+        out = {}
+        try:
+            first = self._most_probable()
+            out[tuple(first.values())] = first
+        except RejectionError:
+            pass
+        probs = {k: v.detach().double().numpy() for k, v in self.probs().items()}
+        for _ in range(20 * n):
+            if len(out) > n:
+                break
+            sample = {lab: self.choices[lab][int(rng.choice(len(p), p=p / p.sum()))] for lab, p in probs.items()}
+            if tuple(sample.values()) not in out and self.passes(sample):
+                out[tuple(sample.values())] = sample
+        return list(out.values())
+
     def export(self) -> dict[str, Any]:
-        """The chosen sample: the most probable sample that passes the filter."""
+        """The derived sample (``derive_samples`` > 0, after ``train_oneshot``), else the most probable sample
+        that passes the filter."""
+        if self.chosen_ is not None:
+            return self.chosen_
+        return self._most_probable()
+
+    def _most_probable(self) -> dict[str, Any]:
         probs = {k: v.detach().double().numpy() for k, v in self.probs().items()}
         best = {lab: self.choices[lab][int(np.argmax(p))] for lab, p in probs.items()}
         if self.passes(best):
@@ -154,8 +182,8 @@ class _Logits(OneShotStrategy):
                      "expected cost under softmax(logits) is differentiable.")
 
     def __init__(self, penalty: ExpectationProfilerPenalty | None = None, filter: Filter | None = None,  # noqa: A002
-                 arch_lr: float = 0.01, arch_weight_decay: float = 1e-3):
-        super().__init__(penalty, filter)
+                 arch_lr: float = 0.01, arch_weight_decay: float = 1e-3, derive_samples: int = 0):
+        super().__init__(penalty, filter, derive_samples)
         self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
 
     def _setup(self) -> None:
@@ -199,8 +227,9 @@ class DARTS(_Logits):
     mode = "weighted_sum"
 
     def __init__(self, penalty: ExpectationProfilerPenalty | None = None, filter: Filter | None = None,  # noqa: A002
-                 order: int = 1, arch_lr: float = 0.01, arch_weight_decay: float = 1e-3, xi: float | None = None):
-        super().__init__(penalty, filter, arch_lr, arch_weight_decay)
+                 order: int = 1, arch_lr: float = 0.01, arch_weight_decay: float = 1e-3, xi: float | None = None,
+                 derive_samples: int = 0):
+        super().__init__(penalty, filter, arch_lr, arch_weight_decay, derive_samples)
         if order not in (1, 2):
             raise ValueError(f"DARTS: order must be 1 or 2, got {order!r}.")
         self.order, self.xi = order, xi
@@ -289,8 +318,8 @@ class GumbelDARTS(DARTS):
 
     def __init__(self, penalty: ExpectationProfilerPenalty | None = None, filter: Filter | None = None,  # noqa: A002
                  temperature: TemperatureSchedule | float | None = None, hard: bool = True,
-                 arch_lr: float = 0.01, arch_weight_decay: float = 1e-3):
-        super().__init__(penalty, filter, 1, arch_lr, arch_weight_decay)
+                 arch_lr: float = 0.01, arch_weight_decay: float = 1e-3, derive_samples: int = 0):
+        super().__init__(penalty, filter, 1, arch_lr, arch_weight_decay, derive_samples=derive_samples)
         self.temperature, self.hard = temperature, hard
 
     def _setup(self) -> None:
@@ -339,8 +368,9 @@ class ProxylessNAS(_Logits):
     """
 
     def __init__(self, penalty: ExpectationProfilerPenalty | None = None, filter: Filter | None = None,  # noqa: A002
-                 uniform: bool = False, arch_lr: float = 0.01, arch_weight_decay: float = 0.0):
-        super().__init__(penalty, filter, arch_lr, arch_weight_decay)
+                 uniform: bool = False, arch_lr: float = 0.01, arch_weight_decay: float = 0.0,
+                 derive_samples: int = 0):
+        super().__init__(penalty, filter, arch_lr, arch_weight_decay, derive_samples)
         self.uniform = uniform
 
     def _path(self) -> tuple[dict[str, Any], Any]:
@@ -421,10 +451,7 @@ class ENAS(OneShotStrategy):
     def __init__(self, penalty: SampleProfilerPenalty | None = None, filter: Filter | None = None,  # noqa: A002
                  hidden_size: int = 32, controller_lr: float = 5e-3, samples_per_step: int = 2,
                  baseline_decay: float = 0.9, entropy_weight: float = 1e-3, derive_samples: int = 16):
-        super().__init__(penalty, filter)
-        if isinstance(derive_samples, bool) or not isinstance(derive_samples, int) or derive_samples < 0:
-            raise ValueError(f"ENAS: derive_samples must be an int >= 0, got {derive_samples!r}.")
-        self.derive_samples = derive_samples
+        super().__init__(penalty, filter, derive_samples)
         self.hidden_size, self.controller_lr, self.samples_per_step = hidden_size, controller_lr, samples_per_step
         self.baseline_decay, self.entropy_weight = baseline_decay, entropy_weight
 
@@ -434,11 +461,13 @@ class ENAS(OneShotStrategy):
         self.controller = LSTMController([len(v) for v in self.choices.values()], self.hidden_size, torch_gen)
         self.controller_optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.controller_lr)
         self.baseline_: float | None = None
-        self.chosen_: dict[str, Any] | None = None
 
     def candidates(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
         """Up to ``n`` distinct samples that pass the filter, drawn from the controller (at most ``20 n`` draws)."""
         out: dict[tuple, dict[str, Any]] = {}
+        greedy = self.controller.greedy()
+        if self.passes(sample := {lab: self.choices[lab][i] for lab, i in zip(self.choices, greedy)}):
+            out[tuple(greedy)] = sample
         with torch.no_grad():
             for _ in range(20 * n):
                 idx = self.controller.sample(rng)[0]

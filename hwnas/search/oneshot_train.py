@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from hwnas.graph.subnet import export
 from hwnas.search.oneshot import SubnetEvaluator
-from hwnas.search.oneshot_strategies import ENAS, OneShotStrategy, RandomOneShot
+from hwnas.search.oneshot_strategies import OneShotStrategy, RandomOneShot
 from hwnas.search.training import evaluate_accuracy
 from hwnas.space.mixed import clear_mixed
 from hwnas.space.space import as_rng
@@ -171,8 +171,8 @@ def train_oneshot(space: nn.Module, strategy: OneShotStrategy, train_data: Itera
     clear_mixed(space)
     if isinstance(strategy, RandomOneShot):
         strategy.chosen_ = _spos_search(space, strategy, train_data, val_data, loss_fn, rng, progress)
-    elif isinstance(strategy, ENAS) and strategy.derive_samples:
-        strategy.chosen_ = _enas_derive(space, strategy, train_data, val_data, loss_fn, rng)
+    elif strategy.derive_samples:
+        strategy.chosen_ = _derive(space, strategy, train_data, val_data, loss_fn, rng)
     sample = strategy.export()
     space.apply_arch(sample)
     return OneShotResult(sample, strategy.state(), history, strategy, space, steps)
@@ -199,13 +199,17 @@ def _scorer(space: nn.Module, strategy: OneShotStrategy, train_data: Iterable, v
 
     def score(sample: dict[str, Any]) -> float:
         value = evaluator(sample)
-        return -float(strategy.penalty(value, sample)) if strategy.penalty is not None else value
+        if strategy.penalty is None:
+            return value
+        # the sample's own cost (an expectation penalty's profiler profiles one sample as well)
+        return -float(strategy.penalty.apply(value, float(strategy.penalty.profiler.profile(sample))))
     return score
 
 
-def _enas_derive(space: nn.Module, strategy: ENAS, train_data: Iterable, val_data: Iterable, loss_fn: Callable,
-                 rng: np.random.Generator) -> dict[str, Any]:
-    """ENAS's derivation: the best-scoring of ``derive_samples`` distinct controller samples."""
+def _derive(space: nn.Module, strategy: OneShotStrategy, train_data: Iterable, val_data: Iterable,
+            loss_fn: Callable, rng: np.random.Generator) -> dict[str, Any]:
+    """The best-scoring of the most probable sample and ``derive_samples`` distinct samples from the learned
+    distribution (ENAS's derivation, §2.2; FBNet also samples its final architectures from the distribution)."""
     samples = strategy.candidates(strategy.derive_samples, rng)
     if not samples:
         return strategy.export()
