@@ -55,7 +55,9 @@ class OneShotStrategy:
             raise ValueError(f"{name}: derive_samples must be an int >= 0, got {derive_samples!r}.")
         self.derive_samples = derive_samples
         if penalty is not None and not isinstance(penalty, self.penalty_kind):
-            raise TypeError(f"{name}: penalty must be a {self.penalty_kind.__name__}, got {type(penalty).__name__}. "
+            kind = self.penalty_kind.__name__
+            raise TypeError(f"{name}: penalty must be {'an' if kind[0] in 'AEIOU' else 'a'} {kind}, got "
+                            f"{type(penalty).__name__}. "
                             f"{self.why_not_other}")
         if filter is not None and not callable(filter):
             raise TypeError(f"{name}: filter must be a hwnas.search.Filter (or sample -> bool), got "
