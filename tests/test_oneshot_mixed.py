@@ -196,3 +196,60 @@ def test_conv_bn_act_block_under_soft_and_gated_widths_is_the_weighted_sum_of_sl
         torch.testing.assert_close(out, ref)
         out.sum().backward()
         assert alpha.grad.abs().sum() > 0
+
+
+def test_full_hard_gumbel_is_the_picked_path_with_every_values_straight_through_gradient():
+    torch.manual_seed(0)
+    lc = hnn.LayerChoice([nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(2, 3, 1), nn.Conv2d(2, 3, 5, padding=2)], "op")
+    x, t = torch.randn(2, 2, 5, 5), torch.randn(2, 3, 5, 5)
+    alpha = {"op": torch.tensor([0.3, -0.2, 0.5], requires_grad=True)}
+    calls = {i: [] for i in range(3)}
+    for i, c in enumerate(lc.candidates):
+        c.register_forward_hook(lambda m, a, o, i=i: calls[i].append(torch.is_grad_enabled()))
+    tau = 0.7
+    state = mixed_state("gumbel", {"op": (0, 1, 2)}, alpha, np.random.default_rng(5), temperature=tau, full=True)
+    w = state.weights["op"]
+    on = int(torch.argmax(w.detach()))
+    assert state.active["op"] == [0, 1, 2] and float(w.detach()[on]) == pytest.approx(1.0)
+    out = set_mixed(lc, state)(x)
+    torch.testing.assert_close(out, lc.candidates[on](x))  # the value is the picked path's
+    assert [len(calls[i]) for i in range(3)] == [2 if i == on else 0 for i in range(3)]  # others not run yet
+    ((out - t) ** 2).sum().backward()
+    assert all(calls[i] == [False] for i in range(3) if i != on)  # run once, in backward, without autograd
+    assert all(c.weight.grad is None for i, c in enumerate(lc.candidates) if i != on)
+    # reference: d/dalpha of sum_k w_k o_k at the one-hot, w = softmax((alpha + g) / tau)
+    with torch.no_grad():
+        grad_out = 2 * (lc.candidates[on](x) - t)
+        dw = torch.tensor([float((grad_out * lc.candidates[k](x)).sum()) for k in range(3)])
+    a = alpha["op"].detach().clone().requires_grad_(True)
+    g = torch.as_tensor(state_gumbel(alpha["op"].detach(), w.detach(), tau))
+    s = torch.softmax((a + g) / tau, 0)
+    (s * dw).sum().backward()
+    torch.testing.assert_close(alpha["op"].grad, a.grad, rtol=1e-4, atol=1e-5)
+
+
+def state_gumbel(alpha: torch.Tensor, onehot: torch.Tensor, tau: float) -> np.ndarray:
+    """The Gumbel noise mixed_state drew: the same generator, seeded as in the test."""
+    from hwnas.search.oneshot_modes import gumbel_noise
+    g = gumbel_noise(len(alpha), np.random.default_rng(5))
+    assert int(torch.argmax(alpha + g)) == int(torch.argmax(onehot))
+    return g.numpy()
+
+
+def test_full_straight_through_reaches_labels_behind_batch_norm_where_the_picked_path_alone_does_not():
+    # GDAS's picked-path-only estimator differentiates the scale of a batch-normalised output: ~0 (BN's eps)
+    torch.manual_seed(0)
+    space = Tiny().train()
+    choices = space.choices()
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 5, (16,))
+    size = {}
+    for full in (False, True):
+        total = 0.0
+        for seed in range(4):
+            alpha = {lab: torch.zeros(len(v), requires_grad=True) for lab, v in choices.items()}
+            set_mixed(space, mixed_state("gumbel", choices, alpha, np.random.default_rng(seed), 1.0, full=full))
+            F.cross_entropy(space(x), y).backward()
+            total += float(alpha["k"].grad.abs().sum())  # the stem's kernel: a batch norm follows it
+        size[full] = total
+    clear_mixed(space)
+    assert size[False] < 1e-4 and size[True] > 100 * max(size[False], 1e-7), size

@@ -291,3 +291,32 @@ def test_second_order_darts_gradient_matches_the_exact_unrolled_gradient():
     first = torch.autograd.grad(loss(params, alpha, xv, yv), alpha)[0]
     torch.testing.assert_close(got, exact, rtol=2e-3, atol=2e-5)
     assert not torch.allclose(exact, first, rtol=1e-3, atol=1e-6)  # the second-order term matters here
+
+
+@pytest.mark.parametrize("make", [
+    lambda f, flt: ProxylessNAS(ExpectationProfilerPenalty(f, "50%"), filter=flt, arch_lr=0.1, derive_samples=5),
+    lambda f, flt: ENAS(SampleProfilerPenalty(f, "50%"), filter=flt, derive_samples=5),
+], ids=["proxyless", "enas"])
+def test_derivation_returns_the_best_scored_sample_rescored_independently(make):
+    from hwnas.search.training import first_batches, recalibrate_bn
+
+    space, flops = _setup()
+    flt = RangeProfilerFilter(flops, max="70%")
+    train, val = _data(), _data(seed=1)
+    result = train_oneshot(space, make(flops, flt), train, val, epochs=1, progress=False)
+    derived = result.strategy.derived_
+    assert 2 <= len(derived) <= 6 and len({tuple(s.values()) for s, _ in derived}) == len(derived)
+    assert all(flt(s) for s, _ in derived)
+    best, score = max(derived, key=lambda t: t[1])
+    assert result.sample == best
+    # rescore: the subnet exported from the supernet, BN recalibrated on the same 4 training batches, its
+    # mean validation cross entropy, plus the penalty on its FLOPs counted by a profiler of the exported model
+    sub = result.export()
+    recalibrate_bn(sub, first_batches(train, 4))
+    sub.eval()
+    with torch.no_grad():
+        tot = sum(float(torch.nn.functional.cross_entropy(sub(x), y)) * len(y) for x, y in val)
+    loss = tot / sum(len(y) for _, y in val)
+    cost = hwnas.FlopsProfiler(sub, X1).profile({})
+    base = 0.5 * profiler_range(flops)[2]
+    assert score == pytest.approx(-(loss + (cost / base - 1)), rel=1e-4, abs=1e-5)

@@ -38,16 +38,21 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from hwnas.search.oneshot_strategies import _Logits
 from hwnas.search.penalty import ExpectationProfilerPenalty
-from hwnas.space.space import as_rng, collect_choices
+from hwnas.space.space import as_rng
 
 __all__ = ["DifferentiableTrainer"]
 
 logger = logging.getLogger(__name__)
 
 
-class DifferentiableTrainer:
+class DifferentiableTrainer(_Logits):
     """Learn architecture logits per label jointly with the supernet's weights.
+
+    It is a one-shot strategy with the logits, their Adam optimizer and :meth:`probs` of the others
+    (:class:`~hwnas.search.DARTS`, :class:`~hwnas.search.ProxylessNAS`), bound to ``space`` at construction; it
+    trains with its own :meth:`fit` or with :func:`~hwnas.search.train_oneshot`.
 
     Args:
         space: the supernet.
@@ -63,30 +68,24 @@ class DifferentiableTrainer:
         history_: per architecture step: validation loss, expected cost, penalised objective.
     """
 
+    why_not_other = "Its gradient must reach the logits; use ExpectationProfilerPenalty(profiler, baseline)."
+
     def __init__(self, space: nn.Module, penalty: ExpectationProfilerPenalty | None = None,
                  optimizer: torch.optim.Optimizer | None = None, arch_lr: float = 0.05,
                  loss_fn: Callable | None = None, baseline_decay: float = 0.9,
                  seed: np.random.Generator | int | None = 0):
-        if penalty is not None and not isinstance(penalty, ExpectationProfilerPenalty):
-            raise TypeError(f"DifferentiableTrainer: penalty must be an ExpectationProfilerPenalty (its gradient "
-                            f"reaches the logits), got {type(penalty).__name__}.")
+        super().__init__(penalty, None, arch_lr=arch_lr, arch_weight_decay=0.0)
         if not 0.0 <= baseline_decay < 1.0:
             raise ValueError(f"DifferentiableTrainer: baseline_decay must be in [0, 1), got {baseline_decay!r}.")
-        self.space, self.penalty, self.loss_fn = space, penalty, loss_fn or F.cross_entropy
-        self.choices = {lab: tuple(c.values) for lab, c in collect_choices(space).items()}
-        self.alpha = {lab: torch.zeros(len(v), dtype=torch.float32, requires_grad=True)
-                      for lab, v in self.choices.items()}
-        self.optimizer = optimizer or torch.optim.SGD(space.parameters(), lr=0.05, momentum=0.9, nesterov=True,
-                                                      weight_decay=3e-5)
-        self.arch_optimizer = torch.optim.Adam(list(self.alpha.values()), lr=arch_lr, betas=(0.5, 0.999))
         self.baseline_decay = baseline_decay
-        self.rng = as_rng(seed)
+        optimizer = optimizer or torch.optim.SGD(space.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+                                                 weight_decay=3e-5)
+        self.setup(space, optimizer, as_rng(seed), 1, loss_fn or F.cross_entropy)
+
+    def _setup(self) -> None:
+        super()._setup()
         self.baseline_: float | None = None
         self.history_: list[dict[str, float]] = []
-
-    def probs(self) -> dict[str, torch.Tensor]:
-        """label -> softmax of its logits (differentiable)."""
-        return {lab: torch.softmax(a, 0) for lab, a in self.alpha.items()}
 
     def sample(self) -> tuple[dict[str, Any], dict[str, int]]:
         """A sample drawn from the current distribution, and its choice indices."""

@@ -7,8 +7,12 @@ Every label :math:`\ell` has logits :math:`\alpha_\ell` and probabilities :math:
 - ``gumbel`` (GDAS, Dong & Yang 2019; FBNet, Wu et al. 2019): weights
   :math:`\mathrm{softmax}((\alpha_\ell + g)/\tau)` with Gumbel noise :math:`g`; ``hard=True`` keeps only the
   arg-max value active with the straight-through one-hot weight (one path, gradients to every logit),
-  ``hard=False`` keeps all values active (FBNet's soft sample). :class:`TemperatureSchedule` anneals
-  :math:`\tau`.
+  ``hard=False`` keeps all values active (FBNet's soft sample). With ``hard=True, full=True`` every value stays
+  active with its straight-through weight (0 in value for the unpicked ones): the output is still the picked
+  path's, but the gradient reaches each logit through each value's output (the straight-through gradient of
+  the whole relaxation, not only of the picked path's scale, which a following batch norm cancels). Unpicked
+  candidates and deeper depths then run forward only, in the backward pass (see
+  :meth:`~hwnas.space.mixed.MixedState.layer_choice`). :class:`TemperatureSchedule` anneals :math:`\tau`.
 - ``binary_gate`` (ProxylessNAS, Cai et al. 2019, §3.2.1): two values drawn from :math:`p_\ell` (without
   replacement) are active; one of them, drawn from the two-way softmax :math:`q` of their logits, gets gate 1,
   the other 0, and the gate's gradient is routed as :math:`\partial L/\partial\alpha_i = \sum_j
@@ -29,7 +33,7 @@ import torch
 
 from hwnas.space.mixed import MixedState
 
-__all__ = ["MODES", "TemperatureSchedule", "mixed_state", "gumbel_noise"]
+__all__ = ["MODES", "TemperatureSchedule", "mixed_state", "gumbel_noise", "picked"]
 
 MODES = ("index", "weighted_sum", "gumbel", "binary_gate", "binary_gate_uniform")
 
@@ -52,6 +56,20 @@ class TemperatureSchedule:
             raise ValueError(f"TemperatureSchedule: epochs must be an int >= 1, got {epochs!r}.")
         self.initial, self.final, self.epochs = float(initial), float(final), epochs
 
+    @classmethod
+    def of(cls, temperature: TemperatureSchedule | float | None, epochs: int, initial: float = 5.0,
+           final: float = 0.5) -> TemperatureSchedule:
+        """A schedule from what a strategy was given: a schedule as it is, a number as a constant, ``None`` as
+        ``initial`` annealed to ``final`` over ``epochs``."""
+        if isinstance(temperature, cls):
+            return temperature
+        if temperature is None:
+            return cls(initial, final, max(1, int(epochs)))
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            raise TypeError(f"temperature must be a TemperatureSchedule, a number or None, got "
+                            f"{type(temperature).__name__}.")
+        return cls(float(temperature), float(temperature), 1)
+
     def __call__(self, epoch: float) -> float:
         """The temperature at ``epoch`` (0-based; fractional epochs interpolate)."""
         if self.epochs == 1:
@@ -69,12 +87,24 @@ def gumbel_noise(n: int, rng: np.random.Generator) -> torch.Tensor:
     return torch.as_tensor(-np.log(-np.log(u)), dtype=torch.float32)
 
 
+def picked(state: MixedState) -> dict[str, Any]:
+    """The sample a hard state computes: each label's value of largest weight (its only active one, or the
+    straight-through one-hot's 1)."""
+    out = {}
+    for lab, idx in state.active.items():
+        w = state.weights.get(lab)
+        i = idx[0] if len(idx) == 1 or w is None else max(idx, key=lambda j: float(w[j].detach()))
+        out[lab] = state.choices[lab][i]
+    return out
+
+
 def _draw(p: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
     return [int(i) for i in rng.choice(len(p), size=k, replace=False, p=p / p.sum())]
 
 
 def mixed_state(mode: str, choices: dict[str, tuple], alpha: dict[str, torch.Tensor], rng: np.random.Generator,
-                temperature: float = 1.0, hard: bool = True, sample: dict[str, Any] | None = None) -> MixedState:
+                temperature: float = 1.0, hard: bool = True, sample: dict[str, Any] | None = None,
+                full: bool = False) -> MixedState:
     """The :class:`MixedState` of ``mode`` for the logits ``alpha`` (see the module docs).
 
     Args:
@@ -85,6 +115,7 @@ def mixed_state(mode: str, choices: dict[str, tuple], alpha: dict[str, torch.Ten
         temperature: the Gumbel-softmax temperature (``gumbel``).
         hard: hard (one path, straight-through) or soft Gumbel-softmax.
         sample: for ``index``: the sample to compute (default: drawn from ``softmax(alpha)``).
+        full: hard ``gumbel`` only: keep every value active (zero-weighted but for the picked one).
     """
     if mode not in MODES:
         raise ValueError(f"mixed_state: mode must be one of {MODES}, got {mode!r}.")
@@ -112,7 +143,7 @@ def mixed_state(mode: str, choices: dict[str, tuple], alpha: dict[str, torch.Ten
                 i = int(torch.argmax(soft.detach()))
                 one = torch.zeros(n)
                 one[i] = 1.0
-                weights[lab], active[lab] = one - soft.detach() + soft, [i]
+                weights[lab], active[lab] = one - soft.detach() + soft, (list(range(n)) if full else [i])
             else:
                 weights[lab], active[lab] = soft, list(range(n))
         else:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from hwnas.search.errors import RejectionError
-from hwnas.search.oneshot_modes import TemperatureSchedule, mixed_state
+from hwnas.search.oneshot_modes import TemperatureSchedule, mixed_state, picked
 from hwnas.search.penalty import ExpectationProfilerPenalty, SampleProfilerPenalty
 from hwnas.search.strategies import Filter
 from hwnas.space.mixed import set_mixed
@@ -49,10 +49,15 @@ class OneShotStrategy:
     penalty_kind: type = ExpectationProfilerPenalty
     why_not_other = ""
 
-    def __init__(self, penalty: Any = None, filter: Filter | None = None):  # noqa: A002
+    def __init__(self, penalty: Any = None, filter: Filter | None = None, derive_samples: int = 0):  # noqa: A002
         name = type(self).__name__
+        if isinstance(derive_samples, bool) or not isinstance(derive_samples, int) or derive_samples < 0:
+            raise ValueError(f"{name}: derive_samples must be an int >= 0, got {derive_samples!r}.")
+        self.derive_samples = derive_samples
         if penalty is not None and not isinstance(penalty, self.penalty_kind):
-            raise TypeError(f"{name}: penalty must be a {self.penalty_kind.__name__}, got {type(penalty).__name__}. "
+            kind = self.penalty_kind.__name__
+            raise TypeError(f"{name}: penalty must be {'an' if kind[0] in 'AEIOU' else 'a'} {kind}, got "
+                            f"{type(penalty).__name__}. "
                             f"{self.why_not_other}")
         if filter is not None and not callable(filter):
             raise TypeError(f"{name}: filter must be a hwnas.search.Filter (or sample -> bool), got "
@@ -68,6 +73,7 @@ class OneShotStrategy:
         if self.filter is not None:
             self.filter.bind(self.choices)
         self.epoch = 0
+        self.chosen_: dict[str, Any] | None = None
         self._setup()
 
     def _setup(self) -> None:
@@ -118,8 +124,32 @@ class OneShotStrategy:
         with torch.no_grad():
             return float(self.penalty.cost({k: v.detach() for k, v in probs.items()}))
 
+    def candidates(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        """The arg-max sample and up to ``n`` more distinct samples drawn from the learned distribution, all
+        passing the filter (at most ``20 n`` draws): what ``derive_samples`` chooses from."""
+        out = {}
+        try:
+            first = self._most_probable()
+            out[tuple(first.values())] = first
+        except RejectionError:
+            pass
+        probs = {k: v.detach().double().numpy() for k, v in self.probs().items()}
+        for _ in range(20 * n):
+            if len(out) > n:
+                break
+            sample = {lab: self.choices[lab][int(rng.choice(len(p), p=p / p.sum()))] for lab, p in probs.items()}
+            if tuple(sample.values()) not in out and self.passes(sample):
+                out[tuple(sample.values())] = sample
+        return list(out.values())
+
     def export(self) -> dict[str, Any]:
-        """The chosen sample: the most probable sample that passes the filter."""
+        """The derived sample (``derive_samples`` > 0, after ``train_oneshot``), else the most probable sample
+        that passes the filter."""
+        if self.chosen_ is not None:
+            return self.chosen_
+        return self._most_probable()
+
+    def _most_probable(self) -> dict[str, Any]:
         probs = {k: v.detach().double().numpy() for k, v in self.probs().items()}
         best = {lab: self.choices[lab][int(np.argmax(p))] for lab, p in probs.items()}
         if self.passes(best):
@@ -154,8 +184,8 @@ class _Logits(OneShotStrategy):
                      "expected cost under softmax(logits) is differentiable.")
 
     def __init__(self, penalty: ExpectationProfilerPenalty | None = None, filter: Filter | None = None,  # noqa: A002
-                 arch_lr: float = 0.01, arch_weight_decay: float = 1e-3):
-        super().__init__(penalty, filter)
+                 arch_lr: float = 0.01, arch_weight_decay: float = 1e-3, derive_samples: int = 0):
+        super().__init__(penalty, filter, derive_samples)
         self.arch_lr, self.arch_weight_decay = arch_lr, arch_weight_decay
 
     def _setup(self) -> None:
@@ -174,8 +204,10 @@ class _Logits(OneShotStrategy):
         if self.penalty is not None:
             loss = self.penalty(loss, self.probs())
             record["expected_cost"] = float(self.penalty.last_cost_)
-        self.arch_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # only the logits' gradient: the weights' gradients would be computed and thrown away
+        alphas = list(self.alpha.values())
+        for a, g in zip(alphas, torch.autograd.grad(loss, alphas, allow_unused=True)):
+            a.grad = g
         self.arch_optimizer.step()
         return record
 
@@ -197,8 +229,9 @@ class DARTS(_Logits):
     mode = "weighted_sum"
 
     def __init__(self, penalty: ExpectationProfilerPenalty | None = None, filter: Filter | None = None,  # noqa: A002
-                 order: int = 1, arch_lr: float = 0.01, arch_weight_decay: float = 1e-3, xi: float | None = None):
-        super().__init__(penalty, filter, arch_lr, arch_weight_decay)
+                 order: int = 1, arch_lr: float = 0.01, arch_weight_decay: float = 1e-3, xi: float | None = None,
+                 derive_samples: int = 0):
+        super().__init__(penalty, filter, arch_lr, arch_weight_decay, derive_samples)
         if order not in (1, 2):
             raise ValueError(f"DARTS: order must be 1 or 2, got {order!r}.")
         self.order, self.xi = order, xi
@@ -267,24 +300,33 @@ class DARTS(_Logits):
 class GumbelDARTS(DARTS):
     """GDAS (Dong & Yang 2019, ``hard=True``) and FBNet (Wu et al. 2019, ``hard=False``): Gumbel-softmax samples.
 
+    With ``hard=True`` (GDAS) every step draws one path by the Gumbel-max trick: the weight step trains that
+    subnet alone, and the architecture step computes it with straight-through one-hot weights. The
+    architecture step's gradient is the straight-through gradient over *every* value (mode ``gumbel`` with
+    ``full=True``): an unpicked candidate is run forward only, in the backward pass, for
+    :math:`\\langle\\partial L/\\partial y, o_k\\rangle`. GDAS's original estimator keeps only the picked path's
+    term; in a network where a batch norm follows every choice, that term is the derivative of the loss with
+    respect to the scale of a batch-normalised output, 0 up to the batch norm's epsilon, so no label but those
+    next to the classifier would learn.
+
     Args:
+        penalty: an :class:`ExpectationProfilerPenalty` (or ``None``).
+        filter: paths that fail it are redrawn; constrains the exported sample.
         temperature: a :class:`TemperatureSchedule`, a number (fixed), or ``None``: 5 annealed to 0.5 over the
             training's epochs.
         hard: one path per step with straight-through weights (GDAS) or the soft mixture (FBNet).
-        (others as :class:`DARTS`, first order.)
+        arch_lr, arch_weight_decay: Adam on the logits.
     """
 
     def __init__(self, penalty: ExpectationProfilerPenalty | None = None, filter: Filter | None = None,  # noqa: A002
                  temperature: TemperatureSchedule | float | None = None, hard: bool = True,
-                 arch_lr: float = 0.01, arch_weight_decay: float = 1e-3):
-        super().__init__(penalty, filter, 1, arch_lr, arch_weight_decay)
+                 arch_lr: float = 0.01, arch_weight_decay: float = 1e-3, derive_samples: int = 0):
+        super().__init__(penalty, filter, 1, arch_lr, arch_weight_decay, derive_samples=derive_samples)
         self.temperature, self.hard = temperature, hard
 
     def _setup(self) -> None:
         super()._setup()
-        t = self.temperature
-        self.schedule_ = t if isinstance(t, TemperatureSchedule) else (
-            TemperatureSchedule(5.0, 0.5, self.epochs) if t is None else TemperatureSchedule(float(t), float(t), 1))
+        self.schedule_ = TemperatureSchedule.of(self.temperature, self.epochs)
 
     def tau(self) -> float:
         return self.schedule_(self.epoch)
@@ -292,11 +334,27 @@ class GumbelDARTS(DARTS):
     def _state(self, alpha):
         if not self.hard:
             return mixed_state("gumbel", self.choices, alpha, self.rng, self.tau(), hard=False)
+        return self._hard(alpha)[1]
 
+    def _hard(self, alpha, full: bool = False):
+        """A hard Gumbel sample that passes the filter: ``(sample, state)``."""
         def draw():
-            st = mixed_state("gumbel", self.choices, alpha, self.rng, self.tau(), hard=True)
-            return {lab: self.choices[lab][i[0]] for lab, i in st.active.items()}, st
-        return self._redraw(draw, "Gumbel samples")[1]
+            st = mixed_state("gumbel", self.choices, alpha, self.rng, self.tau(), hard=True, full=full)
+            return picked(st), st
+        return self._redraw(draw, "Gumbel samples")
+
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        if not self.hard:
+            return super().weight_step(x, y)
+        sample, _ = self._hard(self._detached())
+        self.space.apply_arch(sample)  # the drawn path alone, as the exported subnet computes it
+        return self._train_on(x, y)
+
+    def arch_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        self.space.train()
+        state = self._hard(self.alpha, full=True)[1] if self.hard else self._state(self.alpha)
+        set_mixed(self.space, state)
+        return self._arch_update(self.loss_fn(self.space(x), y))
 
 
 class ProxylessNAS(_Logits):
@@ -312,8 +370,9 @@ class ProxylessNAS(_Logits):
     """
 
     def __init__(self, penalty: ExpectationProfilerPenalty | None = None, filter: Filter | None = None,  # noqa: A002
-                 uniform: bool = False, arch_lr: float = 0.01, arch_weight_decay: float = 0.0):
-        super().__init__(penalty, filter, arch_lr, arch_weight_decay)
+                 uniform: bool = False, arch_lr: float = 0.01, arch_weight_decay: float = 0.0,
+                 derive_samples: int = 0):
+        super().__init__(penalty, filter, arch_lr, arch_weight_decay, derive_samples)
         self.uniform = uniform
 
     def _path(self) -> tuple[dict[str, Any], Any]:
@@ -380,6 +439,10 @@ class ENAS(OneShotStrategy):
         controller_lr: Adam learning rate of the controller.
         samples_per_step: samples whose rewards one controller step averages.
         baseline_decay, entropy_weight: REINFORCE's baseline decay and entropy bonus.
+        derive_samples: ENAS's derivation of the final architecture (§2.2): ``train_oneshot`` draws this many
+            distinct samples from the trained controller and returns the one with the best validation score
+            (``-penalty(val_loss, sample)``, or accuracy without a penalty; batch norm recalibrated per sample,
+            on the whole validation data rather than the paper's one batch). 0: the greedy (arg-max) sample.
     """
 
     penalty_kind = SampleProfilerPenalty
@@ -389,8 +452,8 @@ class ENAS(OneShotStrategy):
 
     def __init__(self, penalty: SampleProfilerPenalty | None = None, filter: Filter | None = None,  # noqa: A002
                  hidden_size: int = 32, controller_lr: float = 5e-3, samples_per_step: int = 2,
-                 baseline_decay: float = 0.9, entropy_weight: float = 1e-3):
-        super().__init__(penalty, filter)
+                 baseline_decay: float = 0.9, entropy_weight: float = 1e-3, derive_samples: int = 16):
+        super().__init__(penalty, filter, derive_samples)
         self.hidden_size, self.controller_lr, self.samples_per_step = hidden_size, controller_lr, samples_per_step
         self.baseline_decay, self.entropy_weight = baseline_decay, entropy_weight
 
@@ -400,6 +463,22 @@ class ENAS(OneShotStrategy):
         self.controller = LSTMController([len(v) for v in self.choices.values()], self.hidden_size, torch_gen)
         self.controller_optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.controller_lr)
         self.baseline_: float | None = None
+
+    def candidates(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        """Up to ``n`` distinct samples that pass the filter, drawn from the controller (at most ``20 n`` draws)."""
+        out: dict[tuple, dict[str, Any]] = {}
+        greedy = self.controller.greedy()
+        if self.passes(sample := {lab: self.choices[lab][i] for lab, i in zip(self.choices, greedy)}):
+            out[tuple(greedy)] = sample
+        with torch.no_grad():
+            for _ in range(20 * n):
+                idx = self.controller.sample(rng)[0]
+                sample = {lab: self.choices[lab][i] for lab, i in zip(self.choices, idx)}
+                if tuple(idx) not in out and self.passes(sample):
+                    out[tuple(idx)] = sample
+                    if len(out) >= n:
+                        break
+        return list(out.values())
 
     def _draw(self):
         with torch.no_grad():
@@ -465,7 +544,10 @@ class ENAS(OneShotStrategy):
                                   for _ in range(n)]))
 
     def export(self) -> dict[str, Any]:
-        """The controller's greedy (arg-max at every step) sample, or its likeliest sample that passes the filter."""
+        """The derived sample (after ``train_oneshot``'s derivation), else the controller's greedy (arg-max at
+        every step) sample, or its likeliest sample that passes the filter."""
+        if self.chosen_ is not None:
+            return self.chosen_
         idx = self.controller.greedy()
         best = {lab: self.choices[lab][i] for lab, i in zip(self.choices, idx)}
         if self.passes(best):

@@ -171,17 +171,14 @@ def train_oneshot(space: nn.Module, strategy: OneShotStrategy, train_data: Itera
     clear_mixed(space)
     if isinstance(strategy, RandomOneShot):
         strategy.chosen_ = _spos_search(space, strategy, train_data, val_data, loss_fn, rng, progress)
+    elif strategy.derive_samples:
+        strategy.chosen_ = _derive(space, strategy, train_data, val_data, loss_fn, rng)
     sample = strategy.export()
     space.apply_arch(sample)
     return OneShotResult(sample, strategy.state(), history, strategy, space, steps)
 
 
-def _spos_search(space: nn.Module, strategy: RandomOneShot, train_data: Iterable, val_data: Iterable,
-                 loss_fn: Callable, rng: np.random.Generator, progress: bool) -> dict[str, Any]:
-    """SPOS's second stage: evolution over the trained supernet, scoring ``-penalty(val_loss)`` (or accuracy)."""
-    from hwnas.search.run import run
-    from hwnas.search.strategies import Chain, RegularizedEvolution
-
+def _val_loss(loss_fn: Callable) -> Callable:
     def val_loss(model: nn.Module, loader: Iterable) -> float:
         model.eval()
         tot, n = 0.0, 0
@@ -190,14 +187,45 @@ def _spos_search(space: nn.Module, strategy: RandomOneShot, train_data: Iterable
                 tot += float(loss_fn(model(x), y)) * len(y)
                 n += len(y)
         return tot / max(n, 1)
+    return val_loss
 
-    metric = val_loss if strategy.penalty is not None else evaluate_accuracy
+
+def _scorer(space: nn.Module, strategy: OneShotStrategy, train_data: Iterable, val_data: Iterable,
+            loss_fn: Callable) -> Callable[[dict[str, Any]], float]:
+    """``sample -> -penalty(val_loss, sample)`` (or validation accuracy without a penalty), with the sample's own
+    batch-norm statistics."""
+    metric = _val_loss(loss_fn) if strategy.penalty is not None else evaluate_accuracy
     evaluator = SubnetEvaluator(space, val_data, calib_loader=train_data, metric=metric)
 
     def score(sample: dict[str, Any]) -> float:
         value = evaluator(sample)
-        return -float(strategy.penalty(value, sample)) if strategy.penalty is not None else value
+        if strategy.penalty is None:
+            return value
+        # the sample's own cost (an expectation penalty's profiler profiles one sample as well)
+        return -float(strategy.penalty.apply(value, float(strategy.penalty.profiler.profile(sample))))
+    return score
 
+
+def _derive(space: nn.Module, strategy: OneShotStrategy, train_data: Iterable, val_data: Iterable,
+            loss_fn: Callable, rng: np.random.Generator) -> dict[str, Any]:
+    """The best-scoring of the most probable sample and ``derive_samples`` distinct samples from the learned
+    distribution (ENAS's derivation, §2.2; FBNet also samples its final architectures from the distribution)."""
+    samples = strategy.candidates(strategy.derive_samples, rng)
+    if not samples:
+        return strategy.export()
+    score = _scorer(space, strategy, train_data, val_data, loss_fn)
+    scored = [(score(s), i) for i, s in enumerate(samples)]
+    strategy.derived_ = [(samples[i], v) for v, i in scored]
+    return samples[max(scored)[1]]
+
+
+def _spos_search(space: nn.Module, strategy: RandomOneShot, train_data: Iterable, val_data: Iterable,
+                 loss_fn: Callable, rng: np.random.Generator, progress: bool) -> dict[str, Any]:
+    """SPOS's second stage: evolution over the trained supernet, scoring ``-penalty(val_loss)`` (or accuracy)."""
+    from hwnas.search.run import run
+    from hwnas.search.strategies import Chain, RegularizedEvolution
+
+    score = _scorer(space, strategy, train_data, val_data, loss_fn)
     evo = RegularizedEvolution(population_size=strategy.population_size, sample_size=strategy.sample_size,
                                mutation_prob=0.1)
     chain = Chain(evo, strategy.filter) if strategy.filter is not None else evo

@@ -198,23 +198,44 @@ class MixedState:
         return out * mask
 
     def layer_choice(self, m: LayerChoice, *args: Any, **kwargs: Any) -> Any:
-        """A relaxed :class:`LayerChoice`: the weighted sum of its active candidates' outputs."""
-        total = None
+        """A relaxed :class:`LayerChoice`: the weighted sum of its active candidates' outputs.
+
+        A candidate whose weight is exactly 0 in value (the gated-off path of ``binary_gate``, the values a hard
+        Gumbel sample did not pick) adds nothing to the output but still has a gradient
+        :math:`\\partial L/\\partial w = \\langle \\partial L/\\partial y, o(x) \\rangle`. It is not run forward:
+        its output is computed without autograd during the backward pass, only for that inner product
+        (ProxylessNAS's implementation, Cai et al. 2019), which saves its activations and its backward.
+        """
+        run, off = [], []
         for key, w in self.value_weights(m.choice):
-            out = m.candidates[m.index(key)](*args, **kwargs)
+            (off if _zero_valued(w) else run).append((m.candidates[m.index(key)], key, w))
+        if not run:  # every weight is 0: compute them all
+            run, off = off, []
+        total, first = None, None
+        for cand, key, w in run:
+            out = cand(*args, **kwargs)
             term = out if w is None else out * w
             if total is None:
-                total = term
+                total, first = term, key
             else:
-                if term.shape != total.shape:
-                    raise MixedError(f"LayerChoice {m.label!r}: candidate {key!r} gives shape {tuple(term.shape)} "
-                                     f"but another active candidate gives {tuple(total.shape)}; a weighted sum needs "
-                                     "one shape. Make the candidates agree (widths, strides) or use mode 'index'.")
+                _same_shape(m.label, key, term, first, total)
                 total = total + term
+        if off:
+            def outputs() -> list:
+                outs = [cand(*args, **kwargs) for cand, _, _ in off]
+                for (_, key, _), out in zip(off, outs):
+                    _same_shape(m.label, key, out, first, total)
+                return outs
+            total = _OffPaths.apply(total, outputs, *(w for _, _, w in off))
         return total
 
     def repeat(self, m: Repeat, x: Any) -> Any:
-        """A relaxed :class:`Repeat`: the weighted sum of the outputs after each active depth."""
+        """A relaxed :class:`Repeat`: the weighted sum of the outputs after each active depth.
+
+        Active depths beyond the deepest one whose weight is non-zero in value only need their gradient: their
+        blocks run without autograd in the backward pass (as a zero-weighted candidate of
+        :meth:`layer_choice`).
+        """
         depths = self.value_weights(m.depth)
         if len(depths) == 1:
             d, w = depths[0]
@@ -222,20 +243,75 @@ class MixedState:
                 x = block(x)
             return x if w is None else x * w
         want = {d: w for d, w in depths}
+        live = [d for d, w in depths if not _zero_valued(w)] or list(want)
         total, shape = None, None
-        for d in range(max(want) + 1):
+        for d in range(max(live) + 1):
             if d > 0:
                 x = m.blocks[d - 1](x)
             if d in want:
-                if total is None:
-                    total, shape = x * want[d], x.shape
-                elif x.shape != shape:
-                    raise MixedError(f"Repeat depth {m.depth!r}: the output after {d} blocks has shape "
-                                     f"{tuple(x.shape)}, after fewer {tuple(shape)}; relaxed depths need one shape "
-                                     "(the first block changes it). Exclude that depth or use mode 'index'.")
-                else:
-                    total = total + x * want[d]
+                total, shape = _add_depth(m, d, x, want[d], total, shape)
+        deeper = [d for d in sorted(want) if d > max(live)]
+        if deeper:
+            last, start = x, max(live)
+
+            def outputs() -> list:
+                outs, h = [], last
+                for d in range(start + 1, max(deeper) + 1):
+                    h = m.blocks[d - 1](h)
+                    if d in want:
+                        _check_depth(m, d, h, shape)
+                        outs.append(h)
+                return outs
+            total = _OffPaths.apply(total, outputs, *(want[d] for d in deeper))
         return total
+
+
+def _check_depth(m: Repeat, d: int, x: torch.Tensor, shape: Any) -> None:
+    if shape is not None and x.shape != shape:
+        raise MixedError(f"Repeat depth {m.depth!r}: the output after {d} blocks has shape {tuple(x.shape)}, after "
+                         f"fewer {tuple(shape)}; relaxed depths need one shape (the first block changes it). "
+                         "Exclude that depth or use mode 'index'.")
+
+
+def _add_depth(m: Repeat, d: int, x: torch.Tensor, w: Any, total: Any, shape: Any) -> tuple:
+    _check_depth(m, d, x, shape)
+    term = x * w
+    return (term if total is None else total + term), x.shape
+
+
+def _same_shape(label: str, key: Any, term: torch.Tensor, first: Any, total: torch.Tensor) -> None:
+    if term.shape != total.shape:
+        raise MixedError(f"LayerChoice {label!r}: candidate {key!r} gives shape {tuple(term.shape)} but candidate "
+                         f"{first!r} gives {tuple(total.shape)}; a weighted sum needs one shape. Make the candidates "
+                         "agree (widths, strides) or use mode 'index'.")
+
+
+def _zero_valued(w: Any) -> bool:
+    """A weight that is exactly 0 in value but carries a gradient (a gated-off or unpicked value)."""
+    return isinstance(w, torch.Tensor) and w.requires_grad and torch.is_grad_enabled() and float(w.detach()) == 0.0
+
+
+class _OffPaths(torch.autograd.Function):
+    """``y = total`` in value; in backward, ``dL/dw_k = <dL/dy, o_k>`` with ``o_k`` computed without autograd.
+
+    For outputs ``o_k`` whose weights ``w_k`` are 0 in value, ``total + sum_k w_k o_k`` equals ``total`` and its
+    gradient to ``w_k`` is the inner product above; the inputs of ``o_k`` get no gradient through them (their
+    contribution is multiplied by 0), nor do the parameters of the layers computing them.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, total: torch.Tensor, outputs: Any, *weights: torch.Tensor) -> torch.Tensor:
+        ctx.outputs = outputs
+        ctx.shapes = [w.shape for w in weights]
+        return total.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        with torch.no_grad():
+            outs = ctx.outputs()
+        ctx.outputs = None
+        grads = [(o * grad).sum().reshape(shape) for o, shape in zip(outs, ctx.shapes)]
+        return (grad, None, *grads)
 
 
 ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.GELU, nn.Identity, nn.LeakyReLU, nn.Hardsigmoid,
