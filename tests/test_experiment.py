@@ -188,6 +188,8 @@ def _python_api_run(seed: int = 0):
         SupernetTrainer,
     )
     from hwnas.search import TensorBatches as TB
+    from hwnas.search import build_profilers
+    from hwnas.search import run as search_run
 
     old = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -196,7 +198,7 @@ def _python_api_run(seed: int = 0):
         data = load_digits_data()
         space = hwnas.spaces.create("digits")
         x = torch.zeros(1, 1, 8, 8)
-        profilers = hwnas.search.build_profilers(space, x)
+        profilers = build_profilers(space, x)
         profilers["latency_ms"] = hwnas.LatencyProfiler(space, x, lut=hwnas.artifacts.resolve_lut("digits_cpu-ort-1t"),
                                                         graph=profilers["flops"].graph)
         train = TB(data.x_train, data.y_train, 128, shuffle=True, seed=seed)
@@ -208,7 +210,7 @@ def _python_api_run(seed: int = 0):
                                     calib_batches=2)
         strategy = Chain(RegularizedEvolution(4, 2, mutation_prob=0.1),
                          RangeProfilerFilter(profilers["flops"], min="15%", max="60%"))
-        return hwnas.search.run(space, None, {"latency_ms": "60%"}, evaluator, strategy=strategy, max_trials=6,
+        return search_run(space, None, {"latency_ms": "60%"}, evaluator, strategy=strategy, max_trials=6,
                                 seed=seed, profilers=profilers, progress=False)
     finally:
         torch.set_num_threads(old)

@@ -19,6 +19,7 @@ from hwnas.graph import build_graph
 from hwnas.hw.build import build_lut, space_signatures
 from hwnas.hw.kernels import active_kernels, map_kernels
 from hwnas.hw.lut import LUT
+from hwnas.search import Grid
 from hwnas.spaces import registry
 
 NAME = "user_tiny_test_space"
@@ -114,7 +115,7 @@ def test_profiled_built_and_searched_end_to_end(registered, tmp_path):
     # searched: every subnet visited once; the answer is the most FLOPs within both bounds, found by enumeration
     bound_f, bound_l = 0.7 * max(flops), sorted(lat)[-2]  # the latency bound excludes the slowest subnet
     result = hwnas.search(space, x, {"flops": "70%", "latency_ms": bound_l}, fp.profile,
-                          strategy=hwnas.search.Grid(), profilers={"latency_ms": latency}, max_trials=8,
+                          strategy=Grid(), profilers={"latency_ms": latency}, max_trials=8,
                           progress=False)
     feasible = [i for i in range(8) if flops[i] <= bound_f and lat[i] <= bound_l]
     assert feasible and len(feasible) < 8

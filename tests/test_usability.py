@@ -357,6 +357,19 @@ def test_the_cpu_fingerprint_keeps_its_keys_and_values():
     assert fingerprint_matches(dict(fp, cpu_id="implementer=0x41 part=0xd0c"), dict(fp, cpu_id="")) == []
 
 
+@pytest.mark.skipif(not os.path.isfile("/proc/cpuinfo"), reason="compares with Linux's /proc/cpuinfo")
+def test_linux_fast_path_agrees_with_py_cpuinfo():
+    """On Linux the fingerprint reads /proc/cpuinfo itself (py-cpuinfo costs seconds per process); py-cpuinfo, what
+    every other OS uses, must describe the same CPU."""
+    cpuinfo = pytest.importorskip("cpuinfo")
+    from hwnas.hw.device import _linux_cpu_info
+
+    ours, theirs = _linux_cpu_info(), cpuinfo.get_cpu_info()
+    for key in ("brand_raw", "family", "model", "stepping"):
+        if key in theirs:
+            assert ours.get(key) == theirs[key], key
+
+
 def test_lut_info_is_a_table_without_long_floats(capsys):
     assert main(["lut", "info", "digits"]) == 0
     out = capsys.readouterr().out

@@ -22,6 +22,7 @@ An exporter or report is a function ``(ctx, **params) -> {name: path}``; ``ctx``
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -30,9 +31,11 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from hwnas import registry, search
+from hwnas import registry
 from hwnas.experiment.schema import DataConfig, Strict
 from hwnas.io import atomic_write_json
+
+search = importlib.import_module("hwnas.search")  # the package (the attribute hwnas.search is the function)
 
 __all__ = ["SupernetEstimator", "OneShotEstimator", "MetricEstimator", "FunctionEstimator", "Data", "load_data",
            "STRATEGIES", "ONESHOT"]

@@ -9,6 +9,7 @@ one-shot training from ``oneshot.json``. A folder holding another config's run i
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
@@ -21,11 +22,13 @@ from typing import Any
 import torch
 import yaml
 
-from hwnas import registry, search
+from hwnas import registry
 from hwnas.experiment.config import dump
 from hwnas.experiment.parts import Data, load_data
 from hwnas.experiment.schema import DataConfig
 from hwnas.io import atomic_write_json, atomic_write_text
+
+search = importlib.import_module("hwnas.search")  # the package (the attribute hwnas.search is the function)
 
 __all__ = ["Context", "ExperimentResult", "run_resolved", "CONFIG_FILE"]
 
