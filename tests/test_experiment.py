@@ -186,9 +186,9 @@ def _python_api_run(seed: int = 0):
         RegularizedEvolution,
         SubnetEvaluator,
         SupernetTrainer,
+        build_profilers,
     )
     from hwnas.search import TensorBatches as TB
-    from hwnas.search import build_profilers
     from hwnas.search import run as search_run
 
     old = torch.get_num_threads()
