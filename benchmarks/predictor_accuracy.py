@@ -345,7 +345,8 @@ def main() -> None:
                          "again with this hwnas's speed check, into the same name with _rescored for _models")
     ap.add_argument("--unseen", action="store_true", help="the unseen zoo of CNNs and transformers (issue 17)")
     ap.add_argument("--compare", nargs="*", default=None, help="more predictor files scored on the same measurements")
-    ap.add_argument("--tag", default="", help="suffix of the result files")
+    ap.add_argument("--tag", default="",
+                    help="suffix of the result files, for scratch runs; not for committed results")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     pin_threads(1)
