@@ -351,16 +351,29 @@ def summary(path: Path) -> str:
     for seed in acc:
         mo = next((v for k, v in table.items() if k[0] == "accuracy" and k[3] == seed and k[4] == "modelopt"), {})
         hw = next((v for k, v in table.items() if k[0] == "accuracy" and k[3] == seed and k[4] == "hwnas"), {})
-        diffs.append(num(hw, "acc_ft") - num(mo, "acc_ft"))
-        lines.append(f"accuracy seed {seed}: base {num(hw, 'base_acc'):.4f}; modelopt {num(mo, 'flops_ratio'):.3f} "
+        diff = num(hw, "acc_ft") - num(mo, "acc_ft")
+        if diff == diff:  # both sides ran
+            diffs.append(diff)
+        lines.append(f"accuracy seed {seed}: base {num(hw if 'base_acc' in hw else mo, 'base_acc'):.4f}; modelopt {num(mo, 'flops_ratio'):.3f} "
                      f"of the FLOPs, {num(mo, 'acc_pruned'):.4f} pruned, {num(mo, 'acc_ft'):.4f} fine-tuned"
                      + (f" ({mo['error']})" if "error" in mo else "")
                      + f"; hwnas {num(hw, 'flops_ratio'):.3f}, {num(hw, 'acc_pruned'):.4f}, {num(hw, 'acc_ft'):.4f}; "
-                     f"hwnas - modelopt {diffs[-1] * 100:+.2f} points")
+                     f"hwnas - modelopt {diff * 100:+.2f} points")
     if diffs:
-        lines.append(f"accuracy {len(diffs)} seeds: hwnas - modelopt after fine-tuning, mean "
+        lines.append(f"accuracy {len(diffs)} seeds with both sides: hwnas - modelopt after fine-tuning, mean "
                      f"{statistics.fmean(diffs) * 100:+.2f} points, worst {min(diffs) * 100:+.2f} (target >= -0.5)")
     return "\n".join(lines)
+
+
+def guarded(fn, *args, **kwargs) -> dict:
+    """``fn``'s figures, or its error as a figure (a failing case is a result, not the end of the run)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # reported in the results file
+        import traceback
+
+        traceback.print_exc()
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"}
 
 
 def seeds_arg(text: str) -> list[int]:
@@ -431,7 +444,7 @@ def main() -> None:
                     rec("violate", m, args.violate_size, seed, "modelopt",
                         {"flops_ratio" if k == "ratio" else k: v for k, v in mo.items()})
                 if "hwnas" in sides:
-                    hw = hw_violate(m, args.violate_size, seed)
+                    hw = guarded(hw_violate, m, args.violate_size, seed)
                     rec("violate", m, args.violate_size, seed, "hwnas",
                         {"flops_ratio" if k == "ratio" else k: v for k, v in hw.items()})
     if "accuracy" in parts:
@@ -444,7 +457,7 @@ def main() -> None:
                 torch.save(base.state_dict(), state)
                 job = {"state_path": state, "size": args.acc_size, "seed": seed, "ft_epochs": args.ft_epochs}
                 for side in sides:
-                    got = run_modelopt(py, "accuracy", **job) if side == "modelopt" else hw_accuracy(**job)
+                    got = run_modelopt(py, "accuracy", **job) if side == "modelopt" else guarded(hw_accuracy, **job)
                     rec("accuracy", "resnet18", args.acc_size, seed, side,
                         {"base_acc": base_acc, **{"flops_ratio" if k == "ratio" else k: v for k, v in got.items()}})
     print("\n" + summary(args.out))
