@@ -146,7 +146,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="rounds of each steady measurement of the held-out subnets")
     p.add_argument("--rebuilt", default=None, help="an existing rebuilt LUT ({target} is replaced); else build one")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tag", default="", help="suffix for the result files")
+    p.add_argument("--tag", default="",
+                   help="suffix for the result files, for scratch runs; not for committed results")
     args = p.parse_args()
     pin_threads(1)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

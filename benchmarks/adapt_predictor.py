@@ -146,7 +146,8 @@ def main() -> None:
     p.add_argument("--check-n", type=int, default=8, help="training models the speed check measures")
     p.add_argument("--measurements", type=int, default=2, help="steady measurements of the unseen zoo")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tag", default="", help="suffix for the result files")
+    p.add_argument("--tag", default="",
+                   help="suffix for the result files, for scratch runs; not for committed results")
     p.add_argument("--keep", default=None, help="a folder to write the adapted predictors to (megabytes each)")
     args = p.parse_args()
     pin_threads(1)

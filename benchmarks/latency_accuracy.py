@@ -210,7 +210,8 @@ def main() -> None:
     ap.add_argument("--steady-rounds", type=int, default=3,
                     help="rounds of each of two steady-state measurements of the held-out subnets (0: none)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--tag", default="", help="suffix for the result files")
+    ap.add_argument("--tag", default="",
+                    help="suffix for the result files, for scratch runs; not for committed results")
     ap.add_argument("--rescore", metavar="SUBNETS_CSV", default=None,
                     help="measure nothing: predict the subnets of an earlier run (a latency_accuracy_subnets*.csv) "
                          "with the LUTs in --lut-dir, keep that run's measurements and speed factor, and write "

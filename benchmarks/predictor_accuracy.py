@@ -424,7 +424,8 @@ def main() -> None:
                          "--unseen, one or more predictor_accuracy_unseen*_models.csv, predicted again")
     ap.add_argument("--unseen", action="store_true", help="the unseen zoo of CNNs and transformers (issue 17)")
     ap.add_argument("--compare", nargs="*", default=None, help="more predictor files scored on the same measurements")
-    ap.add_argument("--tag", default="", help="suffix of the result files")
+    ap.add_argument("--tag", default="",
+                    help="suffix of the result files, for scratch runs; not for committed results")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     pin_threads(1)
