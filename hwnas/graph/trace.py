@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import fx, nn
+from torch.fx.proxy import ParameterProxy
 
 import hwnas.graph.rules_extra  # noqa: F401  (dynamic layers of converted models)
 from hwnas.graph import rules_nn, rules_ops, rules_tensor  # noqa: F401  (registers the built-in rules)
@@ -125,6 +126,7 @@ class HwnasTracer(fx.Tracer):
         ``for t in x``) takes the example's value (:mod:`hwnas.graph.example`); without, it fails as in
         torch.fx."""
         self.example_values: ExampleValues | None = None
+        self._tensor_names: tuple[dict[int, tuple[str, torch.Tensor]], ...] | None = None
         if example is not None:  # a buffer sliced by a traced size (BERT's position_ids) is traced too
             self.proxy_buffer_attributes = True
 
@@ -199,8 +201,35 @@ class HwnasTracer(fx.Tracer):
     def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
         if isinstance(root, fx.GraphModule):  # its buffers are nodes of its graph: keep them so
             self.proxy_buffer_attributes = True
+        self._tensor_names = None
         with _functions_kept_whole():
             return super().trace(root, concrete_args)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, fx.Proxy]) -> Any:
+        """As torch.fx's, which looks for the tensor among all the root's parameters (and buffers) at every
+        read of one (quadratic in the model's size: half of DenseNet-121's trace); here a table made once per
+        trace finds it. Same proxies, same names (the first name of a tensor, as ``named_parameters`` gives)."""
+        if not isinstance(attr_val, torch.Tensor):
+            return attr_val
+        if self._tensor_names is None:
+            self._tensor_names = ({id(p): (n, p) for n, p in self.root.named_parameters()},
+                                  {id(b): (n, b) for n, b in self.root.named_buffers()})
+        tables = (self._tensor_names[0],) if isinstance(attr_val, nn.Parameter) else ()
+        if self.proxy_buffer_attributes:
+            tables += (self._tensor_names[1],)
+        for table in tables:
+            found = table.get(id(attr_val))
+            if found is not None and found[1] is attr_val:
+                name = found[0]
+                if name not in parameter_proxy_cache:
+                    factory = None if not self.param_shapes_constant else \
+                        (lambda node, n=name: ParameterProxy(self, node, n, attr_val))
+                    parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {},
+                                                                    proxy_factory_fn=factory)
+                return parameter_proxy_cache[name]
+        if tables:  # not a tensor of the root's (or one registered while tracing): torch.fx's own search
+            return super().getattr(attr, attr_val, parameter_proxy_cache)
+        return attr_val
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if isinstance(m, HwnasModule) or is_registered_leaf(m) or auto_leaf_reason(m) is not None:
