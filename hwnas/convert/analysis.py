@@ -300,13 +300,16 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
         return self
 
     def _tensor_names(self) -> dict[int, list[str]]:
-        """id of every parameter/buffer the graph reads -> the names it has (several for tied weights)."""
+        """id of every parameter/buffer the graph reads -> the names it has (several for tied weights; a layer's
+        own weight that the model also reads directly, ``F.linear(x, self.embed.weight)``, counts twice)."""
         names: dict[int, list[str]] = {}
+        by_layer: set[int] = set()
         for n in self.gm.graph.nodes:
             if n.op == "call_module":
                 m = self.gm.get_submodule(str(n.target))
                 items = list(m.named_parameters(recurse=True)) + list(m.named_buffers(recurse=True))
                 prefix = f"{n.target}."
+                by_layer.update(id(t) for _, t in items)
             elif n.op == "get_attr":
                 t = _tensor_at(self.gm, str(n.target))
                 items = [("", t)] if isinstance(t, torch.Tensor) else []
@@ -317,6 +320,12 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
                 found = names.setdefault(id(t), [])
                 if prefix + attr not in found:
                     found.append(prefix + attr)
+        for n in self.gm.graph.nodes:
+            if n.op == "get_attr":
+                t = _tensor_at(self.gm, str(n.target))
+                read = f"{n.target} (read directly)"
+                if isinstance(t, torch.Tensor) and id(t) in by_layer and read not in names[id(t)]:
+                    names[id(t)].append(read)
         return names
 
     def _fix_tied(self) -> None:

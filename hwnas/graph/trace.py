@@ -205,22 +205,37 @@ class HwnasTracer(fx.Tracer):
         with _functions_kept_whole():
             return super().trace(root, concrete_args)
 
-    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, fx.Proxy]) -> Any:
-        """As torch.fx's, which looks for the tensor among all the root's parameters (and buffers) at every
-        read of one (quadratic in the model's size: half of DenseNet-121's trace); here a table made once per
-        trace finds it. Same proxies, same names (the first name of a tensor, as ``named_parameters`` gives)."""
-        if not isinstance(attr_val, torch.Tensor):
-            return attr_val
+    def _name_of(self, t: torch.Tensor, table: int) -> str | None:
+        """The root's name for parameter (``table`` 0) or buffer (1) ``t``, from a table made once per trace (the
+        first name of a tensor, as ``named_parameters`` / ``named_buffers`` give), or ``None``."""
         if self._tensor_names is None:
             self._tensor_names = ({id(p): (n, p) for n, p in self.root.named_parameters()},
                                   {id(b): (n, b) for n, b in self.root.named_buffers()})
-        tables = (self._tensor_names[0],) if isinstance(attr_val, nn.Parameter) else ()
+        found = self._tensor_names[table].get(id(t))
+        return found[0] if found is not None and found[1] is t else None
+
+    def create_arg(self, a: Any) -> Any:
+        """As torch.fx's, which looks for a tensor argument among all the root's parameters or buffers
+        (quadratic in the model's size: timm's ``BatchNormAct2d`` passes its buffers to ``F.batch_norm``); here
+        :meth:`_name_of` finds it. Tensors that are not the root's go to torch.fx (constants, its errors)."""
+        if isinstance(a, torch.Tensor):
+            name = self._name_of(a, 0 if isinstance(a, nn.Parameter) else 1)
+            if name is not None:
+                return self.create_node("get_attr", name, (), {})
+        return super().create_arg(a)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, fx.Proxy]) -> Any:
+        """As torch.fx's, which looks for the tensor among all the root's parameters (and buffers) at every
+        read of one (quadratic in the model's size: half of DenseNet-121's trace); here :meth:`_name_of` finds
+        it. Same proxies, same names."""
+        if not isinstance(attr_val, torch.Tensor):
+            return attr_val
+        tables = (0,) if isinstance(attr_val, nn.Parameter) else ()
         if self.proxy_buffer_attributes:
-            tables += (self._tensor_names[1],)
+            tables += (1,)
         for table in tables:
-            found = table.get(id(attr_val))
-            if found is not None and found[1] is attr_val:
-                name = found[0]
+            name = self._name_of(attr_val, table)
+            if name is not None:
                 if name not in parameter_proxy_cache:
                     factory = None if not self.param_shapes_constant else \
                         (lambda node, n=name: ParameterProxy(self, node, n, attr_val))
