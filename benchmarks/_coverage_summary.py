@@ -8,7 +8,7 @@ from collections import defaultdict
 
 FIELDS = ["source", "family", "model", "params_m", "res", "input", "note", "status", "params", "fvcore_ok",
           "fvcore_flops", "profile_ok", "hwnas_flops", "flops_equal", "hwnas_params", "params_equal",
-          "uncounted_ops", "convert_ok", "convert_s", "labels", "largest_equal", "subnets_flops_ok",
+          "uncounted_ops", "convert_ok", "convert_s", "convert_cpu_s", "labels", "largest_equal", "subnets_flops_ok",
           "subnets_params_ok", "subnets_flops_worst_rel", "profile_error", "profile_pattern",
           "profile_message", "profile_where", "convert_error", "convert_pattern", "convert_message",
           "convert_where", "subnet_error", "subnet_pattern", "subnet_message", "subnet_where", "fvcore_error",
@@ -77,11 +77,17 @@ def coverage_rows(rows: list[dict]) -> list[list[str]]:
         times = [(float(r["convert_s"]), r["model"]) for r in conv if r.get("convert_s")]
         slow = max(times) if times else (0.0, "-")
         med = statistics.median(t for t, _ in times) if times else 0.0
+        cpu = [(float(r["convert_cpu_s"]), r["model"]) for r in conv if r.get("convert_cpu_s")]
+        cpu_slow = max(cpu) if cpu else (0.0, "-")
+        over = sum(t > 3.0 for t, _ in cpu)
         lost = sum(r.get("status") != "done" for r in rs)
         out.append([SOURCES[source], str(res), str(len(rs)), _frac(len(exact), len(counted)),
                     _frac(len(prof), len(rs)), _frac(len(params), len(prof)), _frac(len(conv), len(rs)),
                     _frac(len(search), len(rs)), _frac(len(sub), len(search)), f"{med:.2f}",
-                    f"{slow[0]:.2f} ({slow[1]})", str(lost)])
+                    f"{slow[0]:.2f} ({slow[1]})",
+                    f"{statistics.median(t for t, _ in cpu):.2f}" if cpu else "-",
+                    f"{cpu_slow[0]:.2f} ({cpu_slow[1]})" if cpu else "-", f"{over}/{len(cpu)}" if cpu else "-",
+                    str(lost)])
     return out
 
 
@@ -150,9 +156,12 @@ def summarize(rows: list[dict], version: str) -> str:
              "'searchable' = convert ok, >= 1 label, largest subnet == original; 'subnets exact' = 3 random "
              "subnets' FLOPs == fvcore of their export and params == numel. fvcore is given the handle it lacks "
              "for aten::_convolution_mode (a convolution with padding='same', which it counts 0; see "
-             "docs/profiling.md). Convert times are seconds on a shared 2-core host.", ""]
+             "docs/profiling.md). Convert times are seconds on a shared 2-core host: 'convert s' is wall time, "
+             "'convert CPU s' the worker's CPU time in the conversion (torch at 1 thread: about its wall time "
+             "on an idle core; the time other processes took from it is not in it).", ""]
     header = ["models", "res", "n", "FLOPs == fvcore", "profile ok", "params == numel", "convert ok",
-              "searchable", "subnets exact", "convert s median", "convert s max", "timeout/crash"]
+              "searchable", "subnets exact", "convert s median", "convert s max", "convert CPU s median",
+              "convert CPU s max", "CPU > 3 s", "timeout/crash"]
     lines += _table(header, coverage_rows(rows)) + [""]
     notes = [r for r in rows if r.get("note")]
     if notes:

@@ -194,9 +194,10 @@ def check(task: dict) -> dict:
         out["profile_ok"] = "no"
         out.update(error_fields("profile", e))
     try:
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         space = hwnas.convert(model, x)
         out["convert_s"] = round(time.perf_counter() - t1, 3)
+        out["convert_cpu_s"] = round(time.process_time() - c1, 3)
         out["convert_ok"] = "yes"
         out["labels"] = len(space.choices())
     except Exception as e:

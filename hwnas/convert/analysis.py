@@ -184,10 +184,13 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
         self.layers: dict[str, LayerRecord] = {}
         self.params: dict[str, list[Ann]] = {}
         self.fixed_ops: list[FixedOp] = []
+        self._fixed_where: set[str] = set()  # the ``where`` of every entry of fixed_ops
+        self._fixed_pairs: set[tuple[str, str]] = set()  # and its (where, reason)
         self.sizes: dict[fx.Node, Any] = {}
         self.ties: list[list[int]] = []
         self.lost: dict[fx.Node, str] = {}  # nodes whose outputs are untracked -> what they are
         self._origins: dict[fx.Node, str | None] = {}
+        self._inputs: dict[fx.Node, list[fx.Node]] = {}
         self.rewrites: dict[fx.Node, int] = {}
         self.cuts: dict[fx.Node, tuple] = {}
         self.group_counts: dict[fx.Node, int] = {}
@@ -214,7 +217,12 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
         return list(a) if isinstance(a, list) else [None] * len(self.shapes[node])
 
     def _tensor_inputs(self, n: fx.Node) -> list[fx.Node]:
-        return [x for x in _nodes_in((n.args, n.kwargs)) if isinstance(self.shapes.get(x), tuple)]
+        """The tensors among ``n``'s arguments, in order (computed once per node)."""
+        found = self._inputs.get(n)
+        if found is None:
+            found = self._inputs[n] = [x for x in _nodes_in((n.args, n.kwargs))
+                                       if isinstance(self.shapes.get(x), tuple)]
+        return found
 
     def opaque(self, n: fx.Node, reason: str, module: nn.Module | None = None) -> None:
         """Fix every channel ``n`` reads; its outputs are untracked."""
@@ -224,8 +232,8 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
                 if a is not None:
                     touched = True
                     self.ch.fix_ann(a, f"{reason} at {_where(n)}")
-        if (touched or module is not None) and not any(f.where == _where(n) for f in self.fixed_ops):
-            self.fixed_ops.append(FixedOp(_where(n), _what(n, module), reason))
+        if (touched or module is not None) and _where(n) not in self._fixed_where:
+            self._add_fixed(FixedOp(_where(n), _what(n, module), reason))
         self.ann[n] = self._none(self.shapes.get(n))
         self.lost[n] = f"{_where(n)} ({_what(n, module)}: {reason})"
 
@@ -255,8 +263,13 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
         return f" (untracked from {'; '.join(found)})" if found else ""
 
     def _note_fixed(self, n: fx.Node, what: str, reason: str) -> None:
-        if not any(f.where == _where(n) and f.reason == reason for f in self.fixed_ops):
-            self.fixed_ops.append(FixedOp(_where(n), what, reason))
+        if (_where(n), reason) not in self._fixed_pairs:
+            self._add_fixed(FixedOp(_where(n), what, reason))
+
+    def _add_fixed(self, f: FixedOp) -> None:
+        self.fixed_ops.append(f)
+        self._fixed_where.add(f.where)
+        self._fixed_pairs.add((f.where, f.reason))
 
     def _slot(self, g: int, owner: str, attr: str, axis: int, offset: int, mult: int, role: str) -> None:
         self.ch.add_slot(g, Slot(owner, attr, axis, offset, mult, role))
@@ -287,13 +300,16 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
         return self
 
     def _tensor_names(self) -> dict[int, list[str]]:
-        """id of every parameter/buffer the graph reads -> the names it has (several for tied weights)."""
+        """id of every parameter/buffer the graph reads -> the names it has (several for tied weights; a layer's
+        own weight that the model also reads directly, ``F.linear(x, self.embed.weight)``, counts twice)."""
         names: dict[int, list[str]] = {}
+        by_layer: set[int] = set()
         for n in self.gm.graph.nodes:
             if n.op == "call_module":
                 m = self.gm.get_submodule(str(n.target))
                 items = list(m.named_parameters(recurse=True)) + list(m.named_buffers(recurse=True))
                 prefix = f"{n.target}."
+                by_layer.update(id(t) for _, t in items)
             elif n.op == "get_attr":
                 t = _tensor_at(self.gm, str(n.target))
                 items = [("", t)] if isinstance(t, torch.Tensor) else []
@@ -304,6 +320,12 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
                 found = names.setdefault(id(t), [])
                 if prefix + attr not in found:
                     found.append(prefix + attr)
+        for n in self.gm.graph.nodes:
+            if n.op == "get_attr":
+                t = _tensor_at(self.gm, str(n.target))
+                read = f"{n.target} (read directly)"
+                if isinstance(t, torch.Tensor) and id(t) in by_layer and read not in names[id(t)]:
+                    names[id(t)].append(read)
         return names
 
     def _fix_tied(self) -> None:
@@ -626,7 +648,7 @@ class Analyzer(SizeTracking, CuttingOps, FunctionalOps):
                 res[merged[0]] = merged[1]
             else:
                 self.ch.fix_ann(ax, f"channel axis split or mixed by a reshape (e.g. a channel shuffle) at {_where(n)}")
-                self.fixed_ops.append(FixedOp(_where(n), _what(n), "splits or mixes the channel axis"))
+                self._add_fixed(FixedOp(_where(n), _what(n), "splits or mixes the channel axis"))
         if literals is not None:
             self.check_sizes(n, literals, res, "reshape")
         else:

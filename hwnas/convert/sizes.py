@@ -170,15 +170,29 @@ class SizeTracking:
 
 
 def nodes_in(value: Any) -> list[fx.Node]:
+    """The nodes in an fx argument structure (nested tuples, lists, dicts and slices), in order, with repeats."""
     if isinstance(value, fx.Node):
         return [value]
-    if isinstance(value, (tuple, list)):
-        return [x for v in value for x in nodes_in(v)]
-    if isinstance(value, dict):
-        return [x for v in value.values() for x in nodes_in(v)]
-    if isinstance(value, slice):
-        return nodes_in((value.start, value.stop, value.step))
-    return []
+    out: list[fx.Node] = []
+    _collect(value, out)
+    return out
+
+
+def _collect(value: Any, out: list[fx.Node]) -> None:
+    # one list for the whole walk (building a list per level made deep or wide arguments quadratic)
+    if isinstance(value, fx.Node):
+        out.append(value)
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            if isinstance(v, fx.Node):
+                out.append(v)
+            elif isinstance(v, (tuple, list, dict, slice)):
+                _collect(v, out)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect(v, out)
+    elif isinstance(value, slice):
+        _collect((value.start, value.stop, value.step), out)
 
 
 def where(n: fx.Node) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import fx, nn
+from torch.fx.proxy import ParameterProxy
 
 import hwnas.graph.rules_extra  # noqa: F401  (dynamic layers of converted models)
 from hwnas.graph import rules_nn, rules_ops, rules_tensor  # noqa: F401  (registers the built-in rules)
@@ -125,6 +126,7 @@ class HwnasTracer(fx.Tracer):
         ``for t in x``) takes the example's value (:mod:`hwnas.graph.example`); without, it fails as in
         torch.fx."""
         self.example_values: ExampleValues | None = None
+        self._tensor_names: tuple[dict[int, tuple[str, torch.Tensor]], ...] | None = None
         if example is not None:  # a buffer sliced by a traced size (BERT's position_ids) is traced too
             self.proxy_buffer_attributes = True
 
@@ -199,8 +201,50 @@ class HwnasTracer(fx.Tracer):
     def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:
         if isinstance(root, fx.GraphModule):  # its buffers are nodes of its graph: keep them so
             self.proxy_buffer_attributes = True
+        self._tensor_names = None
         with _functions_kept_whole():
             return super().trace(root, concrete_args)
+
+    def _name_of(self, t: torch.Tensor, table: int) -> str | None:
+        """The root's name for parameter (``table`` 0) or buffer (1) ``t``, from a table made once per trace (the
+        first name of a tensor, as ``named_parameters`` / ``named_buffers`` give), or ``None``."""
+        if self._tensor_names is None:
+            self._tensor_names = ({id(p): (n, p) for n, p in self.root.named_parameters()},
+                                  {id(b): (n, b) for n, b in self.root.named_buffers()})
+        found = self._tensor_names[table].get(id(t))
+        return found[0] if found is not None and found[1] is t else None
+
+    def create_arg(self, a: Any) -> Any:
+        """As torch.fx's, which looks for a tensor argument among all the root's parameters or buffers
+        (quadratic in the model's size: timm's ``BatchNormAct2d`` passes its buffers to ``F.batch_norm``); here
+        :meth:`_name_of` finds it. Tensors that are not the root's go to torch.fx (constants, its errors)."""
+        if isinstance(a, torch.Tensor):
+            name = self._name_of(a, 0 if isinstance(a, nn.Parameter) else 1)
+            if name is not None:
+                return self.create_node("get_attr", name, (), {})
+        return super().create_arg(a)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, fx.Proxy]) -> Any:
+        """As torch.fx's, which looks for the tensor among all the root's parameters (and buffers) at every
+        read of one (quadratic in the model's size: half of DenseNet-121's trace); here :meth:`_name_of` finds
+        it. Same proxies, same names."""
+        if not isinstance(attr_val, torch.Tensor):
+            return attr_val
+        tables = (0,) if isinstance(attr_val, nn.Parameter) else ()
+        if self.proxy_buffer_attributes:
+            tables += (1,)
+        for table in tables:
+            name = self._name_of(attr_val, table)
+            if name is not None:
+                if name not in parameter_proxy_cache:
+                    factory = None if not self.param_shapes_constant else \
+                        (lambda node, n=name: ParameterProxy(self, node, n, attr_val))
+                    parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {},
+                                                                    proxy_factory_fn=factory)
+                return parameter_proxy_cache[name]
+        if tables:  # not a tensor of the root's (or one registered while tracing): torch.fx's own search
+            return super().getattr(attr, attr_val, parameter_proxy_cache)
+        return attr_val
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if isinstance(m, HwnasModule) or is_registered_leaf(m) or auto_leaf_reason(m) is not None:
