@@ -737,32 +737,14 @@ def _demo(args) -> int:
 
 
 def _load_score(spec: str):
-    """``module:function`` or ``path/to/file.py:function`` -> the function."""
-    import importlib
-    import importlib.util
-    import pathlib
+    """``module:function`` or ``path/to/file.py:function`` -> the function (:func:`hwnas.registry.import_object`)."""
+    from hwnas.registry import import_object
 
-    target, _, name = spec.rpartition(":")
-    if not target or not name:
+    if ":" not in spec:
         raise ValueError(f"--score {spec!r} should be module:function or path/to/file.py:function (or a metric name).")
-    if target.endswith(".py"):
-        path = pathlib.Path(target)
-        if not path.exists():
-            raise FileNotFoundError(f"--score: file {target!r} does not exist.")
-        mod_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
-    else:
-        if "" not in sys.path and pathlib.Path.cwd().as_posix() not in sys.path:
-            sys.path.insert(0, pathlib.Path.cwd().as_posix())  # like `python -m`: modules of the current folder
-        try:
-            module = importlib.import_module(target)
-        except ImportError as e:
-            raise ValueError(f"--score {spec!r}: could not import {target!r} ({e}); give an importable module or a "
-                             "file path like path/to/score.py:function.") from None
-    fn = getattr(module, name, None)
+    fn = import_object(spec, "--score")
     if not callable(fn):
-        raise ValueError(f"--score: {target!r} has no function {name!r}.")
+        raise ValueError(f"--score {spec!r}: {fn!r} is not a function.")
     return fn
 
 

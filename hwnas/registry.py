@@ -37,6 +37,7 @@ import difflib
 import importlib
 import importlib.util
 import inspect
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ def import_object(spec: str, what: str = "object") -> Any:
         module = importlib.util.module_from_spec(mod_spec)
         mod_spec.loader.exec_module(module)
     else:
+        if "" not in sys.path and Path.cwd().as_posix() not in sys.path:
+            sys.path.insert(0, Path.cwd().as_posix())  # like `python -m`: modules of the current folder
         try:
             module = importlib.import_module(target)
         except ImportError as e:
