@@ -673,8 +673,8 @@ def _paired_note(device: Device) -> str:
         # 2026-12-07, cpu-ort-2t, mobilenet_v3 subnets on an idle 2-core host: paired 1.8-2.5x steady, because the
         # spinning pool threads of the session that ran last compete with the next session's threads
         return ("each run between two runs of a reference model; with several spinning threads that level measured "
-                "1.8-2.5x the steady state, not a fixed ratio, so a recalibration may be refused and a rebuild (still "
-                "paired) repeats it; rank subnets with it, but take absolute times from a 1-thread LUT or a measurement")
+                "1.8-2.5x the steady state, not a fixed ratio, so a recalibration may be refused: rebuild it (hwnas lut "
+                "build measures such a device steady since 2026-12-07)")
     return "each run between two runs of a reference model, 5-15% above steady state"
 
 
