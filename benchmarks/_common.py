@@ -21,6 +21,17 @@ def pin_threads(n: int = 1) -> None:
         os.environ.setdefault(var, str(n))
 
 
+def register_basic_device() -> str:
+    """Register ``cpu-ort-1t-basic`` (1 thread at ORT's basic graph level: no NCHWc layouts, no fused activations),
+    the "other device" of the adapt benchmarks, once; returns its name."""
+    from hwnas.hw import Device, list_devices, register_device
+
+    if "cpu-ort-1t-basic" not in list_devices():
+        register_device(Device("cpu-ort-1t-basic", intra_op_threads=1, graph_optimization="basic",
+                               description="1 thread, basic graph optimisations (benchmarks/adapt.py)"))
+    return "cpu-ort-1t-basic"
+
+
 def median_time(fn: Callable[[], object], repeats: int = 7, number: int = 1) -> float:
     """Median over ``repeats`` of the seconds per call of ``fn`` (each repeat calls it ``number`` times)."""
     times = []

@@ -38,11 +38,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import RESULTS, pin_threads, write_table
+from _common import RESULTS, pin_threads, register_basic_device, write_table
 from scipy.stats import kendalltau
 
 import hwnas
-from hwnas.hw import LUT, Device, adapt, build_lut, get_device, list_devices, measure_many, register_device
+from hwnas.hw import LUT, adapt, build_lut, get_device, measure_many
 from hwnas.hw.build import input_for
 from hwnas.hw.latency import LatencyProfiler
 from hwnas.hw.session import export_onnx
@@ -151,9 +151,7 @@ def main() -> None:
     args = p.parse_args()
     pin_threads(1)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if "cpu-ort-1t-basic" not in list_devices():
-        register_device(Device("cpu-ort-1t-basic", intra_op_threads=1, graph_optimization="basic",
-                               description="1 thread, basic graph optimisations (benchmarks/adapt.py)"))
+    register_basic_device()
     space = hwnas.spaces.create(args.space).eval()
     x = torch.randn(hwnas.spaces.input_shape(args.space))
     source = LUT.load(args.source)

@@ -43,11 +43,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import RESULTS, pin_threads, write_table
+from _common import RESULTS, pin_threads, register_basic_device, write_table
 from latency_accuracy import accuracy_stats
 from predictor_accuracy import unseen_models
 
-from hwnas.hw.device import Device, fingerprint, get_device, list_devices, register_device
+from hwnas.hw.device import fingerprint, get_device
 from hwnas.hw.measure import measure_many
 from hwnas.hw.speed import at_model_speed
 from hwnas.predict import load_predictor, predict_latency, speed_check
@@ -152,9 +152,7 @@ def main() -> None:
     args = p.parse_args()
     pin_threads(1)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if "cpu-ort-1t-basic" not in list_devices():
-        register_device(Device("cpu-ort-1t-basic", intra_op_threads=1, graph_optimization="basic",
-                               description="1 thread, basic graph optimisations (benchmarks/adapt.py)"))
+    register_basic_device()
     source = load_predictor(args.source)
     start = uptime()
     print(f"source: {args.source} ({source.device.name}, {source.metadata['fingerprint'].get('cpu_model')}); {start}; "
